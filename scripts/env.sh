@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create or reuse the project's virtual environment and install what is needed.
+# Usage: source scripts/env.sh [test]   (with "test", the test-only dependencies too)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${PLEXUS_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "plexus: creating virtual environment in $VENV" >&2
+  "$PY" -m venv "$VENV"
+fi
+want="$ROOT/requirements.txt"
+[ "${1:-}" = "test" ] && want="$want $ROOT/requirements-test.txt"
+stamp="$VENV/.plexus-installed-$(cat $want | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  echo "plexus: installing dependencies (torch 2.13.0 CPU build; see README for CUDA)" >&2
+  args=()
+  for f in $want; do args+=(-r "$f"); done
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "${args[@]}"
+  touch "$stamp"
+fi
+export PLEXUS_PYTHON="$VENV/bin/python"
