@@ -10,16 +10,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
-PROJECT = {"execution", "storage", "sampling", "models", "model_management", "nodes", "web"}
+PROJECT = {"execution", "storage", "imaging", "sampling", "models", "model_management", "nodes", "web"}
 
 # package -> allowed top-level imports beyond the stdlib (project packages as "pkg" or "pkg.sub")
 ALLOWED: dict[str, set[str]] = {
     "execution": set(),
     "storage": {"yaml"},
+    "imaging": {"torch", "numpy", "PIL", "execution.errors"},
     "sampling": {"torch", "torchsde", "numpy", "scipy"},
     "models": {"torch", "safetensors", "einops", "transformers", "numpy", "tokenizers", "sampling"},
     "model_management": {"torch", "psutil"},
-    "nodes": {"execution.protocol", "execution.errors", "storage", "models", "sampling", "model_management",
+    "nodes": {"execution.protocol", "execution.errors", "storage", "imaging", "models", "sampling", "model_management",
               "torch", "numpy", "PIL", "safetensors", "einops", "spandrel", "tqdm"},
     "web": {"execution", "storage", "aiohttp", "yarl", "multidict", "PIL", "psutil"},
 }
