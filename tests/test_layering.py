@@ -16,7 +16,7 @@ PROJECT = {"execution", "storage", "imaging", "sampling", "models", "model_manag
 ALLOWED: dict[str, set[str]] = {
     "execution": set(),
     "storage": {"yaml"},
-    "imaging": {"torch", "numpy", "PIL", "execution.errors"},
+    "imaging": {"torch", "numpy", "PIL", "safetensors", "execution.errors"},
     "sampling": {"torch", "torchsde", "numpy", "scipy"},
     "models": {"torch", "safetensors", "einops", "transformers", "numpy", "tokenizers", "sampling"},
     "model_management": {"torch", "psutil"},

@@ -68,3 +68,17 @@ def test_corrupt_image_is_a_clear_error(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(PlexusError, match="bad.png"):
         files.load_image(tmp_path / "bad.png")
+
+
+def test_latent_file_round_trip_and_legacy_scale(tmp_path):
+    import safetensors.torch
+    from imaging import latent_files
+
+    samples = torch.randn(1, 4, 8, 8)
+    latent_files.save_latent(samples, tmp_path / "a.latent", prompt={"1": {}})
+    assert torch.equal(latent_files.load_latent(tmp_path / "a.latent")["samples"], samples)
+    safetensors.torch.save_file({"latent_tensor": samples}, str(tmp_path / "old.latent"))
+    torch.testing.assert_close(latent_files.load_latent(tmp_path / "old.latent")["samples"], samples / 0.18215)
+    (tmp_path / "bad.latent").write_bytes(b"junk")
+    with pytest.raises(PlexusError, match="bad.latent"):
+        latent_files.load_latent(tmp_path / "bad.latent")
