@@ -1,19 +1,17 @@
 """Reading images into IMAGE/MASK tensors and writing PNGs with workflow metadata.
 
-Saved files are named like ComfyUI's: ``<prefix>_<counter:05>_.png`` where the counter continues
-after the highest one already in the folder, and prefixes may contain sub-folders, ``%date:FMT%``,
-``%width%`` / ``%height%`` and ``%NodeTitle.input%`` references (the editor substitutes the latter
-two itself; API clients and the headless runner get them here).
+Saved files are named like ComfyUI's: ``<prefix>_<counter:05>_.png`` in the folder that
+``storage.Folders.save_target`` picks. Prefixes may contain ``%date:FMT%`` and ``%NodeTitle.input%``
+references, which the editor substitutes before queueing; :func:`expand_prefix` does it for API
+clients and the headless runner.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -34,9 +32,10 @@ def _date(fmt: str, now: time.struct_time) -> str:
     return out
 
 
-def expand_prefix(prefix: str, *, width: int = 0, height: int = 0, prompt: dict | None = None,
-                  workflow: dict | None = None, now: time.struct_time | None = None) -> str:
-    """Substitute %date:FMT%, %width%, %height%, %year%.. and %Node.input% in a filename prefix."""
+def expand_prefix(prefix: str, *, prompt: dict | None = None, workflow: dict | None = None,
+                  now: time.struct_time | None = None) -> str:
+    """Substitute %date:FMT% and %NodeTitle.input% / %ClassType.input% in a filename prefix; other
+    tokens (%width%, %year%, ...) are left for ``storage.Folders.save_target``."""
     now = now or time.localtime()
     titles = {}
     for node in (workflow or {}).get("nodes", []) if isinstance(workflow, dict) else []:
@@ -47,11 +46,6 @@ def expand_prefix(prefix: str, *, width: int = 0, height: int = 0, prompt: dict 
         token = match.group(1)
         if token.startswith("date:"):
             return _date(token[5:], now)
-        simple = {"width": width, "height": height, "year": now.tm_year, "month": f"{now.tm_mon:02}",
-                  "day": f"{now.tm_mday:02}", "hour": f"{now.tm_hour:02}", "minute": f"{now.tm_min:02}",
-                  "second": f"{now.tm_sec:02}"}
-        if token in simple:
-            return str(simple[token])
         if "." in token and prompt:
             node_ref, input_name = token.rsplit(".", 1)
             node_id = titles.get(node_ref)
@@ -66,32 +60,6 @@ def expand_prefix(prefix: str, *, width: int = 0, height: int = 0, prompt: dict 
         return match.group(0)
 
     return re.sub(r"%([^%]+)%", replace, prefix)
-
-
-@dataclass(frozen=True)
-class SaveTarget:
-    folder: Path          # absolute folder the files go to
-    filename: str         # base name before _<counter>_
-    counter: int          # first free counter
-    subfolder: str        # folder relative to the root, forward slashes ("" for the root)
-
-
-def save_target(prefix: str, root: Path) -> SaveTarget:
-    """Where files for `prefix` go inside `root`, refusing prefixes that lead outside it."""
-    root = Path(root).resolve()
-    normalised = os.path.normpath(prefix.replace("\\", "/"))
-    subfolder, filename = os.path.split(normalised)
-    folder = (root / subfolder).resolve()
-    if os.path.isabs(prefix) or (folder != root and root not in folder.parents):
-        raise PlexusError("invalid_prefix", "Saving outside the output folder is not allowed",
-                          f"filename_prefix {prefix!r} leads to {folder}, outside {root}")
-    if not filename or filename in (".", ".."):
-        raise PlexusError("invalid_prefix", "The filename prefix has no file name", f"filename_prefix {prefix!r}")
-    folder.mkdir(parents=True, exist_ok=True)
-    pattern = re.compile(re.escape(filename) + r"_(\d+)_?")
-    counters = [int(m.group(1)) for name in os.listdir(folder) if (m := pattern.match(name))]
-    rel = folder.relative_to(root).as_posix()
-    return SaveTarget(folder, filename, max(counters, default=0) + 1, "" if rel == "." else rel)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -109,13 +77,19 @@ def png_metadata(prompt: dict | None, extra_pnginfo: dict | None) -> PngImagePlu
     return info
 
 
-def save_png_batch(images: torch.Tensor, prefix: str, root: Path, *, kind: str, prompt: dict | None = None,
+class SaveTarget(Protocol):
+    """Where a batch goes (storage.folders.SaveTarget): ``folder/<filename>_<counter:05>_.png``."""
+
+    folder: Path
+    filename: str
+    counter: int
+    subfolder: str
+
+
+def save_png_batch(images: torch.Tensor, target: SaveTarget, *, kind: str, prompt: dict | None = None,
                    extra_pnginfo: dict | None = None, compress_level: int = 4,
                    with_metadata: bool = True) -> list[dict[str, Any]]:
     """Save every image of a batch; returns the ``{"filename", "subfolder", "type"}`` entries for the UI."""
-    workflow = (extra_pnginfo or {}).get("workflow")
-    prefix = expand_prefix(prefix, width=images.shape[2], height=images.shape[1], prompt=prompt, workflow=workflow)
-    target = save_target(prefix, root)
     metadata = png_metadata(prompt, extra_pnginfo) if with_metadata else None
     results, counter = [], target.counter
     for number, image in enumerate(images):

@@ -1,0 +1,36 @@
+"""Run built-in nodes through the real registry and Engine, with folders in a temp directory."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from execution.events import EventBus
+from execution.executor import Engine, PromptRecord, RunResult
+from execution.registry import NodeRegistry
+from nodes import services
+from nodes.registry import register_builtins
+from storage.folders import Folders
+
+
+class Harness:
+    def __init__(self, base: Path):
+        self.folders = Folders(base)
+        self.folders.ensure_dirs()
+        services.install(services.NodeServices(self.folders))
+        self.registry = NodeRegistry()
+        report = register_builtins(self.registry)
+        assert not report.builtin_failures, report.lines()
+        self.events = EventBus()
+        self.seen: list = []
+        self.events.subscribe(self.seen.append)
+        self.engine = Engine(self.registry, self.events)
+
+    def run(self, prompt: dict, extra_data: dict | None = None) -> RunResult:
+        checked = self.engine.validate(prompt)
+        assert checked.ok, (checked.error, checked.node_errors)
+        record = PromptRecord(prompt_id=str(uuid.uuid4()), prompt=prompt, extra_data=extra_data or {},
+                              outputs_to_execute=checked.outputs_to_execute)
+        return self.engine.execute(record)
+
+    def close(self) -> None:
+        services.install(None)
