@@ -15,7 +15,7 @@ PROJECT = {"execution", "storage", "imaging", "sampling", "models", "model_manag
 # package -> allowed top-level imports beyond the stdlib (project packages as "pkg" or "pkg.sub")
 ALLOWED: dict[str, set[str]] = {
     "execution": set(),
-    "storage": {"yaml"},
+    "storage": {"yaml", "execution.errors"},
     "imaging": {"torch", "numpy", "PIL", "safetensors", "execution.errors"},
     "sampling": {"torch", "torchsde", "numpy", "scipy"},
     "models": {"torch", "safetensors", "einops", "transformers", "numpy", "tokenizers", "sampling"},

@@ -1,0 +1,14 @@
+"""The built-in node modules, in registration order.
+
+Each entry is a module path under ``nodes.builtin``; a module either defines
+``NODE_CLASS_MAPPINGS`` / ``NODE_DISPLAY_NAME_MAPPINGS`` or contains ``@node`` classes
+(``nodes.spec.module_mappings`` collects them). Add a module here to ship its nodes; a module that
+fails to import is reported at start-up and the others still load. Nothing is imported here.
+"""
+from __future__ import annotations
+
+BUILTIN_MODULES: tuple[str, ...] = (
+    "nodes.builtin.utility",
+    "nodes.builtin.latent",
+    "nodes.builtin.image",
+)

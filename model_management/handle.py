@@ -1,0 +1,118 @@
+"""Model handles: lightweight clones over one shared module, each with its own patches and options.
+
+A :class:`ModelHandle` is what nodes pass around as MODEL / CLIP / VAE. Cloning is cheap: the clone
+shares the `nn.Module` and its base weights and copies only the patch table and the options. Patches
+are recorded, never applied, on the handle; the :class:`~model_management.registry.ModelManager`
+applies the patches of the handle being loaded when it puts weights on the compute device (merged in
+fp32, then cast back) and takes them off by putting the base tensors back. So two graphs with
+different patches on one checkpoint never see each other's patches, and the base weights are
+bit-identical afterwards.
+
+A patch is a callable `(weight_fp32) -> patched_weight_fp32` at full strength plus a strength; it is
+blended as `lerp(w, fn(w), strength)` (exactly `fn(w)` at 1.0, exactly `w` at 0.0). Several patches on
+one key apply in the order they were added, each seeing the result of the previous one. LoRA-style
+formats build such callables; this module knows nothing about them.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from model_management.weights import ModuleWeights
+
+PatchFn = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class WeightPatch:
+    fn: PatchFn
+    strength: float = 1.0
+    source: str = ""          # what it came from ("my_lora.safetensors"), for reports
+
+
+def apply_patches(weight: Tensor, patches: tuple[WeightPatch, ...], key: str = "",
+                  out_dtype: torch.dtype | None = None) -> Tensor:
+    """Merge `patches` into `weight` in fp32 and cast to `out_dtype` (default: the weight's dtype).
+    Never writes to `weight`."""
+    w32 = weight.float()
+    if w32.data_ptr() == weight.data_ptr():
+        w32 = w32.clone()                      # the weight was fp32 already: work on a copy
+    for patch in patches:
+        patched = patch.fn(w32).float()
+        if patched.shape != w32.shape:
+            raise ValueError(f"patch {patch.source or patch.fn!r} on {key or 'a weight'} returned shape "
+                             f"{tuple(patched.shape)} for a weight of shape {tuple(w32.shape)}")
+        w32 = torch.lerp(w32, patched, patch.strength)
+    return w32.to(out_dtype or weight.dtype)
+
+
+class SharedModule:
+    """The part every clone shares: the module, its base weights and its offload units' names."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.weights = ModuleWeights(module)
+        self.offload_blocks: tuple[str, ...] = tuple(getattr(type(module), "OFFLOAD_BLOCKS", ()))
+        self.id = next(self._ids)
+
+    @classmethod
+    def of(cls, module: nn.Module) -> SharedModule:
+        """The one shared state of `module` (created on first use, so all handles agree)."""
+        shared = module.__dict__.get("_plexus_shared")
+        if shared is None:
+            shared = cls(module)
+            module.__dict__["_plexus_shared"] = shared
+        return shared
+
+
+class ModelHandle:
+    """A module plus the patches and options one graph wants on it."""
+
+    def __init__(self, module: nn.Module, *, name: str = "", source_key: str | None = None,
+                 options: Mapping[str, Any] | None = None) -> None:
+        self.shared = SharedModule.of(module)
+        self.name = name or type(module).__name__
+        self.source_key = source_key            # what it was loaded from: "checkpoints/sd15.safetensors#unet"
+        self.patches: dict[str, tuple[WeightPatch, ...]] = {}
+        self.options: dict[str, Any] = dict(options or {})
+
+    @property
+    def module(self) -> nn.Module:
+        return self.shared.module
+
+    def clone(self) -> ModelHandle:
+        twin = ModelHandle.__new__(ModelHandle)
+        twin.shared, twin.name, twin.source_key = self.shared, self.name, self.source_key
+        twin.patches = dict(self.patches)       # tuples inside are immutable: sharing them is safe
+        twin.options = dict(self.options)
+        return twin
+
+    def add_patches(self, patches: Mapping[str, PatchFn | WeightPatch], strength: float = 1.0,
+                    source: str = "") -> list[str]:
+        """Record patches on this handle (call it on a clone). Returns the keys that exist in the model;
+        keys the model lacks are skipped, as a LoRA for another architecture would be."""
+        added = []
+        for key, patch in patches.items():
+            if key not in self.shared.weights.slots:
+                continue
+            if not isinstance(patch, WeightPatch):
+                patch = WeightPatch(patch, strength, source)
+            self.patches[key] = self.patches.get(key, ()) + (patch,)
+            added.append(key)
+        return added
+
+    def patched_keys(self) -> set[str]:
+        return set(self.patches)
+
+    def is_clone_of(self, other: ModelHandle) -> bool:
+        return self.shared is other.shared
+
+    def __repr__(self) -> str:
+        return f"ModelHandle({self.name!r}, {len(self.patches)} patched weights)"

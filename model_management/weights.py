@@ -1,0 +1,142 @@
+"""The tensors of one module: their base ("home") copies, their slots, and what is on the device.
+
+A module's weights live in two places. The *home* tensors are the base weights as loaded (on the
+CPU, memory-mapped from `.safetensors` where the loader could), and are never written to. What the
+module computes with is whatever tensor sits in each parameter/buffer *slot*: the home tensor while
+the model is offloaded, a device copy (cast and patched) while it is loaded, or a placeholder while
+a streamed module waits for its forward pass. Unloading puts the home tensors back into the slots,
+so the base weights are bit-identical after any load/patch/unload cycle without any copy.
+
+:class:`DeviceLedger` counts the bytes Plexus holds on the compute device. On a GPU that is real
+memory; on the CPU with `--vram-budget` it is the simulated device, which is how the budget logic
+is tested without a GPU.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+class DeviceLedger:
+    """Bytes on the compute device owned by Plexus's models: resident weights plus streamed ones."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.peak_bytes = 0
+        self._watchers: list[Callable[[int], None]] = []
+
+    def add(self, nbytes: int) -> None:
+        self.bytes += nbytes
+        self.peak_bytes = max(self.peak_bytes, self.bytes)
+        for watch in list(self._watchers):
+            watch(self.bytes)
+
+    def remove(self, nbytes: int) -> None:
+        self.bytes -= nbytes
+        for watch in list(self._watchers):
+            watch(self.bytes)
+
+    def watch(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call `callback(bytes_now)` on every change (tests assert the budget there).
+        Returns a function that unsubscribes."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback)
+
+    def reset_peak(self) -> None:
+        self.peak_bytes = self.bytes
+
+
+@dataclass(frozen=True)
+class Slot:
+    owner: nn.Module
+    attr: str
+    is_parameter: bool
+
+
+def tensor_bytes(t: Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+class ModuleWeights:
+    """Home tensors and slots of one module, keyed by state-dict names ("input_blocks.1.0.weight")."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.slots: dict[str, Slot] = {}
+        self.home: dict[str, Tensor] = {}
+        self.aliases: dict[str, str] = {}       # tied weights: second name -> first name
+        seen: dict[int, str] = {}
+        for prefix, owner in module.named_modules(remove_duplicate=False):
+            for group, is_param in ((owner._parameters, True), (owner._buffers, False)):
+                for attr, tensor in group.items():
+                    if tensor is None:
+                        continue
+                    key = f"{prefix}.{attr}" if prefix else attr
+                    if key in self.slots or key in self.aliases:
+                        continue
+                    if id(tensor) in seen:
+                        self.aliases[key] = seen[id(tensor)]
+                        continue
+                    seen[id(tensor)] = key
+                    self.slots[key] = Slot(owner, attr, is_param)
+                    self.home[key] = tensor.data if is_param else tensor
+
+    def keys(self) -> Iterator[str]:
+        return iter(self.slots)
+
+    def nbytes(self, key: str, dtype: torch.dtype | None = None) -> int:
+        home = self.home[key]
+        if dtype is not None and home.is_floating_point():
+            return home.numel() * torch.empty((), dtype=dtype).element_size()
+        return tensor_bytes(home)
+
+    def total_bytes(self, dtype: torch.dtype | None = None) -> int:
+        return sum(self.nbytes(k, dtype) for k in self.slots)
+
+    def current(self, key: str) -> Tensor:
+        slot = self.slots[key]
+        tensor = getattr(slot.owner, slot.attr)
+        return tensor.data if slot.is_parameter else tensor
+
+    def put(self, key: str, tensor: Tensor) -> None:
+        """Place `tensor` in the slot; parameters keep their `nn.Parameter` object."""
+        slot = self.slots[key]
+        if slot.is_parameter:
+            slot.owner._parameters[slot.attr].data = tensor
+        else:
+            slot.owner._buffers[slot.attr] = tensor
+
+    def put_home(self, key: str) -> None:
+        self.put(key, self.home[key])
+
+    def replace_home(self, state: dict[str, Tensor]) -> None:
+        """New base tensors (a dropped model reloaded from disk): same keys, shapes and dtypes."""
+        missing = [k for k in self.slots if k not in state]
+        if missing:
+            raise KeyError(f"reloaded weights lack {len(missing)} keys, e.g. {missing[:3]}")
+        for key in self.slots:
+            new, old = state[key], self.home[key]
+            if new.shape != old.shape:
+                raise ValueError(f"reloaded weight {key} has shape {tuple(new.shape)}, "
+                                 f"expected {tuple(old.shape)}")
+            self.home[key] = new
+            self.put(key, new)
+
+    def release_home(self) -> None:
+        """Drop every base tensor (RAM eviction): slots hold one-element NaN placeholders until
+        `replace_home` (meta tensors cannot take a parameter's place in torch)."""
+        for key, home in self.home.items():
+            empty = placeholder(home, home.device, None)
+            self.home[key] = empty
+            self.put(key, empty)
+
+
+def placeholder(home: Tensor, device: torch.device, dtype: torch.dtype | None) -> Tensor:
+    """What a streamed weight's slot holds between forward passes: right shape, dtype and device, one
+    element of storage, NaN-filled so that a use outside the streaming hooks shows up in the output."""
+    target = dtype if (dtype is not None and home.is_floating_point()) else home.dtype
+    fill = float("nan") if target.is_floating_point else 0
+    return torch.full((), fill, dtype=target, device=device).expand(home.shape)

@@ -1,0 +1,210 @@
+"""Which model a checkpoint holds, from its keys and shapes alone (never its file name).
+
+`detect(shapes)` is a pure function over `{key: shape}`; it returns the whole `ModelConfig` (family,
+prediction type, UNet and VAE configs, latent format, text-encoder slots) or raises an error that says
+what was found. Every number is read from shapes, so a tiny test model in the real layout takes the same
+path as a full-size file; the tests run it on the real key manifests in tests/data/manifests/.
+
+The one thing keys cannot tell is SD2.x 512-base (eps) from 768-v (v): the files have identical layouts.
+`detect` answers "v" (the SD2.x file most users have, and what ComfyUI and A1111 conclude for real 768-v
+weights); the checkpoint loader then applies ComfyUI's weight statistic via `sniff_sd2_prediction`, and an
+explicit `prediction_override` beats both.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from models.errors import UnknownModelError, UnsupportedModelError, summarise_keys
+from models.unet import UNetConfig
+from models.vae import VAEConfig
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+EMA_PREFIX = "model_ema."
+
+# Latent scale of the SD1/SD2 VAE: chosen so that latents have unit variance (Rombach et al. 2022, sec. 4.3.2
+# and the `scale_factor: 0.18215` of Stability's v1/v2-inference yaml files).
+SD_LATENT_SCALE = 0.18215
+
+# ComfyUI (supported_models.SD20.model_type) calls a 4-channel SD2 UNet v-prediction when the std of this
+# bias exceeds 0.09; A1111 reaches the same verdict for the published files by running the model.
+# For other depths we probe the same tensor of the last output block that has a transformer.
+SD2_V_STD_THRESHOLD = 0.09
+
+
+@dataclass(frozen=True)
+class TextEncoderSlot:
+    kind: str          # "clip_l" | "open_clip_h"
+    prefix: str        # key prefix in the checkpoint, stripped before the encoder sees its state dict
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    family: str                    # "sd1" | "sd2"
+    variant: str                   # "base" | "inpaint" | "in<N>" for other input-channel counts
+    prediction_type: str           # "eps" | "v"
+    unet: UNetConfig
+    vae: VAEConfig
+    latent_channels: int
+    latent_scale_factor: float
+    latent_downscale: int          # pixels per latent cell (8)
+    text_encoders: tuple[TextEncoderSlot, ...]
+    unet_prefix: str = UNET_PREFIX
+    vae_prefix: str = VAE_PREFIX
+    has_ema: bool = False          # the file carries `model_ema.*` shadows of the UNet
+    notes: tuple[str, ...] = field(default=())
+
+
+def detect(shapes: Shapes) -> ModelConfig:
+    """Full configuration of a single-file SD checkpoint from its key -> shape map."""
+    _reject_unsupported(shapes)
+    if UNET_PREFIX + "input_blocks.0.0.weight" not in shapes:
+        raise UnknownModelError(
+            "Unknown checkpoint layout: no LDM UNet (`model.diffusion_model.input_blocks.0.0.weight`) found",
+            f"{len(shapes)} tensors; key prefixes found: {summarise_keys(sorted(_prefixes(shapes)))}")
+    unet = detect_unet(shapes, UNET_PREFIX)
+    vae = detect_vae(shapes, VAE_PREFIX)
+    slots = _text_encoder_slots(shapes)
+    family = "sd2" if unet.use_linear_in_transformer else "sd1"
+    expected_slot = {"sd1": "clip_l", "sd2": "open_clip_h"}[family]
+    if slots and slots[0].kind != expected_slot:
+        raise UnknownModelError(
+            f"Inconsistent checkpoint: its UNet has the {family.upper()} layout but its text encoder is "
+            f"{slots[0].kind} (under {slots[0].prefix})")
+    if family == "sd2":
+        unet = _with(unet, upcast_attention=True)
+    variant = {4: "base", 9: "inpaint"}.get(unet.in_channels, f"in{unet.in_channels}")
+    prediction = "v" if family == "sd2" and unet.in_channels == 4 else "eps"
+    has_ema = any(k.startswith(EMA_PREFIX + "diffusion_model") for k in shapes)
+    return ModelConfig(family=family, variant=variant, prediction_type=prediction, unet=unet, vae=vae,
+                       latent_channels=vae.embed_dim, latent_scale_factor=SD_LATENT_SCALE,
+                       latent_downscale=vae.downscale_factor, text_encoders=tuple(slots), has_ema=has_ema)
+
+
+def sd2_prediction_probe(unet: UNetConfig, prefix: str = UNET_PREFIX) -> str | None:
+    """The key ComfyUI sniffs (`output_blocks.11.1.transformer_blocks.0.norm1.bias` at full size)."""
+    with_attention = [i for i, d in enumerate(unet.transformer_depth_output) if d]
+    return f"{prefix}output_blocks.{with_attention[-1]}.1.transformer_blocks.0.norm1.bias" if with_attention else None
+
+
+def sniff_sd2_prediction(probe_std: float) -> str:
+    """ComfyUI's rule for a 4-channel SD2 UNet, given std(SD2_PREDICTION_PROBE)."""
+    return "v" if probe_std > SD2_V_STD_THRESHOLD else "eps"
+
+
+def _with(config: UNetConfig, **changes) -> UNetConfig:
+    from dataclasses import replace
+    return replace(config, **changes)
+
+
+def _prefixes(shapes: Shapes) -> set[str]:
+    return {".".join(k.split(".")[:2]) for k in shapes}
+
+
+def _reject_unsupported(shapes: Shapes) -> None:
+    if UNET_PREFIX + "joint_blocks.0.x_block.attn.qkv.weight" in shapes or \
+            UNET_PREFIX + "x_embedder.proj.weight" in shapes:
+        hidden = shapes.get(UNET_PREFIX + "x_embedder.proj.weight", (0,))[0]
+        raise UnsupportedModelError(
+            "Checkpoint recognised as SD3/SD3.5 (MM-DiT), which is not supported yet",
+            f"MM-DiT depth {hidden // 64}; SD3 support is planned in a later milestone")
+    if UNET_PREFIX + "label_emb.0.0.weight" in shapes or any(k.startswith("conditioner.embedders.")
+                                                             for k in shapes):
+        raise UnsupportedModelError(
+            "Checkpoint recognised as SDXL, which is not supported yet",
+            "SDXL support (two text encoders, size conditioning) is planned in a later milestone")
+
+
+def _block_indices(shapes: Shapes, prefix: str) -> list[int]:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return sorted({int(m.group(1)) for k in shapes if (m := pattern.match(k))})
+
+
+def _transformer_depth(shapes: Shapes, block_prefix: str) -> int:
+    pattern = re.compile(re.escape(block_prefix) + r"\d+\.transformer_blocks\.(\d+)\.")
+    found = {int(m.group(1)) for k in shapes if (m := pattern.match(k))}
+    return max(found) + 1 if found else 0
+
+
+def detect_unet(shapes: Shapes, prefix: str = UNET_PREFIX) -> UNetConfig:
+    """UNetConfig of an LDM-layout UNet whose keys start with `prefix`."""
+    p = prefix
+    conv_in = shapes[p + "input_blocks.0.0.weight"]                     # [mc, in, 3, 3]
+    model_channels, in_channels = conv_in[0], conv_in[1]
+    out_channels = shapes[p + "out.2.weight"][0]
+    res_per_level: list[int] = [0]
+    mults: list[int] = []
+    depths: list[int] = []
+    for i in _block_indices(shapes, p + "input_blocks.")[1:]:
+        b = f"{p}input_blocks.{i}."
+        if b + "0.op.weight" in shapes:                                  # downsample: next level
+            res_per_level.append(0)
+            continue
+        out_ch = shapes[b + "0.in_layers.2.weight"][0]
+        if res_per_level[-1] == 0:
+            mults.append(out_ch // model_channels)
+        res_per_level[-1] += 1
+        depths.append(_transformer_depth(shapes, b))
+    if len(mults) != len(res_per_level):
+        raise UnknownModelError("Unknown UNet layout: a resolution level without res blocks",
+                                f"levels {res_per_level}")
+    output_depths = [_transformer_depth(shapes, f"{p}output_blocks.{i}.")
+                     for i in _block_indices(shapes, p + "output_blocks.")]
+    if len(output_depths) != sum(n + 1 for n in res_per_level):
+        raise UnknownModelError("Unknown UNet layout: output blocks do not mirror input blocks",
+                                f"{len(output_depths)} output blocks for res blocks per level {res_per_level}")
+    transformer_keys = [k for k in shapes if k.startswith(p) and k.endswith(".attn2.to_k.weight")]
+    if not transformer_keys:
+        raise UnknownModelError("Unknown UNet layout: no cross-attention (attn2) found",
+                                "a text-conditioned LDM UNet was expected")
+    context_dim = shapes[transformer_keys[0]][1]
+    proj_in = next(shapes[k] for k in shapes if k.startswith(p) and k.endswith(".proj_in.weight"))
+    use_linear = len(proj_in) == 2
+    return UNetConfig(
+        in_channels=in_channels, out_channels=out_channels, model_channels=model_channels,
+        channel_mult=tuple(mults), num_res_blocks=tuple(res_per_level), transformer_depth=tuple(depths),
+        transformer_depth_middle=_transformer_depth(shapes, p + "middle_block."),
+        transformer_depth_output=tuple(output_depths), context_dim=context_dim,
+        # SD1 uses 8 heads; SD2 fixes the head width at 64 (v2-inference.yaml num_head_channels: 64).
+        num_heads=-1 if use_linear else 8, head_dim=64 if use_linear else -1,
+        use_linear_in_transformer=use_linear)
+
+
+def detect_vae(shapes: Shapes, prefix: str = VAE_PREFIX) -> VAEConfig:
+    """VAEConfig of an LDM-layout AutoencoderKL whose keys start with `prefix` ("" for standalone files)."""
+    p = prefix
+    if p + "encoder.conv_in.weight" not in shapes or p + "decoder.conv_in.weight" not in shapes:
+        raise UnknownModelError(f"No LDM VAE found under '{p}'",
+                                f"expected {p}encoder.conv_in.weight and {p}decoder.conv_in.weight")
+    ch, in_channels = shapes[p + "encoder.conv_in.weight"][:2]
+    levels = _block_indices(shapes, p + "encoder.down.")
+    mults = tuple(shapes[f"{p}encoder.down.{i}.block.0.conv1.weight"][0] // ch for i in levels)
+    num_res = len(_block_indices(shapes, p + "encoder.down.0.block."))
+    z2 = shapes[p + "encoder.conv_out.weight"][0]
+    has_quant = p + "quant_conv.weight" in shapes
+    embed_dim = shapes[p + "quant_conv.weight"][0] // 2 if has_quant else z2 // 2
+    return VAEConfig(in_channels=in_channels, out_channels=shapes[p + "decoder.conv_out.weight"][0], ch=ch,
+                     ch_mult=mults, num_res_blocks=num_res, z_channels=z2 // 2, embed_dim=embed_dim,
+                     has_quant_conv=has_quant)
+
+
+def detect_vae_file(shapes: Shapes) -> tuple[VAEConfig, str]:
+    """A standalone VAE file (keys `encoder.*`) or a checkpoint's VAE: the config and the key prefix."""
+    for prefix in ("", VAE_PREFIX, "vae."):
+        if prefix + "decoder.conv_in.weight" in shapes:
+            return detect_vae(shapes, prefix), prefix
+    raise UnknownModelError("Not a VAE file: no `decoder.conv_in.weight` found",
+                            f"{len(shapes)} tensors; key prefixes found: {summarise_keys(sorted(_prefixes(shapes)))}")
+
+
+def _text_encoder_slots(shapes: Shapes) -> list[TextEncoderSlot]:
+    slots = []
+    if any(k.startswith("cond_stage_model.transformer.") for k in shapes):
+        slots.append(TextEncoderSlot("clip_l", "cond_stage_model.transformer."))
+    if any(k.startswith("cond_stage_model.model.") for k in shapes):
+        slots.append(TextEncoderSlot("open_clip_h", "cond_stage_model.model."))
+    return slots

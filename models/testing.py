@@ -1,0 +1,201 @@
+"""Random-weight checkpoints in the real LDM single-file layout, for tests, benchmarks and the demo model.
+
+`write_random_checkpoint` writes any UNet/VAE configuration (tiny or full size) as `.safetensors` (streamed
+tensor by tensor: a full-size SD1.5 file never sits in RAM) or `.ckpt` (`torch.save({"state_dict": ...})`),
+optionally with LitEma `model_ema.*` shadows, the DDPM schedule buffers and the text encoder in its real
+layout (from `models.text.random_text_encoder_state_dict` when that is available).
+
+Values are deterministic per tensor name and seed, and scaled so a forward pass stays finite:
+weights ~ N(0, 1/fan_in) (LeCun init), norm scales ~ 1 + N(0, 0.1), biases ~ N(0, 0.02).
+"""
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from models.convert.ldm import ema_key
+from models.files import SAFETENSORS_NAMES
+from models.unet import UNetConfig, UNetModel
+from models.vae import AutoencoderKL, VAEConfig
+
+Layout = dict[str, tuple[tuple[int, ...], torch.dtype]]
+
+TEXT_SLOT = {"sd1": ("clip_l", "cond_stage_model.transformer."), "sd2": ("open_clip_h", "cond_stage_model.model.")}
+
+
+def tiny_unet_config(family: str = "sd1", in_channels: int = 4) -> UNetConfig:
+    """A few-MB UNet in the family's layout: 3 levels, 1 res block each, attention on the top two."""
+    if family == "sd1":
+        return UNetConfig(in_channels=in_channels, model_channels=32, channel_mult=(1, 2, 2),
+                          num_res_blocks=(1, 1, 1), transformer_depth=(1, 1, 0), transformer_depth_middle=1,
+                          transformer_depth_output=(0, 0, 1, 1, 1, 1), context_dim=32, num_heads=8)
+    if family == "sd2":
+        return UNetConfig(in_channels=in_channels, model_channels=64, channel_mult=(1, 2, 2),
+                          num_res_blocks=(1, 1, 1), transformer_depth=(1, 1, 0), transformer_depth_middle=1,
+                          transformer_depth_output=(0, 0, 1, 1, 1, 1), context_dim=64, num_heads=-1,
+                          head_dim=64, use_linear_in_transformer=True, upcast_attention=True)
+    raise ValueError(f"unknown family {family!r}")
+
+
+def text_encoder_config(family: str, width: int | None = None):
+    """The family's text tower config: full size, or a 2-layer tower `width` wide for tests."""
+    from models.text import ClipTextConfig
+    if family == "sd1":
+        full = ClipTextConfig(kind="clip_l")
+    else:
+        full = ClipTextConfig(kind="open_clip_h", hidden_size=1024, num_layers=24, num_heads=16,
+                              intermediate_size=4096, activation="gelu", projection_dim=1024,
+                              default_clip_skip=-2, pad_token=0)
+    if width is None:
+        return full
+    return replace(full, hidden_size=width, num_layers=2, num_heads=1, intermediate_size=2 * width,
+                   projection_dim=width if full.projection_dim else None)
+
+
+def tiny_vae_config() -> VAEConfig:
+    return VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1)
+
+
+def sd15_unet_config() -> UNetConfig:
+    return UNetConfig()
+
+
+def module_layout(module_cls, config, prefix: str) -> dict[str, tuple[int, ...]]:
+    """{file key: shape} of a module built on the meta device (no memory used)."""
+    with torch.device("meta"):
+        model = module_cls(config)
+    return {prefix + k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def random_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int, std: float | None = None) -> Tensor:
+    """Deterministic values for one tensor (see the module docstring for the scales)."""
+    g = torch.Generator().manual_seed((zlib.crc32(name.encode()) + seed * 1_000_003) % (2 ** 63))
+    if not dtype.is_floating_point:
+        return torch.zeros(shape, dtype=dtype)
+    x = torch.randn(shape, generator=g, dtype=torch.float32)
+    if std is not None:
+        x = x * std
+    elif len(shape) >= 2:
+        x = x / math.sqrt(math.prod(shape[1:]))
+    elif name.endswith("bias"):
+        x = x * 0.02
+    else:                                                        # 1-D weights are norm scales
+        x = 1.0 + 0.1 * x
+    return x.to(dtype)
+
+
+def ddpm_buffers(linear_start: float = 0.00085, linear_end: float = 0.012, steps: int = 1000) -> dict[str, Tensor]:
+    """The 12 schedule buffers LDM's DDPM.register_schedule saves ("scaled linear" betas,
+    ldm/models/diffusion/ddpm.py; Ho et al. 2020, eq. 6-7 for the posterior terms)."""
+    betas = torch.linspace(linear_start ** 0.5, linear_end ** 0.5, steps, dtype=torch.float64) ** 2
+    alphas_cumprod = torch.cumprod(1.0 - betas, 0)
+    prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+    post_var = betas * (1.0 - prev) / (1.0 - alphas_cumprod)
+    bufs = {
+        "betas": betas, "alphas_cumprod": alphas_cumprod, "alphas_cumprod_prev": prev,
+        "sqrt_alphas_cumprod": alphas_cumprod.sqrt(), "sqrt_one_minus_alphas_cumprod": (1 - alphas_cumprod).sqrt(),
+        "log_one_minus_alphas_cumprod": (1 - alphas_cumprod).log(),
+        "sqrt_recip_alphas_cumprod": (1 / alphas_cumprod).sqrt(), "sqrt_recipm1_alphas_cumprod": (1 / alphas_cumprod - 1).sqrt(),
+        "posterior_variance": post_var, "posterior_log_variance_clipped": torch.cat([post_var[1:2], post_var[1:]]).log(),
+        "posterior_mean_coef1": betas * prev.sqrt() / (1 - alphas_cumprod),
+        "posterior_mean_coef2": (1 - prev) * (1 - betas).sqrt() / (1 - alphas_cumprod),
+    }
+    return {k: v.float() for k, v in bufs.items()}
+
+
+@dataclass
+class CheckpointSpec:
+    """What to write: component configs plus the optional parts of a real LDM file."""
+
+    family: str                                   # "sd1" | "sd2" (picks the text-encoder slot)
+    unet: UNetConfig
+    vae: VAEConfig
+    dtype: torch.dtype = torch.float32
+    with_ema: bool = False                        # add model_ema.* shadows (values differ from model.*)
+    with_ldm_extras: bool = True                  # DDPM buffers, model_ema.decay/num_updates
+    with_text_encoder: bool = True                # the text tower, sized to the UNet's context_dim
+    std_overrides: dict[str, float] = field(default_factory=dict)   # file key -> std of its random values
+    seed: int = 0
+
+
+def _text_encoder_state(spec: CheckpointSpec) -> Mapping[str, Tensor]:
+    if not spec.with_text_encoder:
+        return {}
+    from models.text import random_text_encoder_state_dict
+    kind, _ = TEXT_SLOT[spec.family]
+    full = text_encoder_config(spec.family)
+    width = None if spec.unet.context_dim == full.hidden_size else spec.unet.context_dim
+    return random_text_encoder_state_dict(kind, text_encoder_config(spec.family, width), seed=spec.seed,
+                                          dtype=spec.dtype)
+
+
+def checkpoint_tensors(spec: CheckpointSpec) -> tuple[Layout, Callable[[str], Tensor]]:
+    """The file's layout and a function that makes any one tensor on demand."""
+    unet = module_layout(UNetModel, spec.unet, "model.diffusion_model.")
+    vae = module_layout(AutoencoderKL, spec.vae, "first_stage_model.")
+    text = {TEXT_SLOT[spec.family][1] + k: v for k, v in _text_encoder_state(spec).items()}
+    extras = {**ddpm_buffers(), "model_ema.decay": torch.tensor(0.9999),
+              "model_ema.num_updates": torch.tensor(0, dtype=torch.int32)} if spec.with_ldm_extras else {}
+    layout: Layout = {k: (s, spec.dtype) for k, s in {**unet, **vae}.items()}
+    if spec.with_ema:
+        layout.update({ema_key(k): (s, spec.dtype) for k, s in unet.items()})
+    layout.update({k: (tuple(t.shape), t.dtype) for k, t in {**text, **extras}.items()})
+    fixed = {**text, **extras}
+
+    def make(name: str) -> Tensor:
+        if name in fixed:
+            return fixed[name]
+        shape, dtype = layout[name]
+        return random_tensor(name, shape, dtype, spec.seed, spec.std_overrides.get(name))
+    return layout, make
+
+
+def write_safetensors_streaming(path: str | Path, layout: Layout, make: Callable[[str], Tensor],
+                                metadata: dict[str, str] | None = None) -> None:
+    """Write a .safetensors file one tensor at a time (format: github.com/huggingface/safetensors#format)."""
+    header: dict[str, object] = {"__metadata__": dict(metadata or {"format": "pt"})}
+    offset = 0
+    names = sorted(layout)
+    for name in names:
+        shape, dtype = layout[name]
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        header[name] = {"dtype": SAFETENSORS_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)                                 # data section starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for name in names:
+            shape, dtype = layout[name]
+            t = make(name).to(dtype).reshape(-1).contiguous()
+            if t.numel() != math.prod(shape):
+                raise ValueError(f"{name}: made {t.numel()} values for shape {shape}")
+            f.write(t.view(torch.uint8).numpy().tobytes())
+
+
+def write_random_checkpoint(path: str | Path, spec: CheckpointSpec) -> Path:
+    """Write a random-weight LDM checkpoint; the format follows the suffix (.safetensors or .ckpt/.pt)."""
+    path = Path(path)
+    layout, make = checkpoint_tensors(spec)
+    if path.suffix == ".safetensors":
+        write_safetensors_streaming(path, layout, make)
+    else:
+        torch.save({"state_dict": {k: make(k).to(layout[k][1]) for k in sorted(layout)}, "global_step": 0}, path)
+    return path
+
+
+def write_random_vae(path: str | Path, config: VAEConfig, dtype: torch.dtype = torch.float32, seed: int = 0) -> Path:
+    """A standalone VAE file (keys `encoder.*`, `decoder.*`, `quant_conv.*`), like vae-ft-mse-840000."""
+    shapes = module_layout(AutoencoderKL, config, "")
+    layout = {k: (s, dtype) for k, s in shapes.items()}
+    write_safetensors_streaming(path, layout, lambda n: random_tensor(n, layout[n][0], dtype, seed))
+    return Path(path)

@@ -1,0 +1,230 @@
+"""Load custom-node plugins from ``custom_nodes/`` folders the way ComfyUI does.
+
+Facts kept from ComfyUI (``nodes.load_custom_node`` / ``init_external_custom_nodes``):
+
+- every entry of each custom_nodes folder is a candidate: a package (a folder with
+  ``__init__.py``) or a single ``.py`` module; other files, ``__pycache__`` and names ending in
+  ``.disabled`` are skipped;
+- ``--disable-all-custom-nodes`` skips every entry whose name (``pack`` or ``pack.py``) is not in
+  ``--whitelist-custom-nodes``;
+- a package is imported under the name of its path with ``.`` replaced by ``_x_`` (a single file
+  under its path without ``.py``) and put in ``sys.modules`` before it runs, so its relative imports
+  work;
+- it exports ``NODE_CLASS_MAPPINGS`` (required), ``NODE_DISPLAY_NAME_MAPPINGS`` and ``WEB_DIRECTORY``
+  (relative to the plugin's folder; kept only if it is a directory);
+- a plugin cannot replace a built-in node (the name is ignored); a later plugin replaces an earlier
+  plugin's node of the same name (ComfyUI does this silently; we warn);
+- the node's ``python_module`` is ``custom_nodes.<pack>`` (also set as ``RELATIVE_PYTHON_MODULE``);
+- a plugin that raises while importing is reported with its path and traceback and the others load.
+
+Differences: entries load in sorted order (ComfyUI uses ``os.listdir`` order), entries starting
+with ``.`` are skipped, and a mapping entry that is not a classic node class is skipped with a
+warning instead of breaking ``/object_info`` later.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+CLASSIC_MEMBERS = ("INPUT_TYPES", "RETURN_TYPES", "FUNCTION")
+
+
+@dataclass
+class PluginReport:
+    """What happened to one plugin. ``name`` is the pack name (folder name, or file name without
+    ``.py``) used in ``custom_nodes.<name>`` and ``/extensions/<name>/``."""
+
+    name: str
+    path: Path
+    is_ok: bool
+    import_s: float
+    node_names: list[str] = field(default_factory=list)
+    display_names: dict[str, str] = field(default_factory=dict)
+    web_directory: Path | None = None
+    error: str | None = None           # "ExceptionType: message"
+    traceback: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    classes: dict[str, type] = field(default_factory=dict, repr=False)
+
+    @property
+    def python_module(self) -> str:
+        return f"custom_nodes.{self.name}"
+
+    def web_files(self) -> list[str]:
+        """``/extensions/<name>/<relative>`` for every ``*.js`` below the web directory (recursive)."""
+        if self.web_directory is None or not self.web_directory.is_dir():
+            return []
+        return sorted(f"/extensions/{self.name}/{path.relative_to(self.web_directory).as_posix()}"
+                      for path in self.web_directory.rglob("*.js") if path.is_file())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "path": str(self.path), "ok": self.is_ok, "import_s": self.import_s,
+                "node_names": list(self.node_names), "web_directory": str(self.web_directory or "") or None,
+                "error": self.error, "traceback": self.traceback, "warnings": list(self.warnings)}
+
+
+@dataclass
+class PluginScan:
+    """Every plugin tried (in load order) and every entry skipped, with the reason."""
+
+    plugins: list[PluginReport] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[PluginReport]:
+        return [p for p in self.plugins if not p.is_ok]
+
+    def node_classes(self) -> dict[str, tuple[type, PluginReport]]:
+        """The winning class of every plugin node name (a later plugin replaces an earlier one)."""
+        merged: dict[str, tuple[type, PluginReport]] = {}
+        for plugin in self.plugins:
+            for name, cls in plugin.classes.items():
+                merged[name] = (cls, plugin)
+        return merged
+
+    def display_names(self) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for plugin in self.plugins:
+            merged.update(plugin.display_names)
+        return merged
+
+    def web_directories(self) -> dict[str, Path]:
+        return {p.name: p.web_directory for p in self.plugins if p.is_ok and p.web_directory is not None}
+
+    def import_times_text(self) -> str:
+        """ComfyUI's start-up table: one line per plugin, fastest first, failures marked."""
+        if not self.plugins:
+            return ""
+        lines = ["Import times for custom nodes:"]
+        for plugin in sorted(self.plugins, key=lambda p: p.import_s):
+            mark = "" if plugin.is_ok else " (IMPORT FAILED)"
+            lines.append(f"{plugin.import_s:6.1f} seconds{mark}: {plugin.path}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"plugins": [p.to_json() for p in self.plugins],
+                "skipped": [{"path": str(path), "reason": reason} for path, reason in self.skipped]}
+
+
+def candidates(folder: Path, disable_all: bool = False, whitelist: Iterable[str] = (),
+               skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """The plugin entries of one custom_nodes folder, in load order."""
+    allowed = set(whitelist)
+    found: list[Path] = []
+    try:
+        names = sorted(os.listdir(os.path.realpath(folder)))
+    except OSError:
+        return []
+    for name in names:
+        path = Path(folder) / name
+        if name == "__pycache__" or name.startswith("."):
+            continue
+        reason = None
+        if name.endswith(".disabled"):
+            reason = "disabled (name ends in .disabled)"
+        elif path.is_file() and path.suffix != ".py":
+            continue
+        elif disable_all and name not in allowed:
+            reason = "--disable-all-custom-nodes and not in --whitelist-custom-nodes"
+        if reason is not None:
+            if skipped is not None:
+                skipped.append((path, reason))
+            continue
+        found.append(path)
+    return found
+
+
+def load_plugins(folders: Iterable[Path | str], *, builtin_names: Iterable[str] = (),
+                 disable_all: bool = False, whitelist: Iterable[str] = ()) -> PluginScan:
+    """Import every plugin of ``folders`` (in order) and report each one. Never raises for a plugin."""
+    scan = PluginScan()
+    reserved = set(builtin_names)
+    owners: dict[str, str] = {}  # node name -> pack that registered it so far
+    for folder in folders:
+        for path in candidates(Path(folder), disable_all, whitelist, scan.skipped):
+            report = load_plugin(path)
+            _claim_names(report, reserved, owners)
+            scan.plugins.append(report)
+    return scan
+
+
+def module_name_for(path: Path) -> str:
+    """The ``sys.modules`` name ComfyUI gives a plugin: its path (``.`` -> ``_x_`` for a package,
+    without ``.py`` for a file)."""
+    if path.is_file():
+        return str(path.with_suffix(""))
+    return str(path).replace(".", "_x_")
+
+
+def load_plugin(path: Path) -> PluginReport:
+    """Import one plugin (package folder or ``.py`` file) and collect its exports."""
+    path = Path(os.path.abspath(path))
+    is_file = path.is_file()
+    name = path.stem if is_file else path.name
+    module_name = module_name_for(path)
+    report = PluginReport(name=name, path=path, is_ok=False, import_s=0.0)
+    started = time.perf_counter()
+    try:
+        init = path if is_file else path / "__init__.py"
+        if not init.is_file():
+            raise ImportError(f"{path} is neither a .py file nor a package (no __init__.py)")
+        spec = importlib.util.spec_from_file_location(module_name, init)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(module_name, None)
+            raise
+        _collect(module, report, path.parent if is_file else path)
+    except Exception as exc:  # a broken plugin must not stop start-up
+        report.is_ok = False
+        report.error = f"{type(exc).__name__}: {exc}"
+        report.traceback = traceback.format_exc()
+    report.import_s = time.perf_counter() - started
+    return report
+
+
+def _collect(module: Any, report: PluginReport, module_dir: Path) -> None:
+    web = getattr(module, "WEB_DIRECTORY", None)
+    if web is not None:
+        web_dir = Path(os.path.abspath(module_dir / str(web)))
+        if web_dir.is_dir():
+            report.web_directory = web_dir
+        else:
+            report.warnings.append(f"WEB_DIRECTORY {web!r} is not a directory ({web_dir}); ignored")
+    mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
+    if mappings is None:
+        hint = " (comfy_entrypoint / V3 plugins are not supported yet)" if hasattr(module, "comfy_entrypoint") else ""
+        raise ImportError(f"{report.path} has no NODE_CLASS_MAPPINGS{hint}")
+    for node_name, cls in dict(mappings).items():
+        missing = [m for m in CLASSIC_MEMBERS if not hasattr(cls, m)] if isinstance(cls, type) else ["a class"]
+        if missing:
+            report.warnings.append(f"node {node_name!r} skipped: not a classic node (missing {', '.join(missing)})")
+            continue
+        report.classes[str(node_name)] = cls
+    report.display_names = {str(k): str(v) for k, v in dict(getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None) or {}).items()}
+    report.is_ok = True
+
+
+def _claim_names(report: PluginReport, reserved: set[str], owners: dict[str, str]) -> None:
+    """Drop names that clash with built-ins; warn when this plugin replaces an earlier plugin's node."""
+    for node_name in list(report.classes):
+        if node_name in reserved:
+            del report.classes[node_name]
+            report.warnings.append(f"node {node_name!r} ignored: a built-in node has that name")
+            continue
+        if node_name in owners and owners[node_name] != report.name:
+            report.warnings.append(f"node {node_name!r} replaces the one from plugin {owners[node_name]!r}")
+        owners[node_name] = report.name
+        try:
+            report.classes[node_name].RELATIVE_PYTHON_MODULE = report.python_module
+        except (AttributeError, TypeError):
+            pass
+    report.node_names = list(report.classes)

@@ -1,0 +1,40 @@
+"""Latent formats: how a VAE latent maps to the space the diffusion model samples in, plus the linear
+latent -> RGB factors used for fast previews. Values come from the model family, never constants in code
+that samples (see ROADMAP: SDXL/SD3 differ)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class LatentFormat:
+    scale_factor: float
+    shift_factor: float = 0.0
+    latent_channels: int = 4
+    rgb_factors: tuple[tuple[float, ...], ...] | None = None   # [latent_channels][3]
+    rgb_bias: tuple[float, float, float] | None = None
+    taesd_decoder_name: str | None = None                       # file stem in models/vae_approx
+
+    def process_in(self, latent: Tensor) -> Tensor:
+        """VAE latent -> model space: (z - shift) * scale (Rombach et al. 2022, section 4.3 / SD3 VAE)."""
+        return (latent - self.shift_factor) * self.scale_factor
+
+    def process_out(self, latent: Tensor) -> Tensor:
+        return latent / self.scale_factor + self.shift_factor
+
+
+# SD1.x/SD2.x: scale 0.18215 (CompVis/stable-diffusion configs); RGB factors as in ComfyUI's SD15 format.
+SD15 = LatentFormat(
+    scale_factor=0.18215,
+    rgb_factors=((0.3512, 0.2297, 0.3227),
+                 (0.3250, 0.4974, 0.2350),
+                 (-0.2829, 0.1762, 0.2721),
+                 (-0.2120, -0.2616, -0.7177)),
+    taesd_decoder_name="taesd_decoder",
+)
+
+# SDXL: scale 0.13025 (sgm configs). SD3: 16 channels, scale 1.5305, shift 0.0609 (SD3 VAE config).
+SDXL = LatentFormat(scale_factor=0.13025, taesd_decoder_name="taesdxl_decoder")
+SD3 = LatentFormat(scale_factor=1.5305, shift_factor=0.0609, latent_channels=16, taesd_decoder_name="taesd3_decoder")
