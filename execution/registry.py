@@ -111,6 +111,8 @@ class NodeRegistry:
             info["deprecated"] = True
         if getattr(cls, "EXPERIMENTAL", False):
             info["experimental"] = True
+        if getattr(cls, "SEARCH_ALIASES", None):
+            info["search_aliases"] = _jsonable(list(cls.SEARCH_ALIASES))
         return info
 
     def object_info_all(self) -> dict[str, dict[str, Any]]:

@@ -4,7 +4,7 @@ x lives in the variance-exploding space x = x0 + sigma * n (Karras et al. 2022) 
 `is_rectified_flow=True` (x = (1 - sigma) x0 + sigma n). Every sampler walks `sigmas` (descending, usually
 ending in 0), calls `on_step(Step(...))` once per step (it may raise to interrupt) and returns the final x.
 Stochastic samplers take a `noise_sampler(sigma, sigma_next)` (see `noise.py`); nothing here draws from
-global random state.
+global random state (except Karras' `s_churn` without a noise sampler, kept for k-diffusion parity).
 
 This file holds the single-step ODE and ancestral samplers and the registry `SAMPLERS`; multistep
 methods are in `samplers_multistep.py`, SDE solvers in `samplers_sde.py`, DPM-Solver fast/adaptive in
@@ -22,7 +22,7 @@ from torch import Tensor
 from . import dpm_solver, unipc
 from . import samplers_multistep as ms
 from . import samplers_sde as sde
-from .core import Denoiser, GuidedDenoiser, StepHook, ancestral_step, flow_ancestral_step, report, to_d
+from .core import Denoiser, GuidedDenoiser, Step, StepHook, ancestral_step, flow_ancestral_step, report, to_d
 from .model_sampling import sigma_to_half_log_snr
 from .noise import NoiseSampler
 
@@ -298,6 +298,47 @@ def euler_cfg_pp(denoise: GuidedDenoiser, x: Tensor, sigmas: Tensor, *, on_step:
                                   is_rectified_flow=is_rectified_flow)
 
 
+def dpmpp_2s_ancestral_cfg_pp(denoise: GuidedDenoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: NoiseSampler,
+                              on_step: StepHook | None = None, eta: float = 1.0, s_noise: float = 1.0,
+                              is_rectified_flow: bool = False) -> Tensor:
+    """DPM-Solver++(2S) ancestral with CFG++: both substeps follow the unconditional x0, and the guidance
+    vector x0 - x0_uncond is added back (times alpha = 1 - sigma_next in flow) after each step
+    (ComfyUI `sample_dpmpp_2s_ancestral_cfg_pp`)."""
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x0, uncond = denoise(x, sigma * s_in)
+        guidance = x0 - uncond
+        if is_rectified_flow:
+            sigma_down, alpha_ratio, sigma_up = flow_ancestral_step(sigma, sigma_next, eta)
+        else:
+            sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+            alpha_ratio = 1.0
+        report(on_step, i, x, sigma, x0)
+        if (sigma_next == 0) if is_rectified_flow else (sigma_down == 0):
+            x = x + to_d(x, sigma, uncond) * (sigma_down - sigma)
+        elif is_rectified_flow:
+            if sigma == 1.0:
+                sigma_s = torch.tensor(0.9999, dtype=sigma.dtype)
+            else:
+                lam, lam_down = ((1 - sigma) / sigma).log(), ((1 - sigma_down) / sigma_down).log()
+                sigma_s = 1 / ((lam + (lam_down - lam) / 2).exp() + 1)
+            u = (sigma_s / sigma) * x + (1 - sigma_s / sigma) * uncond
+            _, uncond_2 = denoise(u, sigma_s * s_in)
+            x = (sigma_down / sigma) * x + (1 - sigma_down / sigma) * uncond_2
+        else:
+            t, t_next = sigma.log().neg(), sigma_down.log().neg()
+            h = t_next - t
+            s = t + h / 2
+            x_2 = (s.neg().exp() / sigma) * x - (-h / 2).expm1() * uncond
+            _, uncond_2 = denoise(x_2, s.neg().exp() * s_in)
+            x = (sigma_down / sigma) * x - (-h).expm1() * uncond_2
+        if sigma_next > 0 and (not is_rectified_flow or eta > 0):
+            x = alpha_ratio * x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
+        x = x + ((1 - sigma_next) * guidance if is_rectified_flow else guidance)
+    return x
+
+
 # ---------------------------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------------------------
@@ -312,12 +353,15 @@ SAMPLERS: dict[str, SamplerFn] = {
     "euler_ancestral_cfg_pp": euler_ancestral_cfg_pp,
     "heun": heun,
     "heunpp2": heunpp2,
+    "exp_heun_2_x0": sde.exp_heun_2_x0,
+    "exp_heun_2_x0_sde": sde.exp_heun_2_x0_sde,
     "dpm_2": dpm_2,
     "dpm_2_ancestral": dpm_2_ancestral,
     "lms": ms.lms,
     "dpm_fast": dpm_solver.dpm_fast,
     "dpm_adaptive": dpm_solver.dpm_adaptive,
     "dpmpp_2s_ancestral": dpmpp_2s_ancestral,
+    "dpmpp_2s_ancestral_cfg_pp": dpmpp_2s_ancestral_cfg_pp,
     "dpmpp_sde": sde.dpmpp_sde,
     "dpmpp_sde_gpu": sde.dpmpp_sde,
     "dpmpp_2m": ms.dpmpp_2m,
@@ -337,6 +381,10 @@ SAMPLERS: dict[str, SamplerFn] = {
     "res_multistep_cfg_pp": ms.res_multistep_cfg_pp,
     "res_multistep_ancestral": ms.res_multistep_ancestral,
     "res_multistep_ancestral_cfg_pp": ms.res_multistep_ancestral_cfg_pp,
+    "gradient_estimation": ms.gradient_estimation,
+    "gradient_estimation_cfg_pp": ms.gradient_estimation_cfg_pp,
+    "er_sde": sde.er_sde,
+    "seeds_2": sde.seeds_2,
     "ddim": euler,   # ComfyUI's ddim is Euler plus seed+1 inpaint noise (see sample.py)
     "uni_pc": unipc.uni_pc,
     "uni_pc_bh2": unipc.uni_pc_bh2,
@@ -346,10 +394,11 @@ SAMPLERS: dict[str, SamplerFn] = {
 BROWNIAN_SAMPLERS = frozenset({"dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun",
                                "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu"})
 # Samplers working in half-log-SNR, infinite at sigma = 1 for flow: the driver starts them just below 1.
-HALF_LOG_SNR_SAMPLERS = BROWNIAN_SAMPLERS | {"euler_ancestral_cfg_pp"}
+HALF_LOG_SNR_SAMPLERS = BROWNIAN_SAMPLERS | {"euler_ancestral_cfg_pp", "er_sde", "seeds_2", "exp_heun_2_x0",
+                                             "exp_heun_2_x0_sde"}
 # Samplers that need the unconditional x0 too (their first argument is a GuidedDenoiser).
-CFG_PP_SAMPLERS = frozenset({"euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp", "res_multistep_cfg_pp",
-                             "res_multistep_ancestral_cfg_pp"})
+CFG_PP_SAMPLERS = frozenset({"euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_2m_cfg_pp",
+                             "res_multistep_cfg_pp", "res_multistep_ancestral_cfg_pp", "gradient_estimation_cfg_pp"})
 # ComfyUI computes one extra step and drops the penultimate sigma for these (KSampler.calculate_sigmas).
 DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
 
@@ -365,3 +414,7 @@ def run_sampler(name: str, denoise, x: Tensor, sigmas: Tensor, **context) -> Ten
     params = inspect.signature(fn).parameters
     kwargs = {k: v for k, v in context.items() if k in params}
     return fn(denoise, x, sigmas, **kwargs)
+
+
+__all__ = ["SAMPLERS", "BROWNIAN_SAMPLERS", "CFG_PP_SAMPLERS", "DISCARD_PENULTIMATE_SIGMA_SAMPLERS",
+           "HALF_LOG_SNR_SAMPLERS", "Denoiser", "GuidedDenoiser", "SamplerFn", "Step", "StepHook", "run_sampler"]

@@ -290,3 +290,41 @@ def res_multistep_ancestral_cfg_pp(denoise: GuidedDenoiser, x: Tensor, sigmas: T
                                    on_step: StepHook | None = None, eta: float = 1.0, s_noise: float = 1.0) -> Tensor:
     return _res_multistep(denoise, x, sigmas, on_step=on_step, noise_sampler=noise_sampler, eta=eta, s_noise=s_noise,
                           is_cfg_pp=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient estimation (Permenter & Yuan 2024, "Interpreting and improving diffusion models from an
+# optimization perspective", algorithm 2): Euler plus (gamma - 1) times the change in the derivative
+# ---------------------------------------------------------------------------------------------
+
+def _gradient_estimation(denoise, x: Tensor, sigmas: Tensor, on_step: StepHook | None, ge_gamma: float,
+                         is_cfg_pp: bool) -> Tensor:
+    s_in = x.new_ones([x.shape[0]])
+    old_d = None
+    for i in range(len(sigmas) - 1):
+        if is_cfg_pp:
+            x0, uncond = denoise(x, sigmas[i] * s_in)
+            d = to_d(x, sigmas[i], uncond)
+        else:
+            x0 = denoise(x, sigmas[i] * s_in)
+            d = to_d(x, sigmas[i], x0)
+        report(on_step, i, x, sigmas[i], x0)
+        dt = sigmas[i + 1] - sigmas[i]
+        if sigmas[i + 1] == 0:
+            x = x0
+        else:
+            x = x0 + d * sigmas[i + 1] if is_cfg_pp else x + d * dt
+            if i >= 1:
+                x = x + (ge_gamma - 1) * (d - old_d) * dt
+        old_d = d
+    return x
+
+
+def gradient_estimation(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, on_step: StepHook | None = None,
+                        ge_gamma: float = 2.0) -> Tensor:
+    return _gradient_estimation(denoise, x, sigmas, on_step, ge_gamma, is_cfg_pp=False)
+
+
+def gradient_estimation_cfg_pp(denoise: GuidedDenoiser, x: Tensor, sigmas: Tensor, *,
+                               on_step: StepHook | None = None, ge_gamma: float = 2.0) -> Tensor:
+    return _gradient_estimation(denoise, x, sigmas, on_step, ge_gamma, is_cfg_pp=True)

@@ -7,6 +7,7 @@ For flow models the driver moves a first sigma of 1 to just below 1 (lambda woul
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .core import Denoiser, StepHook, ancestral_step, report
@@ -135,4 +136,115 @@ def dpmpp_3m_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler:
                 x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
         x0_1, x0_2 = x0, x0_1
         h_1, h_2 = h, h_1
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# SEEDS-2 (Gonzalez et al. 2023, "SEEDS: exponential SDE solvers for fast high-quality sampling from
+# diffusion models", arXiv:2305.14267, VP data prediction, stage 2) and the exponential Heun it reduces to
+# ---------------------------------------------------------------------------------------------
+
+def seeds_2(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: NoiseSampler | None,
+            on_step: StepHook | None = None, eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5,
+            solver_type: str = "phi_1", is_rectified_flow: bool = False) -> Tensor:
+    if solver_type not in {"phi_1", "phi_2"}:
+        raise ValueError(f"solver_type must be 'phi_1' or 'phi_2', got {solver_type!r}")
+    s_in = x.new_ones([x.shape[0]])
+    is_noise_injected = eta > 0 and s_noise > 0
+    fac = 1 / (2 * r)
+    for i in range(len(sigmas) - 1):
+        x0 = denoise(x, sigmas[i] * s_in)
+        report(on_step, i, x, sigmas[i], x0)
+        if sigmas[i + 1] == 0:
+            x = x0
+            continue
+        lam_s = sigma_to_half_log_snr(sigmas[i], is_rectified_flow)
+        lam_t = sigma_to_half_log_snr(sigmas[i + 1], is_rectified_flow)
+        h = lam_t - lam_s
+        h_eta = h * (eta + 1)
+        lam_s1 = torch.lerp(lam_s, lam_t, r)
+        sigma_s1 = half_log_snr_to_sigma(lam_s1, is_rectified_flow)
+        alpha_s1 = sigma_s1 * lam_s1.exp()
+        alpha_t = sigmas[i + 1] * lam_t.exp()
+        # stage 1: h * phi_1(h) = expm1(h)
+        x_2 = sigma_s1 / sigmas[i] * (-r * h * eta).exp() * x - alpha_s1 * torch.expm1(-r * h_eta) * x0
+        if is_noise_injected:
+            sde_noise = (-2 * r * h * eta).expm1().neg().sqrt() * noise_sampler(sigmas[i], sigma_s1)
+            x_2 = x_2 + sde_noise * sigma_s1 * s_noise
+        x0_2 = denoise(x_2, sigma_s1 * s_in)
+        # stage 2
+        if solver_type == "phi_1":
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * torch.expm1(-h_eta) * torch.lerp(x0, x0_2, fac)
+        else:
+            b2 = ((torch.expm1(-h_eta) + h_eta) / (-h_eta)) / r      # h * phi_2(h) = (e^h - 1 - h) / h at -h_eta
+            b1 = torch.expm1(-h_eta) - b2
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * (b1 * x0 + b2 * x0_2)
+        if is_noise_injected:
+            segment = (r - 1) * h * eta
+            sde_noise = sde_noise * segment.exp() + segment.mul(2).expm1().neg().sqrt() * noise_sampler(sigma_s1, sigmas[i + 1])
+            x = x + sde_noise * sigmas[i + 1] * s_noise
+    return x
+
+
+def exp_heun_2_x0(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, on_step: StepHook | None = None,
+                  is_rectified_flow: bool = False) -> Tensor:
+    """Deterministic exponential Heun (2nd order) in data prediction and log-SNR time: SEEDS-2 with
+    eta = 0, r = 1, phi_2 weights."""
+    return seeds_2(denoise, x, sigmas, noise_sampler=None, on_step=on_step, eta=0.0, s_noise=0.0, r=1.0,
+                   solver_type="phi_2", is_rectified_flow=is_rectified_flow)
+
+
+def exp_heun_2_x0_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: NoiseSampler,
+                      on_step: StepHook | None = None, eta: float = 1.0, s_noise: float = 1.0,
+                      is_rectified_flow: bool = False) -> Tensor:
+    return seeds_2(denoise, x, sigmas, noise_sampler=noise_sampler, on_step=on_step, eta=eta, s_noise=s_noise, r=1.0,
+                   solver_type="phi_2", is_rectified_flow=is_rectified_flow)
+
+
+# ---------------------------------------------------------------------------------------------
+# ER-SDE-Solver-3 (Cui et al. 2023, "Elucidating the solution space of extended reverse-time SDE for
+# diffusion models", arXiv:2309.06169, VP version), lambda_er = sigma / alpha = exp(-half log SNR)
+# ---------------------------------------------------------------------------------------------
+
+def _er_noise_scaler(v: Tensor) -> Tensor:
+    """The paper's default noise-scale function (ER-SDE-Solver repository): v * (e^(v^0.3) + 10)."""
+    return v * ((v ** 0.3).exp() + 10.0)
+
+
+def er_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: NoiseSampler,
+           on_step: StepHook | None = None, s_noise: float = 1.0, max_stage: int = 3,
+           is_rectified_flow: bool = False) -> Tensor:
+    s_in = x.new_ones([x.shape[0]])
+    n_points = 200.0
+    points = torch.arange(0, n_points, dtype=torch.float32, device=x.device)
+    er_lambdas = sigma_to_half_log_snr(sigmas, is_rectified_flow).neg().exp()
+    old_x0 = old_x0_d = None
+    for i in range(len(sigmas) - 1):
+        x0 = denoise(x, sigmas[i] * s_in)
+        report(on_step, i, x, sigmas[i], x0)
+        stage = min(max_stage, i + 1)
+        if sigmas[i + 1] == 0:
+            x = x0
+        else:
+            er_s, er_t = er_lambdas[i], er_lambdas[i + 1]
+            alpha_s, alpha_t = sigmas[i] / er_s, sigmas[i + 1] / er_t
+            r = _er_noise_scaler(er_t) / _er_noise_scaler(er_s)
+            x = (alpha_t / alpha_s) * r * x + alpha_t * (1 - r) * x0           # stage 1 (Euler)
+            if stage >= 2:
+                dt = er_t - er_s
+                step = -dt / n_points
+                lam_pos = er_t + points * step
+                scaled = _er_noise_scaler(lam_pos)
+                integral = torch.sum(1 / scaled) * step
+                x0_d = (x0 - old_x0) / (er_s - er_lambdas[i - 1])
+                x = x + alpha_t * (dt + integral * _er_noise_scaler(er_t)) * x0_d
+                if stage >= 3:
+                    integral_u = torch.sum((lam_pos - er_s) / scaled) * step
+                    x0_u = (x0_d - old_x0_d) / ((er_s - er_lambdas[i - 2]) / 2)
+                    x = x + alpha_t * ((dt ** 2) / 2 + integral_u * _er_noise_scaler(er_t)) * x0_u
+                old_x0_d = x0_d
+            if s_noise > 0:
+                std = (er_t ** 2 - er_s ** 2 * r ** 2).sqrt().nan_to_num(nan=0.0)
+                x = x + alpha_t * noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * std
+        old_x0 = x0
     return x

@@ -93,6 +93,11 @@ def test_flags_and_list_outputs() -> None:
     assert Batch.OUTPUT_NODE is True and Batch.DEPRECATED and Batch.EXPERIMENTAL and Batch.INPUT_IS_LIST
     assert Batch.NOT_IDEMPOTENT and Batch.SEARCH_ALIASES == ["rebatch"]
     assert Batch.OUTPUT_IS_LIST == (True, False)
+    from execution.registry import NodeRegistry
+    registry = NodeRegistry()
+    registry.register("Batch", Batch)
+    info = registry.object_info("Batch")
+    assert info["search_aliases"] == ["rebatch"] and info["deprecated"] and info["output_is_list"] == [True, False]
 
 
 def test_no_inputs_no_outputs() -> None:
