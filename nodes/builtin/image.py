@@ -102,12 +102,11 @@ def save_images(images: torch.Tensor, filename_prefix: str, folder: Path, kind: 
 
 
 @node("SaveImage", category="image", display_name="Save Image", output_node=True,
-      description="Saves the input images to your ComfyUI output directory.")
+      description="Writes the images as PNG files (with the workflow embedded) into the output folder.")
 class SaveImage:
-    images = Input("IMAGE", tooltip="The images to save.")
-    filename_prefix = String("ComfyUI", tooltip="The prefix for the file to save. This may include formatting "
-                             "information such as %date:yyyy-MM-dd% or %Empty Latent Image.width% to include "
-                             "values from nodes.")
+    images = Input("IMAGE", tooltip="Images to write.")
+    filename_prefix = String("ComfyUI", tooltip="File name start, may include sub-folders; %date:yyyy-MM-dd% and "
+                             "%Node title.input% are replaced by their values.")
     prompt = Hidden("PROMPT")
     extra_pnginfo = Hidden("EXTRA_PNGINFO")
     RETURNS = ()
@@ -119,7 +118,7 @@ class SaveImage:
 
 
 @node("PreviewImage", category="image", display_name="Preview Image", output_node=True,
-      description="Saves the input images to the temporary folder for display.")
+      description="Shows the images in the editor without keeping them (temporary folder).")
 class PreviewImage:
     images = Input("IMAGE")
     prompt = Hidden("PROMPT")

@@ -11,12 +11,12 @@ MAX_RESOLUTION = 16384
 
 
 @node("EmptyLatentImage", category="latent", display_name="Empty Latent Image",
-      description="Create a new batch of empty latent images to be denoised via sampling.")
+      description="A batch of blank latents to start sampling from (txt2img).")
 class EmptyLatentImage:
-    width = Int(512, min=16, max=MAX_RESOLUTION, step=8, tooltip="The width of the latent images in pixels.")
-    height = Int(512, min=16, max=MAX_RESOLUTION, step=8, tooltip="The height of the latent images in pixels.")
-    batch_size = Int(1, min=1, max=4096, tooltip="The number of latent images in the batch.")
-    RETURNS = (Output("LATENT", tooltip="The empty latent image batch."),)
+    width = Int(512, min=16, max=MAX_RESOLUTION, step=8, tooltip="Image width in pixels; the latent is 8x smaller.")
+    height = Int(512, min=16, max=MAX_RESOLUTION, step=8, tooltip="Image height in pixels; the latent is 8x smaller.")
+    batch_size = Int(1, min=1, max=4096, tooltip="How many images to generate at once.")
+    RETURNS = (Output("LATENT", tooltip="Blank latents, one per image."),)
 
     def run(self, width: int, height: int, batch_size: int = 1) -> tuple[dict]:
         return (latent_ops.empty(width, height, batch_size),)

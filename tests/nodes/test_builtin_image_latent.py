@@ -19,8 +19,9 @@ def harness(tmp_path):
 def test_builtin_nodes_register_with_comfyui_specs(harness):
     info = harness.registry.object_info("KSampler") if "KSampler" in harness.registry else None
     empty = harness.registry.object_info("EmptyLatentImage")
-    assert empty["input"]["required"]["width"] == ["INT", {"default": 512, "min": 16, "max": 16384, "step": 8,
-                                                           "tooltip": "The width of the latent images in pixels."}]
+    width = empty["input"]["required"]["width"]
+    assert width[0] == "INT" and {k: width[1][k] for k in ("default", "min", "max", "step")} == \
+        {"default": 512, "min": 16, "max": 16384, "step": 8}
     assert empty["display_name"] == "Empty Latent Image" and empty["category"] == "latent"
     assert harness.registry.object_info("LatentUpscale")["input_order"]["required"] == \
         ["samples", "upscale_method", "width", "height", "crop"]
