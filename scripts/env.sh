@@ -11,13 +11,20 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 want="$ROOT/requirements.txt"
-[ "${1:-}" = "test" ] && want="$want $ROOT/requirements-test.txt"
-stamp="$VENV/.plexus-installed-$(cat $want | sha1sum | cut -c1-12)"
+nodeps=""
+if [ "${1:-}" = "test" ]; then
+  want="$want $ROOT/requirements-test.txt"
+  nodeps="$ROOT/requirements-test-nodeps.txt"
+fi
+stamp="$VENV/.plexus-installed-$(cat $want $nodeps | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   echo "plexus: installing dependencies (torch 2.13.0 CPU build; see README for CUDA)" >&2
   args=()
   for f in $want; do args+=(-r "$f"); done
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q "${args[@]}"
+  if [ -n "$nodeps" ]; then
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps -r "$nodeps"
+  fi
   touch "$stamp"
 fi
 export PLEXUS_PYTHON="$VENV/bin/python"
