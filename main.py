@@ -33,7 +33,6 @@ from execution.registry import NodeRegistry
 from execution.workflow import workflow_to_prompt
 from nodes import services
 from nodes.registry import RegistryReport, build_registry
-from storage.errors import StorageError
 from storage.extra_paths import DEFAULT_FILENAME, ExtraPath, apply_extra_paths
 from storage.folders import Folders
 
@@ -490,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMAND_FUNCTIONS[args.command](app)
     except UsageError as exc:
         return report_usage_error(exc.body)
-    except (StorageError, PlexusError) as exc:  # a broken extra_model_paths.yaml, an unsafe path...
+    except PlexusError as exc:  # a broken extra_model_paths.yaml, an unsafe path...
         return report_usage_error(exc.to_json())
 
 
