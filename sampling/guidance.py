@@ -324,3 +324,32 @@ class CFGDenoiser:
 
     def with_uncond(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         return self._guide(x, sigma, is_uncond_needed=True)
+
+
+class DualCFGDenoiser:
+    """Two guidance scales over three conditionings (ComfyUI DualCFGGuider), one batched evaluation:
+    regular:  x0 = cfg(middle vs negative, cfg_cond2_negative) + cfg_conds * (positive - middle)
+    nested:   x0 = negative + cfg_cond2_negative * (cfg(positive vs middle, cfg_conds) - negative)."""
+
+    def __init__(self, model_fn: ModelFn, ms: ModelSampling, positive: Sequence[Cond], middle: Sequence[Cond],
+                 negative: Sequence[Cond], cfg_conds: float, cfg_cond2_negative: float, latent_shape: Sequence[int], *,
+                 is_nested: bool = False, fits: FitsFn | None = None, cfg_function: CfgFunction = plain_cfg) -> None:
+        self.apply = model_x0(model_fn, ms)
+        self.negative, self.middle, self.positive = prepare_conds([negative, middle, positive], latent_shape, ms)
+        self.cfg_conds, self.cfg_cond2_negative = cfg_conds, cfg_cond2_negative
+        self.is_nested = is_nested
+        self.fits = fits
+        self.cfg_function = cfg_function
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        negative, middle = self.negative, self.middle
+        if not self.is_nested and math.isclose(self.cfg_cond2_negative, 1.0):
+            negative = None
+            if math.isclose(self.cfg_conds, 1.0):
+                middle = None
+        neg_x0, mid_x0, pos_x0 = calc_cond_batch(self.apply, [negative, middle, self.positive], x, sigma, self.fits)
+        if self.is_nested:
+            text = self.cfg_function(CfgArgs(x, sigma, pos_x0, mid_x0, self.cfg_conds))
+            return neg_x0 + self.cfg_cond2_negative * (text - neg_x0)
+        guided = self.cfg_function(CfgArgs(x, sigma, mid_x0, neg_x0, self.cfg_cond2_negative))
+        return guided + (pos_x0 - mid_x0) * self.cfg_conds

@@ -6,14 +6,14 @@
 - `gaussian_noise_sampler`: per-step noise for ancestral samplers (k-diffusion `default_noise_sampler`
   as ComfyUI seeds it: seed + 1 on CPU).
 - `BrownianTreeNoiseSampler`: per-interval Brownian increments for SDE samplers (torchsde
-  `BrownianTree`, Li et al. 2020, "Scalable gradients for SDEs"), seeded with the same seed.
+  `BrownianTree`, Li et al. 2020, "Scalable gradients for SDEs"), seeded with the same seed; the tree
+  lives on the CPU, or on x's device for ComfyUI's `*_gpu` sampler names.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 import torch
-import torchsde
 from torch import Tensor
 
 NoiseSampler = Callable[[Tensor, Tensor], Tensor]   # (sigma, sigma_next) -> unit-variance noise like x
@@ -64,17 +64,22 @@ def gaussian_noise_sampler(x: Tensor, seed: int) -> NoiseSampler:
 class BrownianTreeNoiseSampler:
     """Noise for the interval (sigma, sigma_next): W(t1) - W(t0) / sqrt(|t1 - t0|) from a Brownian
     tree, so the same seed gives the same path whatever the step sizes (k-diffusion
-    `BrownianTreeNoiseSampler`; the tree lives on the CPU as in ComfyUI's `cpu=True` samplers).
+    `BrownianTreeNoiseSampler`; the tree lives on the CPU unless `is_on_cpu` is False, as ComfyUI's
+    `cpu=True` samplers and its `*_gpu` ones).
 
     `seed` may be a list with one seed per batch position (one tree each)."""
 
     def __init__(self, x: Tensor, sigma_min: Tensor | float, sigma_max: Tensor | float,
-                 seed: int | Sequence[int], transform: Callable[[Tensor], Tensor] = lambda s: s) -> None:
+                 seed: int | Sequence[int], transform: Callable[[Tensor], Tensor] = lambda s: s,
+                 is_on_cpu: bool = True) -> None:
+        import torchsde  # heavy; only SDE samplers need it
         self.transform = transform
-        t0 = transform(torch.as_tensor(sigma_min)).detach().cpu()
-        t1 = transform(torch.as_tensor(sigma_max)).detach().cpu()
+        self.is_on_cpu = is_on_cpu
+        device = "cpu" if is_on_cpu else x.device
+        t0 = transform(torch.as_tensor(sigma_min)).detach().to(device)
+        t1 = transform(torch.as_tensor(sigma_max)).detach().to(device)
         t0, t1, self.sign = (t0, t1, 1) if t0 < t1 else (t1, t0, -1)
-        w0 = torch.zeros_like(x).detach().cpu()
+        w0 = torch.zeros_like(x).detach().to(device)
         self.is_batched = isinstance(seed, (list, tuple))
         if self.is_batched:
             if len(seed) != x.shape[0]:
@@ -89,7 +94,8 @@ class BrownianTreeNoiseSampler:
         t1 = self.transform(torch.as_tensor(sigma_next))
         device, dtype = t0.device, t0.dtype
         a, b, sign = (t0, t1, 1) if t0 < t1 else (t1, t0, -1)
-        a, b = a.detach().cpu().float(), b.detach().cpu().float()
+        if self.is_on_cpu:
+            a, b = a.detach().cpu().float(), b.detach().cpu().float()
         w = torch.stack([tree(a, b) for tree in self.trees]).to(device=device, dtype=dtype) * (self.sign * sign)
         w = w if self.is_batched else w[0]
         return w / (t1 - t0).abs().sqrt()

@@ -4,8 +4,12 @@
                      sampler_name="euler", scheduler="normal", denoise=1.0, on_progress=...)
 
 `model_fn` follows the contract in `guidance.py` (scaled input, model timestep, conditioning dict ->
-raw prediction). `latent` is the LATENT's "samples" tensor in VAE space; pass its "batch_index" and
-"noise_mask" if present. The result is in VAE space too, ready to put back into {"samples": ...}.
+raw prediction); for the SD1.x UNet it is `lambda x, t, c: unet(x, t, c["c_crossattn"])`. `positive` /
+`negative` are `Cond` lists (`guidance.conds_from_conditioning` converts a ComfyUI CONDITIONING).
+`latent` is the LATENT's "samples" tensor in VAE space; pass its "batch_index" and "noise_mask" if
+present. The result is in VAE space too, ready to put back into {"samples": ...}. `on_progress(value,
+max, step)` runs after each model evaluation of a step (step.x0 feeds `preview.latent_to_rgb`); raising
+from it (e.g. `Interrupted`) stops sampling.
 
 Order of operations follows ComfyUI (nodes.common_ksampler -> comfy.sample.sample -> KSampler ->
 CFGGuider -> KSAMPLER) so that the same seed gives the same image:
@@ -36,7 +40,7 @@ from .samplers import (
     CFG_PP_SAMPLERS,
     DISCARD_PENULTIMATE_SIGMA_SAMPLERS,
     HALF_LOG_SNR_SAMPLERS,
-    SAMPLERS,
+    get_sampler,
     run_sampler,
 )
 from .schedules import calculate_sigmas
@@ -113,10 +117,12 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
            batch_index: Sequence[int] | None = None, latent_format: LatentFormat | None = None,
            sigmas: Tensor | None = None, on_progress: ProgressHook | None = None, fits: FitsFn | None = None,
            cfg_function: CfgFunction = plain_cfg, post_cfg: Sequence[PostCfgFunction] = (),
-           sampler_options: dict | None = None) -> Tensor:
-    """KSampler (defaults) or KSamplerAdvanced (add_noise, start/last step, leftover noise) on a latent."""
-    if sampler_name not in SAMPLERS:
-        run_sampler(sampler_name, None, latent, latent)   # raises with a did-you-mean hint
+           sampler_options: dict | None = None, device: torch.device | str | None = None) -> Tensor:
+    """KSampler (defaults) or KSamplerAdvanced (add_noise, start/last step, leftover noise) on a latent.
+
+    Noise is drawn on the CPU; with `device` the sampling runs there and the result comes back to the
+    latent's device."""
+    get_sampler(sampler_name)   # fail early, with a did-you-mean hint
     if latent_format is not None and latent.shape[1] != latent_format.latent_channels \
             and torch.count_nonzero(latent) == 0:
         latent = torch.zeros([latent.shape[0], latent_format.latent_channels, *latent.shape[2:]], dtype=latent.dtype)
@@ -129,11 +135,13 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
         return latent
     sigmas = sliced.to(torch.float32)
 
-    latent = latent.float()
+    out_device = latent.device
+    latent = latent.float().to(device) if device is not None else latent.float()
     model_latent = latent
     if latent_format is not None and torch.count_nonzero(latent) > 0:
         model_latent = latent_format.process_in(latent)
-    noise = noise.float()
+    noise = noise.float().to(latent.device)
+    sigmas = sigmas.to(latent.device)
     x = ms.noise_scaling(sigmas[0], noise, model_latent, is_max_denoise(ms, sigmas))
 
     guider = CFGDenoiser(model_fn, ms, positive, negative, cfg, latent.shape, fits=fits,
@@ -146,7 +154,8 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
         denoiser = _inpainting(denoiser, ms, model_latent, known_noise, mask, is_guided)
 
     if sampler_name in BROWNIAN_SAMPLERS:
-        noise_sampler = BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed)
+        noise_sampler = BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed,
+                                                 is_on_cpu=not sampler_name.endswith("_gpu"))
     else:
         noise_sampler = gaussian_noise_sampler(x, seed)
     sampler_sigmas = sigmas
@@ -166,4 +175,4 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
     samples = ms.inverse_noise_scaling(sigmas[-1], samples)
     if latent_format is not None:
         samples = latent_format.process_out(samples)
-    return samples
+    return samples.to(out_device)

@@ -403,18 +403,34 @@ CFG_PP_SAMPLERS = frozenset({"euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2s
 DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
 
 
-def run_sampler(name: str, denoise, x: Tensor, sigmas: Tensor, **context) -> Tensor:
-    """Call SAMPLERS[name] with the keyword arguments from `context` that it accepts
-    (`on_step`, `noise_sampler`, `is_rectified_flow`, options such as `eta`)."""
+def get_sampler(name: str) -> SamplerFn:
+    """SAMPLERS[name], or a ValueError that suggests the closest name."""
     fn = SAMPLERS.get(name)
     if fn is None:
         hint = difflib.get_close_matches(name, list(SAMPLERS), n=1)
         extra = f"; did you mean {hint[0]!r}?" if hint else ""
         raise ValueError(f"{name!r} is not a sampler{extra}")
+    return fn
+
+
+def run_sampler(name: str, denoise, x: Tensor, sigmas: Tensor, **context) -> Tensor:
+    """Call SAMPLERS[name] with the keyword arguments from `context` that it accepts
+    (`on_step`, `noise_sampler`, `is_rectified_flow`, options such as `eta`)."""
+    fn = get_sampler(name)
     params = inspect.signature(fn).parameters
-    kwargs = {k: v for k, v in context.items() if k in params}
-    return fn(denoise, x, sigmas, **kwargs)
+    return fn(denoise, x, sigmas, **{k: v for k, v in context.items() if k in params})
 
 
-__all__ = ["SAMPLERS", "BROWNIAN_SAMPLERS", "CFG_PP_SAMPLERS", "DISCARD_PENULTIMATE_SIGMA_SAMPLERS",
-           "HALF_LOG_SNR_SAMPLERS", "Denoiser", "GuidedDenoiser", "SamplerFn", "Step", "StepHook", "run_sampler"]
+__all__ = [
+    "BROWNIAN_SAMPLERS",
+    "CFG_PP_SAMPLERS",
+    "DISCARD_PENULTIMATE_SIGMA_SAMPLERS",
+    "HALF_LOG_SNR_SAMPLERS",
+    "SAMPLERS",
+    "Denoiser",
+    "GuidedDenoiser",
+    "SamplerFn",
+    "Step",
+    "StepHook",
+    "run_sampler",
+]

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import torch
-from scipy import integrate
 from torch import Tensor
 
 from .core import Denoiser, GuidedDenoiser, StepHook, ancestral_step, report, to_d
@@ -18,6 +17,7 @@ from .noise import NoiseSampler
 def lms_coefficient(order: int, t: np.ndarray, i: int, j: int) -> float:
     """Integral over [t_i, t_{i+1}] of the Lagrange basis polynomial of node t_{i-j} through the
     nodes t_i, ..., t_{i-order+1} (linear multistep method; Karras et al. 2022 use it as "LMS")."""
+    from scipy import integrate  # heavy; only LMS needs it
     if order - 1 > i:
         raise ValueError(f"order {order} is too high for step {i}")
 

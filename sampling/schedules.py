@@ -10,7 +10,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import scipy.stats
 import torch
 from torch import Tensor
 
@@ -102,6 +101,7 @@ def ddim_uniform(ms: ModelSampling, steps: int) -> Tensor:
 def beta(ms: ModelSampling, steps: int, alpha: float = 0.6, beta_: float = 0.6) -> Tensor:
     """Beta-distribution timestep spacing (Lee et al. 2024, "Beta sampling is all you need",
     arXiv:2407.12173): timesteps at the Beta(alpha, beta) quantiles, duplicates dropped."""
+    import scipy.stats  # heavy; only this scheduler needs it
     total_timesteps = len(ms.sigmas) - 1
     ts = 1 - np.linspace(0, 1, steps, endpoint=False)
     ts = np.rint(scipy.stats.beta.ppf(ts, alpha, beta_) * total_timesteps)

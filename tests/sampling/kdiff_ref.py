@@ -18,7 +18,8 @@ import pytest
 def load_k_sampling():
     spec = importlib.util.find_spec("k_diffusion")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("k-diffusion is not installed (pip install --no-deps k-diffusion==0.1.1.post1)")
+        pytest.fail("k-diffusion is not installed: bash scripts/test.sh installs it "
+                    "(pip install --no-deps -r requirements-test-nodeps.txt)")
     path = Path(next(iter(spec.submodule_search_locations))) / "sampling.py"
     name = "_kdiff_ref"
     if f"{name}.sampling" in sys.modules:

@@ -1,7 +1,10 @@
 """CFG, batching and conditioning areas / masks / strengths / timestep ranges on a toy model."""
 from __future__ import annotations
 
+import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sampling.guidance import CfgArgs, CFGDenoiser, Cond, conds_from_conditioning, plain_cfg, rescale_cfg
 from sampling.model_sampling import X0, DiscreteSampling
@@ -162,3 +165,35 @@ def test_conds_from_comfyui_conditioning() -> None:
     assert c.inputs["c_crossattn"] is ca and c.inputs["pooled_output"] is pooled
     assert (c.area, c.strength, c.mask is mask, c.is_area_set_to_mask_bounds, c.start_percent) == \
         ((4, 4, 0, 0), 0.7, True, True, 0.2)
+
+
+@pytest.mark.parametrize("is_nested", [False, True])
+def test_dual_cfg_combines_three_predictions_in_one_forward(is_nested: bool) -> None:
+    from sampling.guidance import DualCFGDenoiser
+    model, ms = _x0_model()
+    den = DualCFGDenoiser(model, ms, [cond(3.0)], [cond(1.0)], [cond(-1.0)], cfg_conds=2.0, cfg_cond2_negative=4.0,
+                          latent_shape=SHAPE, is_nested=is_nested)
+    out = den(torch.zeros(SHAPE), torch.full((2,), 3.0))
+    assert model.batches == [6]
+    p, m, n = 3.0, 1.0, -1.0
+    expected = n + 4.0 * ((m + 2.0 * (p - m)) - n) if is_nested else (n + 4.0 * (m - n)) + 2.0 * (p - m)
+    assert torch.allclose(out, torch.tensor(expected))
+
+
+_area = st.tuples(st.integers(8, 32), st.integers(8, 32), st.integers(0, 24), st.integers(0, 24)).map(
+    lambda a: (min(a[0], 32 - a[2]), min(a[1], 32 - a[3]), a[2], a[3]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(areas=st.lists(st.one_of(st.none(), _area), min_size=1, max_size=4),
+       strengths=st.lists(st.floats(0.1, 2.0), min_size=4, max_size=4),
+       limit=st.integers(1, 12))
+def test_splitting_batches_never_changes_the_result(areas, strengths, limit) -> None:
+    """Whatever `fits` allows per forward, the guided x0 is the same as with one big batch."""
+    model = ToyModel()
+    positive = [cond(float(i), area=a, strength=strengths[i]) for i, a in enumerate(areas)]
+    x, sigma = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)), torch.full((2,), 2.0)
+    whole = CFGDenoiser(model, MS, positive, [cond(-1.0)], cfg=4.0, latent_shape=SHAPE)(x, sigma)
+    split = CFGDenoiser(model, MS, positive, [cond(-1.0)], cfg=4.0, latent_shape=SHAPE,
+                        fits=lambda shape: shape[0] <= limit)(x, sigma)
+    torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-5)

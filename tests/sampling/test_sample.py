@@ -139,3 +139,30 @@ def test_every_sampler_runs_through_the_driver(sampler_name: str, ms) -> None:
 def test_unknown_sampler_name_explains() -> None:
     with pytest.raises(ValueError, match="did you mean 'euler_ancestral'"):
         run(torch.zeros(1, 4, 8, 8), sampler_name="euler_anc")
+
+
+COMFY_SAMPLER_NAMES = [  # comfy/samplers.py KSAMPLER_NAMES + ["ddim", "uni_pc", "uni_pc_bh2"], in order
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "exp_heun_2_x0",
+    "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm",
+    "lcm", "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
+    "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2"]
+REQUIRED = ["euler", "euler_ancestral", "heun", "heunpp2", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast",
+            "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde", "ddpm",
+            "lcm", "ipndm", "deis", "res_multistep", "ddim", "uni_pc", "uni_pc_bh2", "euler_cfg_pp", "dpmpp_2m_cfg_pp"]
+
+
+def test_sampler_names_are_comfyui_names_in_comfyui_order() -> None:
+    names = list(SAMPLERS)
+    assert set(REQUIRED) <= set(names)
+    assert names == [n for n in COMFY_SAMPLER_NAMES if n in names]
+
+
+def test_device_argument_keeps_results_and_returns_to_the_latent_device() -> None:
+    latent = torch.zeros(1, 4, 8, 8)
+    for name in ("euler", "dpmpp_2m_sde_gpu"):
+        out = run(latent, sampler_name=name, device="cpu")
+        assert out.device == latent.device
+        assert torch.equal(out, run(latent, sampler_name=name))

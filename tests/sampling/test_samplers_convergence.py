@@ -28,8 +28,10 @@ ODE_CASES = {
     "deis": (M.deis, 2.5), "res_multistep": (M.res_multistep, 2.0),
     # order 3 inside, but ComfyUI's last step is order 1 without corrector: global order 2
     "uni_pc": (U.uni_pc, 2.0), "uni_pc_bh2": (U.uni_pc_bh2, 2.0),
+    "exp_heun_2_x0": (SDE.exp_heun_2_x0, 2.0), "gradient_estimation": (M.gradient_estimation, 1.0),
 }
-FLOW_CASES = {"euler": (S.euler, 1.0), "heun": (S.heun, 2.0), "dpm_2": (S.dpm_2, 2.0)}
+FLOW_CASES = {"euler": (S.euler, 1.0), "heun": (S.heun, 2.0), "dpm_2": (S.dpm_2, 2.0),
+              "exp_heun_2_x0": (lambda d, x, s: SDE.exp_heun_2_x0(d, x, s, is_rectified_flow=True), 2.0)}
 
 
 def _errors(fn, is_rectified_flow: bool) -> list[float]:
@@ -67,26 +69,30 @@ STOCHASTIC = {
     "euler_ancestral": S.euler_ancestral, "dpm_2_ancestral": S.dpm_2_ancestral,
     "dpmpp_2s_ancestral": S.dpmpp_2s_ancestral, "ddpm": S.ddpm, "res_multistep_ancestral": M.res_multistep_ancestral,
     "dpmpp_sde": SDE.dpmpp_sde, "dpmpp_2m_sde": SDE.dpmpp_2m_sde, "dpmpp_3m_sde": SDE.dpmpp_3m_sde,
+    "seeds_2": SDE.seeds_2, "exp_heun_2_x0_sde": SDE.exp_heun_2_x0_sde, "er_sde": SDE.er_sde,
 }
-FLOW_STOCHASTIC = {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"}
+FLOW_STOCHASTIC = {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde",
+                   "seeds_2", "exp_heun_2_x0_sde", "er_sde"}
 
 
-@pytest.mark.parametrize("is_rectified_flow", [False, True], ids=["ve", "flow"])
-@pytest.mark.parametrize("name", list(STOCHASTIC))
+STOCHASTIC_CASES = [(name, False) for name in STOCHASTIC] + [(name, True) for name in STOCHASTIC
+                                                              if name in FLOW_STOCHASTIC]
+
+
+@pytest.mark.parametrize("name,is_rectified_flow", STOCHASTIC_CASES,
+                         ids=[f"{n}-{'flow' if f else 've'}" for n, f in STOCHASTIC_CASES])
 def test_stochastic_sampler_reaches_the_data_distribution(name: str, is_rectified_flow: bool) -> None:
-    if is_rectified_flow and name not in FLOW_STOCHASTIC:
-        pytest.skip("VE-only sampler")
     g = torch.Generator().manual_seed(0)
     n = 150 if name in ("euler_ancestral", "ddpm") else 60     # first order: more steps for the same bias
     if is_rectified_flow:
         sigmas = torch.linspace(1, 0, n + 1, dtype=torch.float64)
         x = torch.randn(1, 2, 48, 48, generator=g, dtype=torch.float64)
-        if "sde" in name:
+        if name not in ("euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral"):
             sigmas[0] = 0.9999   # what the driver does for flow (lambda is infinite at sigma = 1)
     else:
         sigmas = karras_sigmas(n, 0.0292, 14.6146).double()
         x = MU + torch.randn(1, 2, 48, 48, generator=g, dtype=torch.float64) * (STD ** 2 + 14.6146 ** 2) ** 0.5
-    noise = BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=5) if "sde" in name \
+    noise = BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=5) if name.startswith("dpmpp_") \
         else gaussian_noise_sampler(x, 5)
     kwargs = {"is_rectified_flow": True} if is_rectified_flow else {}
     out = STOCHASTIC[name](gaussian_denoiser(is_rectified_flow=is_rectified_flow), x, sigmas, noise_sampler=noise, **kwargs)
@@ -163,16 +169,54 @@ def test_euler_cfg_pp_renoises_along_the_unconditional_prediction() -> None:
 
 
 def test_every_sampler_reports_each_step() -> None:
-    from sampling.samplers import CFG_PP_SAMPLERS, SAMPLERS, run_sampler
+    from sampling.samplers import BROWNIAN_SAMPLERS, CFG_PP_SAMPLERS, SAMPLERS, run_sampler
     sigmas = karras_sigmas(6, 0.0292, 14.6146)
     x_T = torch.randn(1, 4, 8, 8) * 14.6
     d = wiggly_denoiser()
     for name in SAMPLERS:
         seen = []
         den = _guided(d, d) if name in CFG_PP_SAMPLERS else d
-        noise = BrownianTreeNoiseSampler(x_T, 0.0292, 14.6146, seed=0) if "sde" in name else gaussian_noise_sampler(x_T, 0)
+        noise = BrownianTreeNoiseSampler(x_T, 0.0292, 14.6146, seed=0) if name in BROWNIAN_SAMPLERS \
+            else gaussian_noise_sampler(x_T, 0)
         out = run_sampler(name, den, x_T, sigmas, on_step=seen.append, noise_sampler=noise)
         assert torch.isfinite(out).all(), name
         assert len(seen) >= 1 and [s.index for s in seen][:2] == list(range(min(2, len(seen)))), name
         if name not in ("dpm_fast", "dpm_adaptive"):
             assert len(seen) == len(sigmas) - 1, name
+
+
+def test_uni_pc_corrector_raises_the_interior_order() -> None:
+    """With a negligible last step (ComfyUI's final step is order 1 without corrector), UniPC-3 with its
+    corrector shows order 4 (Zhao et al. 2023, theorem 3.3)."""
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 10
+    for fn in (U.uni_pc, U.uni_pc_bh2):
+        errs = []
+        for n in (32, 64):
+            s = exponential_sigmas(n + 1, 0.1, 10.0)[:-1].double()
+            s = torch.cat([s, s[-1:] * (1 - 1e-4)])
+            out = fn(gaussian_denoiser(), x.clone(), s)
+            errs.append(float((out - exact_pf_ode(x, float(s[0]), float(s[-1]))).abs().max()))
+        assert math.log2(errs[0] / errs[1]) > 3.5, errs
+
+
+def test_gradient_estimation_with_gamma_one_is_euler() -> None:
+    sigmas = karras_sigmas(8, 0.0292, 14.6146)
+    x_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1)) * 14.6
+    d = wiggly_denoiser()
+    torch.testing.assert_close(M.gradient_estimation(d, x_T, sigmas, ge_gamma=1.0), S.euler(d, x_T, sigmas))
+    torch.testing.assert_close(M.gradient_estimation_cfg_pp(_guided(d, d), x_T, sigmas), M.gradient_estimation(d, x_T, sigmas),
+                               atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("is_rectified_flow", [False, True])
+def test_dpmpp_2s_ancestral_cfg_pp_with_equal_predictions_is_the_plain_sampler(is_rectified_flow: bool) -> None:
+    sigmas = torch.linspace(1, 0, 9) if is_rectified_flow else karras_sigmas(8, 0.0292, 14.6146)
+    if is_rectified_flow:
+        sigmas[0] = 0.999
+    x_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1)) * (1 if is_rectified_flow else 14.6)
+    d = wiggly_denoiser()
+    got = S.dpmpp_2s_ancestral_cfg_pp(_guided(d, d), x_T, sigmas, noise_sampler=gaussian_noise_sampler(x_T, 4),
+                                      is_rectified_flow=is_rectified_flow)
+    expected = S.dpmpp_2s_ancestral(d, x_T, sigmas, noise_sampler=gaussian_noise_sampler(x_T, 4),
+                                    is_rectified_flow=is_rectified_flow)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
