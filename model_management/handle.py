@@ -9,7 +9,9 @@ different patches on one checkpoint never see each other's patches, and the base
 bit-identical afterwards.
 
 A patch is a callable `(weight_fp32) -> patched_weight_fp32` at full strength plus a strength; it is
-blended as `lerp(w, fn(w), strength)` (exactly `fn(w)` at 1.0, exactly `w` at 0.0). Several patches on
+blended as `lerp(w, fn(w), strength)` (exactly `fn(w)` at 1.0, exactly `w` at 0.0); a patch whose fn also has
+`add_into(w_fp32, strength)` (additive formats: w + strength * delta) is applied in place through it,
+which saves two passes and two allocations per weight (models/lora). Several patches on
 one key apply in the order they were added, each seeing the result of the previous one. LoRA-style
 formats build such callables; this module knows nothing about them.
 """
@@ -43,6 +45,11 @@ def apply_patches(weight: Tensor, patches: tuple[WeightPatch, ...], key: str = "
     if w32.data_ptr() == weight.data_ptr():
         w32 = w32.clone()                      # the weight was fp32 already: work on a copy
     for patch in patches:
+        add_into = getattr(patch.fn, "add_into", None)
+        if add_into is not None:                 # additive patch (LoRA & co): w += strength * delta, in place
+            if patch.strength != 0:
+                add_into(w32, patch.strength)
+            continue
         patched = patch.fn(w32).float()
         if patched.shape != w32.shape:
             raise ValueError(f"patch {patch.source or patch.fn!r} on {key or 'a weight'} returned shape "
@@ -61,6 +68,9 @@ class SharedModule:
         self.weights = ModuleWeights(module)
         self.offload_blocks: tuple[str, ...] = tuple(getattr(type(module), "OFFLOAD_BLOCKS", ()))
         self.id = next(self._ids)
+        # (manager, callback) of the manager whose weights sit in the slots now; a second manager in the
+        # process (tests build many) calls it to take them back to the base weights before placing its own
+        self.placed_by: tuple[object, Callable[[], None]] | None = None
 
     @classmethod
     def of(cls, module: nn.Module) -> SharedModule:

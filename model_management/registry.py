@@ -37,19 +37,22 @@ from model_management.devices import DeviceMemory
 from model_management.dtypes import DtypeChoice, ModelPart, choose_dtypes, describe_dtypes
 from model_management.handle import ModelHandle, SharedModule, apply_patches
 from model_management.settings import MemorySettings, VramMode
-from model_management.streaming import (
-    LoadPlan,
-    OffloadUnit,
-    Streamer,
-    offload_units,
-    pin_in_place,
-    plan_load,
-    unpin,
-)
+from model_management.streaming import (LoadPlan, OffloadUnit, Streamer, offload_units, pin_in_place,
+                                        plan_load, unpin)
 from model_management.weights import DeviceLedger
 
 log = logging.getLogger("plexus.memory")
 MIB = 1024 ** 2
+
+
+def _size(nbytes: int | None) -> str:
+    """2.0 GiB, 310 MiB, 22 KiB: for the "why" lines of reports."""
+    value = float(max(nbytes or 0, 0))
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
 
 
 class Placement(enum.Enum):
@@ -186,6 +189,16 @@ class ModelManager:
             record.reload = reload or record.reload
         return record
 
+    def find(self, source_key: str) -> ModelHandle | None:
+        """A fresh handle (no patches) over a model still held for `source_key`, so a loader can skip
+        the disk; None if it is not held (or was dropped without a way to reload)."""
+        with self._lock:
+            for record in self._records.values():
+                if record.source_key == source_key:
+                    record.last_used = next(self._clock)
+                    return ModelHandle(record.shared.module, name=record.name, source_key=source_key)
+            return None
+
     def record_of(self, handle: ModelHandle) -> ModelRecord | None:
         return self._records.get(handle.shared.id)
 
@@ -247,7 +260,7 @@ class ModelManager:
             if available is None or available >= nbytes:
                 break
             freed += record.resident_bytes
-            self._unload(record, why=f"evicted (least recently used) to free {nbytes / MIB:.0f} MiB")
+            self._unload(record, why=f"evicted (least recently used) to free {_size(nbytes)}")
         if freed:
             devices.empty_cache(self.device)
         return freed
@@ -270,9 +283,9 @@ class ModelManager:
             plan = LoadPlan(tuple(record.units), ())
             if weight_budget is not None and plan.resident_bytes > weight_budget:
                 raise torch.OutOfMemoryError(
-                    f"{record.name} needs {plan.resident_bytes / MIB:.0f} MiB on {self.device} for a full "
-                    f"load ({mode.value}) but {max(weight_budget, 0) / MIB:.0f} MiB is left after "
-                    f"{working_memory_bytes / MIB:.0f} MiB of working memory")
+                    f"{record.name} needs {_size(plan.resident_bytes)} on {self.device} for a full "
+                    f"load ({mode.value}) but {_size(weight_budget)} is left after "
+                    f"{_size(working_memory_bytes)} of working memory")
             why = f"full ({mode.value})"
         else:
             cap = None
@@ -284,11 +297,9 @@ class ModelManager:
             if plan.is_full:
                 why = "full (fits)"
             else:
-                why = (f"partial ({mode.value}): {plan.resident_bytes / MIB:.0f} of "
-                       f"{record.device_bytes / MIB:.0f} MiB resident, "
-                       f"{len(plan.streamed)} modules streamed; "
-                       f"budget {max(weight_budget or 0, 0) / MIB:.0f} MiB after "
-                       f"{working_memory_bytes / MIB:.0f} MiB working memory")
+                why = (f"partial ({mode.value}): {_size(plan.resident_bytes)} of "
+                       f"{_size(record.device_bytes)} resident, {len(plan.streamed)} modules streamed; "
+                       f"budget {_size(weight_budget)} after {_size(working_memory_bytes)} working memory")
         try:
             self._apply_plan(record, handle, plan, is_async)
         except BaseException as exc:                  # e.g. OOM half-way: leave nothing half-loaded
@@ -298,6 +309,10 @@ class ModelManager:
 
     def _apply_plan(self, record: ModelRecord, handle: ModelHandle, plan: LoadPlan, is_async: bool) -> None:
         weights, patches = record.weights, handle.patches
+        placed_by = record.shared.placed_by
+        if placed_by is not None and placed_by[0] is not self:
+            placed_by[1]()                               # another manager's copy: back to the base first
+        record.shared.placed_by = (self, lambda: self._unload_for_other_manager(record))
         if record.streamer is not None:
             record.streamer.remove()
             record.streamer = None
@@ -352,6 +367,13 @@ class ModelManager:
         record.active_patches = {}
         record.placement = Placement.RAM
         record.why = why
+        if record.shared.placed_by is not None and record.shared.placed_by[0] is self:
+            record.shared.placed_by = None
+
+    def _unload_for_other_manager(self, record: ModelRecord) -> None:
+        with self._lock:
+            if record.is_on_device or record.resident_keys or record.streamer is not None:
+                self._unload(record, why="unloaded: another model manager placed this module")
 
     def unload(self, handle: ModelHandle) -> None:
         """Take one model off the device (its patches with it); it stays in RAM."""
@@ -364,7 +386,11 @@ class ModelManager:
     def free(self, *, unload_models: bool = True, drop_from_ram: bool = False,
              keep: Iterable[ModelHandle] = ()) -> int:
         """`/free` and the OOM fall-back: unload every model not kept (and not needed by the running
-        graph) from the device, optionally drop them from RAM too; returns device bytes freed."""
+        graph) from the device, optionally drop them from RAM too; returns device bytes freed.
+
+        Call it from the thread that runs prompts (between prompts for `/free`, as ComfyUI's server
+        sets a flag the prompt worker acts on): a model unloaded under a running forward pass would
+        have its weights swapped mid-computation."""
         with self._lock:
             kept = {h.shared.id for h in keep} | set(self._graph_needs)
             before = self.ledger.bytes
@@ -393,8 +419,7 @@ class ModelManager:
                     or record.placement is Placement.DROPPED:
                 continue
             used -= record.ram_bytes
-            self._drop(record, why=f"dropped from RAM (least recently used; RAM budget "
-                                   f"{budget / MIB:.0f} MiB)")
+            self._drop(record, why=f"dropped from RAM (least recently used; RAM budget {_size(budget)})")
         if used > budget:
             log.warning("models needed now take %.0f MiB of RAM, over the %.0f MiB RAM budget",
                         used / MIB, budget / MIB)
@@ -465,7 +490,7 @@ class ModelManager:
         caps = devices.device_caps(self.device)
         lines = [f"device: {caps.name} ({self.vram_mode.value})"]
         if self.settings.vram_budget_bytes is not None:
-            lines.append(f"vram budget: {self.settings.vram_budget_bytes / MIB:.0f} MiB")
-        lines.append(f"ram budget for cached models: {self.ram_budget_bytes() / MIB:.0f} MiB")
+            lines.append(f"vram budget: {_size(self.settings.vram_budget_bytes)}")
+        lines.append(f"ram budget for cached models: {_size(self.ram_budget_bytes())}")
         lines += ["dtype " + line for line in describe_dtypes(self.dtype_choices())]
         return lines

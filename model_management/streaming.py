@@ -32,6 +32,7 @@ class OffloadUnit:
     module: nn.Module
     keys: tuple[str, ...]
     nbytes: int
+    is_container: bool = False  # its module encloses other units: streamed, it stays in through theirs
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,14 @@ def offload_units(module: nn.Module, weights: ModuleWeights, block_names: tuple[
         unit_name = next((b for b in blocks if key.startswith(b + ".")), None)
         keys_of.setdefault(unit_name if unit_name is not None else "\0" + owner_path, []).append(key)
 
+    names = [unit_id.removeprefix("\0") for unit_id in keys_of]
     units = []
     for unit_id, keys in keys_of.items():
         name = unit_id.removeprefix("\0")
         owner = blocks[unit_id] if unit_id in blocks else (module.get_submodule(name) if name else module)
-        units.append(OffloadUnit(name, owner, tuple(keys), sum(weights.nbytes(k, dtype) for k in keys)))
+        is_container = any(other != name and (name == "" or other.startswith(name + ".")) for other in names)
+        units.append(OffloadUnit(name, owner, tuple(keys), sum(weights.nbytes(k, dtype) for k in keys),
+                                 is_container))
     return units
 
 
@@ -89,13 +93,16 @@ def plan_load(units: list[OffloadUnit], weight_budget_bytes: int | None, *, pref
     if (weight_budget_bytes is None or total <= weight_budget_bytes) and total <= cap:
         return LoadPlan(tuple(units), ())
     budget = weight_budget_bytes if weight_budget_bytes is not None else total
-    largest = max((u.nbytes for u in units), default=0)
-    reserve = largest * (2 if prefetch else 1)
+    # In flight at once: every enclosing unit (held through the units inside it) plus one leaf unit,
+    # or two with prefetch. Reserving room for all of them bounds the peak whatever ends up streamed.
+    largest = max((u.nbytes for u in units if not u.is_container), default=0)
+    reserve = sum(u.nbytes for u in units if u.is_container) + largest * (2 if prefetch else 1)
     if budget < reserve:
         raise BudgetTooSmall(
-            f"the largest module needs {largest / 2**20:.1f} MiB on the device to stream "
-            f"({reserve / 2**20:.1f} MiB with prefetch) but only {max(budget, 0) / 2**20:.1f} MiB is left "
-            "after the working memory")
+            f"streaming needs {reserve / 2**20:.2f} MiB on the device (the largest module "
+            f"{largest / 2**20:.2f} MiB{', twice with prefetch' if prefetch else ''}, "
+            "plus enclosing modules) "
+            f"but only {max(budget, 0) / 2**20:.2f} MiB is left after the working memory")
     room = min(budget - reserve, cap)
     resident, streamed = [], []
     for unit in units:
@@ -152,7 +159,9 @@ class Streamer:
     def _make_pre(self, unit: OffloadUnit):
         def pre_hook(module, args):
             self._acquire(unit)
-            if self.is_async:
+            if self.is_async and not any(live.users == 0 for live in self._live.values()):
+                # one prefetch at a time: an unused one (forward order differs from module order)
+                # must be consumed first, so at most two leaf units are ever in flight
                 nxt = self._order[unit.name] + 1
                 if nxt < len(self.units) and self.units[nxt].name not in self._live:
                     self._start_copy(self.units[nxt])

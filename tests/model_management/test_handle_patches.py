@@ -152,3 +152,24 @@ def test_switching_patched_handles_on_a_partly_loaded_model() -> None:
             assert torch.equal(unet(x, sigma, context), expected[name]), name
     partial.free()
     assert_bit_identical(unet, base)
+
+
+def test_a_second_manager_takes_the_module_back_from_the_first() -> None:
+    module = linear_model()
+    base = snapshot(module)
+    with torch.no_grad():
+        expected = module(torch.ones(1, 4))
+    patched = ModelHandle(module).clone()
+    patched.add_patches({"0.weight": lambda w: w + 1.0})
+    first = ModelManager(MemorySettings(device="cpu", vram_budget_bytes=10**6))
+    first.load_models_for([patched])                   # and then abandoned, as a test fixture would
+    second = ModelManager(MemorySettings(vram_mode=VramMode.NO, device="cpu", vram_budget_bytes=10**6))
+    second.load_models_for([ModelHandle(module)])
+    assert first.ledger.bytes == 0 and first.record_of(patched).placement.value == "ram"
+    with torch.no_grad():
+        assert torch.equal(module(torch.ones(1, 4)), expected)      # streamed, and without the patch
+    first.load_models_for([patched])
+    assert second.record_of(patched).placement.value == "ram"
+    assert torch.equal(module[0].weight, base["0.weight"] + 1.0)
+    first.free()
+    assert_bit_identical(module, base)

@@ -8,14 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model_management import (
-    MemorySettings,
-    MemorySettingsError,
-    ModelPart,
-    VramMode,
-    choose_dtype,
-    gib_to_bytes,
-)
+from model_management import (MemorySettings, MemorySettingsError, ModelPart, VramMode, choose_dtype,
+                              gib_to_bytes)
 from model_management.devices import DeviceCaps, cpu_flags, cpu_native_bf16_flags, device_caps
 from model_management.dtypes import choose_attention_upcast
 

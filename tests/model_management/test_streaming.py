@@ -25,21 +25,22 @@ def test_offload_units_follow_offload_blocks_and_cover_every_weight_once() -> No
     assert sum(u.nbytes for u in bf16) == weights.total_bytes() // 2
 
 
-def test_plan_keeps_room_for_the_largest_streamed_unit() -> None:
+def test_plan_keeps_room_for_the_units_in_flight() -> None:
     unet = make(ToyUNet, 0)
     units = offload_units(unet, ModuleWeights(unet), ToyUNet.OFFLOAD_BLOCKS)
-    largest = max(u.nbytes for u in units)
+    assert [u.name for u in units if u.is_container] == [""]          # the root holds class_embed
+    leaf = max(u.nbytes for u in units if not u.is_container)
+    container = sum(u.nbytes for u in units if u.is_container)
     total = sum(u.nbytes for u in units)
     assert plan_load(units, total).is_full and plan_load(units, None).is_full
-    for budget in (largest, total // 2, total - 1):
-        for prefetch in (False, True):
-            if prefetch and budget < 2 * largest:
-                continue
+    for prefetch in (False, True):
+        minimum = container + leaf * (2 if prefetch else 1)
+        for budget in (minimum, (minimum + total) // 2, total - 1):
             plan = plan_load(units, budget, prefetch=prefetch)
             assert not plan.is_full and plan.peak_bytes <= budget
+        with pytest.raises(BudgetTooSmall):
+            plan_load(units, minimum - 1, prefetch=prefetch)
     assert plan_load(units, total, max_resident_bytes=0).resident == ()
-    with pytest.raises(BudgetTooSmall):
-        plan_load(units, largest - 1)
     assert issubclass(BudgetTooSmall, torch.OutOfMemoryError)
 
 

@@ -44,11 +44,14 @@ class ToyUNet(nn.Module):
         self.output_blocks = nn.ModuleList(ToyBlock(channels) for _ in range(depth))
         self.conv_out = nn.Conv2d(channels, 4, 3, padding=1)
         self.register_buffer("out_scale", torch.full((1,), 0.5))
+        # a weight of the root module itself: streamed, it stays on the device through the whole forward
+        self.class_embed = nn.Parameter(torch.randn(256, channels) * 0.1)
 
     def forward(self, x: Tensor, sigma: Tensor, context: Tensor) -> Tensor:
         dtype = self.conv_in.weight.dtype
         h = self.conv_in(x.to(dtype))
         h = h + self.time_embed(sigma.to(dtype)[:, None])[:, :, None, None]
+        h = h + self.class_embed[0, :, None, None]
         for block in self.input_blocks:
             h = block(h, context.to(dtype))
         h = self.middle_block(h, context.to(dtype))
