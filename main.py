@@ -12,6 +12,7 @@ may come before or after the subcommand. ``run`` and ``check`` never import the 
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import logging
@@ -210,10 +211,26 @@ class App:
     engine: Engine
 
 
+def ensure_demo_checkpoint(folders: Folders) -> None:
+    """First start: when no checkpoint is installed anywhere, write the small random-weight demo
+    checkpoint (diffusion.demo) into the first checkpoints folder so the examples run."""
+    if folders.list_files("checkpoints"):
+        return
+    from diffusion.demo import write_demo_checkpoint
+
+    started = time.perf_counter()
+    path = write_demo_checkpoint(folders.paths("checkpoints")[0])
+    folders.invalidate("checkpoints")
+    log.info("No checkpoints found: wrote the random-weight demo checkpoint %s in %.1f s (it draws noise, "
+             "not pictures; put real checkpoints in %s)", path, time.perf_counter() - started, path.parent)
+
+
 def build_app(args: argparse.Namespace) -> App:
     folders, extra = make_folders(args)
     for entry in extra:
         log.info("Adding extra search path %s %s", entry.kind, entry.path)
+    if args.command in ("serve", "run"):
+        ensure_demo_checkpoint(folders)
     services.install(services.NodeServices(folders=folders, settings=memory_settings(args)))
     registry = NodeRegistry()
     started = time.perf_counter()
@@ -456,8 +473,8 @@ def build_server(app: App) -> tuple[Any, Any]:
     worker = Worker(store, app.engine, app.events).start()
     plugins = [Plugin(p.name, p.path, p.web_directory) for p in app.report.plugins.plugins if p.is_ok]
     services = Services(engine=app.engine, store=store, events=app.events, registry=app.registry,
-                        folders=folders,
-                        worker=worker, plugins=plugins)
+                        folders=folders, worker=worker, plugins=plugins,
+                        system_stats=system_stats, free_memory=memory_freer(app, worker))
     settings = ServerSettings(listen=args.listen, port=args.port,
                               max_upload_bytes=int(args.max_upload_size * 1024 * 1024),
                               cors_origin=args.enable_cors_header,
@@ -465,6 +482,39 @@ def build_server(app: App) -> tuple[Any, Any]:
                               front_end_root=Path(args.front_end_root) if args.front_end_root else None,
                               tls_keyfile=args.tls_keyfile, tls_certfile=args.tls_certfile)
     return services, settings
+
+
+def system_stats() -> dict[str, Any]:
+    """/system_stats: RAM from psutil plus the model manager's view of the device, the dtypes it
+    chose and why, and what is loaded where (creating the manager imports torch, on first call)."""
+    import torch
+    from web.services import default_system_stats
+
+    stats = default_system_stats()
+    report = services.current().model_manager().report()
+    stats["system"]["pytorch_version"] = torch.__version__
+    stats["devices"] = [report["device"]]
+    stats["plexus"] = {key: report[key] for key in ("vram_mode", "vram_budget_bytes", "reserve_vram_bytes",
+                                                    "models_device_bytes", "ram", "dtypes", "models")}
+    return stats
+
+
+def memory_freer(app: App, worker: Any) -> Callable[..., None]:
+    """/free: unload models (and with free_memory, drop them from RAM and clear the output cache),
+    on the worker thread between prompts so no running forward loses its weights."""
+
+    def free_memory(*, unload_models: bool = False, free_memory: bool = False) -> None:
+        def act() -> None:
+            if free_memory:
+                app.engine.clear_cache()
+            manager = services.current().existing_model_manager()
+            if manager is not None:
+                manager.free(unload_models=True, drop_from_ram=free_memory)
+            gc.collect()
+
+        worker.run_between_prompts(act)
+
+    return free_memory
 
 
 def cmd_serve(app: App) -> int:

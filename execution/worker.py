@@ -47,6 +47,7 @@ class Worker:
         self._unsubscribe = None
         self._current_prompt_id: str | None = None
         self._state = threading.Condition()  # notified when a prompt ends or the queue changes
+        self._between: list[Any] = []         # callables to run on this thread before the next prompt
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -88,15 +89,32 @@ class Worker:
 
     # -- the loop ---------------------------------------------------------------------------------
 
+    def run_between_prompts(self, task: Any) -> None:
+        """Run ``task()`` on the worker thread once no prompt is running (now if idle, else after the
+        running prompt): how ``/free`` unloads models without pulling weights from under a forward."""
+        with self._state:
+            self._between.append(task)
+        self.store.wake()
+
+    def _run_between_tasks(self) -> None:
+        with self._state:
+            tasks, self._between = self._between, []
+        for task in tasks:
+            try:
+                task()
+            except Exception:
+                log.exception("%s: a task between prompts failed", self.worker_id)
+
     def _run(self) -> None:
         while not self._is_stopping:
+            self._run_between_tasks()
             try:
                 record = self.store.claim(self.worker_id)
             except Exception:
                 log.exception("%s: claiming a prompt failed", self.worker_id)
                 record = None
             if record is None:
-                self.store.wait_for_pending(lambda: self._is_stopping, self.idle_recheck_s)
+                self.store.wait_for_pending(lambda: self._is_stopping or bool(self._between), self.idle_recheck_s)
                 continue
             try:
                 self._run_one(record)

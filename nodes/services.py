@@ -31,6 +31,11 @@ class NodeServices:
                 self._model_manager = ModelManager(self.settings or MemorySettings())
             return self._model_manager
 
+    def existing_model_manager(self) -> Any:
+        """The model manager if a model was ever loaded, else None (never creates one)."""
+        with self._lock:
+            return self._model_manager
+
 
 _installed: NodeServices | None = None
 

@@ -9,6 +9,7 @@
 * ``/docs/`` serves the optional ``comfyui-embedded-docs`` package.
 * ``/extensions/<plugin>/...`` serves each plugin's ``WEB_DIRECTORY``.
 """
+
 from __future__ import annotations
 
 import importlib.resources
@@ -29,17 +30,21 @@ log = logging.getLogger("plexus.web")
 
 OWN_TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Plexus's own editor extensions, served and listed like a plugin's WEB_DIRECTORY.
-OWN_EXTENSIONS = Plugin("plexus-core", Path(__file__).resolve().parent,
-                        Path(__file__).resolve().parent / "extensions" / "plexus-core")
+OWN_EXTENSIONS = Plugin(
+    "plexus-core",
+    Path(__file__).resolve().parent,
+    Path(__file__).resolve().parent / "extensions" / "plexus-core",
+)
 STATIC_ROOT: web.AppKey[Path | None] = web.AppKey("plexus_static_root", object)  # type: ignore[arg-type]
-mimetypes.add_type("application/javascript", ".js")
-mimetypes.add_type("application/javascript", ".mjs")
-mimetypes.add_type("text/css", ".css")
-mimetypes.add_type("application/json", ".json")
-mimetypes.add_type("image/webp", ".webp")
-mimetypes.add_type("font/woff2", ".woff2")
-mimetypes.add_type("application/manifest+json", ".webmanifest")
-mimetypes.add_type("text/markdown", ".md")
+MIME_TYPES = {".js": "application/javascript", ".mjs": "application/javascript", ".css": "text/css",
+              ".json": "application/json", ".webp": "image/webp", ".woff2": "font/woff2",
+              ".webmanifest": "application/manifest+json", ".md": "text/markdown"}
+
+
+def content_type_of(path: Path) -> str:
+    """The editor's files by extension first (the OS's mime table may lack or misname them)."""
+    known = MIME_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
+    return known or "application/octet-stream"
 
 
 def package_dir(package: str, sub: str) -> Path | None:
@@ -56,14 +61,16 @@ def find_front_end(override: Path | str | None) -> Path | None:
     if override is not None:
         path = Path(override).expanduser().resolve()
         if not (path / "index.html").is_file():
-            raise FileNotFoundError(f"--front-end-root {path} has no index.html; point it at the editor's "
-                                    "static folder (the one with index.html and assets/).")
+            raise FileNotFoundError(
+                f"--front-end-root {path} has no index.html; point it at the editor's "
+                "static folder (the one with index.html and assets/)."
+            )
         return path
     return package_dir("comfyui_frontend_package", "static")
 
 
 def _file_response(path: Path, *, cache: str) -> web.FileResponse:
-    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    content_type = content_type_of(path)
     headers = {"Cache-Control": cache, "Content-Type": content_type, "X-Content-Type-Options": "nosniff"}
     if content_type in ("text/html", "image/svg+xml") and path.name != "index.html":
         # Only the editor's own index.html is served as a page; any other HTML/SVG is inert.
@@ -89,15 +96,18 @@ class TemplateSources:
     """Plexus's own templates plus the optional templates package, one URL space."""
 
     def __init__(self) -> None:
-        self.roots = [p for p in (OWN_TEMPLATES, package_dir("comfyui_workflow_templates", "templates"))
-                      if p is not None and p.is_dir()]
+        self.roots = [
+            p
+            for p in (OWN_TEMPLATES, package_dir("comfyui_workflow_templates", "templates"))
+            if p is not None and p.is_dir()
+        ]
 
     def index(self, name: str) -> list[Any]:
         merged: list[Any] = []
         for root in self.roots:
             path = root / name
             if not path.is_file() and name != "index.json":
-                path = root / "index.json"   # a locale we lack: fall back to English for our entries
+                path = root / "index.json"  # a locale we lack: fall back to English for our entries
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
@@ -118,13 +128,21 @@ def add_editor_routes(app: web.Application, static_root: Path | None, plugins: l
     """Register templates, docs, plugin web directories and (last) the editor's static files."""
     templates = TemplateSources()
     docs_root = package_dir("comfyui_embedded_docs", "docs")
-    plugin_dirs = {p.name: Path(p.web_directory) for p in [OWN_EXTENSIONS, *plugins]
-                   if p.web_directory is not None and Path(p.web_directory).is_dir()}
+    plugin_dirs = {
+        p.name: Path(p.web_directory)
+        for p in [OWN_EXTENSIONS, *plugins]
+        if p.web_directory is not None and Path(p.web_directory).is_dir()
+    }
 
     async def template_file(request: web.Request) -> web.StreamResponse:
         relative = request.match_info["path"]
-        if relative.startswith("index") and relative.endswith(".json") and "/" not in relative \
-                and relative != "index_logo.json" and not relative.endswith("schema.json"):
+        if (
+            relative.startswith("index")
+            and relative.endswith(".json")
+            and "/" not in relative
+            and relative != "index_logo.json"
+            and not relative.endswith("schema.json")
+        ):
             return web.json_response(templates.index(relative), headers={"Cache-Control": "no-cache"})
         found = templates.file(relative)
         if found is None:
@@ -143,13 +161,14 @@ def add_editor_routes(app: web.Application, static_root: Path | None, plugins: l
         root = plugin_dirs.get(request.match_info["plugin"])
         found = _safe_file(root, request.match_info["path"]) if root else None
         if found is None:
-            return await static_file(request)   # /extensions/core/... lives in the editor package
+            return await static_file(request)  # /extensions/core/... lives in the editor package
         return _file_response(found, cache="no-cache")
 
     async def index(request: web.Request) -> web.StreamResponse:
         if static_root is None:
-            return web.Response(text=_NO_EDITOR, content_type="text/html",
-                                headers={"Cache-Control": "no-cache"})
+            return web.Response(
+                text=_NO_EDITOR, content_type="text/html", headers={"Cache-Control": "no-cache"}
+            )
         return _file_response(static_root / "index.html", cache="no-cache")
 
     async def static_file(request: web.Request) -> web.StreamResponse:

@@ -1,16 +1,18 @@
 """Shapes: queue items, history entries and jobs, built from what the PromptStore returns.
 
 The store returns queue entries ``[number, prompt_id, prompt, extra_data, outputs_to_execute]`` for
-pending / running prompts and ComfyUI-shaped history entries (``{"prompt": [number, id, prompt, extra_data, outputs_to_execute],
-"outputs", "status": {"status_str", "completed", "messages"}, "meta"}``) for finished ones. The editor
+pending / running prompts and ComfyUI-shaped history entries (``{"prompt": <queue entry>, "outputs",
+"status": {"status_str", "completed", "messages"}, "meta", "plexus"}``) for finished ones. The editor
 1.58 reads neither /queue nor /history but ``/jobs``; this module turns both into job items with the
 schema the editor validates (``id``, ``status`` in the five allowed values, ``create_time`` in ms).
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterable
 
 JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
+FINISHED = frozenset({"completed", "failed", "cancelled"})
 MEDIA_KEYS = ("images", "video", "audio", "gifs", "animated", "3d")
 
 
@@ -30,8 +32,13 @@ def queue_item(record: Any) -> list[Any]:
     """ComfyUI's queue tuple: ``[number, prompt_id, prompt, extra_data, outputs_to_execute]``."""
     if isinstance(record, (list, tuple)):
         return list(record)
-    return [_field(record, "number", 0), record_id(record), _field(record, "prompt", {}),
-            _field(record, "extra_data", {}) or {}, list(_field(record, "outputs_to_execute", []) or [])]
+    return [
+        _field(record, "number", 0),
+        record_id(record),
+        _field(record, "prompt", {}),
+        _field(record, "extra_data", {}) or {},
+        list(_field(record, "outputs_to_execute", []) or []),
+    ]
 
 
 def _create_time(record_or_extra: Any, fallback: Any = None) -> int:
@@ -56,13 +63,21 @@ def _workflow_id(extra_data: dict[str, Any]) -> str | None:
 def job_from_record(record: Any, status: str) -> dict[str, Any]:
     number, prompt_id, _prompt, extra, _outputs = queue_item(record)
     extra = extra if isinstance(extra, dict) else {}
-    return {"id": prompt_id, "status": status, "create_time": _create_time({"extra_data": extra}),
-            "priority": number, "execution_start_time": None,
-            "execution_end_time": None, "outputs_count": 0, "previewable_outputs_count": 0,
-            "preview_output": None, "workflow_id": _workflow_id(extra)}
+    return {
+        "id": prompt_id,
+        "status": status,
+        "create_time": _create_time({"extra_data": extra}),
+        "priority": number,
+        "execution_start_time": None,
+        "execution_end_time": None,
+        "outputs_count": 0,
+        "previewable_outputs_count": 0,
+        "preview_output": None,
+        "workflow_id": _workflow_id(extra),
+    }
 
 
-def _messages(entry: dict[str, Any]) -> list[Any]:
+def messages_of(entry: dict[str, Any]) -> list[Any]:
     return list(((entry.get("status") or {}).get("messages")) or [])
 
 
@@ -72,7 +87,7 @@ def history_status(entry: dict[str, Any]) -> str:
     if plexus_status in ("success", "error", "interrupted"):
         return {"success": "completed", "error": "failed", "interrupted": "cancelled"}[plexus_status]
     status = entry.get("status") or {}
-    kinds = {m[0] for m in _messages(entry) if isinstance(m, (list, tuple)) and m}
+    kinds = {m[0] for m in messages_of(entry) if isinstance(m, (list, tuple)) and m}
     if "execution_interrupted" in kinds:
         return "cancelled"
     if status.get("status_str") == "success" or "execution_success" in kinds:
@@ -81,7 +96,7 @@ def history_status(entry: dict[str, Any]) -> str:
 
 
 def _message_time(entry: dict[str, Any], kinds: Iterable[str]) -> int | None:
-    for message in _messages(entry):
+    for message in messages_of(entry):
         if isinstance(message, (list, tuple)) and len(message) == 2 and message[0] in kinds:
             stamp = (message[1] or {}).get("timestamp")
             if isinstance(stamp, (int, float)):
@@ -103,7 +118,9 @@ def _outputs_summary(outputs: dict[str, Any]) -> tuple[int, int, dict[str, Any] 
                 for item in items:
                     if isinstance(item, dict) and "filename" in item:
                         previewable += 1
-                        if preview is None or (item.get("type") == "output" and preview.get("type") != "output"):
+                        if preview is None or (
+                            item.get("type") == "output" and preview.get("type") != "output"
+                        ):
                             preview = {**item, "nodeId": str(node_id), "mediaType": key}
     return count, previewable, preview
 
@@ -115,36 +132,60 @@ def job_from_history(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     status = history_status(entry)
     plexus = entry.get("plexus") or {}
     start = _message_time(entry, ("execution_start",)) or plexus.get("execution_start_time_ms")
-    end = _message_time(entry, ("execution_success", "execution_error", "execution_interrupted")) \
-        or plexus.get("execution_end_time_ms")
-    job = {"id": prompt_id, "status": status,
-           "create_time": _create_time({"extra_data": extra}, plexus.get("create_time_ms", 0)),
-           "priority": queued[0] if queued else 0,
-           "execution_start_time": start, "execution_end_time": end,
-           "outputs_count": count, "previewable_outputs_count": previewable,
-           "preview_output": preview, "workflow_id": _workflow_id(extra)}
+    end = _message_time(
+        entry, ("execution_success", "execution_error", "execution_interrupted")
+    ) or plexus.get("execution_end_time_ms")
+    job = {
+        "id": prompt_id,
+        "status": status,
+        "create_time": _create_time({"extra_data": extra}, plexus.get("create_time_ms", 0)),
+        "priority": queued[0] if queued else 0,
+        "execution_start_time": start,
+        "execution_end_time": end,
+        "outputs_count": count,
+        "previewable_outputs_count": previewable,
+        "preview_output": preview,
+        "workflow_id": _workflow_id(extra),
+    }
     if status == "failed":
-        error = next((m[1] for m in _messages(entry)
-                      if isinstance(m, (list, tuple)) and len(m) == 2 and m[0] == "execution_error"), None)
+        error = next(
+            (
+                m[1]
+                for m in messages_of(entry)
+                if isinstance(m, (list, tuple)) and len(m) == 2 and m[0] == "execution_error"
+            ),
+            None,
+        )
         if isinstance(error, dict):
-            job["execution_error"] = {"node_id": str(error.get("node_id", "")),
-                                      "node_type": str(error.get("node_type", "")),
-                                      "exception_message": str(error.get("exception_message", "")),
-                                      "exception_type": str(error.get("exception_type", "")),
-                                      "traceback": [str(t) for t in error.get("traceback") or []],
-                                      **{k: v for k, v in error.items() if k not in (
-                                          "node_id", "node_type", "exception_message", "exception_type",
-                                          "traceback")}}
+            job["execution_error"] = {
+                "node_id": str(error.get("node_id", "")),
+                "node_type": str(error.get("node_type", "")),
+                "exception_message": str(error.get("exception_message", "")),
+                "exception_type": str(error.get("exception_type", "")),
+                "traceback": [str(t) for t in error.get("traceback") or []],
+                **{
+                    k: v
+                    for k, v in error.items()
+                    if k not in ("node_id", "node_type", "exception_message", "exception_type", "traceback")
+                },
+            }
     return job
 
 
 def job_detail_from_history(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     job = job_from_history(prompt_id, entry)
     queued = entry.get("prompt") or [0, prompt_id, {}, {}, []]
-    job.update({"outputs": entry.get("outputs") or {}, "execution_status": entry.get("status") or {},
-                "execution_meta": entry.get("meta") or {},
-                "workflow": {"prompt": queued[2] if len(queued) > 2 else {},
-                             "extra_data": queued[3] if len(queued) > 3 else {}}})
+    job.update(
+        {
+            "outputs": entry.get("outputs") or {},
+            "execution_status": entry.get("status") or {},
+            "execution_meta": entry.get("meta") or {},
+            "workflow": {
+                "prompt": queued[2] if len(queued) > 2 else {},
+                "extra_data": queued[3] if len(queued) > 3 else {},
+            },
+        }
+    )
     return job
 
 

@@ -5,11 +5,11 @@ Every client-supplied name goes through :func:`storage.safe_paths.resolve_inside
 backslashes and symlinks out. Uploads must decode as an
 image with Pillow; SVG / HTML / anything not an image is served only as a download, never inline.
 """
+
 from __future__ import annotations
 
 import io
 import json
-import mimetypes
 import os
 import shutil
 import struct
@@ -22,14 +22,29 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from storage.errors import StorageError
 from storage.safe_paths import claim_free_path, resolve_inside, sanitize_filename
+
+from .editor import content_type_of
 from .security import BadRequest, parse_json, read_json
 from .state import STATE, AppState
 
 routes = web.RouteTableDef()
-USER = "default"                    # single-user mode: every request is this user
-INLINE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "video/mp4",
-                "video/webm", "audio/mpeg", "audio/wav", "audio/x-wav", "audio/flac", "audio/ogg",
-                "image/avif", "image/tiff"}
+USER = "default"  # single-user mode: every request is this user
+INLINE_TYPES = {
+    "image/png",
+    "image/jpeg",
+    "image/webp",
+    "image/gif",
+    "image/bmp",
+    "video/mp4",
+    "video/webm",
+    "audio/mpeg",
+    "audio/wav",
+    "audio/x-wav",
+    "audio/flac",
+    "audio/ogg",
+    "image/avif",
+    "image/tiff",
+}
 Image.MAX_IMAGE_PIXELS = 16384 * 16384
 
 
@@ -39,9 +54,11 @@ def _state(request: web.Request) -> AppState:
 
 def _safe_headers(filename: str, inline: bool) -> dict[str, str]:
     disposition = "inline" if inline else "attachment"
-    return {"Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(filename)}",
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "default-src 'none'; img-src 'self'; media-src 'self'; sandbox"}
+    return {
+        "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(filename)}",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; img-src 'self'; media-src 'self'; sandbox",
+    }
 
 
 # --- /view -------------------------------------------------------------------------------------------
@@ -59,7 +76,7 @@ async def view(request: web.Request) -> web.StreamResponse:
     path = resolve_inside(folder, query.get("subfolder", ""), filename)
     if not path.is_file():
         raise web.HTTPNotFound(text=f"{kind}/{filename} does not exist.")
-    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    content_type = content_type_of(path)
     preview = query.get("preview")
     channel = query.get("channel", "rgba")
     if content_type.startswith("image/") and content_type in INLINE_TYPES and (preview or channel != "rgba"):
@@ -80,7 +97,7 @@ def _transform_image(path: Path, preview: str | None, channel: str) -> tuple[byt
         if channel == "rgb":
             image = image.convert("RGB")
         elif channel == "a":
-            image = image.convert("RGBA").getchannel("A")   # the mask as a grey image
+            image = image.convert("RGBA").getchannel("A")  # the mask as a grey image
         elif channel != "rgba":
             raise BadRequest("'channel' must be rgb, a or rgba.")
         out = io.BytesIO()
@@ -152,12 +169,12 @@ def _upload_target(state: AppState, fields: dict[str, str], filename: str) -> tu
 def _store_upload(target_dir: Path, filename: str, data: bytes, overwrite: bool) -> Path:
     target_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:
-        path = resolve_inside(target_dir, filename)   # refuses an existing symlink that leads out
+        path = resolve_inside(target_dir, filename)  # refuses an existing symlink that leads out
         tmp = target_dir / f".{filename}.{os.getpid()}.part"
         tmp.write_bytes(data)
         os.replace(tmp, path)
         return path
-    path = claim_free_path(target_dir, filename)       # atomic: concurrent uploads get distinct names
+    path = claim_free_path(target_dir, filename)  # atomic: concurrent uploads get distinct names
     path.write_bytes(data)
     return path
 
@@ -290,8 +307,12 @@ def _user_path(state: AppState, relative: str) -> Path:
 def _file_info(root: Path, path: Path) -> dict[str, Any]:
     stat = path.stat()
     created = getattr(stat, "st_birthtime", stat.st_ctime)
-    return {"path": path.relative_to(root).as_posix(), "size": stat.st_size, "modified": stat.st_mtime,
-            "created": created}
+    return {
+        "path": path.relative_to(root).as_posix(),
+        "size": stat.st_size,
+        "modified": stat.st_mtime,
+        "created": created,
+    }
 
 
 def _list_dir(base: Path, recurse: bool, full_info: bool, split: bool) -> list[Any]:
@@ -327,7 +348,10 @@ async def list_userdata(request: web.Request) -> web.Response:
 
     def flag(name: str) -> bool:
         return request.query.get(name, "").lower() == "true"
-    return web.json_response(await state.call(_list_dir, base, flag("recurse"), flag("full_info"), flag("split")))
+
+    return web.json_response(
+        await state.call(_list_dir, base, flag("recurse"), flag("full_info"), flag("split"))
+    )
 
 
 @routes.get("/userdata/{file}")
@@ -340,11 +364,20 @@ async def get_userdata(request: web.Request) -> web.StreamResponse:
             text, content_type = _MISSING_DEFAULTS[relative]
             return web.Response(text=text, content_type=content_type)
         raise web.HTTPNotFound(text=f"User file {relative!r} does not exist.")
-    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    if content_type not in ("application/json", "text/css", "text/plain") and content_type not in INLINE_TYPES:
+    content_type = content_type_of(path)
+    if (
+        content_type not in ("application/json", "text/css", "text/plain")
+        and content_type not in INLINE_TYPES
+    ):
         content_type = "application/octet-stream"
-    return web.FileResponse(path, headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff",
-                                           "Cache-Control": "no-cache"})
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": content_type,
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+        },
+    )
 
 
 def _write_user_file(path: Path, data: bytes, overwrite: bool) -> bool:
@@ -373,8 +406,17 @@ async def post_userdata(request: web.Request) -> web.Response:
     if path.is_dir():
         raise BadRequest("That name is a folder.")
     if not await state.call(_write_user_file, path, data, overwrite):
-        return web.json_response({"error": {"type": "file_exists", "message": "File already exists",
-                                            "details": "", "extra_info": {}}}, status=409)
+        return web.json_response(
+            {
+                "error": {
+                    "type": "file_exists",
+                    "message": "File already exists",
+                    "details": "",
+                    "extra_info": {},
+                }
+            },
+            status=409,
+        )
     return _user_answer(state, path, request.query.get("full_info", "").lower() == "true")
 
 
@@ -397,8 +439,17 @@ async def move_userdata(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="No such user file.")
     overwrite = request.query.get("overwrite", "true").lower() != "false"
     if dest.exists() and not overwrite:
-        return web.json_response({"error": {"type": "file_exists", "message": "File already exists",
-                                            "details": "", "extra_info": {}}}, status=409)
+        return web.json_response(
+            {
+                "error": {
+                    "type": "file_exists",
+                    "message": "File already exists",
+                    "details": "",
+                    "extra_info": {},
+                }
+            },
+            status=409,
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     await state.call(shutil.move, str(source), str(dest))
     return _user_answer(state, dest, request.query.get("full_info", "").lower() == "true")
@@ -464,4 +515,3 @@ async def get_users(request: web.Request) -> web.Response:
 @routes.post("/users")
 async def post_users(request: web.Request) -> web.Response:
     raise BadRequest("Plexus runs in single-user mode; there are no users to create.")
-

@@ -3,6 +3,7 @@
 Every endpoint the editor calls on boot answers 200 with valid JSON even on a fresh install (an empty
 list or object rather than a 404), because the editor logs every failed request as a console error.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ from .security import BadRequest
 from .services import COMFYUI_COMPAT_VERSION, PLEXUS_VERSION
 from .state import STATE, AppState
 
-routes = web.RouteTableDef()        # served at / and /api
-internal = web.RouteTableDef()      # served at /internal only (the editor does not prefix these)
+routes = web.RouteTableDef()  # served at / and /api
+internal = web.RouteTableDef()  # served at /internal only (the editor does not prefix these)
 FRONTEND_VERSION = "1.58.1"
 EXAMPLE_DIRS = ("example_workflows", "example", "examples", "workflow", "workflows")
 
@@ -31,8 +32,9 @@ def _state(request: web.Request) -> AppState:
 @routes.get("/object_info")
 async def object_info(request: web.Request) -> web.Response:
     state = _state(request)
-    return web.json_response(await state.call(state.services.registry.object_info_all),
-                             headers={"Cache-Control": "no-store"})
+    return web.json_response(
+        await state.call(state.services.registry.object_info_all), headers={"Cache-Control": "no-store"}
+    )
 
 
 @routes.get("/object_info/{node_class}")
@@ -53,14 +55,26 @@ def system_stats(state: AppState) -> dict[str, Any]:
         # Plexus has no paid API nodes; the flag also stops the editor asking a vendor host for
         # release notes on every boot (an offline console error).
         argv.append("--disable-api-nodes")
-    system = {"os": sys.platform if os.name != "nt" else "nt", "ram_total": 0, "ram_free": 0,
-              "comfyui_version": COMFYUI_COMPAT_VERSION, "plexus_version": PLEXUS_VERSION,
-              "required_frontend_version": FRONTEND_VERSION, "installed_templates_version": None,
-              "required_templates_version": None, "python_version": sys.version,
-              "pytorch_version": "", "embedded_python": False, "argv": argv,
-              **(stats.get("system") or {})}
+    system = {
+        "os": sys.platform if os.name != "nt" else "nt",
+        "ram_total": 0,
+        "ram_free": 0,
+        "comfyui_version": COMFYUI_COMPAT_VERSION,
+        "plexus_version": PLEXUS_VERSION,
+        "required_frontend_version": FRONTEND_VERSION,
+        "installed_templates_version": None,
+        "required_templates_version": None,
+        "python_version": sys.version,
+        "pytorch_version": "",
+        "embedded_python": False,
+        "argv": argv,
+        **(stats.get("system") or {}),
+    }
     system["argv"] = argv
-    return {"system": system, "devices": list(stats.get("devices") or [])}
+    answer = {"system": system, "devices": list(stats.get("devices") or [])}
+    if "plexus" in stats:  # memory mode, dtype choices and loaded models (beyond ComfyUI's shape)
+        answer["plexus"] = stats["plexus"]
+    return answer
 
 
 @routes.get("/system_stats")
@@ -105,8 +119,13 @@ async def list_embeddings(request: web.Request) -> web.Response:
 @routes.get("/experiment/models")
 async def experiment_models(request: web.Request) -> web.Response:
     kinds = _model_kinds(_state(request))
-    return web.json_response([{"name": kind, "folders": [str(p) for p in paths]}
-                              for kind, (paths, _) in sorted(kinds.items()) if kind not in ("configs",)])
+    return web.json_response(
+        [
+            {"name": kind, "folders": [str(p) for p in paths]}
+            for kind, (paths, _) in sorted(kinds.items())
+            if kind not in ("configs",)
+        ]
+    )
 
 
 def _model_files_info(state: AppState, folder: str) -> list[dict[str, Any]]:
@@ -120,8 +139,15 @@ def _model_files_info(state: AppState, folder: str) -> list[dict[str, Any]]:
                 stat = full.stat()
             except OSError:
                 continue
-            found.append({"name": name, "pathIndex": index, "modified": stat.st_mtime,
-                          "created": getattr(stat, "st_birthtime", stat.st_ctime), "size": stat.st_size})
+            found.append(
+                {
+                    "name": name,
+                    "pathIndex": index,
+                    "modified": stat.st_mtime,
+                    "created": getattr(stat, "st_birthtime", stat.st_ctime),
+                    "size": stat.st_size,
+                }
+            )
             break
     return found
 
@@ -142,12 +168,16 @@ def list_extensions(state: AppState, static_root: Path | None) -> list[str]:
         base = static_root / "extensions"
         urls += sorted("/extensions/" + p.relative_to(base).as_posix() for p in base.rglob("*.js"))
     from .editor import OWN_EXTENSIONS
+
     for plugin in [OWN_EXTENSIONS, *state.services.plugins]:
         if plugin.web_directory is None or not Path(plugin.web_directory).is_dir():
             continue
         base = Path(plugin.web_directory)
-        urls += sorted(f"/extensions/{plugin.name}/" + p.relative_to(base).as_posix()
-                       for p in base.rglob("*.js") if p.is_file())
+        urls += sorted(
+            f"/extensions/{plugin.name}/" + p.relative_to(base).as_posix()
+            for p in base.rglob("*.js")
+            if p.is_file()
+        )
     return urls
 
 
@@ -155,8 +185,11 @@ def list_extensions(state: AppState, static_root: Path | None) -> list[str]:
 async def get_extensions(request: web.Request) -> web.Response:
     state = _state(request)
     from .editor import STATIC_ROOT
-    return web.json_response(await state.call(list_extensions, state, request.app[STATIC_ROOT]),
-                             headers={"Cache-Control": "no-store"})
+
+    return web.json_response(
+        await state.call(list_extensions, state, request.app[STATIC_ROOT]),
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
@@ -175,8 +208,12 @@ def collect_i18n(state: AppState) -> dict[str, Any]:
             continue
         for locale_dir in sorted(p for p in locales.iterdir() if p.is_dir()):
             entry: dict[str, Any] = {}
-            for name, key in (("main.json", None), ("nodeDefs.json", "nodeDefs"),
-                              ("commands.json", "commands"), ("settings.json", "settings")):
+            for name, key in (
+                ("main.json", None),
+                ("nodeDefs.json", "nodeDefs"),
+                ("commands.json", "commands"),
+                ("settings.json", "settings"),
+            ):
                 try:
                     data = json.loads((locale_dir / name).read_text(encoding="utf-8"))
                 except (OSError, ValueError):
@@ -217,6 +254,7 @@ async def workflow_templates(request: web.Request) -> web.Response:
 @routes.get("/workflow_templates/{plugin}/{name}")
 async def workflow_template_file(request: web.Request) -> web.StreamResponse:
     from storage.safe_paths import resolve_inside
+
     state = _state(request)
     examples = await state.call(_plugin_examples, state)
     entry = examples.get(request.match_info["plugin"])
@@ -259,6 +297,7 @@ async def internal_files(request: web.Request) -> web.Response:
         entries = [e for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")]
         entries.sort(key=lambda e: e.stat().st_mtime, reverse=True)
         return [e.name for e in entries]
+
     return web.json_response(await state.call(newest_first))
 
 
@@ -275,4 +314,3 @@ async def internal_logs_raw(request: web.Request) -> web.Response:
 @internal.patch("/logs/subscribe")
 async def internal_logs_subscribe(request: web.Request) -> web.Response:
     return web.json_response({})
-

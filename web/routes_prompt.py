@@ -6,12 +6,13 @@ has ended (200 with its outputs) or when the timeout passes (202 with its curren
 ``GET /history/{id}`` answers 404 for an id the server never saw and ``{}`` for one still queued or
 running, so a client can tell a typo from a wait.
 """
+
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from execution.errors import PlexusError
 
 from . import jobs as J
 from .security import BadRequest, read_json_object
-from .state import AppState, STATE
+from .state import STATE, AppState
 
 TERMINAL = {"success", "error", "interrupted"}
 routes = web.RouteTableDef()
@@ -31,14 +32,23 @@ def _state(request: web.Request) -> AppState:
 
 
 def _prompt_error(message: str, details: str = "", type_: str = "invalid_prompt") -> web.Response:
-    return web.json_response({"error": {"type": type_, "message": message, "details": details,
-                                        "extra_info": {}}, "node_errors": {}}, status=400)
+    return web.json_response(
+        {
+            "error": {"type": type_, "message": message, "details": details, "extra_info": {}},
+            "node_errors": {},
+        },
+        status=400,
+    )
 
 
 def _error_json(error: Any) -> dict[str, Any]:
     if error is None:
-        return {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
-                "details": "", "extra_info": {}}
+        return {
+            "type": "prompt_outputs_failed_validation",
+            "message": "Prompt outputs failed validation",
+            "details": "",
+            "extra_info": {},
+        }
     if hasattr(error, "to_json"):
         return error.to_json()
     return dict(error)
@@ -69,83 +79,139 @@ def _check_prompt_shape(prompt: Any) -> str | None:
     return None
 
 
+@dataclass
+class PromptRequest:
+    """A checked POST /prompt body."""
+
+    prompt: dict[str, Any]
+    client_id: str | None
+    extra_data: dict[str, Any]
+    front: bool
+    number: float | None
+    prompt_id: str | None
+    targets: list[str] | None
+
+
+def _read_prompt_body(body: dict[str, Any]) -> PromptRequest | tuple[str, str, str]:
+    """The request, or ``(message, details, type)`` saying what is wrong with it."""
+    if "prompt" not in body:
+        return "No prompt provided", 'Send {"prompt": {<node id>: {...}}}.', "no_prompt"
+    problem = _check_prompt_shape(body["prompt"])
+    if problem:
+        return "Invalid prompt", problem, "invalid_prompt"
+    if not _is_finite_json(body):
+        return (
+            "Invalid prompt",
+            "NaN, Infinity and nesting deeper than 64 levels are not allowed.",
+            "invalid_prompt",
+        )
+    request = PromptRequest(
+        body["prompt"],
+        body.get("client_id"),
+        body.get("extra_data", {}),
+        body.get("front", False),
+        body.get("number"),
+        body.get("prompt_id"),
+        body.get("partial_execution_targets"),
+    )
+    targets, number, prompt_id = request.targets, request.number, request.prompt_id
+    checks = [
+        (request.client_id is None or isinstance(request.client_id, str), "'client_id' must be a string"),
+        (isinstance(request.extra_data, dict), "'extra_data' must be an object"),
+        (isinstance(request.front, bool), "'front' must be true or false"),
+        (
+            targets is None or (isinstance(targets, list) and all(isinstance(t, str) for t in targets)),
+            "'partial_execution_targets' must be a list of node ids",
+        ),
+        (
+            prompt_id is None or (isinstance(prompt_id, str) and 0 < len(prompt_id) <= 128),
+            "'prompt_id' must be a string of at most 128 characters",
+        ),
+        (
+            number is None or (isinstance(number, (int, float)) and not isinstance(number, bool)),
+            "'number' must be a number",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            return "Invalid prompt", message, "invalid_prompt"
+    return request
+
+
+def _wait_timeout_s(request: web.Request, state: AppState) -> float | None:
+    """``?wait=true[&timeout=S]``: how long POST /prompt waits for the end (None: it does not)."""
+    if request.query.get("wait", "").lower() not in ("1", "true", "yes"):
+        return None
+    try:
+        timeout_s = float(request.query.get("timeout", 600))
+    except ValueError:
+        timeout_s = -1.0
+    if not math.isfinite(timeout_s) or timeout_s < 0:
+        raise BadRequest("'timeout' must be a number of seconds.")
+    return min(timeout_s, state.settings.prompt_wait_max_s)
+
+
 @routes.post("/prompt")
 async def post_prompt(request: web.Request) -> web.StreamResponse:
     state = _state(request)
+    wait_s = _wait_timeout_s(request, state)  # checked before anything is queued
     try:
         body = await read_json_object(request)
     except BadRequest as exc:
         return _prompt_error(exc.message, exc.details, exc.type)
-    if "prompt" not in body:
-        return _prompt_error("No prompt provided", "Send {\"prompt\": {<node id>: {...}}}.", "no_prompt")
-    prompt = body["prompt"]
-    problem = _check_prompt_shape(prompt)
-    if problem:
-        return _prompt_error("Invalid prompt", problem)
-    if not _is_finite_json(body):
-        return _prompt_error("Invalid prompt", "NaN and Infinity are not allowed in a prompt.")
-    client_id = body.get("client_id")
-    extra_data = body.get("extra_data", {})
-    front = body.get("front", False)
-    targets = body.get("partial_execution_targets")
-    prompt_id = body.get("prompt_id")
-    checks = [(client_id is None or isinstance(client_id, str), "'client_id' must be a string"),
-              (isinstance(extra_data, dict), "'extra_data' must be an object"),
-              (isinstance(front, bool), "'front' must be true or false"),
-              (targets is None or (isinstance(targets, list) and all(isinstance(t, str) for t in targets)),
-               "'partial_execution_targets' must be a list of node ids"),
-              (prompt_id is None or (isinstance(prompt_id, str) and 0 < len(prompt_id) <= 128),
-               "'prompt_id' must be a string of at most 128 characters"),
-              (body.get("number") is None or (isinstance(body["number"], (int, float))
-                                              and not isinstance(body["number"], bool)),
-               "'number' must be a number")]
-    for ok, message in checks:
-        if not ok:
-            return _prompt_error("Invalid prompt", message)
+    asked = _read_prompt_body(body)
+    if isinstance(asked, tuple):
+        return _prompt_error(*asked)
 
-    result = await state.call(state.services.engine.validate, prompt, targets)
+    result = await state.call(state.services.engine.validate, asked.prompt, asked.targets)
     if not result.ok:
-        return web.json_response({"error": _error_json(result.error),
-                                  "node_errors": result.node_errors or {}}, status=400)
-
-    prompt_id = prompt_id or str(uuid.uuid4())
+        return web.json_response(
+            {"error": _error_json(result.error), "node_errors": result.node_errors or {}}, status=400
+        )
+    prompt_id = asked.prompt_id or str(uuid.uuid4())
     create_time_ms = int(time.time() * 1000)
-    extra_data = {**extra_data, "create_time": create_time_ms}
-    if client_id is not None:
-        extra_data["client_id"] = client_id
+    extra_data = {**asked.extra_data, "create_time": create_time_ms}
+    if asked.client_id is not None:
+        extra_data["client_id"] = asked.client_id
     # A plain mapping with PromptRecord's fields: the store keeps records as JSON.
-    record = {"prompt_id": prompt_id, "number": body.get("number"), "prompt": prompt,
-              "extra_data": extra_data, "client_id": client_id,
-              "outputs_to_execute": list(result.outputs_to_execute), "create_time_ms": create_time_ms}
+    record = {
+        "prompt_id": prompt_id,
+        "number": asked.number,
+        "prompt": asked.prompt,
+        "extra_data": extra_data,
+        "client_id": asked.client_id,
+        "outputs_to_execute": list(result.outputs_to_execute),
+        "create_time_ms": create_time_ms,
+    }
     try:
-        stored = await state.call(state.services.store.put, record, front, body.get("number"))
-    except (ValueError, PlexusError) as exc:   # the store refuses an id it already holds
-        if isinstance(exc, PlexusError):
-            return web.json_response({"error": exc.to_json(), "node_errors": {}}, status=400)
-        return _prompt_error("Invalid prompt", f"prompt_id {prompt_id!r} is already in use.",
-                             "duplicate_prompt_id")
+        stored = await state.call(state.services.store.put, record, asked.front, asked.number)
+    except PlexusError as exc:  # the store refuses an id it already holds
+        return web.json_response({"error": exc.to_json(), "node_errors": {}}, status=400)
+    except ValueError:
+        return _prompt_error(
+            "Invalid prompt", f"prompt_id {prompt_id!r} is already in use.", "duplicate_prompt_id"
+        )
     number = stored["number"] if isinstance(stored, dict) else getattr(stored, "number", None)
     answer = {"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors or {}}
-    if request.query.get("wait", "").lower() in ("1", "true", "yes"):
-        try:
-            timeout_s = float(request.query.get("timeout", 600))
-        except ValueError:
-            raise BadRequest("'timeout' must be a number of seconds.")
-        if not math.isfinite(timeout_s) or timeout_s < 0:
-            raise BadRequest("'timeout' must be a number of seconds.")
-        timeout_s = min(timeout_s, state.settings.prompt_wait_max_s)
-        status = await state.wait_for_end(prompt_id, timeout_s)
-        answer["status"] = status
-        if status in TERMINAL:
-            entry = await state.call(state.services.store.history_item, prompt_id) or {}
-            answer["outputs"] = entry.get("outputs", {})
-            answer["status_detail"] = entry.get("status", {})
-            if status == "error":
-                answer["error"] = (entry.get("plexus") or {}).get("error") or next(
-                    (m[1] for m in J._messages(entry) if m[0] == "execution_error"), None)
-            return web.json_response(answer)
-        answer["timed_out"] = True
-        return web.json_response(answer, status=202)
+    if wait_s is None:
+        return web.json_response(answer)
+    return await _answer_when_done(state, answer, wait_s)
+
+
+async def _answer_when_done(state: AppState, answer: dict[str, Any], wait_s: float) -> web.Response:
+    """POST /prompt?wait=true: 200 with the outputs once the prompt ended, 202 if ``wait_s`` passed first."""
+    prompt_id = answer["prompt_id"]
+    status = await state.wait_for_end(prompt_id, wait_s)
+    answer["status"] = status
+    if status not in TERMINAL:
+        return web.json_response({**answer, "timed_out": True}, status=202)
+    entry = await state.call(state.services.store.history_item, prompt_id) or {}
+    answer["outputs"] = entry.get("outputs", {})
+    answer["status_detail"] = entry.get("status", {})
+    if status == "error":
+        answer["error"] = (entry.get("plexus") or {}).get("error") or next(
+            (m[1] for m in J.messages_of(entry) if m[0] == "execution_error"), None
+        )
     return web.json_response(answer)
 
 
@@ -169,8 +235,12 @@ async def get_queue(request: web.Request) -> web.Response:
     state = _state(request)
     running = await state.call(state.services.store.running)
     pending = await state.call(state.services.store.pending)
-    return web.json_response({"queue_running": [J.queue_item(r) for r in running],
-                              "queue_pending": [J.queue_item(r) for r in pending]})
+    return web.json_response(
+        {
+            "queue_running": [J.queue_item(r) for r in running],
+            "queue_pending": [J.queue_item(r) for r in pending],
+        }
+    )
 
 
 async def _delete_or_clear(request: web.Request, *, clear: Any, delete: Any) -> web.Response:
@@ -219,14 +289,15 @@ async def post_free(request: web.Request) -> web.Response:
     if not isinstance(unload, bool) or not isinstance(free, bool):
         raise BadRequest("'unload_models' and 'free_memory' must be true or false.")
     if free:
-        await state.call(state.services.engine.clear_cache)
+        await state.call_slow(state.services.engine.clear_cache)
     if (unload or free) and state.services.free_memory is not None:
-        await state.call(state.services.free_memory, unload_models=unload, free_memory=free)
+        await state.call_slow(state.services.free_memory, unload_models=unload, free_memory=free)
     return web.json_response({})
 
 
-def _int_query(request: web.Request, name: str, default: int | None, *, low: int = 0,
-               high: int = 1 << 31) -> int | None:
+def _int_query(
+    request: web.Request, name: str, default: int | None, *, low: int = 0, high: int = 1 << 31
+) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
@@ -280,18 +351,43 @@ async def get_jobs(request: web.Request) -> web.Response:
     if "in_progress" in wanted:
         items += [J.job_from_record(r, "in_progress") for r in await state.call(store.running)]
     if "pending" in wanted:
-        items += sorted((J.job_from_record(r, "pending") for r in await state.call(store.pending)),
-                        key=lambda j: j["priority"])
-    if {"completed", "failed", "cancelled"} & set(wanted):
+        items += sorted(
+            (J.job_from_record(r, "pending") for r in await state.call(store.pending)),
+            key=lambda j: j["priority"],
+        )
+    finished_wanted = J.FINISHED & set(wanted)
+    total = len(items)
+    if finished_wanted == J.FINISHED:
+        # The editor's case (all finished jobs, newest first): read only the page from the store.
+        count = await state.call(store.history_count)
+        need = max(0, offset + limit - len(items))
+        if order == "asc":
+            history = await state.call(store.history, need, 0)
+        else:
+            history = dict(reversed((await state.call(store.history, need, -1)).items()))
+        items += [J.job_from_history(pid, entry) for pid, entry in history.items()]
+        total += count
+    elif finished_wanted:
         history = await state.call(store.history, None, 0)
         finished = [J.job_from_history(pid, entry) for pid, entry in history.items()]
         finished = [j for j in finished if j["status"] in wanted]
-        finished.sort(key=lambda j: (j["create_time"], j["priority"] or 0), reverse=(order != "asc"))
+        finished.sort(
+            key=lambda j: (j["execution_end_time"] or 0, j["create_time"]), reverse=(order != "asc")
+        )
         items += finished
-    total = len(items)
-    page = items[offset:offset + limit]
-    return web.json_response({"jobs": page, "pagination": {"offset": offset, "limit": limit, "total": total,
-                                                           "has_more": offset + len(page) < total}})
+        total += len(finished)
+    page = items[offset : offset + limit]
+    return web.json_response(
+        {
+            "jobs": page,
+            "pagination": {
+                "offset": offset,
+                "limit": limit,
+                "total": total,
+                "has_more": offset + len(page) < total,
+            },
+        }
+    )
 
 
 @routes.get("/jobs/{job_id}")

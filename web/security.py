@@ -9,6 +9,7 @@
   ``?token=`` or the ``plexus_token`` cookie. Opening ``/?token=T`` once sets the cookie, so the editor
   (and its websocket) carry it from then on without knowing about it.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -50,8 +51,12 @@ def _reject_constant(name: str) -> float:
 
 
 def parse_json(text: str) -> Any:
-    """Strict JSON: NaN / Infinity are refused (Python's json accepts them by default)."""
-    return json.loads(text, parse_constant=_reject_constant)
+    """Strict JSON: NaN / Infinity are refused (Python's json accepts them by default); absurdly deep
+    nesting is a ValueError, not a RecursionError."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
 
 
 async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
@@ -101,21 +106,31 @@ def make_middlewares(*, cors_origin: str | None, api_token: str | None) -> list:
             return await handler(request)
         except BadRequest as exc:
             return json_error(exc.status, exc.type, exc.message, exc.details)
-        except StorageError as exc:   # UnsafePathError: a name that leaves its folder
-            return web.json_response({"error": exc.to_json()}, status=403 if exc.type == "unsafe_path" else 400)
+        except StorageError as exc:  # UnsafePathError: a name that leaves its folder
+            return web.json_response(
+                {"error": exc.to_json()}, status=403 if exc.type == "unsafe_path" else 400
+            )
         except web.HTTPRequestEntityTooLarge as exc:
             return json_error(413, "request_too_large", "The request body is too large.", exc.text or "")
         except web.HTTPException as exc:
             if exc.status < 400 or exc.content_type == "application/json":
                 raise
-            return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason,
-                              (exc.text or "") if exc.text and not exc.text.startswith(str(exc.status)) else "")
+            return json_error(
+                exc.status,
+                exc.reason.lower().replace(" ", "_"),
+                exc.reason,
+                (exc.text or "") if exc.text and not exc.text.startswith(str(exc.status)) else "",
+            )
         except ConnectionResetError:
             raise
         except Exception as exc:  # noqa: BLE001 - the server must outlive any single request
             log.exception("request %s %s failed", request.method, request.path)
-            return json_error(500, "server_error", "The server failed to answer this request.",
-                              f"{type(exc).__name__}: {exc}")
+            return json_error(
+                500,
+                "server_error",
+                "The server failed to answer this request.",
+                f"{type(exc).__name__}: {exc}",
+            )
 
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -135,22 +150,34 @@ def make_middlewares(*, cors_origin: str | None, api_token: str | None) -> list:
         if request.method not in SAFE_METHODS or is_ws:
             origin = request.headers.get("Origin")
             if origin is not None and not _origin_matches_host(origin, request.host):
-                return json_error(403, "forbidden_origin",
-                                  "Cross-origin request refused.",
-                                  f"Origin {origin!r} does not match host {request.host!r}; start the "
-                                  "server with --enable-cors-header to allow other origins.")
+                return json_error(
+                    403,
+                    "forbidden_origin",
+                    "Cross-origin request refused.",
+                    f"Origin {origin!r} does not match host {request.host!r}; start the "
+                    "server with --enable-cors-header to allow other origins.",
+                )
         return await handler(request)
 
     @web.middleware
     async def token(request: web.Request, handler: Handler) -> web.StreamResponse:
         given = _token_of(request)
         if given is None or not hmac.compare_digest(given.encode(), api_token.encode()):  # type: ignore[union-attr]
-            return json_error(401, "unauthorized", "This server needs an API token.",
-                              "Send 'Authorization: Bearer <token>' or open the editor once as /?token=<token>.")
+            return json_error(
+                401,
+                "unauthorized",
+                "This server needs an API token.",
+                "Send 'Authorization: Bearer <token>' or open the editor once as /?token=<token>.",
+            )
         response = await handler(request)
         if request.query.get("token") and not response.prepared:
-            response.set_cookie(TOKEN_COOKIE, api_token, httponly=True, samesite="Strict",  # type: ignore[arg-type]
-                                secure=request.secure)
+            response.set_cookie(
+                TOKEN_COOKIE,
+                api_token,
+                httponly=True,
+                samesite="Strict",  # type: ignore[arg-type]
+                secure=request.secure,
+            )
         return response
 
     # The origin check runs on every listener, not only loopback: the same attack works against a

@@ -4,6 +4,7 @@ Route layout (ComfyUI's): every API route exists at ``/X`` and ``/api/X``; ``/in
 prefixed; the websocket is ``/ws`` (and ``/api/ws``); the editor's static files come last so that no
 file can shadow an API route.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,7 +35,8 @@ def create_app(services: Services, settings: ServerSettings | None = None) -> we
     settings = settings or ServerSettings()
     app = web.Application(
         middlewares=make_middlewares(cors_origin=settings.cors_origin, api_token=settings.api_token),
-        client_max_size=settings.max_upload_bytes + MULTIPART_SLACK_BYTES)
+        client_max_size=settings.max_upload_bytes + MULTIPART_SLACK_BYTES,
+    )
     state = AppState(services, settings, feature_flags(settings))
     app[STATE] = state
     static_root = find_front_end(settings.front_end_root)
@@ -90,11 +92,15 @@ def exposure_warning(settings: ServerSettings) -> str | None:
     if not exposed:
         return None
     if settings.api_token:
-        return (f"plexus: listening on {', '.join(exposed)}, reachable from other machines; every request "
-                "needs the API token.")
-    return (f"plexus: WARNING: listening on {', '.join(exposed)}, reachable from other machines, with no "
-            "API token: anyone who can reach this port can run prompts and read your outputs. Use "
-            "--api-token (or PLEXUS_API_TOKEN) or --listen 127.0.0.1.")
+        return (
+            f"plexus: listening on {', '.join(exposed)}, reachable from other machines; every request "
+            "needs the API token."
+        )
+    return (
+        f"plexus: WARNING: listening on {', '.join(exposed)}, reachable from other machines, with no "
+        "API token: anyone who can reach this port can run prompts and read your outputs. Use "
+        "--api-token (or PLEXUS_API_TOKEN) or --listen 127.0.0.1."
+    )
 
 
 async def start(services: Services, settings: ServerSettings) -> tuple[web.AppRunner, int]:
@@ -104,18 +110,22 @@ async def start(services: Services, settings: ServerSettings) -> tuple[web.AppRu
     await runner.setup()
     port = settings.port
     context = ssl_context(settings)
-    for host in listen_hosts(settings):   # "--listen" bare means "0.0.0.0,::"
+    for host in listen_hosts(settings):  # "--listen" bare means "0.0.0.0,::"
         site = web.TCPSite(runner, host, port, ssl_context=context)
         await site.start()
         server = getattr(site, "_server", None)
         if port == 0 and server is not None and server.sockets:
-            port = server.sockets[0].getsockname()[1]   # the free port picked for the first host
+            port = server.sockets[0].getsockname()[1]  # the free port picked for the first host
     return runner, port
 
 
-def serve(services: Services, settings: ServerSettings,
-          on_ready: Callable[[str], Awaitable[None] | None] | None = None) -> None:
+def serve(
+    services: Services,
+    settings: ServerSettings,
+    on_ready: Callable[[str], Awaitable[None] | None] | None = None,
+) -> None:
     """Run the server until interrupted (Ctrl+C). ``on_ready(url)`` is called once it listens."""
+
     async def main() -> None:
         runner, port = await start(services, settings)
         url = url_of(settings, port)

@@ -5,6 +5,7 @@
 unloading models) arrives here as a plain callable so that ``web/`` stays free of torch and of
 ``nodes``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -32,9 +33,9 @@ class ServerSettings:
     listen: str = "127.0.0.1"
     port: int = 8188
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-    cors_origin: str | None = None          # --enable-cors-header [ORIGIN]; "*" when given bare
-    api_token: str | None = None            # --api-token / PLEXUS_API_TOKEN
-    front_end_root: Path | None = None      # --front-end-root; None = the installed package
+    cors_origin: str | None = None  # --enable-cors-header [ORIGIN]; "*" when given bare
+    api_token: str | None = None  # --api-token / PLEXUS_API_TOKEN
+    front_end_root: Path | None = None  # --front-end-root; None = the installed package
     tls_keyfile: str | None = None
     tls_certfile: str | None = None
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
@@ -45,15 +46,29 @@ def default_system_stats() -> dict[str, Any]:
     """System stats without torch: RAM from psutil (if present), one CPU device."""
     try:
         import psutil
+
         mem = psutil.virtual_memory()
         ram_total, ram_free = int(mem.total), int(mem.available)
     except Exception:  # psutil missing or failing: report zeros rather than breaking the editor
         ram_total = ram_free = 0
     return {
-        "system": {"ram_total": ram_total, "ram_free": ram_free, "pytorch_version": "",
-                   "embedded_python": False},
-        "devices": [{"name": "cpu", "type": "cpu", "index": None, "vram_total": ram_total,
-                     "vram_free": ram_free, "torch_vram_total": ram_total, "torch_vram_free": ram_free}],
+        "system": {
+            "ram_total": ram_total,
+            "ram_free": ram_free,
+            "pytorch_version": "",
+            "embedded_python": False,
+        },
+        "devices": [
+            {
+                "name": "cpu",
+                "type": "cpu",
+                "index": None,
+                "vram_total": ram_total,
+                "vram_free": ram_free,
+                "torch_vram_total": ram_total,
+                "torch_vram_free": ram_free,
+            }
+        ],
     }
 
 
@@ -66,9 +81,8 @@ class Services:
     store: Any
     events: Any
     registry: Any
-    folders: Any                                      # storage.Folders
+    folders: Any  # storage.Folders
     worker: Any = None
     plugins: list[Plugin] = field(default_factory=list)
     system_stats: Callable[[], dict[str, Any]] = default_system_stats
-    free_memory: Callable[..., None] | None = None   # free_memory(unload_models=bool, free_memory=bool)
-
+    free_memory: Callable[..., None] | None = None  # free_memory(unload_models=bool, free_memory=bool)

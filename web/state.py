@@ -1,9 +1,11 @@
 """The server's own state, one object stored on the aiohttp app under :data:`STATE`."""
+
 from __future__ import annotations
 
 import asyncio
 import functools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from aiohttp import web
@@ -19,9 +21,13 @@ class AppState:
         self.services = services
         self.settings = settings
         self.feature_flags = feature_flags
-        self.hub = ClientHub(self.queue_status_sync, feature_flags,
-                             is_recorded=lambda pid: services.store.status_of(pid) not in ("pending", "running"))
-        self.settings_lock = threading.Lock()   # comfy.settings.json is read-modify-written
+        self.hub = ClientHub(
+            self.queue_status_sync,
+            feature_flags,
+            is_recorded=lambda pid: services.store.status_of(pid) not in ("pending", "running"),
+        )
+        self.settings_lock = threading.Lock()  # comfy.settings.json is read-modify-written
+        self._slow_pool = ThreadPoolExecutor(1, thread_name_prefix="plexus-free")
         self._unsubscribe: Callable[[], None] | None = None
 
     # --- life cycle ----------------------------------------------------------------------------------
@@ -34,11 +40,19 @@ class AppState:
             self._unsubscribe()
             self._unsubscribe = None
         await self.hub.close_all()
+        self._slow_pool.shutdown(wait=False, cancel_futures=True)
 
     # --- helpers -------------------------------------------------------------------------------------
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a blocking call (store, validation) in the default thread pool."""
+        """Run a short blocking call (store, validation, file I/O) in the default thread pool."""
         return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+    async def call_slow(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a call that may wait for the running prompt (clearing the engine's cache, unloading
+        models) on its own thread, so that it never starves the pool the other routes use."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._slow_pool, functools.partial(fn, *args, **kwargs)
+        )
 
     def queue_status_sync(self) -> dict[str, Any]:
         return {"exec_info": {"queue_remaining": self.services.store.queue_remaining()}}

@@ -10,6 +10,7 @@ Binary frames (big-endian): ``uint32 1 | uint32 format (1 JPEG, 2 PNG) | bytes``
 not advertise ``supports_preview_metadata``; ``uint32 4 | uint32 json_len | json | bytes`` for those
 that did.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +18,7 @@ import json
 import logging
 import struct
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,20 +35,26 @@ OUTBOX_LIMIT = 512
 
 @dataclass(eq=False)
 class Client:
+    """One open socket: its id, what it said it supports, and its ordered outbox."""
+
     client_id: str
     ws: web.WebSocketResponse
-    outbox: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT))
     features: dict[str, Any] = field(default_factory=dict)
+    outbox: deque = field(default_factory=deque)
+    has_mail: asyncio.Event = field(default_factory=asyncio.Event)
 
     def put(self, item: str | bytes, *, droppable: bool = False) -> None:
-        if self.outbox.full():
+        """Queue a frame. A full outbox (a stalled client) drops previews first, then the oldest text."""
+        if len(self.outbox) >= OUTBOX_LIMIT:
             if droppable:
                 return
-            # Make room by dropping the oldest binary frame if there is one; otherwise the oldest text.
-            items = list(self.outbox._queue)  # type: ignore[attr-defined]
-            victim = next((i for i in items if isinstance(i, bytes)), items[0])
-            self.outbox._queue.remove(victim)  # type: ignore[attr-defined]
-        self.outbox.put_nowait(item)
+            victim = next((i for i in self.outbox if isinstance(i, bytes)), None)
+            if victim is not None:
+                self.outbox.remove(victim)
+            else:
+                self.outbox.popleft()
+        self.outbox.append(item)
+        self.has_mail.set()
 
 
 def encode_preview(preview: Any, meta: dict[str, Any], with_metadata: bool) -> bytes:
@@ -62,11 +70,15 @@ def encode_preview(preview: Any, meta: dict[str, Any], with_metadata: bool) -> b
 class ClientHub:
     """Connected websocket clients and the bridge from the EventBus into the loop."""
 
-    def __init__(self, status_provider: Callable[[], dict[str, Any]], feature_flags: dict[str, Any],
-                 is_recorded: Callable[[str], bool] = lambda prompt_id: True):
+    def __init__(
+        self,
+        status_provider: Callable[[], dict[str, Any]],
+        feature_flags: dict[str, Any],
+        is_recorded: Callable[[str], bool] = lambda prompt_id: True,
+    ):
         self._clients: dict[str, set[Client]] = {}
         self._is_recorded = is_recorded
-        self._parked: list[Any] = []   # final ``executing {node: null}`` events waiting for the history
+        self._parked: list[Any] = []  # final ``executing {node: null}`` events waiting for the history
         self._status_provider = status_provider
         self._feature_flags = feature_flags
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -104,8 +116,13 @@ class ClientHub:
         ``status`` after recording the result releases it (so the order is ComfyUI's: execution_success,
         status, executing null); a timer releases it anyway if no status comes.
         """
-        if event.type == "executing" and isinstance(event.data, dict) and event.data.get("node") is None \
-                and event.data.get("prompt_id") and not self._recorded(event.data["prompt_id"]):
+        if (
+            event.type == "executing"
+            and isinstance(event.data, dict)
+            and event.data.get("node") is None
+            and event.data.get("prompt_id")
+            and not self._recorded(event.data["prompt_id"])
+        ):
             self._parked.append(event)
             if self._loop is not None:
                 self._loop.call_later(5.0, self._release_late, event)
@@ -139,10 +156,13 @@ class ClientHub:
         if event.type == "preview":
             data = event.data
             preview = data.get("preview")
-            meta = {"node_id": data.get("node_id"), "prompt_id": data.get("prompt_id"),
-                    "display_node_id": data.get("display_node_id", data.get("node_id")),
-                    "parent_node_id": data.get("parent_node_id"),
-                    "real_node_id": data.get("real_node_id", data.get("node_id"))}
+            meta = {
+                "node_id": data.get("node_id"),
+                "prompt_id": data.get("prompt_id"),
+                "display_node_id": data.get("display_node_id", data.get("node_id")),
+                "parent_node_id": data.get("parent_node_id"),
+                "real_node_id": data.get("real_node_id", data.get("node_id")),
+            }
             frames: dict[bool, bytes] = {}
             for client in targets:
                 flag = bool(client.features.get("supports_preview_metadata"))
@@ -206,23 +226,29 @@ class ClientHub:
             message = json.loads(text)
         except ValueError:
             return
-        if isinstance(message, dict) and message.get("type") == "feature_flags" \
-                and isinstance(message.get("data"), dict):
+        if (
+            isinstance(message, dict)
+            and message.get("type") == "feature_flags"
+            and isinstance(message.get("data"), dict)
+        ):
             client.features = dict(message["data"])
 
     async def _drain(self, client: Client) -> None:
         ws = client.ws
         while True:
-            item = await client.outbox.get()
-            if ws.closed:
-                return
-            try:
-                if isinstance(item, bytes):
-                    await ws.send_bytes(item)
-                else:
-                    await ws.send_str(item)
-            except (ConnectionResetError, RuntimeError):
-                return
+            await client.has_mail.wait()
+            while client.outbox:
+                item = client.outbox.popleft()
+                if ws.closed:
+                    return
+                try:
+                    if isinstance(item, bytes):
+                        await ws.send_bytes(item)
+                    else:
+                        await ws.send_str(item)
+                except (ConnectionResetError, RuntimeError):
+                    return
+            client.has_mail.clear()
 
     async def close_all(self) -> None:
         for client in [c for group in self._clients.values() for c in group]:

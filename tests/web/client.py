@@ -1,4 +1,5 @@
 """Async client helpers for the server tests (aiohttp client; each test runs ``asyncio.run``)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,19 +15,27 @@ END_TYPES = ("execution_success", "execution_error", "execution_interrupted")
 class Listener:
     """A websocket client that records every message; ``until_end(prompt_id)`` waits for its end."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, client_id: str | None = None,
-                 preview_metadata: bool = True):
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        client_id: str | None = None,
+        preview_metadata: bool = True,
+    ):
         self.session, self.url, self.client_id = session, url, client_id
         self.preview_metadata = preview_metadata
-        self.messages: list[tuple[str, Any]] = []   # (type, data); binary frames as ("binary", bytes)
+        self.messages: list[tuple[str, Any]] = []  # (type, data); binary frames as ("binary", bytes)
         self._changed = asyncio.Event()
         self.sid: str | None = None
 
     async def __aenter__(self) -> "Listener":
         query = f"?clientId={self.client_id}" if self.client_id else ""
         self.ws = await self.session.ws_connect(self.url.replace("http", "ws", 1) + "/ws" + query)
-        await self.ws.send_str(json.dumps({"type": "feature_flags",
-                                           "data": {"supports_preview_metadata": self.preview_metadata}}))
+        await self.ws.send_str(
+            json.dumps(
+                {"type": "feature_flags", "data": {"supports_preview_metadata": self.preview_metadata}}
+            )
+        )
         self.task = asyncio.create_task(self._read())
         await self.wait_for(lambda: any(t == "feature_flags" for t, _ in self.messages))
         self.sid = next(d["sid"] for t, d in self.messages if t == "status")
@@ -50,11 +59,14 @@ class Listener:
             while not predicate():
                 self._changed.clear()
                 await self._changed.wait()
+
         await asyncio.wait_for(loop(), timeout_s)
 
     async def until_end(self, prompt_id: str, timeout_s: float = 30) -> str:
-        await self.wait_for(lambda: any(t in END_TYPES and d.get("prompt_id") == prompt_id
-                                        for t, d in self.messages), timeout_s)
+        await self.wait_for(
+            lambda: any(t in END_TYPES and d.get("prompt_id") == prompt_id for t, d in self.messages),
+            timeout_s,
+        )
         return next(t for t, d in self.messages if t in END_TYPES and d.get("prompt_id") == prompt_id)
 
     async def until_recorded(self, prompt_id: str, timeout_s: float = 30) -> str:
@@ -62,9 +74,13 @@ class Listener:
         kind = await self.until_end(prompt_id, timeout_s)
 
         def recorded() -> bool:
-            end = next(i for i, (t, d) in enumerate(self.messages)
-                       if t in END_TYPES and d.get("prompt_id") == prompt_id)
-            return any(t == "status" for t, _ in self.messages[end + 1:])
+            end = next(
+                i
+                for i, (t, d) in enumerate(self.messages)
+                if t in END_TYPES and d.get("prompt_id") == prompt_id
+            )
+            return any(t == "status" for t, _ in self.messages[end + 1 :])
+
         await self.wait_for(recorded, timeout_s)
         return kind
 
@@ -85,7 +101,7 @@ def decode_preview(frame: bytes) -> tuple[dict[str, Any], bytes]:
     (event,) = struct.unpack(">I", frame[:4])
     if event == 4:
         (length,) = struct.unpack(">I", frame[4:8])
-        return json.loads(frame[8:8 + length]), frame[8 + length:]
+        return json.loads(frame[8 : 8 + length]), frame[8 + length :]
     if event == 1:
         (fmt,) = struct.unpack(">I", frame[4:8])
         return {"format": fmt}, frame[8:]

@@ -1,5 +1,6 @@
 """A Plexus server started in-process on a free port, with the real engine, store, worker and event
 bus, and the pure-Python test nodes of ``fakes.py``."""
+
 from __future__ import annotations
 
 import asyncio
@@ -34,16 +35,28 @@ class Harness:
         self.thread: threading.Thread | None = None
         self.port = 0
 
-    def start(self) -> "Harness":
+    def build_services(self) -> Services:
+        """The test stack: real engine, store, worker and events; the test nodes of fakes.py."""
         self.events = EventBus()
         self.registry = fakes.make_registry(self.folders)
         self.engine = Engine(self.registry, self.events)
         self.store = PromptStore(self.db_path)
         self.worker = Worker(self.store, self.engine, self.events)
-        services = Services(engine=self.engine, store=self.store, events=self.events, registry=self.registry,
-                            folders=self.folders, worker=self.worker, plugins=self.plugins)
-        settings = ServerSettings(**{"listen": "127.0.0.1", "port": 0, "argv": ["main.py"],
-                                     **self.settings_overrides})
+        return Services(
+            engine=self.engine,
+            store=self.store,
+            events=self.events,
+            registry=self.registry,
+            folders=self.folders,
+            worker=self.worker,
+            plugins=self.plugins,
+        )
+
+    def start(self) -> "Harness":
+        services = self.build_services()
+        settings = ServerSettings(
+            **{"listen": "127.0.0.1", "port": 0, "argv": ["main.py"], **self.settings_overrides}
+        )
         self.settings = settings
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -65,7 +78,8 @@ class Harness:
         ready.wait(30)
         if failure:
             raise failure[0]
-        self.worker.start()
+        if not self.worker.is_alive:
+            self.worker.start()
         return self
 
     def stop(self, *, interrupt: bool = True) -> None:
@@ -80,6 +94,38 @@ class Harness:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+class RealHarness(Harness):
+    """The whole Plexus stack as ``python main.py`` wires it (built-in nodes, models), with the demo
+    checkpoint name backed by a tiny random-weight SD1.5 checkpoint in the real layout."""
+
+    DEMO_CHECKPOINT = "plexus-demo-sd15-random.safetensors"
+
+    def build_services(self) -> Services:
+        import main
+        from models.testing import CheckpointSpec, tiny_unet_config, tiny_vae_config, write_random_checkpoint
+
+        checkpoint = self.folders.models_dir / "checkpoints" / self.DEMO_CHECKPOINT
+        if not checkpoint.exists():
+            write_random_checkpoint(
+                checkpoint, CheckpointSpec("sd1", tiny_unet_config("sd1"), tiny_vae_config())
+            )
+        args = main.parse_args(["--base-directory", str(self.base), "--cpu", "--queue-db", str(self.db_path)])
+        app = main.build_app(args)
+        services, _ = main.build_server(app)
+        self.events, self.registry, self.engine = services.events, services.registry, services.engine
+        self.store, self.worker = services.store, services.worker
+        self.folders = services.folders
+        services.plugins = self.plugins + list(services.plugins)
+        return services
+
+
+@pytest.fixture
+def real_harness(tmp_path: Path):
+    server = RealHarness(tmp_path).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -102,6 +148,7 @@ def make_harness(tmp_path: Path):
         server = Harness(tmp_path, **settings)
         started.append(server)
         return server
+
     yield make
     for gate in fakes.GATES.values():
         gate.set()
@@ -121,6 +168,7 @@ def pytest_configure(config) -> None:
 def pytest_collection_modifyitems(config, items) -> None:
     """Deselect (not skip) the browser tests unless asked for: they need chromium and playwright."""
     import os
+
     if os.environ.get(BROWSER_FLAG) == "1":
         return
     browser = [item for item in items if item.get_closest_marker("browser")]

@@ -1,6 +1,7 @@
 """Pure-Python test nodes for the server tests: an image "generator" with progress and previews,
 a gate the test opens (or the user interrupts), a node that fails, and a SaveImage that writes PNGs
 with ComfyUI's metadata. They use only ``execution.protocol``, like any plugin node."""
+
 from __future__ import annotations
 
 import io
@@ -12,7 +13,7 @@ from PIL import Image, PngImagePlugin
 
 from execution.protocol import Preview, current_context
 
-GATES: dict[str, threading.Event] = {}   # name -> event a GateNode waits for (tests release it)
+GATES: dict[str, threading.Event] = {}  # name -> event a GateNode waits for (tests release it)
 ENTERED: dict[str, threading.Event] = {}  # name -> set when a GateNode starts waiting
 
 
@@ -28,11 +29,15 @@ class MakeImage:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**32,
-                                              "control_after_generate": True}),
-                             "steps": ("INT", {"default": 3, "min": 1, "max": 100}),
-                             "width": ("INT", {"default": 32, "min": 8, "max": 512}),
-                             "height": ("INT", {"default": 32, "min": 8, "max": 512})}}
+        return {
+            "required": {
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**32, "control_after_generate": True}),
+                "steps": ("INT", {"default": 3, "min": 1, "max": 100}),
+                "width": ("INT", {"default": 32, "min": 8, "max": 512}),
+                "height": ("INT", {"default": 32, "min": 8, "max": 512}),
+            }
+        }
+
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "run"
     CATEGORY = "test"
@@ -55,6 +60,7 @@ class Gate:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {"image": ("IMAGE",), "name": ("STRING", {"default": "gate"})}}
+
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "run"
     CATEGORY = "test"
@@ -73,6 +79,7 @@ class Fail:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {"image": ("IMAGE",), "message": ("STRING", {"default": "boom"})}}
+
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "run"
     CATEGORY = "test"
@@ -87,14 +94,19 @@ def make_save_image(folders: Any) -> type:
 
         @classmethod
         def INPUT_TYPES(cls) -> dict[str, Any]:
-            return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "Plexus"})},
-                    "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+            return {
+                "required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "Plexus"})},
+                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+            }
+
         RETURN_TYPES = ()
         FUNCTION = "save"
         OUTPUT_NODE = True
         CATEGORY = "image"
 
-        def save(self, images: Any, filename_prefix: str, prompt: Any = None, extra_pnginfo: Any = None) -> dict:
+        def save(
+            self, images: Any, filename_prefix: str, prompt: Any = None, extra_pnginfo: Any = None
+        ) -> dict:
             target = folders.save_target(filename_prefix, images.width, images.height)
             info = PngImagePlugin.PngInfo()
             if prompt is not None:
@@ -103,12 +115,16 @@ def make_save_image(folders: Any) -> type:
                 info.add_text(key, json.dumps(value))
             path = target.path("png")
             images.save(path, pnginfo=info)
-            return {"ui": {"images": [{"filename": path.name, "subfolder": target.subfolder, "type": "output"}]}}
+            return {
+                "ui": {"images": [{"filename": path.name, "subfolder": target.subfolder, "type": "output"}]}
+            }
+
     return SaveImage
 
 
 def make_registry(folders: Any) -> Any:
     from execution.registry import NodeRegistry
+
     registry = NodeRegistry()
     registry.register("MakeImage", MakeImage, "Make image (test)")
     registry.register("Gate", Gate)
@@ -117,11 +133,13 @@ def make_registry(folders: Any) -> Any:
     return registry
 
 
-def txt2img(seed: int = 1, steps: int = 3, prefix: str = "test", gate: str | None = None,
-            fail: bool = False) -> dict[str, Any]:
+def txt2img(
+    seed: int = 1, steps: int = 3, prefix: str = "test", gate: str | None = None, fail: bool = False
+) -> dict[str, Any]:
     """A prompt in API format: MakeImage -> [Gate] -> [Fail] -> SaveImage."""
-    prompt: dict[str, Any] = {"1": {"class_type": "MakeImage", "inputs": {"seed": seed, "steps": steps,
-                                                                          "width": 32, "height": 32}}}
+    prompt: dict[str, Any] = {
+        "1": {"class_type": "MakeImage", "inputs": {"seed": seed, "steps": steps, "width": 32, "height": 32}}
+    }
     last = "1"
     if gate:
         prompt["2"] = {"class_type": "Gate", "inputs": {"image": [last, 0], "name": gate}}
@@ -131,4 +149,3 @@ def txt2img(seed: int = 1, steps: int = 3, prefix: str = "test", gate: str | Non
         last = "3"
     prompt["9"] = {"class_type": "SaveImage", "inputs": {"images": [last, 0], "filename_prefix": prefix}}
     return prompt
-

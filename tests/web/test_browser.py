@@ -8,6 +8,7 @@ Without the variable these tests are deselected, not skipped.
 console error, no uncaught page error, no HTTP status >= 400 and no failed request.
 Screenshots go to ``$PLEXUS_BROWSER_SHOTS`` (default: the test's tmp folder).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,15 +23,42 @@ CHROMIUM = os.environ.get("PLEXUS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 IDLE_MS = 10_000
 TEST_WORKFLOW = {
-    "last_node_id": 2, "last_link_id": 1, "version": 0.4, "groups": [], "config": {}, "extra": {},
+    "last_node_id": 2,
+    "last_link_id": 1,
+    "version": 0.4,
+    "groups": [],
+    "config": {},
+    "extra": {},
     "links": [[1, 1, 0, 2, 0, "IMAGE"]],
     "nodes": [
-        {"id": 1, "type": "MakeImage", "pos": [100, 100], "size": [300, 150], "flags": {}, "order": 0, "mode": 0,
-         "inputs": [], "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1], "slot_index": 0}],
-         "properties": {}, "widgets_values": [7, "fixed", 12, 256, 256]},
-        {"id": 2, "type": "SaveImage", "pos": [500, 100], "size": [400, 400], "flags": {}, "order": 1, "mode": 0,
-         "inputs": [{"name": "images", "type": "IMAGE", "link": 1}], "outputs": [], "properties": {},
-         "widgets_values": ["browser"]}]}
+        {
+            "id": 1,
+            "type": "MakeImage",
+            "pos": [100, 100],
+            "size": [300, 150],
+            "flags": {},
+            "order": 0,
+            "mode": 0,
+            "inputs": [],
+            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1], "slot_index": 0}],
+            "properties": {},
+            "widgets_values": [7, "fixed", 12, 256, 256],
+        },
+        {
+            "id": 2,
+            "type": "SaveImage",
+            "pos": [500, 100],
+            "size": [400, 400],
+            "flags": {},
+            "order": 1,
+            "mode": 0,
+            "inputs": [{"name": "images", "type": "IMAGE", "link": 1}],
+            "outputs": [],
+            "properties": {},
+            "widgets_values": ["browser"],
+        },
+    ],
+}
 
 
 class PageLog:
@@ -43,7 +71,10 @@ class PageLog:
         page.on("console", self._console)
         page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
         page.on("requestfailed", lambda r: self.problems.append(f"failed request: {r.url} {r.failure}"))
-        page.on("response", lambda r: self.problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+        page.on(
+            "response",
+            lambda r: self.problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None,
+        )
         page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
 
     def _console(self, message) -> None:
@@ -63,6 +94,7 @@ class PageLog:
 @pytest.fixture
 def browser():
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield instance
@@ -77,7 +109,7 @@ def shots(tmp_path: Path) -> Path:
 
 
 def test_editor_boots_clean_shows_the_demo_template_and_runs_a_workflow(harness, browser, shots) -> None:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})   # a fresh profile
+    context = browser.new_context(viewport={"width": 1400, "height": 900})  # a fresh profile
     page = context.new_page()
     log = PageLog(page)
     page.goto(harness.url + "/")
@@ -97,9 +129,11 @@ def test_editor_boots_clean_shows_the_demo_template_and_runs_a_workflow(harness,
     widgets = page.evaluate("() => window.app.graph.getNodeById(1).widgets.map(w => w.name)")
     assert widgets[0] == "seed" and "steps" in widgets and "height" in widgets
     page.click("button:has-text('Run')")
-    page.wait_for_function("() => document.querySelectorAll('img[src*=\"/api/view\"]').length > 0"
-                           " || (window.app.nodeOutputs && Object.keys(window.app.nodeOutputs).length > 0)",
-                           timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelectorAll('img[src*=\"/api/view\"]').length > 0"
+        " || (window.app.nodeOutputs && Object.keys(window.app.nodeOutputs).length > 0)",
+        timeout=30_000,
+    )
     page.wait_for_timeout(1_000)
     page.screenshot(path=str(shots / "02-run-result.png"))
     kinds = log.kinds()
@@ -111,29 +145,66 @@ def test_editor_boots_clean_shows_the_demo_template_and_runs_a_workflow(harness,
     assert "browser_" in outputs
     assert log.problems == [], "\n".join(log.problems)
 
-    # Save the workflow through the editor's user-data API and read it back.
-    saved = page.evaluate("""async (wf) => {
-        const r = await window.app.api.storeUserData('workflows/browser_test.json', JSON.stringify(wf),
-                                                     {overwrite: true, stringify: false, full_info: true});
-        return r.status }""", TEST_WORKFLOW)
-    assert saved == 200
-    assert json.loads((harness.base / "user" / "default" / "workflows" / "browser_test.json").read_text()) \
-        == TEST_WORKFLOW
+    # Save it the way a user does: Ctrl+S, type a name, Enter.
+    page.mouse.click(700, 760)   # focus the canvas (an empty spot)
+    page.keyboard.press("Control+s")
+    page.locator("input[type=text]:visible").last.fill("browser_test")
+    with page.expect_response(lambda r: "/api/userdata/workflows%2Fbrowser_test.json" in r.url) as saved:
+        page.keyboard.press("Enter")
+    assert saved.value.status == 200
+    stored = json.loads((harness.base / "user" / "default" / "workflows" / "browser_test.json").read_text())
+    assert sorted(n["type"] for n in stored["nodes"]) == ["MakeImage", "SaveImage"]
+    assert log.problems == [], "\n".join(log.problems)
     context.close()
 
 
-def test_a_returning_user_without_open_workflows_gets_the_sd15_demo_as_default_graph(harness, browser, shots) -> None:
+def test_a_returning_user_without_open_workflows_gets_the_sd15_demo_as_default_graph(
+    harness, browser, shots
+) -> None:
     settings = harness.base / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True, exist_ok=True)
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.goto(harness.url + "/")
-    page.wait_for_function("() => window.app && window.app.graph && window.app.graph.nodes.length > 0",
-                           timeout=60_000)
+    page.wait_for_function(
+        "() => window.app && window.app.graph && window.app.graph.nodes.length > 0", timeout=60_000
+    )
     page.screenshot(path=str(shots / "03-returning-user-default-graph.png"))
     types = page.evaluate("() => window.app.graph.nodes.map(n => n.type).sort()")
-    demo = json.loads((Path(__file__).resolve().parents[2] / "web" / "templates"
-                       / "plexus_demo_sd15_txt2img.json").read_text())
+    demo = json.loads(
+        (
+            Path(__file__).resolve().parents[2] / "web" / "templates" / "plexus_demo_sd15_txt2img.json"
+        ).read_text()
+    )
     assert types == sorted(n["type"] for n in demo["nodes"])
+    context.close()
+
+
+def test_first_click_on_the_sd15_demo_template_generates(real_harness, browser, shots) -> None:
+    """The whole stack: a new user picks the demo template, presses Run and sees the image."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    log = PageLog(page)
+    page.goto(real_harness.url + "/")
+    page.wait_for_function("() => window.app && window.app.graph", timeout=60_000)
+    defs = page.evaluate("() => Object.keys(window.LiteGraph.registered_node_types)")
+    assert set(real_harness.registry.names()) <= set(defs), "nodes missing from the editor"
+    page.click("text=Plexus demo: SD1.5 txt2img", timeout=30_000)
+    page.wait_for_function("() => window.app.graph.nodes.some(n => n.type === 'KSampler')", timeout=30_000)
+    page.wait_for_timeout(1_000)
+    page.screenshot(path=str(shots / "04-demo-loaded.png"))
+    assert log.problems == [], "\n".join(log.problems)
+    page.click("button:has-text('Run')")
+    page.wait_for_function(
+        "() => window.app.nodeOutputs && Object.values(window.app.nodeOutputs)"
+        ".some(o => o.images && o.images.length)",
+        timeout=300_000,
+    )
+    page.wait_for_timeout(1_500)
+    page.screenshot(path=str(shots / "05-demo-result.png"))
+    kinds = log.kinds()
+    assert "progress" in kinds and "execution_success" in kinds and "execution_error" not in kinds
+    assert any(k == "progress" and f["data"]["node"] == "3" for k, f in zip(kinds, log.frames))
+    assert log.problems == [], "\n".join(log.problems)
     context.close()

@@ -1,4 +1,5 @@
 """The editor's boot endpoints (docs: shared/frontend-api.md §2.1, §9) and its static files."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,14 +13,27 @@ from web.services import Plugin
 from .client import get, post
 
 BOOT_JSON = [
-    "/api/features", "/api/users", "/api/system_stats", "/api/settings",
+    "/api/features",
+    "/api/users",
+    "/api/system_stats",
+    "/api/settings",
     "/api/userdata?dir=workflows&recurse=true&split=false&full_info=true",
     "/api/userdata?dir=subgraphs&recurse=true&split=false&full_info=true",
-    "/api/i18n", "/api/extensions", "/api/userdata/comfy.templates.json", "/api/object_info",
-    "/api/global_subgraphs", "/api/jobs?status=in_progress,pending&limit=200&offset=0",
-    "/api/jobs?status=completed,failed,cancelled&limit=64&offset=0", "/api/experiment/models",
-    "/api/workflow_templates", "/templates/index.json", "/templates/index_logo.json",
-    "/api/userdata/workflows%2F.index.json", "/internal/folder_paths", "/api/embeddings", "/api/models",
+    "/api/i18n",
+    "/api/extensions",
+    "/api/userdata/comfy.templates.json",
+    "/api/object_info",
+    "/api/global_subgraphs",
+    "/api/jobs?status=in_progress,pending&limit=200&offset=0",
+    "/api/jobs?status=completed,failed,cancelled&limit=64&offset=0",
+    "/api/experiment/models",
+    "/api/workflow_templates",
+    "/templates/index.json",
+    "/templates/index_logo.json",
+    "/api/userdata/workflows%2F.index.json",
+    "/internal/folder_paths",
+    "/api/embeddings",
+    "/api/models",
     "/api/prompt",
 ]
 
@@ -76,11 +90,17 @@ def test_every_boot_endpoint_answers_200_json_on_a_fresh_install(editor_server) 
             assert await get(s, base + "/api/workflow_templates/probe_pack/demo.json") == (200, {"nodes": []})
             _, index = await get(s, base + "/templates/index.json")
             first = index[0]["templates"][0]
-            assert first["name"] == "plexus_demo_sd15_txt2img" and first["title"] == "Plexus demo: SD1.5 txt2img"
+            assert (
+                first["name"] == "plexus_demo_sd15_txt2img" and first["title"] == "Plexus demo: SD1.5 txt2img"
+            )
             _, localized = await get(s, base + "/templates/index.fr.json")
             assert localized[0]["templates"][0]["name"] == "plexus_demo_sd15_txt2img"
             _, workflow = await get(s, base + "/templates/plexus_demo_sd15_txt2img.json")
-            assert {n["type"] for n in workflow["nodes"]} >= {"CheckpointLoaderSimple", "KSampler", "SaveImage"}
+            assert {n["type"] for n in workflow["nodes"]} >= {
+                "CheckpointLoaderSimple",
+                "KSampler",
+                "SaveImage",
+            }
             async with s.get(base + "/templates/plexus_demo_sd15_txt2img-1.webp") as r:
                 assert r.status == 200 and r.content_type == "image/webp"
             _, info = await get(s, base + "/api/object_info")
@@ -93,6 +113,7 @@ def test_every_boot_endpoint_answers_200_json_on_a_fresh_install(editor_server) 
             assert await get(s, base + "/api/experiment/models/checkpoints") == (200, [])
             assert await get(s, base + "/api/models/checkpoints") == (200, [])
             assert (await get(s, base + "/api/models/nope"))[0] == 404
+
     asyncio.run(scenario())
 
 
@@ -112,9 +133,13 @@ def test_the_editor_page_and_its_static_files(editor_server) -> None:
                 modified = r.headers["Last-Modified"]
             async with s.get(f"{base}/{script}", headers={"If-Modified-Since": modified}) as r:
                 assert r.status == 304
-            for path, kind in (("/user.css", "text/css"), ("/api/userdata/user.css", "text/css"),
-                               ("/favicon.ico", None), ("/materialdesignicons.min.css", "text/css"),
-                               ("/scripts/app.js", "application/javascript")):
+            for path, kind in (
+                ("/user.css", "text/css"),
+                ("/api/userdata/user.css", "text/css"),
+                ("/favicon.ico", None),
+                ("/materialdesignicons.min.css", "text/css"),
+                ("/scripts/app.js", "application/javascript"),
+            ):
                 async with s.get(base + path) as r:
                     assert r.status == 200, path
                     assert kind is None or r.content_type == kind, path
@@ -122,16 +147,25 @@ def test_the_editor_page_and_its_static_files(editor_server) -> None:
                 assert (await get(s, base + path))[0] == 404, path
             # API routes win over static files of the same name.
             assert (await get(s, base + "/prompt"))[1] == {"exec_info": {"queue_remaining": 0}}
+
     asyncio.run(scenario())
 
 
 def test_queue_and_history_shapes_for_api_clients(editor_server) -> None:
     async def scenario() -> None:
         async with aiohttp.ClientSession() as s:
-            assert await get(s, editor_server.url + "/queue") == (200, {"queue_running": [], "queue_pending": []})
+            assert await get(s, editor_server.url + "/queue") == (
+                200,
+                {"queue_running": [], "queue_pending": []},
+            )
             assert await get(s, editor_server.url + "/api/history?max_items=64") == (200, {})
-            assert (await post(s, editor_server.url + "/api/free", {"unload_models": True,
-                                                                    "free_memory": True}))[0] == 200
+            assert (
+                await post(s, editor_server.url + "/api/free", {"unload_models": True, "free_memory": True})
+            )[0] == 200
             _, jobs = await get(s, editor_server.url + "/api/jobs")
-            assert jobs == {"jobs": [], "pagination": {"offset": 0, "limit": 200, "total": 0, "has_more": False}}
+            assert jobs == {
+                "jobs": [],
+                "pagination": {"offset": 0, "limit": 200, "total": 0, "has_more": False},
+            }
+
     asyncio.run(scenario())

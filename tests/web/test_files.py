@@ -1,4 +1,5 @@
 """/view, uploads and user data: only real images in, nothing read or written outside its folder."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,8 +12,16 @@ from PIL import Image
 
 from .client import get, post
 
-TRAVERSALS = ["../secret.txt", "..%2fsecret.txt", "%2e%2e/secret.txt", "/etc/passwd", "..\\secret.txt",
-              "sub/../../secret.txt", "C:secret.txt", "a\x00b.png"]
+TRAVERSALS = [
+    "../secret.txt",
+    "..%2fsecret.txt",
+    "%2e%2e/secret.txt",
+    "/etc/passwd",
+    "..\\secret.txt",
+    "sub/../../secret.txt",
+    "C:secret.txt",
+    "a\x00b.png",
+]
 
 
 def png_bytes(size=(8, 8), colour=(255, 0, 0, 255)) -> bytes:
@@ -39,17 +48,22 @@ def test_view_refuses_every_way_out_of_the_folder(harness) -> None:
     async def scenario() -> None:
         async with aiohttp.ClientSession() as s:
             for name in TRAVERSALS + ["link.png"]:
-                status, body = await get(s, harness.url + "/view", params={"filename": name, "type": "output"})
+                status, body = await get(
+                    s, harness.url + "/view", params={"filename": name, "type": "output"}
+                )
                 assert status in (400, 403), (name, status)
                 assert "secret" not in json.dumps(body) or "error" in body
-            for params in ({"filename": "secret.txt", "subfolder": ".."},
-                           {"filename": "secret.txt", "subfolder": "linkdir"},
-                           {"filename": "secret.txt", "subfolder": "/"},
-                           {"filename": "x.png", "type": "models"}):
+            for params in (
+                {"filename": "secret.txt", "subfolder": ".."},
+                {"filename": "secret.txt", "subfolder": "linkdir"},
+                {"filename": "secret.txt", "subfolder": "/"},
+                {"filename": "x.png", "type": "models"},
+            ):
                 status, _ = await get(s, harness.url + "/view", params={"type": "output", **params})
                 assert status in (400, 403), params
             assert (await get(s, harness.url + "/view", params={"filename": "missing.png"}))[0] == 404
             assert (await get(s, harness.url + "/view"))[0] == 400
+
     asyncio.run(scenario())
 
 
@@ -66,6 +80,7 @@ def test_svg_and_html_are_never_served_inline(harness) -> None:
                     assert r.headers["Content-Disposition"].startswith("attachment")
                     assert r.headers["X-Content-Type-Options"] == "nosniff"
                     assert "sandbox" in r.headers["Content-Security-Policy"]
+
     asyncio.run(scenario())
 
 
@@ -77,8 +92,9 @@ def test_upload_accepts_real_images_renames_duplicates_and_sanitises_names(harne
             assert (status, body) == (200, {"name": "cat.png", "subfolder": "", "type": "input"})
             status, body = await post(s, url, data=form(png_bytes(colour=(0, 255, 0, 255)), "cat.png"))
             assert body["name"] == "cat (1).png"
-            status, body = await post(s, url, data=form(png_bytes(colour=(0, 0, 255, 255)), "cat.png",
-                                                        overwrite="true"))
+            status, body = await post(
+                s, url, data=form(png_bytes(colour=(0, 0, 255, 255)), "cat.png", overwrite="true")
+            )
             assert body["name"] == "cat.png"
             assert Image.open(harness.folders.input / "cat.png").getpixel((0, 0))[:3] == (0, 0, 255)
             status, body = await post(s, url, data=form(png_bytes(), "../../evil.png"))
@@ -86,13 +102,17 @@ def test_upload_accepts_real_images_renames_duplicates_and_sanitises_names(harne
             assert (harness.folders.input / "evil.png").is_file()
             status, body = await post(s, url, data=form(png_bytes(), "pic.svg"))
             assert body["name"].endswith(".png")
-            status, body = await post(s, url, data=form(png_bytes(), "sub.png", subfolder="masks", type="temp"))
+            status, body = await post(
+                s, url, data=form(png_bytes(), "sub.png", subfolder="masks", type="temp")
+            )
             assert body == {"name": "sub.png", "subfolder": "masks", "type": "temp"}
             assert (harness.folders.temp / "masks" / "sub.png").is_file()
             for field in ({"subfolder": "../.."}, {"subfolder": "/tmp"}, {"type": "models"}):
                 status, body = await post(s, url, data=form(png_bytes(), "x.png", **field))
                 assert status in (400, 403) and "error" in body, field
-            status, body = await post(s, url, data=form(b"<svg xmlns='http://www.w3.org/2000/svg'/>", "a.png"))
+            status, body = await post(
+                s, url, data=form(b"<svg xmlns='http://www.w3.org/2000/svg'/>", "a.png")
+            )
             assert status == 400 and body["error"]["type"] == "invalid_image"
             status, body = await post(s, url, data=form(b"not an image at all", "a.png"))
             assert status == 400
@@ -100,14 +120,23 @@ def test_upload_accepts_real_images_renames_duplicates_and_sanitises_names(harne
             assert status == 400 and "error" in body
             # Mask: the mask's alpha goes onto the original image.
             mask = png_bytes(colour=(0, 0, 0, 10))
-            status, body = await post(s, harness.url + "/upload/mask", data=form(
-                mask, "cat_mask.png", original_ref=json.dumps({"filename": "cat.png", "type": "input"})))
+            status, body = await post(
+                s,
+                harness.url + "/upload/mask",
+                data=form(
+                    mask, "cat_mask.png", original_ref=json.dumps({"filename": "cat.png", "type": "input"})
+                ),
+            )
             assert status == 200
             merged = Image.open(harness.folders.input / body["name"])
             assert merged.mode == "RGBA" and merged.getpixel((0, 0)) == (0, 0, 255, 10)
-            status, body = await post(s, harness.url + "/upload/mask", data=form(
-                mask, "m.png", original_ref=json.dumps({"filename": "../../secret.png"})))
+            status, body = await post(
+                s,
+                harness.url + "/upload/mask",
+                data=form(mask, "m.png", original_ref=json.dumps({"filename": "../../secret.png"})),
+            )
             assert status == 403
+
     asyncio.run(scenario())
 
 
@@ -119,11 +148,16 @@ def test_uploads_over_the_limit_get_413(make_harness) -> None:
             big = os.urandom(3 * 1024 * 1024)
             status, body = await post(s, server.url + "/upload/image", data=form(big, "big.png"))
             assert status == 413
-            status, body = await post(s, server.url + "/prompt", data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
-                                      headers={"Content-Type": "application/json"})
+            status, body = await post(
+                s,
+                server.url + "/prompt",
+                data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+                headers={"Content-Type": "application/json"},
+            )
             assert status == 413
             status, features = await get(s, server.url + "/api/features")
             assert features["max_upload_size"] == 64 * 1024
+
     asyncio.run(scenario())
 
 
@@ -140,8 +174,9 @@ def test_userdata_lists_reads_writes_moves_deletes_and_stays_in_the_user_folder(
             async with s.get(base + "/user.css") as r:
                 assert r.status == 200 and r.content_type == "text/css"
             workflow = json.dumps({"nodes": [], "links": []})
-            status, info = await post(s, base + "/workflows%2Fmine.json?overwrite=false&full_info=true",
-                                      data=workflow)
+            status, info = await post(
+                s, base + "/workflows%2Fmine.json?overwrite=false&full_info=true", data=workflow
+            )
             assert status == 200 and info["path"] == "workflows/mine.json" and info["size"] == len(workflow)
             status, body = await post(s, base + "/workflows%2Fmine.json?overwrite=false", data=workflow)
             assert status == 409
@@ -150,15 +185,21 @@ def test_userdata_lists_reads_writes_moves_deletes_and_stays_in_the_user_folder(
             status, items = await get(s, base + listing)
             assert [i["path"] for i in items] == ["mine.json"]
             assert await get(s, base + "/workflows%2Fmine.json") == (200, {})
-            status, info = await post(s, base + "/workflows%2Fmine.json/move/workflows%2Fdone%2Fmine.json"
-                                      "?full_info=true")
+            status, info = await post(
+                s, base + "/workflows%2Fmine.json/move/workflows%2Fdone%2Fmine.json?full_info=true"
+            )
             assert status == 200 and info["path"] == "workflows/done/mine.json"
             assert await get(s, base + "?dir=workflows&recurse=true") == (200, ["done/mine.json"])
             async with s.delete(base + "/workflows%2Fdone%2Fmine.json") as r:
                 assert r.status == 204
             assert (await get(s, base + "/workflows%2Fdone%2Fmine.json"))[0] == 404
-            for name in ("..%2Fsecret.json", "%2E%2E%2Fsecret.json", "workflows%2F..%2F..%2Fsecret.json",
-                         "%2Fetc%2Fpasswd", "..%5Csecret.json"):
+            for name in (
+                "..%2Fsecret.json",
+                "%2E%2E%2Fsecret.json",
+                "workflows%2F..%2F..%2Fsecret.json",
+                "%2Fetc%2Fpasswd",
+                "..%5Csecret.json",
+            ):
                 status, _ = await get(s, f"{base}/{name}")
                 assert status in (400, 403, 404), name
                 status, _ = await post(s, f"{base}/{name}", data="{}")
@@ -168,11 +209,16 @@ def test_userdata_lists_reads_writes_moves_deletes_and_stays_in_the_user_folder(
 
             # Settings: one key at a time, a bulk save, and a fresh user gets {}.
             assert await get(s, harness.url + "/api/settings") == (200, {})
-            assert (await post(s, harness.url + "/api/settings/Comfy.SnapToGrid.GridSize", data="15"))[0] == 200
+            assert (await post(s, harness.url + "/api/settings/Comfy.SnapToGrid.GridSize", data="15"))[
+                0
+            ] == 200
             assert (await post(s, harness.url + "/api/settings", {"Comfy.TutorialCompleted": True}))[0] == 200
-            assert await get(s, harness.url + "/api/settings") == (200, {"Comfy.SnapToGrid.GridSize": 15,
-                                                                         "Comfy.TutorialCompleted": True})
+            assert await get(s, harness.url + "/api/settings") == (
+                200,
+                {"Comfy.SnapToGrid.GridSize": 15, "Comfy.TutorialCompleted": True},
+            )
             assert await get(s, harness.url + "/api/settings/Comfy.SnapToGrid.GridSize") == (200, 15)
             assert (await post(s, harness.url + "/api/settings/x", data="NaN"))[0] == 400
             assert await get(s, harness.url + "/api/users") == (200, {"storage": "server", "migrated": True})
+
     asyncio.run(scenario())

@@ -5,6 +5,7 @@
    client-chosen ``prompt_id``), read messages until ``executing`` with ``node: null`` for the prompt,
    then GET /history/{prompt_id} and GET /view for every image of every output node.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -50,11 +51,13 @@ def test_websocket_example_flow_gets_the_images(harness) -> None:
         async with aiohttp.ClientSession() as s:
             async with s.ws_connect(f"ws://127.0.0.1:{harness.port}/ws?clientId={client_id}") as ws:
                 loop = asyncio.get_running_loop()
-                answer = await loop.run_in_executor(None, queue_prompt, fakes.txt2img(seed=12, prefix="example"))
+                answer = await loop.run_in_executor(
+                    None, queue_prompt, fakes.txt2img(seed=12, prefix="example")
+                )
                 assert answer["prompt_id"] == prompt_id
                 async for msg in ws:
                     if msg.type != aiohttp.WSMsgType.TEXT:
-                        continue   # previews are binary
+                        continue  # previews are binary
                     message = json.loads(msg.data)
                     if message["type"] == "executing":
                         data = message["data"]
@@ -65,6 +68,8 @@ def test_websocket_example_flow_gets_the_images(harness) -> None:
     history = get_history(prompt_id)[prompt_id]
     images = {}
     for node_id, node_output in history["outputs"].items():
-        images[node_id] = [get_image(i["filename"], i["subfolder"], i["type"]) for i in node_output.get("images", [])]
+        images[node_id] = [
+            get_image(i["filename"], i["subfolder"], i["type"]) for i in node_output.get("images", [])
+        ]
     assert len(images["9"]) == 1
     assert Image.open(io.BytesIO(images["9"][0])).size == (32, 32)
