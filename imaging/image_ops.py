@@ -36,9 +36,13 @@ def rescale(image: torch.Tensor, scale_by: float, method: str) -> torch.Tensor:
     return _channels_last(upscale(_channels_first(image), width, height, method, "disabled"))
 
 
-def rescale_to_total_pixels(image: torch.Tensor, megapixels: float, method: str) -> torch.Tensor:
+def rescale_to_total_pixels(image: torch.Tensor, megapixels: float, method: str,
+                            resolution_steps: int = 1) -> torch.Tensor:
+    """Resize to about `megapixels` keeping the aspect ratio; sides rounded to multiples of `resolution_steps`."""
     scale_by = math.sqrt(megapixels * MEGAPIXEL / (image.shape[1] * image.shape[2]))
-    return rescale(image, scale_by, method)
+    width = max(resolution_steps, round(image.shape[2] * scale_by / resolution_steps) * resolution_steps)
+    height = max(resolution_steps, round(image.shape[1] * scale_by / resolution_steps) * resolution_steps)
+    return _channels_last(upscale(_channels_first(image), width, height, method, "disabled"))
 
 
 def invert(image: torch.Tensor) -> torch.Tensor:

@@ -160,10 +160,11 @@ class ImageScaleToTotalPixels:
     image = Input("IMAGE")
     upscale_method = Combo(IMAGE_METHODS)
     megapixels = Float(1.0, min=0.01, max=16.0, step=0.01)
+    resolution_steps = Int(1, min=1, max=256)
     RETURNS = ("IMAGE",)
 
-    def run(self, image: torch.Tensor, upscale_method: str, megapixels: float) -> tuple:
-        return (image_ops.rescale_to_total_pixels(image, megapixels, upscale_method),)
+    def run(self, image: torch.Tensor, upscale_method: str, megapixels: float, resolution_steps: int = 1) -> tuple:
+        return (image_ops.rescale_to_total_pixels(image, megapixels, upscale_method, resolution_steps),)
 
 
 @node("ImageInvert", category="image", display_name="Invert Image")
@@ -175,7 +176,7 @@ class ImageInvert:
         return (image_ops.invert(image),)
 
 
-@node("ImageBatch", category="image", display_name="Batch Images")
+@node("ImageBatch", category="image", display_name="Batch Images", deprecated=True)
 class ImageBatch:
     image1 = Input("IMAGE")
     image2 = Input("IMAGE")
@@ -280,7 +281,7 @@ class ImageToMask:
         return (image_ops.image_to_mask(image, channel),)
 
 
-@node("GrowMask", category="mask")
+@node("GrowMask", category="mask", display_name="Grow Mask")
 class GrowMask:
     mask = Input("MASK")
     expand = Int(0, min=-MAX_RESOLUTION, max=MAX_RESOLUTION, step=1)

@@ -32,7 +32,7 @@ class PrimitiveFloat:
 
 @node("PrimitiveString", category="utils/primitive", display_name="String")
 class PrimitiveString:
-    value = String()
+    value = String(multiline=False)
     RETURNS = (Output("STRING"),)
 
     def run(self, value: str) -> tuple[str]:

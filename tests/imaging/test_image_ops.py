@@ -13,6 +13,8 @@ def test_resize_and_scale():
     assert image_ops.rescale(img, 2.0, "nearest-exact").shape == (1, 20, 40, 3)
     out = image_ops.rescale_to_total_pixels(img, 800 / image_ops.MEGAPIXEL, "area")
     assert out.shape == (1, 20, 40, 3)
+    out = image_ops.rescale_to_total_pixels(img, 800 / image_ops.MEGAPIXEL, "area", resolution_steps=16)
+    assert out.shape == (1, 16, 32, 3)          # 20x40 rounded to multiples of 16
     lanczos = image_ops.resize_to(img, 40, 20, "lanczos", "disabled")
     assert lanczos.shape == (1, 20, 40, 3) and 0 <= lanczos.min() and lanczos.max() <= 1
 
