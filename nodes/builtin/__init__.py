@@ -11,4 +11,9 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.utility",
     "nodes.builtin.latent",
     "nodes.builtin.image",
+    "nodes.builtin.loaders",
+    "nodes.builtin.conditioning",
+    "nodes.builtin.sampling",
+    "nodes.builtin.vae",
+    "nodes.builtin.lora",
 )
