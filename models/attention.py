@@ -10,7 +10,8 @@ Every backend computes softmax(q k^T / sqrt(d)) v (Vaswani et al. 2017, eq. 1) o
   the chunk sizes (Rabe & Staats 2021, "Self-attention does not need O(n^2) memory", arXiv:2112.05682, alg. 1).
 
 `upcast=True` computes the scores and softmax in float32 when the inputs are fp16/bf16 (needed by SD2.x in
-fp16, whose attention logits overflow fp16; see Stability's v2-inference-v.yaml `upcast_attn`).
+fp16, whose attention logits overflow fp16: Stability-AI/stablediffusion `ldm/modules/attention.py` computes
+q k^T in fp32 by default, `_ATTN_PRECISION = "fp32"`, and diffusers' SD2.1 config sets `upcast_attention`).
 The backend is chosen when a model is built (or with `set_attention_backend` on a model), never through a
 module-level global.
 """
@@ -101,3 +102,11 @@ def set_attention_backend(model: torch.nn.Module, name: str) -> None:
     for module in model.modules():
         if hasattr(module, "attention_fn"):
             module.attention_fn = fn
+
+
+def set_attention_upcast(model: torch.nn.Module, is_upcast: bool) -> None:
+    """Turn fp32 attention scores on or off for every attention layer inside `model` that has the switch
+    (the dtype policy decides; SD2.x asks for it in fp16)."""
+    for module in model.modules():
+        if hasattr(module, "attention_fn") and hasattr(module, "upcast"):
+            module.upcast = is_upcast

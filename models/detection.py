@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from models.errors import UnknownModelError, UnsupportedModelError, summarise_keys
 from models.unet import UNetConfig
@@ -51,12 +51,12 @@ class ModelConfig:
     vae: VAEConfig
     latent_channels: int
     latent_scale_factor: float
-    latent_downscale: int          # pixels per latent cell (8)
-    text_encoders: tuple[TextEncoderSlot, ...]
+    latent_shift: float = 0.0      # SD3's VAE has one (0.0609); SD1/SD2 none: latent_in = (z - shift) * scale
+    latent_downscale: int = 8      # pixels per latent cell
+    text_encoders: tuple[TextEncoderSlot, ...] = ()
     unet_prefix: str = UNET_PREFIX
     vae_prefix: str = VAE_PREFIX
     has_ema: bool = False          # the file carries `model_ema.*` shadows of the UNet
-    notes: tuple[str, ...] = field(default=())
 
 
 def detect(shapes: Shapes) -> ModelConfig:
@@ -76,7 +76,7 @@ def detect(shapes: Shapes) -> ModelConfig:
             f"Inconsistent checkpoint: its UNet has the {family.upper()} layout but its text encoder is "
             f"{slots[0].kind} (under {slots[0].prefix})")
     if family == "sd2":
-        unet = _with(unet, upcast_attention=True)
+        unet = replace(unet, upcast_attention=True)     # fp16 logits overflow (see models/attention.py)
     variant = {4: "base", 9: "inpaint"}.get(unet.in_channels, f"in{unet.in_channels}")
     prediction = "v" if family == "sd2" and unet.in_channels == 4 else "eps"
     has_ema = any(k.startswith(EMA_PREFIX + "diffusion_model") for k in shapes)
@@ -94,11 +94,6 @@ def sd2_prediction_probe(unet: UNetConfig, prefix: str = UNET_PREFIX) -> str | N
 def sniff_sd2_prediction(probe_std: float) -> str:
     """ComfyUI's rule for a 4-channel SD2 UNet, given std(SD2_PREDICTION_PROBE)."""
     return "v" if probe_std > SD2_V_STD_THRESHOLD else "eps"
-
-
-def _with(config: UNetConfig, **changes) -> UNetConfig:
-    from dataclasses import replace
-    return replace(config, **changes)
 
 
 def _prefixes(shapes: Shapes) -> set[str]:

@@ -126,7 +126,7 @@ class CheckpointSpec:
     seed: int = 0
 
 
-def _text_encoder_state(spec: CheckpointSpec) -> Mapping[str, Tensor]:
+def _text_encoder_state(spec: CheckpointSpec, device: str = "cpu") -> Mapping[str, Tensor]:
     if not spec.with_text_encoder:
         return {}
     from models.text import random_text_encoder_state_dict
@@ -134,14 +134,16 @@ def _text_encoder_state(spec: CheckpointSpec) -> Mapping[str, Tensor]:
     full = text_encoder_config(spec.family)
     width = None if spec.unet.context_dim == full.hidden_size else spec.unet.context_dim
     return random_text_encoder_state_dict(kind, text_encoder_config(spec.family, width), seed=spec.seed,
-                                          dtype=spec.dtype)
+                                          dtype=spec.dtype, device=device)
 
 
-def checkpoint_tensors(spec: CheckpointSpec) -> tuple[Layout, Callable[[str], Tensor]]:
-    """The file's layout and a function that makes any one tensor on demand."""
+def checkpoint_tensors(spec: CheckpointSpec, *, layout_only: bool = False) -> tuple[Layout, Callable[[str], Tensor]]:
+    """The file's layout and a function that makes any one tensor on demand (`layout_only`: nothing is
+    allocated, the text tower is built on the meta device and `make` must not be called)."""
     unet = module_layout(UNetModel, spec.unet, "model.diffusion_model.")
     vae = module_layout(AutoencoderKL, spec.vae, "first_stage_model.")
-    text = {TEXT_SLOT[spec.family][1] + k: v for k, v in _text_encoder_state(spec).items()}
+    text_state = _text_encoder_state(spec, "meta" if layout_only else "cpu")
+    text = {TEXT_SLOT[spec.family][1] + k: v for k, v in text_state.items()}
     extras = {**ddpm_buffers(), "model_ema.decay": torch.tensor(0.9999),
               "model_ema.num_updates": torch.tensor(0, dtype=torch.int32)} if spec.with_ldm_extras else {}
     layout: Layout = {k: (s, spec.dtype) for k, s in {**unet, **vae}.items()}
@@ -191,6 +193,13 @@ def write_random_checkpoint(path: str | Path, spec: CheckpointSpec) -> Path:
     else:
         torch.save({"state_dict": {k: make(k).to(layout[k][1]) for k in sorted(layout)}, "global_step": 0}, path)
     return path
+
+
+def write_demo_checkpoint(path: str | Path, dtype: torch.dtype = torch.float16, seed: int = 0) -> Path:
+    """A full-size SD1.5-layout checkpoint with random weights (2.1 GB in fp16), streamed to disk: the
+    model the server writes on first start so that a fresh install can run a workflow end to end."""
+    return write_random_checkpoint(path, CheckpointSpec("sd1", sd15_unet_config(), VAEConfig(), dtype=dtype,
+                                                        seed=seed))
 
 
 def write_random_vae(path: str | Path, config: VAEConfig, dtype: torch.dtype = torch.float32, seed: int = 0) -> Path:

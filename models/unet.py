@@ -10,6 +10,7 @@ Shapes: B batch, C channels, H/W latent height/width, N = H*W tokens, T context 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -78,11 +79,17 @@ class ResBlock(nn.Module):
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = self.in_layers(x)                                            # [B, Cout, H, W]
         h = h + self.emb_layers(emb)[:, :, None, None].to(h.dtype)       # [B, Cout, 1, 1] broadcast
-        return self.skip_connection(x) + self.out_layers(h)
+        return self.out_layers(h).add_(self.skip_connection(x))          # in place: the conv output is fresh
 
 
 class CrossAttention(nn.Module):
-    """Multi-head attention; self-attention when context is None (LDM `CrossAttention`)."""
+    """Multi-head attention; self-attention when context is None (LDM `CrossAttention`).
+
+    `kv_patch` is a hook (None by default) that rewrites the tensors keys and values are computed from,
+    `(k_in, v_in) -> (k_in, v_in)`: models/hypernetwork.py installs it around a model call.
+    """
+
+    kv_patch: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
     def __init__(self, dim: int, context_dim: int, heads: int, head_dim: int, upcast: bool,
                  attention_fn: AttentionFn):
@@ -98,8 +105,11 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         context = x if context is None else context
+        k_in = v_in = context
+        if self.kv_patch is not None:
+            k_in, v_in = self.kv_patch(k_in, v_in)
         b, n, _ = x.shape
-        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)   # [B, N|T, h*d]
+        q, k, v = self.to_q(x), self.to_k(k_in), self.to_v(v_in)         # [B, N|T, h*d]
         q, k, v = (t.view(b, -1, self.heads, t.shape[-1] // self.heads).transpose(1, 2)
                    for t in (q, k, v))                                   # [B, h, N|T, d]
         out = self.attention_fn(q, k, v, self.upcast)                    # [B, h, N, d]
@@ -163,20 +173,21 @@ class SpatialTransformer(nn.Module):
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         b, c, h, w = x.shape
         residual = x
-        x = self.norm(x)
-        if not self.use_linear:
-            x = self.proj_in(x)                                          # [B, C, H, W]
-        x = x.permute(0, 2, 3, 1).reshape(b, h * w, c)                   # [B, N, C]
-        if self.use_linear:
-            x = self.proj_in(x)
+        x = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)        # [B, N, C] (a view if channels-last)
+        x = self._project(self.proj_in, x)
         for block in self.transformer_blocks:
             x = block(x, context)
-        if self.use_linear:
-            x = self.proj_out(x)
-        x = x.reshape(b, h, w, c).permute(0, 3, 1, 2)                    # [B, C, H, W]
-        if not self.use_linear:
-            x = self.proj_out(x)
+        x = self._project(self.proj_out, x)
+        x = x.reshape(b, h, w, c).permute(0, 3, 1, 2)                    # [B, C, H, W], channels-last strides
+        if not residual.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous()                   # keep a contiguous model contiguous (mixed layouts are slow)
         return x + residual
+
+    def _project(self, proj: nn.Module, x: Tensor) -> Tensor:
+        """proj_in/proj_out on tokens [B, N, C]: a 1x1 conv (SD1) is the same map as a Linear."""
+        if self.use_linear:
+            return proj(x)
+        return F.linear(x, proj.weight[:, :, 0, 0], proj.bias)
 
 
 class Downsample(nn.Module):

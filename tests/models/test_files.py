@@ -160,3 +160,17 @@ def test_header_reader_reports_metadata(tmp_path):
     assert header["__metadata__"] == {"modelspec.title": "t"} and start > 8
     with load_state_dict(path) as sd:
         assert sd.metadata == {"modelspec.title": "t"}
+
+
+def test_streaming_writer_matches_the_safetensors_library(tmp_path):
+    from safetensors import safe_open
+
+    from models.testing import write_safetensors_streaming
+    tensors = {"z": torch.randn(3, 5), "a": torch.randn(2).to(torch.bfloat16), "s": torch.tensor(7, dtype=torch.int32),
+               "h": torch.randn(4, 1, 2).half()}
+    path = tmp_path / "w.safetensors"
+    write_safetensors_streaming(path, {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}, tensors.__getitem__)
+    with safe_open(str(path), framework="pt") as f:
+        assert set(f.keys()) == set(tensors)
+        for k, v in tensors.items():
+            assert torch.equal(f.get_tensor(k), v)

@@ -151,7 +151,7 @@ def test_builtin_utility_nodes_match_comfyui() -> None:
         "INT", {"min": -sys.maxsize, "max": sys.maxsize, "control_after_generate": True})}}
     assert class_map["PrimitiveFloat"].INPUT_TYPES()["required"]["value"] == (
         "FLOAT", {"min": -sys.maxsize, "max": sys.maxsize, "step": 0.1})
-    assert class_map["PrimitiveString"].INPUT_TYPES()["required"]["value"] == ("STRING",)
+    assert class_map["PrimitiveString"].INPUT_TYPES()["required"]["value"] == ("STRING", {"multiline": False})
     assert class_map["PrimitiveStringMultiline"].INPUT_TYPES()["required"]["value"] == ("STRING", {"multiline": True})
     assert class_map["PrimitiveBoolean"].INPUT_TYPES()["required"]["value"] == ("BOOLEAN",)
     for name in ("PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveBoolean"):

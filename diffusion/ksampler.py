@@ -1,0 +1,262 @@
+"""Sampling with a MODEL: load it with a working-memory estimate, build the raw model function, run
+sampling.sample, and report progress, previews and interruption through the executor's node context.
+
+    latent = ksample(model, latent, positive, negative, seed=..., steps=20, cfg=8.0,
+                     sampler_name="euler", scheduler="normal", denoise=1.0)
+
+KSampler, KSamplerAdvanced, SamplerCustom and SamplerCustomAdvanced all end in `run_sampling`; the
+custom-sampler objects (SAMPLER, SIGMAS, NOISE, GUIDER) are the small dataclasses at the bottom.
+
+Out of memory is retried through model_management's sampling fall-backs (sub-quadratic attention,
+CFG batch split, partial load, streaming); the CFG pair is batched into one forward unless the
+estimate says the batch does not fit on the device.
+"""
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from execution.protocol import Preview, current_context
+from model_management import SAMPLING_FALLBACKS, ModelPart, estimate_working_memory, with_oom_fallbacks
+from model_management.oom import ATTENTION_BACKEND, IS_CFG_SPLIT, VRAM_MODE
+from models.attention import set_attention_backend
+from sampling import sample as sampling_driver
+from sampling.core import Step
+from sampling.guidance import conds_from_conditioning, plain_cfg
+from sampling.schedules import calculate_sigmas
+
+from . import previews
+from .objects import DiffusionModel
+
+PREVIEW_MAX_PX = 512
+PREVIEW_JPEG_QUALITY = 85
+
+
+# --- the raw model function --------------------------------------------------------------------------
+
+def _inpaint_concat(model: DiffusionModel, x: Tensor, inputs: dict) -> Tensor:
+    """[mask (1), masked-image latent (C)] for an inpainting UNet (in = 2C + 1 channels): from the
+    conditioning's concat_mask / concat_latent_image, else a full mask and a zero latent."""
+    b, c, h, w = x.shape
+    mask = inputs.get("concat_mask")
+    if mask is None:
+        mask = x.new_ones(b, 1, h, w)
+    else:
+        mask = F.interpolate(mask.reshape(-1, 1, *mask.shape[-2:]).to(x), size=(h, w), mode="bilinear").round()
+        mask = mask.repeat(math.ceil(b / mask.shape[0]), 1, 1, 1)[:b]
+    image = inputs.get("concat_latent_image")
+    if image is None:
+        image = x.new_zeros(b, c, h, w)
+    else:
+        image = model.latent_format.process_in(image.to(x))
+        if image.shape[-2:] != (h, w):
+            image = F.interpolate(image, size=(h, w), mode="bilinear")
+        image = image.repeat(math.ceil(b / image.shape[0]), 1, 1, 1)[:b]
+    return torch.cat([mask, image], dim=1)                                  # [B, 1 + C, h, w]
+
+
+def model_function(model: DiffusionModel) -> Callable[[Tensor, Tensor, dict], Tensor]:
+    """sampling.guidance's ModelFn for `model`: (scaled x, timestep, inputs) -> raw prediction."""
+    unet = model.module
+    extra_channels = model.in_channels - model.latent_format.latent_channels
+    device = model.manager.device
+
+    def apply_model(x: Tensor, timestep: Tensor, inputs: dict) -> Tensor:
+        x_in = x
+        if extra_channels > 0:
+            x_in = torch.cat([x, _inpaint_concat(model, x, inputs)], dim=1)
+        out = unet(x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device))
+        return out.to(x.dtype)
+
+    wrapper = model.options.get("model_function_wrapper")
+    if wrapper is None:
+        return apply_model
+    return lambda x, t, inputs: wrapper(apply_model, {"input": x, "timestep": t, "c": inputs})
+
+
+def working_memory_bytes(model: DiffusionModel, latent_shape: Sequence[int], batch_factor: int = 2,
+                         attention: str = "sdpa") -> int:
+    """Working memory of one forward with the CFG pair batched (`batch_factor` x the latent batch)."""
+    shape = (latent_shape[0] * batch_factor, *latent_shape[1:])
+    dtype = model.manager.dtype_choices()[ModelPart.DIFFUSION].dtype
+    return estimate_working_memory(shape, dtype, attention_backend=attention)
+
+
+def _fits(model: DiffusionModel, attention: str, is_cfg_split: bool) -> Callable[[tuple[int, ...]], bool]:
+    def fits(shape: tuple[int, ...]) -> bool:
+        if is_cfg_split:
+            return False
+        available = model.manager.device_available_bytes()
+        return available is None or working_memory_bytes(model, shape, 1, attention) <= available
+    return fits
+
+
+# --- progress and previews ------------------------------------------------------------------------------
+
+def encode_jpeg(rgb: Tensor) -> bytes:
+    """[H, W, 3] uint8 -> JPEG bytes (Pillow, through imaging)."""
+    from imaging.files import to_pil
+    buffer = io.BytesIO()
+    to_pil(rgb.float() / 255.0).save(buffer, format="JPEG", quality=PREVIEW_JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def _previewer(model: DiffusionModel, folders: Sequence) -> previews.Previewer | None:
+    """Only inside a node that reports progress (no preview work in library calls and tests)."""
+    return previews.previewer_for(model, folders) if current_context() is not None else None
+
+
+class StepReporter:
+    """sampling.sample's on_progress: progress, a preview of x0, and the interruption check, per step.
+    Outside the executor (no node context) it only records the last x0."""
+
+    def __init__(self, previewer: previews.Previewer | None = None) -> None:
+        self.context = current_context()
+        self.previewer = previewer
+        self.last_x0: Tensor | None = None
+
+    def __call__(self, value: int, maximum: int, step: Step) -> None:
+        self.last_x0 = step.x0
+        context = self.context
+        if context is None:
+            return
+        context.check_interrupted()
+        preview = None
+        if self.previewer is not None and getattr(context, "wants_previews", True):
+            preview = Preview("JPEG", encode_jpeg(self.previewer(step.x0)), PREVIEW_MAX_PX)
+        context.report_progress(value, maximum, preview=preview)
+
+
+# --- sampling --------------------------------------------------------------------------------------------
+
+def fix_empty_latent_channels(model: DiffusionModel, latent: Tensor) -> Tensor:
+    """An all-zero latent with the wrong channel count (e.g. EmptyLatentImage's 4 for a 16-channel
+    model) becomes zeros of the model's channel count."""
+    channels = model.latent_format.latent_channels
+    if latent.shape[1] != channels and torch.count_nonzero(latent) == 0:
+        return latent.new_zeros(latent.shape[0], channels, *latent.shape[2:])
+    return latent
+
+
+def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, seed: int, cfg: float,
+                 sampler_name: str, steps: int = 0, scheduler: str = "normal", denoise: float = 1.0,
+                 add_noise: bool = True, start_step: int | None = None, last_step: int | None = None,
+                 return_with_leftover_noise: bool = False, sigmas: Tensor | None = None,
+                 sampler_options: dict | None = None, reporter: StepReporter | None = None,
+                 preview_folders: Sequence = ()) -> dict:
+    """One sampling run on a LATENT dict; returns a new LATENT dict (other keys kept).
+    `preview_folders`: where to look for TAESD decoders (models/vae_approx)."""
+    samples = fix_empty_latent_channels(model, latent["samples"])
+    reporter = reporter or StepReporter(_previewer(model, preview_folders))
+    positive_conds = conds_from_conditioning(positive)
+    negative_conds = conds_from_conditioning(negative) if negative is not None else []
+    shape = tuple(samples.shape)
+    manager = model.manager
+
+    def attempt(options: dict[str, Any]) -> Tensor:
+        attention = options.get(ATTENTION_BACKEND, "sdpa")
+        manager.load_models_for([model], working_memory_bytes(model, shape, 2, attention),
+                                vram_mode=options.get(VRAM_MODE))
+        if ATTENTION_BACKEND in options:
+            set_attention_backend(model.module, attention)
+        try:
+            with torch.inference_mode():
+                return sampling_driver.sample(
+                    model_function(model), model.model_sampling, samples, positive_conds, negative_conds,
+                    seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
+                    denoise=denoise, add_noise=add_noise, start_step=start_step, last_step=last_step,
+                    return_with_leftover_noise=return_with_leftover_noise, noise_mask=latent.get("noise_mask"),
+                    batch_index=latent.get("batch_index"), latent_format=model.latent_format, sigmas=sigmas,
+                    on_progress=reporter, fits=_fits(model, attention, bool(options.get(IS_CFG_SPLIT))),
+                    cfg_function=model.options.get("cfg_function") or plain_cfg,
+                    post_cfg=model.options.get("post_cfg_functions", ()), sampler_options=sampler_options,
+                    device=manager.device)
+        finally:
+            if ATTENTION_BACKEND in options:
+                set_attention_backend(model.module, "sdpa")
+
+    with manager.graph_needs([model]):
+        result = with_oom_fallbacks(attempt, SAMPLING_FALLBACKS, free=manager.free, what="sampling")
+    return {**latent, "samples": result.float().cpu()}
+
+
+def ksample(model: DiffusionModel, latent: dict, positive, negative, *, seed: int, steps: int, cfg: float,
+            sampler_name: str, scheduler: str, denoise: float = 1.0, add_noise: bool = True,
+            start_step: int | None = None, last_step: int | None = None,
+            return_with_leftover_noise: bool = False, preview_folders: Sequence = ()) -> dict:
+    """KSampler / KSamplerAdvanced."""
+    return run_sampling(model, latent, positive, negative, seed=seed, steps=steps, cfg=cfg,
+                        sampler_name=sampler_name, scheduler=scheduler, denoise=denoise, add_noise=add_noise,
+                        start_step=start_step, last_step=last_step,
+                        return_with_leftover_noise=return_with_leftover_noise, preview_folders=preview_folders)
+
+
+# --- custom sampling objects (SAMPLER, SIGMAS = a 1-D tensor, NOISE, GUIDER) ------------------------------
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """SAMPLER: a sampling.SAMPLERS name plus keyword options for it."""
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class NoiseSource:
+    """NOISE: the seeded initial noise (ComfyUI prepare_noise), or none at all."""
+    seed: int = 0
+    is_enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Guider:
+    """GUIDER: a model with its conditionings and CFG scale (negative None = no guidance)."""
+    model: DiffusionModel
+    positive: list
+    negative: list | None = None
+    cfg: float = 1.0
+
+
+def sigmas_for(model: DiffusionModel, scheduler: str, steps: int, denoise: float = 1.0) -> Tensor:
+    """BasicScheduler: the last steps+1 sigmas of int(steps / denoise) steps; empty at denoise 0."""
+    total = steps
+    if denoise < 1.0:
+        if denoise <= 0.0:
+            return torch.zeros(0)
+        total = int(steps / denoise)
+    return calculate_sigmas(model.model_sampling, scheduler, total).cpu()[-(steps + 1):]
+
+
+def sample_custom(guider: Guider, noise: NoiseSource, sampler: SamplerChoice, sigmas: Tensor,
+                  latent: dict, preview_folders: Sequence = ()) -> tuple[dict, dict]:
+    """SamplerCustom(Advanced): (output, denoised_output = the last x0 prediction in VAE space)."""
+    model = guider.model
+    if len(sigmas) == 0:
+        return latent, latent
+    reporter = StepReporter(_previewer(model, preview_folders))
+    out = run_sampling(model, latent, guider.positive, guider.negative, seed=noise.seed, cfg=guider.cfg,
+                       sampler_name=sampler.name, add_noise=noise.is_enabled, sigmas=sigmas.float(),
+                       sampler_options=dict(sampler.options), reporter=reporter)
+    if reporter.last_x0 is None:
+        return out, out
+    denoised = model.latent_format.process_out(reporter.last_x0.float()).cpu()
+    return out, {**latent, "samples": denoised}
+
+
+def flip_sigmas(sigmas: Tensor) -> Tensor:
+    if len(sigmas) == 0:
+        return sigmas
+    flipped = sigmas.flip(0).clone()
+    if flipped[0] == 0:
+        flipped[0] = 0.0001
+    return flipped
+
+
+def split_sigmas(sigmas: Tensor, step: int) -> tuple[Tensor, Tensor]:
+    return sigmas[:step + 1], sigmas[step:]

@@ -1,0 +1,219 @@
+"""Model files -> MODEL / CLIP / VAE handles registered with the ModelManager.
+
+    model, clip, vae = load_checkpoint_file(path, manager)
+
+Files are memory-mapped by models.files and kept as loaded (their stored dtype); each handle is
+registered with the dtype the device policy picks for its part, and the manager casts when it puts
+weights on the device. A second load of the same file (same path, size and mtime) returns the cached
+handles instead of reading it again: one cache per ModelManager, so its RAM budget governs what stays.
+A handle the manager dropped from RAM is reloaded from the file on the next request.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from model_management import ModelPart
+from models import checkpoint as checkpoint_loader
+from models.detection import ModelConfig, detect_unet
+from models.embeddings import EmbeddingStore
+from models.errors import ModelError
+from models.files import load_state_dict
+from models.text import load_text_encoder
+from models.unet import UNetModel
+from sampling import latent_format as latent_formats
+from sampling.model_sampling import DiscreteSampling, Eps, VPrediction
+
+from .objects import Autoencoder, DiffusionModel, TextEncoders, TextEncoderStack
+
+
+class _FileCache:
+    """(kind, path, size, mtime) -> loaded handles, for one ModelManager."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple, tuple] = {}
+        self.lock = threading.Lock()
+
+
+_caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def _cache_for(manager: Any) -> _FileCache:
+    with _caches_lock:
+        cache = _caches.get(manager)
+        if cache is None:
+            cache = _caches[manager] = _FileCache()
+        return cache
+
+
+def _file_key(kind: str, path: Path, extra: tuple = ()) -> tuple:
+    stat = os.stat(path)
+    return (kind, str(path.resolve()), stat.st_size, stat.st_mtime_ns, *extra)
+
+
+def _is_alive(handles: tuple) -> bool:
+    return not any(h is not None and h.shared.__dict__.get("is_dropped") for h in handles)
+
+
+def cached_load(manager: Any, kind: str, path: Path, load: Callable[[], tuple], extra: tuple = ()) -> tuple:
+    """`load()` once per file version and manager; later calls return clones of the cached handles."""
+    cache = _cache_for(manager)
+    key = _file_key(kind, path, extra)
+    with cache.lock:
+        found = cache.entries.get(key)
+        if found is None or not _is_alive(found):
+            found = load()
+            cache.entries = {k: v for k, v in cache.entries.items() if k[:2] != key[:2]}   # older versions
+            cache.entries[key] = found
+    return tuple(h.clone() if h is not None else None for h in found)
+
+
+def forget_cached(manager: Any) -> None:
+    """Drop every cached handle of `manager` (the models stay registered until the manager drops them)."""
+    cache = _cache_for(manager)
+    with cache.lock:
+        cache.entries.clear()
+
+
+# --- model family objects -------------------------------------------------------------------------------
+
+def model_sampling_for(config: ModelConfig):
+    """The discrete DDPM sampling of SD1.x/SD2.x (scaled-linear betas), eps or v prediction."""
+    prediction = VPrediction() if config.prediction_type == "v" else Eps()
+    return DiscreteSampling(prediction)
+
+
+def latent_format_for(config: ModelConfig | None) -> latent_formats.LatentFormat:
+    base = latent_formats.SD15
+    if config is None:
+        return base
+    is_rgb_ok = config.latent_channels == base.latent_channels
+    return replace(base, scale_factor=config.latent_scale_factor, latent_channels=config.latent_channels,
+                   rgb_factors=base.rgb_factors if is_rgb_ok else None)
+
+
+def _dtype_for(manager: Any, part: ModelPart):
+    return manager.dtype_choices()[part].dtype
+
+
+def wrap_unet(unet: UNetModel, manager: Any, *, config: ModelConfig | None, source_key: str,
+              model_sampling=None) -> DiffusionModel:
+    model = DiffusionModel(unet, manager=manager, name=f"{Path(source_key).name} (UNet)", source_key=source_key,
+                           options={"model_sampling": model_sampling or model_sampling_for(config),
+                                    "latent_format": latent_format_for(config), "model_config": config})
+    manager.register(model, dtype=_dtype_for(manager, ModelPart.DIFFUSION))
+    return model
+
+
+def wrap_text_encoders(encoders: list, manager: Any, *, source_key: str) -> TextEncoders | None:
+    if not encoders:
+        return None
+    stack = TextEncoderStack({e.kind: e for e in encoders})
+    clip = TextEncoders(stack, manager=manager, name=f"{Path(source_key).name} (text)", source_key=source_key)
+    manager.register(clip, dtype=_dtype_for(manager, ModelPart.TEXT_ENCODER))
+    return clip
+
+
+def wrap_vae(vae, manager: Any, *, source_key: str) -> Autoencoder:
+    handle = Autoencoder(vae, manager=manager, name=f"{Path(source_key).name} (VAE)", source_key=source_key)
+    manager.register(handle, dtype=_dtype_for(manager, ModelPart.VAE))
+    return handle
+
+
+# --- loaders ----------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=8)
+def embedding_store(directories: tuple[str, ...]) -> EmbeddingStore:
+    """One store per set of embedding folders, so files are read once and re-read only when changed."""
+    return EmbeddingStore(directories)
+
+
+def with_embeddings(clip: TextEncoders | None, directories: Sequence[str | os.PathLike]) -> TextEncoders | None:
+    """A clone of `clip` whose prompts resolve `embedding:name` from `directories` (textual inversion)."""
+    if clip is None:
+        return None
+    return clip.with_embedding_lookup(embedding_store(tuple(str(d) for d in directories)))
+
+
+def load_checkpoint_file(path: str | os.PathLike, manager: Any, *, attention: str = "sdpa",
+                         embedding_dirs: Sequence[str | os.PathLike] = ()) \
+        -> tuple[DiffusionModel, TextEncoders | None, Autoencoder]:
+    """A single-file SD checkpoint -> (MODEL, CLIP, VAE), cached per manager; the CLIP resolves
+    `embedding:name` from `embedding_dirs`."""
+    path = Path(path)
+
+    def load() -> tuple:
+        loaded = checkpoint_loader.load_checkpoint(path, attention=attention)
+        source = str(path)
+        return (wrap_unet(loaded.unet, manager, config=loaded.config, source_key=source + "#unet"),
+                wrap_text_encoders(loaded.text_encoders, manager, source_key=source + "#text"),
+                wrap_vae(loaded.vae, manager, source_key=source + "#vae"))
+
+    model, clip, vae = cached_load(manager, "checkpoint", path, load, (attention,))
+    return model, with_embeddings(clip, embedding_dirs), vae
+
+
+def load_vae_file(path: str | os.PathLike, manager: Any) -> Autoencoder:
+    path = Path(path)
+
+    def load() -> tuple:
+        vae, _ = checkpoint_loader.load_vae(path)
+        return (wrap_vae(vae, manager, source_key=str(path)),)
+
+    return cached_load(manager, "vae", path, load)[0]
+
+
+UNET_PREFIXES = ("model.diffusion_model.", "")
+
+
+def load_unet_file(path: str | os.PathLike, manager: Any, *, prediction_type: str = "eps",
+                   attention: str = "sdpa") -> DiffusionModel:
+    """A standalone diffusion model (LDM UNet keys, with or without `model.diffusion_model.`).
+    The file says nothing about the prediction type: eps unless told (ModelSamplingDiscrete changes it)."""
+    path = Path(path)
+
+    def load() -> tuple:
+        with load_state_dict(path) as source:
+            shapes = source.shapes()
+            prefix = next((p for p in UNET_PREFIXES if p + "input_blocks.0.0.weight" in shapes), None)
+            if prefix is None:
+                raise ModelError(f"{path.name} is not an LDM UNet (SD1.x/SD2.x diffusion model)",
+                                 "expected `input_blocks.0.0.weight` (optionally under model.diffusion_model.)")
+            config = detect_unet(shapes, prefix)
+            key_map = {k[len(prefix):]: k for k in shapes if k.startswith(prefix)}
+            dtype = checkpoint_loader._stored_float_dtype(source, prefix + "input_blocks.0.0.weight")
+            unet = checkpoint_loader.build_module(lambda: UNetModel(config, attention), key_map, source, dtype, "UNet")
+        sampling = DiscreteSampling(VPrediction() if prediction_type == "v" else Eps())
+        return (wrap_unet(unet, manager, config=None, source_key=str(path), model_sampling=sampling),)
+
+    return cached_load(manager, "unet", path, load, (prediction_type, attention))[0]
+
+
+TEXT_ENCODER_KINDS_BY_WIDTH = {768: "clip_l", 1024: "open_clip_h"}
+
+
+def load_text_encoder_file(path: str | os.PathLike, manager: Any, clip_type: str = "stable_diffusion", *,
+                           embedding_dirs: Sequence[str | os.PathLike] = ()) -> TextEncoders:
+    """A standalone text encoder file (HF CLIP-L layout, or OpenCLIP-H), for CLIPLoader."""
+    path = Path(path)
+
+    def load() -> tuple:
+        with load_state_dict(path) as source:
+            state = {k: source[k] for k in source}
+        kind = "open_clip_h" if any(k.startswith(("transformer.resblocks.", "model.transformer.resblocks."))
+                                    for k in state) else "clip_l"
+        state = {k.removeprefix("model."): v for k, v in state.items()} if kind == "open_clip_h" else state
+        encoder = load_text_encoder(kind, state)
+        return (wrap_text_encoders([encoder], manager, source_key=str(path)),)
+
+    if clip_type != "stable_diffusion":
+        raise ModelError(f"CLIPLoader type {clip_type!r} is not supported yet; only 'stable_diffusion' "
+                         "(CLIP-L for SD1.x, OpenCLIP-H for SD2.x) is")
+    return with_embeddings(cached_load(manager, "text_encoder", path, load)[0], embedding_dirs)

@@ -1,0 +1,157 @@
+"""The objects nodes pass around as MODEL, CLIP and VAE.
+
+Each is a :class:`model_management.ModelHandle` (a cheap clone over one shared `nn.Module`, with its
+own weight patches and options), so LoRA-style patching is `handle.clone()` then
+`clone.add_patches({weight_key: fn}, strength)`, and the ModelManager applies the patches of the
+handle being loaded. Weight keys are the module's own `state_dict()` names:
+
+- `DiffusionModel` (MODEL): the UNet's keys (`input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight`).
+  Options hold what sampling needs from the model family: `model_sampling` (a sampling.ModelSampling),
+  `latent_format` (a sampling.LatentFormat), `model_config` (models.detection.ModelConfig or None),
+  and the optional hooks `model_function_wrapper` (`wrapper(apply_model, {"input": x, "timestep": t,
+  "c": inputs})`, e.g. hypernetworks), `cfg_function` (sampling.guidance CfgFunction, e.g. RescaleCFG) and
+  `post_cfg_functions`. Clones copy the options dict, so a node sets them on its own clone only.
+- `TextEncoders` (CLIP): one container module holding every text tower by kind (`towers.clip_l.model.
+  text_model.encoder.layers.0.mlp.fc1.weight`); plus the clip skip and an optional embedding lookup.
+- `Autoencoder` (VAE): the AutoencoderKL's keys (`decoder.up.0.block.0.conv1.weight`).
+
+The API is deliberately small and stable; ComfyUI-ish names (`clone`, `model_options`,
+`get_model_object`, `add_patches`, `set_model_unet_function_wrapper`, `clip_layer`) exist so that a
+compatibility layer for plugins stays thin.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from model_management import ModelHandle
+from models.text.prompt import EmbeddingLookup
+
+ModelFunctionWrapper = Callable[[Callable, dict], torch.Tensor]   # (apply_model, {"input", "timestep", "c"}) -> out
+
+
+class _Handle(ModelHandle):
+    """A ModelHandle whose clones keep their subclass and the extra attributes in `_EXTRA`."""
+
+    _EXTRA: tuple[str, ...] = ()
+
+    def __init__(self, module: nn.Module, *, manager: Any, name: str = "", source_key: str | None = None,
+                 options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(module, name=name, source_key=source_key, options=options)
+        self.manager = manager          # the model_management.ModelManager that loads this handle
+
+    def clone(self):
+        twin = super().clone()
+        twin.__class__ = type(self)
+        twin.manager = self.manager
+        for attr in self._EXTRA:
+            setattr(twin, attr, getattr(self, attr))
+        return twin
+
+
+class DiffusionModel(_Handle):
+    """MODEL: the denoiser (UNet) with its model sampling and latent format."""
+
+    @property
+    def model_options(self) -> dict[str, Any]:
+        """ComfyUI's name for the per-graph options (a dict owned by this clone)."""
+        return self.options
+
+    @property
+    def model_sampling(self):
+        return self.options["model_sampling"]
+
+    @property
+    def latent_format(self):
+        return self.options["latent_format"]
+
+    @property
+    def model_config(self):
+        return self.options.get("model_config")
+
+    @property
+    def in_channels(self) -> int:
+        return self.module.config.in_channels
+
+    def get_model_object(self, name: str) -> Any:
+        """`model_sampling`, `latent_format`, `model_config`, or an attribute of the module."""
+        if name in self.options:
+            return self.options[name]
+        return getattr(self.module, name)
+
+    def with_model_sampling(self, model_sampling) -> DiffusionModel:
+        twin = self.clone()
+        twin.options["model_sampling"] = model_sampling
+        return twin
+
+    def set_model_unet_function_wrapper(self, wrapper: ModelFunctionWrapper) -> None:
+        """`wrapper(apply_model, {"input": x, "timestep": t, "c": inputs})` replaces each model call."""
+        self.options["model_function_wrapper"] = wrapper
+
+    def set_model_sampler_cfg_function(self, fn) -> None:
+        """A sampling.guidance CfgFunction (CfgArgs -> guided x0), e.g. `rescale_cfg(0.7)`."""
+        self.options["cfg_function"] = fn
+
+    def set_model_sampler_post_cfg_function(self, fn) -> None:
+        self.options["post_cfg_functions"] = tuple(self.options.get("post_cfg_functions", ())) + (fn,)
+
+
+class TextEncoderStack(nn.Module):
+    """Every text tower of a model, by kind ("clip_l", "open_clip_h", later "clip_g", "t5xxl"), in order.
+    Conditioning is the towers' hidden states concatenated on the channel axis; pooled is the last's."""
+
+    def __init__(self, encoders: Mapping[str, nn.Module]):
+        super().__init__()
+        self.towers = nn.ModuleDict(dict(encoders))
+
+    def __iter__(self):
+        return iter(self.towers.values())
+
+    def __len__(self) -> int:
+        return len(self.towers)
+
+
+class TextEncoders(_Handle):
+    """CLIP: the text towers plus clip skip (None = each tower's default) and an embedding lookup
+    (`name -> Tensor [n, C] | None`, used for `embedding:name` in prompts; set by whoever loads embeddings)."""
+
+    _EXTRA = ("clip_skip", "embedding_lookup")
+
+    def __init__(self, module: TextEncoderStack, *, manager: Any, name: str = "", source_key: str | None = None,
+                 clip_skip: int | None = None, embedding_lookup: EmbeddingLookup | None = None) -> None:
+        super().__init__(module, manager=manager, name=name, source_key=source_key)
+        self.clip_skip = clip_skip
+        self.embedding_lookup = embedding_lookup
+
+    @property
+    def towers(self) -> list[nn.Module]:
+        return list(self.module)
+
+    def clip_layer(self, stop_at_clip_layer: int) -> None:
+        """ComfyUI's CLIPSetLastLayer on this clone: -1 last layer, -2 penultimate, ..."""
+        self.clip_skip = stop_at_clip_layer
+
+    def with_clip_skip(self, stop_at_clip_layer: int) -> TextEncoders:
+        twin = self.clone()
+        twin.clip_skip = stop_at_clip_layer
+        return twin
+
+    def with_embedding_lookup(self, lookup: EmbeddingLookup | None) -> TextEncoders:
+        twin = self.clone()
+        twin.embedding_lookup = lookup
+        return twin
+
+
+class Autoencoder(_Handle):
+    """VAE: images [B, H, W, 3] in [0, 1] <-> raw (unscaled) latents; see diffusion.vae_ops."""
+
+    @property
+    def downscale_ratio(self) -> int:
+        return self.module.config.downscale_factor
+
+    @property
+    def latent_channels(self) -> int:
+        return self.module.config.embed_dim
