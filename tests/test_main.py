@@ -43,7 +43,8 @@ EDITOR_WORKFLOW = {
 def dirs(tmp_path: Path) -> list[str]:
     """Directory options that keep every write inside tmp_path (custom_nodes stay the repo's)."""
     return ["--output-directory", str(tmp_path / "output"), "--input-directory", str(tmp_path / "input"),
-            "--temp-directory", str(tmp_path / "temp"), "--user-directory", str(tmp_path)]
+            "--temp-directory", str(tmp_path / "temp"), "--user-directory", str(tmp_path),
+            "--models-directory", str(tmp_path / "models")]
 
 
 def write_json(path: Path, data: object) -> Path:
