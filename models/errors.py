@@ -1,28 +1,22 @@
-"""Errors raised by model loading and detection.
-
-`models/` may not import `execution`, so these carry the same fields as `execution.errors.PlexusError`
-(`type`, `message`, `details`, `extra_info`); the node layer re-raises them as PlexusErrors unchanged.
-They subclass ValueError because every one of them is about a bad input file, never a bug.
+"""Errors raised by model loading and detection: PlexusErrors, so the server and the runner show them
+in ComfyUI's error shape. They also subclass ValueError because every one of them is about a bad input
+file, never a bug.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from execution.errors import PlexusError
 
-class ModelError(ValueError):
+
+class ModelError(PlexusError, ValueError):
     """A model file that cannot be used, with a message that says what was found and how to fix it."""
 
     type = "model_error"
 
     def __init__(self, message: str, details: str = "", extra_info: dict[str, Any] | None = None):
-        super().__init__(message if not details else f"{message}\n{details}")
-        self.message = message
-        self.details = details
-        self.extra_info = dict(extra_info or {})
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "message": self.message, "details": self.details,
-                "extra_info": self.extra_info}
+        super().__init__(type(self).type, message, details, extra_info)
+        self.args = (message if not details else f"{message}\n{details}",)
 
 
 class ModelFileError(ModelError):
