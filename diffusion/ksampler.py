@@ -29,7 +29,7 @@ from model_management.oom import ATTENTION_BACKEND, IS_CFG_SPLIT, VRAM_MODE
 from models.attention import set_attention_backend
 from sampling import sample as sampling_driver
 from sampling.core import Step
-from sampling.guidance import conds_from_conditioning, plain_cfg
+from sampling.guidance import DualCFGDenoiser, conds_from_conditioning, plain_cfg
 from sampling.schedules import calculate_sigmas
 
 from . import previews
@@ -150,9 +150,10 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                  add_noise: bool = True, start_step: int | None = None, last_step: int | None = None,
                  return_with_leftover_noise: bool = False, sigmas: Tensor | None = None,
                  sampler_options: dict | None = None, reporter: StepReporter | None = None,
-                 preview_folders: Sequence = ()) -> dict:
+                 preview_folders: Sequence = (), make_denoiser: sampling_driver.DenoiserFactory | None = None) -> dict:
     """One sampling run on a LATENT dict; returns a new LATENT dict (other keys kept).
-    `preview_folders`: where to look for TAESD decoders (models/vae_approx)."""
+    `preview_folders`: where to look for TAESD decoders (models/vae_approx); `make_denoiser`: see
+    sampling.sample (a GUIDER's own denoiser)."""
     samples = fix_empty_latent_channels(model, latent["samples"])
     reporter = reporter or StepReporter(_previewer(model, preview_folders))
     positive_conds = conds_from_conditioning(positive)
@@ -177,7 +178,7 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                     on_progress=reporter, fits=_fits(model, attention, bool(options.get(IS_CFG_SPLIT))),
                     cfg_function=model.options.get("cfg_function") or plain_cfg,
                     post_cfg=model.options.get("post_cfg_functions", ()), sampler_options=sampler_options,
-                    device=manager.device)
+                    device=manager.device, make_denoiser=make_denoiser)
         finally:
             if ATTENTION_BACKEND in options:
                 set_attention_backend(model.module, "sdpa")
@@ -223,6 +224,26 @@ class Guider:
     cfg: float = 1.0
 
 
+@dataclass(frozen=True)
+class DualCFGGuider:
+    """GUIDER of ComfyUI's DualCFGGuider: positive (cond1) and middle (cond2) conditionings guided
+    against each other with `cfg_conds` and the middle against the negative with `cfg_cond2_negative`
+    (formulas in sampling.guidance.DualCFGDenoiser)."""
+    model: DiffusionModel
+    positive: list
+    middle: list
+    negative: list
+    cfg_conds: float = 8.0
+    cfg_cond2_negative: float = 8.0
+    is_nested: bool = False
+
+    def make_denoiser(self, model_fn, ms, latent_shape, *, fits, cfg_function, post_cfg) -> DualCFGDenoiser:
+        return DualCFGDenoiser(model_fn, ms, conds_from_conditioning(self.positive),
+                               conds_from_conditioning(self.middle), conds_from_conditioning(self.negative),
+                               self.cfg_conds, self.cfg_cond2_negative, latent_shape, is_nested=self.is_nested,
+                               fits=fits, cfg_function=cfg_function, post_cfg=post_cfg)
+
+
 def sigmas_for(model: DiffusionModel, scheduler: str, steps: int, denoise: float = 1.0) -> Tensor:
     """BasicScheduler: the last steps+1 sigmas of int(steps / denoise) steps; empty at denoise 0."""
     total = steps
@@ -233,16 +254,19 @@ def sigmas_for(model: DiffusionModel, scheduler: str, steps: int, denoise: float
     return calculate_sigmas(model.model_sampling, scheduler, total).cpu()[-(steps + 1):]
 
 
-def sample_custom(guider: Guider, noise: NoiseSource, sampler: SamplerChoice, sigmas: Tensor,
+def sample_custom(guider: Guider | DualCFGGuider, noise: NoiseSource, sampler: SamplerChoice, sigmas: Tensor,
                   latent: dict, preview_folders: Sequence = ()) -> tuple[dict, dict]:
     """SamplerCustom(Advanced): (output, denoised_output = the last x0 prediction in VAE space)."""
     model = guider.model
     if len(sigmas) == 0:
         return latent, latent
     reporter = StepReporter(_previewer(model, preview_folders))
-    out = run_sampling(model, latent, guider.positive, guider.negative, seed=noise.seed, cfg=guider.cfg,
-                       sampler_name=sampler.name, add_noise=noise.is_enabled, sigmas=sigmas.float(),
-                       sampler_options=dict(sampler.options), reporter=reporter)
+    if isinstance(guider, DualCFGGuider):
+        guidance = {"positive": [], "negative": None, "cfg": 1.0, "make_denoiser": guider.make_denoiser}
+    else:
+        guidance = {"positive": guider.positive, "negative": guider.negative, "cfg": guider.cfg}
+    out = run_sampling(model, latent, seed=noise.seed, sampler_name=sampler.name, add_noise=noise.is_enabled,
+                       sigmas=sigmas.float(), sampler_options=dict(sampler.options), reporter=reporter, **guidance)
     if reporter.last_x0 is None:
         return out, out
     denoised = model.latent_format.process_out(reporter.last_x0.float()).cpu()

@@ -329,27 +329,44 @@ class CFGDenoiser:
 class DualCFGDenoiser:
     """Two guidance scales over three conditionings (ComfyUI DualCFGGuider), one batched evaluation:
     regular:  x0 = cfg(middle vs negative, cfg_cond2_negative) + cfg_conds * (positive - middle)
-    nested:   x0 = negative + cfg_cond2_negative * (cfg(positive vs middle, cfg_conds) - negative)."""
+    nested:   x0 = negative + cfg_cond2_negative * (cfg(positive vs middle, cfg_conds) - negative).
+    `post_cfg` hooks see the inner cfg(...) step, as in ComfyUI's cfg_function; `with_uncond` (CFG++)
+    reports that step's unconditional x0 (negative, or middle when nested)."""
 
     def __init__(self, model_fn: ModelFn, ms: ModelSampling, positive: Sequence[Cond], middle: Sequence[Cond],
                  negative: Sequence[Cond], cfg_conds: float, cfg_cond2_negative: float, latent_shape: Sequence[int], *,
-                 is_nested: bool = False, fits: FitsFn | None = None, cfg_function: CfgFunction = plain_cfg) -> None:
+                 is_nested: bool = False, fits: FitsFn | None = None, cfg_function: CfgFunction = plain_cfg,
+                 post_cfg: Sequence[PostCfgFunction] = ()) -> None:
         self.apply = model_x0(model_fn, ms)
         self.negative, self.middle, self.positive = prepare_conds([negative, middle, positive], latent_shape, ms)
         self.cfg_conds, self.cfg_cond2_negative = cfg_conds, cfg_cond2_negative
         self.is_nested = is_nested
         self.fits = fits
         self.cfg_function = cfg_function
+        self.post_cfg = tuple(post_cfg)
 
-    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+    def _cfg(self, args: CfgArgs) -> Tensor:
+        x0 = self.cfg_function(args)
+        for fn in self.post_cfg:
+            x0 = fn(args, x0)
+        return x0
+
+    def _guide(self, x: Tensor, sigma: Tensor, is_uncond_needed: bool) -> tuple[Tensor, Tensor]:
         negative, middle = self.negative, self.middle
-        if not self.is_nested and math.isclose(self.cfg_cond2_negative, 1.0):
+        # ComfyUI's cfg1 optimisation (skipped when CFG++ needs the unconditional x0)
+        if not self.is_nested and not is_uncond_needed and math.isclose(self.cfg_cond2_negative, 1.0):
             negative = None
             if math.isclose(self.cfg_conds, 1.0):
                 middle = None
         neg_x0, mid_x0, pos_x0 = calc_cond_batch(self.apply, [negative, middle, self.positive], x, sigma, self.fits)
         if self.is_nested:
-            text = self.cfg_function(CfgArgs(x, sigma, pos_x0, mid_x0, self.cfg_conds))
-            return neg_x0 + self.cfg_cond2_negative * (text - neg_x0)
-        guided = self.cfg_function(CfgArgs(x, sigma, mid_x0, neg_x0, self.cfg_cond2_negative))
-        return guided + (pos_x0 - mid_x0) * self.cfg_conds
+            text = self._cfg(CfgArgs(x, sigma, pos_x0, mid_x0, self.cfg_conds))
+            return neg_x0 + self.cfg_cond2_negative * (text - neg_x0), mid_x0
+        guided = self._cfg(CfgArgs(x, sigma, mid_x0, neg_x0, self.cfg_cond2_negative))
+        return guided + (pos_x0 - mid_x0) * self.cfg_conds, neg_x0
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        return self._guide(x, sigma, is_uncond_needed=False)[0]
+
+    def with_uncond(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        return self._guide(x, sigma, is_uncond_needed=True)

@@ -31,7 +31,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .core import Step
-from .guidance import CFGDenoiser, CfgFunction, Cond, FitsFn, ModelFn, PostCfgFunction, plain_cfg
+from .guidance import (
+    CFGDenoiser,
+    CfgFunction,
+    Cond,
+    DualCFGDenoiser,
+    FitsFn,
+    ModelFn,
+    PostCfgFunction,
+    plain_cfg,
+)
 from .latent_format import LatentFormat
 from .model_sampling import ModelSampling, is_max_denoise
 from .noise import BrownianTreeNoiseSampler, gaussian_noise_sampler, inpaint_noise, prepare_noise, zero_noise
@@ -46,6 +55,9 @@ from .samplers import (
 from .schedules import calculate_sigmas
 
 ProgressHook = Callable[[int, int, Step], None]   # (value, max, step); may raise to interrupt
+# (model_fn, ms, latent_shape, *, fits, cfg_function, post_cfg) -> a guided denoiser with `with_uncond`
+# (e.g. a DualCFGDenoiser); `sample` builds a CFGDenoiser over positive/negative/cfg when none is given.
+DenoiserFactory = Callable[..., CFGDenoiser | DualCFGDenoiser]
 
 
 def compute_sigmas(ms: ModelSampling, scheduler: str, steps: int, sampler_name: str = "euler",
@@ -117,11 +129,13 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
            batch_index: Sequence[int] | None = None, latent_format: LatentFormat | None = None,
            sigmas: Tensor | None = None, on_progress: ProgressHook | None = None, fits: FitsFn | None = None,
            cfg_function: CfgFunction = plain_cfg, post_cfg: Sequence[PostCfgFunction] = (),
-           sampler_options: dict | None = None, device: torch.device | str | None = None) -> Tensor:
+           sampler_options: dict | None = None, device: torch.device | str | None = None,
+           make_denoiser: DenoiserFactory | None = None) -> Tensor:
     """KSampler (defaults) or KSamplerAdvanced (add_noise, start/last step, leftover noise) on a latent.
 
     Noise is drawn on the CPU; with `device` the sampling runs there and the result comes back to the
-    latent's device."""
+    latent's device. `make_denoiser` replaces the CFG denoiser (positive, negative and cfg are then
+    unused), e.g. for ComfyUI's DualCFGGuider."""
     get_sampler(sampler_name)   # fail early, with a did-you-mean hint
     if latent_format is not None and latent.shape[1] != latent_format.latent_channels \
             and torch.count_nonzero(latent) == 0:
@@ -144,8 +158,11 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
     sigmas = sigmas.to(latent.device)
     x = ms.noise_scaling(sigmas[0], noise, model_latent, is_max_denoise(ms, sigmas))
 
-    guider = CFGDenoiser(model_fn, ms, positive, negative, cfg, latent.shape, fits=fits,
-                         cfg_function=cfg_function, post_cfg=post_cfg)
+    if make_denoiser is None:
+        guider = CFGDenoiser(model_fn, ms, positive, negative, cfg, latent.shape, fits=fits,
+                             cfg_function=cfg_function, post_cfg=post_cfg)
+    else:
+        guider = make_denoiser(model_fn, ms, latent.shape, fits=fits, cfg_function=cfg_function, post_cfg=post_cfg)
     is_guided = sampler_name in CFG_PP_SAMPLERS
     denoiser = guider.with_uncond if is_guided else guider
     if noise_mask is not None:

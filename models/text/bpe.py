@@ -11,22 +11,32 @@ and transformers' CLIPTokenizer):
   case. ftfy's mojibake repair is optional upstream and left out here.
 - Words come from the regex `<|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|
   [^\\s\\p{L}\\p{N}]+`. The stdlib `re` has no `\\p{...}`, so the letter and number classes are built
-  once from `unicodedata` categories (L* and N*), which is exactly what `\\p{L}` and `\\p{N}` mean.
+  from `unicodedata` categories (L* and N*), which is exactly what `\\p{L}` and `\\p{N}` mean. Scanning
+  all 1.1M code points takes about 0.4 s, so the ranges are shipped precomputed in
+  `models/data/clip_word_classes.json` (written by `write_word_classes`, checked by a test) and used
+  when its Unicode version is the running Python's; otherwise they are scanned.
 - Each word's UTF-8 bytes are mapped to printable symbols (`bytes_to_unicode`), `</w>` is glued to
   the last symbol, and the lowest-ranked adjacent pair is merged until no ranked pair is left.
 
-Nothing is loaded at import time; the vocabulary file is read on first use and cached.
+Nothing is loaded at import time; the vocabulary file is read on first use and cached. The garbage
+collector is paused while the tables are built: in a process that has imported torch, its collections
+over ~100,000 new tuples cost more than the parsing itself.
 """
 from __future__ import annotations
 
+import gc
 import gzip
+import json
 import re
 import sys
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 VOCAB_PATH = Path(__file__).resolve().parent.parent / "data" / "bpe_simple_vocab_16e6.txt.gz"
+WORD_CLASSES_PATH = VOCAB_PATH.with_name("clip_word_classes.json")
 START_TOKEN = 49406           # <|startoftext|>
 END_TOKEN = 49407             # <|endoftext|>
 VOCAB_SIZE = 49408
@@ -49,8 +59,11 @@ def bytes_to_unicode() -> dict[int, str]:
     return table
 
 
-def _class_of_categories(prefix: str) -> str:
-    """A regex character class body with every code point whose Unicode category starts with `prefix`."""
+Ranges = tuple[tuple[int, int], ...]    # inclusive code point ranges
+
+
+def _ranges_of_categories(prefix: str) -> Ranges:
+    """Every code point whose Unicode category starts with `prefix`, as sorted inclusive ranges."""
     ranges: list[tuple[int, int]] = []
     for cp in range(sys.maxunicode + 1):
         if unicodedata.category(chr(cp)).startswith(prefix):
@@ -58,18 +71,58 @@ def _class_of_categories(prefix: str) -> str:
                 ranges[-1] = (ranges[-1][0], cp)
             else:
                 ranges.append((cp, cp))
+    return tuple(ranges)
+
+
+def build_word_classes() -> dict:
+    """The letter (L*) and number (N*) ranges of the running Python's `unicodedata` (about 0.4 s)."""
+    return {"unidata_version": unicodedata.unidata_version,
+            "letters": _ranges_of_categories("L"), "numbers": _ranges_of_categories("N")}
+
+
+def write_word_classes(path: str | Path = WORD_CLASSES_PATH) -> None:
+    """Regenerate the shipped ranges (after a Python upgrade changes `unicodedata.unidata_version`)."""
+    Path(path).write_text(json.dumps(build_word_classes(), separators=(",", ":")) + "\n", encoding="utf-8")
+
+
+def word_classes(path: str | Path = WORD_CLASSES_PATH) -> tuple[Ranges, Ranges]:
+    """(letters, numbers): the shipped ranges when they were made with this Unicode version, else scanned."""
+    try:
+        stored = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        stored = {}
+    if stored.get("unidata_version") != unicodedata.unidata_version:
+        stored = build_word_classes()
+    return (tuple((a, b) for a, b in stored["letters"]), tuple((a, b) for a, b in stored["numbers"]))
+
+
+def _class_body(ranges: Ranges) -> str:
+    """A regex character class body (without the brackets) matching the code points in `ranges`."""
     return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
 
 
 @lru_cache(maxsize=1)
 def word_pattern() -> re.Pattern[str]:
     """CLIP's pre-tokenizer regex with \\p{L} and \\p{N} spelled out for the stdlib `re`."""
-    letters, numbers = _class_of_categories("L"), _class_of_categories("N")
+    letter_ranges, number_ranges = word_classes()
+    letters, numbers = _class_body(letter_ranges), _class_body(number_ranges)
     return re.compile(
         r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d"
         rf"|[{letters}]+|[{numbers}]|[^\s{letters}{numbers}]+",
         re.IGNORECASE,
     )
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No garbage collection inside (table building allocates many objects and no cycles)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def clean_text(text: str) -> str:
@@ -92,9 +145,11 @@ class BPETokenizer:
 
     @classmethod
     def from_file(cls, path: str | Path) -> BPETokenizer:
-        lines = gzip.decompress(Path(path).read_bytes()).decode("utf-8").split("\n")
-        merges = [tuple(line.split()) for line in lines[1:_MERGE_COUNT + 1]]   # line 0 is a version header
-        return cls([(a, b) for a, b in merges])
+        # line 0 is a version header; the file holds ~262,000 merges, of which CLIP uses the first 48,894
+        lines = gzip.decompress(Path(path).read_bytes()).decode("utf-8").split("\n", _MERGE_COUNT + 1)
+        with _gc_paused():
+            merges = [line.split() for line in lines[1:_MERGE_COUNT + 1]]
+            return cls([(a, b) for a, b in merges])
 
     @classmethod
     def default(cls) -> BPETokenizer:

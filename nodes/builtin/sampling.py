@@ -210,6 +210,23 @@ class CFGGuider:
         return (ksampler.Guider(model, positive, negative, cfg),)
 
 
+@node("DualCFGGuider", category="sampling/custom_sampling/guiders")
+class DualCFGGuider:
+    model = Input("MODEL")
+    cond1 = Input("CONDITIONING")
+    cond2 = Input("CONDITIONING")
+    negative = Input("CONDITIONING")
+    cfg_conds = Float(8.0, min=0.0, max=100.0, step=0.1, round=0.01)
+    cfg_cond2_negative = Float(8.0, min=0.0, max=100.0, step=0.1, round=0.01)
+    style = Combo(["regular", "nested"])
+    RETURNS = ("GUIDER",)
+
+    def run(self, model, cond1: list, cond2: list, negative: list, cfg_conds: float, cfg_cond2_negative: float,
+            style: str) -> tuple:
+        return (ksampler.DualCFGGuider(model, cond1, cond2, negative, cfg_conds, cfg_cond2_negative,
+                                       is_nested=style == "nested"),)
+
+
 @node("ModelSamplingDiscrete", category="advanced/model")
 class ModelSamplingDiscrete:
     model = Input("MODEL")

@@ -29,7 +29,6 @@ FIXTURE_NODES: dict = FIXTURE["nodes"]
 # Fixture nodes no built-in module registers yet. Remove a name when its node lands (the test
 # fails until you do), never add one to silence a regression.
 NOT_YET_IMPLEMENTED: frozenset[str] = frozenset({
-    "DualCFGGuider",          # guider nodes, nodes/builtin/sampling.py (diffusion nodes in progress)
     "UpscaleModelLoader",     # needs an upscale-model loader in models/ (spandrel-style architectures)
     "ImageUpscaleWithModel",  # same
 })

@@ -88,3 +88,19 @@ def test_importing_reads_nothing() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "0"]
+
+
+def test_shipped_word_classes_equal_a_fresh_unicode_scan(tmp_path: Path) -> None:
+    """models/data/clip_word_classes.json is what `build_word_classes` computes; `word_classes` scans
+    instead when the file's Unicode version is not this Python's (or the file is missing)."""
+    from models.text.bpe import WORD_CLASSES_PATH, build_word_classes, word_classes
+    fresh = build_word_classes()
+    expected = (fresh["letters"], fresh["numbers"])
+    stored = json.loads(WORD_CLASSES_PATH.read_text(encoding="utf-8"))
+    if stored["unidata_version"] == fresh["unidata_version"]:   # else word_classes() scans (refresh the file
+        assert (stored["letters"], stored["numbers"]) == \
+            tuple([list(r) for r in ranges] for ranges in expected)  # with models.text.bpe.write_word_classes())
+    assert word_classes() == expected
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps({"unidata_version": "0.0", "letters": [[65, 65]], "numbers": []}), encoding="utf-8")
+    assert word_classes(stale) == word_classes(tmp_path / "missing.json") == expected

@@ -286,6 +286,64 @@ def test_sampler_custom_advanced_equals_ksampler(harness):
     assert outputs[1]["samples"].shape == plain.shape
 
 
+def _custom_sampling(guider: dict, steps: int = 3) -> dict:
+    """base_prompt with SamplerCustomAdvanced (seed 42, euler, normal) driven by `guider` (node "21");
+    node "10" encodes a third prompt for guiders that take one."""
+    prompt = base_prompt(steps=steps)
+    prompt["10"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a dog on grass", "clip": ["4", 1]}}
+    prompt["20"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 42}}
+    prompt["21"] = guider
+    prompt["22"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
+    prompt["23"] = {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "normal",
+                                                              "steps": steps, "denoise": 1.0}}
+    prompt["3"] = {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["20", 0], "guider": ["21", 0],
+                                                                   "sampler": ["22", 0], "sigmas": ["23", 0],
+                                                                   "latent_image": ["5", 0]}}
+    return prompt
+
+
+def _dual_cfg(cond1: str, cond2: str, negative: str, cfg_conds: float, cfg_cond2_negative: float,
+              style: str) -> dict:
+    return {"class_type": "DualCFGGuider", "inputs": {"model": ["4", 0], "cond1": [cond1, 0], "cond2": [cond2, 0],
+                                                     "negative": [negative, 0], "cfg_conds": cfg_conds,
+                                                     "cfg_cond2_negative": cfg_cond2_negative, "style": style}}
+
+
+def _sampled(h: Harness, prompt: dict, output: int = 0) -> torch.Tensor:
+    run_ok(h, capture(prompt, ["3", output]))
+    return Capture.seen[-1]["samples"]
+
+
+@pytest.mark.parametrize("style", ["regular", "nested"])
+def test_dual_cfg_guider_with_cond2_equal_to_negative_is_plain_cfg(harness, style):
+    """cond2 == negative: regular is CFG with cfg_conds, nested is CFG with cfg_conds * cfg_cond2_negative."""
+    plain_cfg = 6.0 if style == "nested" else 3.0
+    plain = _sampled(harness, capture(base_prompt(steps=3, cfg=plain_cfg), ["3", 0]))
+    dual = _sampled(harness, _custom_sampling(_dual_cfg("6", "7", "7", 3.0, 2.0, style)))
+    torch.testing.assert_close(dual, plain, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("style", ["regular", "nested"])
+def test_dual_cfg_guider_combines_the_three_predictions(harness, style):
+    """One euler step to sigma 0 returns the guided x0 (denoised_output), so the dual guider's result is
+    ComfyUI's formula applied to each conditioning's own x0 (BasicGuider runs, same noise)."""
+    x0 = {}
+    for name in ("6", "10", "7"):
+        guider = {"class_type": "BasicGuider", "inputs": {"model": ["4", 0], "conditioning": [name, 0]}}
+        x0[name] = _sampled(harness, _custom_sampling(guider, steps=1), output=1)
+    p, m, n = x0["6"], x0["10"], x0["7"]
+    assert not torch.allclose(p, m) and not torch.allclose(m, n)
+    cfg_conds, cfg_cond2_negative = 2.5, 4.0
+    dual = _sampled(harness, _custom_sampling(_dual_cfg("6", "10", "7", cfg_conds, cfg_cond2_negative, style),
+                                              steps=1), output=1)
+    if style == "regular":
+        expected = n + cfg_cond2_negative * (m - n) + cfg_conds * (p - m)
+    else:
+        expected = n + cfg_cond2_negative * (m + cfg_conds * (p - m) - n)
+    # fp32 batching noise (one batch of 3 against 3 single runs), amplified by the scales
+    torch.testing.assert_close(dual, expected, atol=2e-3, rtol=1e-3)
+
+
 def test_sampler_custom_with_split_and_flipped_sigmas_runs(harness):
     prompt = base_prompt(steps=4)
     prompt["22"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler_ancestral"}}

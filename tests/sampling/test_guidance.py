@@ -180,6 +180,26 @@ def test_dual_cfg_combines_three_predictions_in_one_forward(is_nested: bool) -> 
     assert torch.allclose(out, torch.tensor(expected))
 
 
+def test_dual_cfg_skips_unneeded_passes_unless_cfg_pp_needs_the_uncond() -> None:
+    """ComfyUI's cfg1 optimisation (regular style): both scales 1 -> only cond1 runs; CFG++ (`with_uncond`)
+    runs all three and gets the negative's x0 (the middle's when nested); post-CFG hooks see the inner step."""
+    from sampling.guidance import DualCFGDenoiser
+    model, ms = _x0_model()
+    x, sigma = torch.zeros(SHAPE), torch.full((2,), 3.0)
+    den = DualCFGDenoiser(model, ms, [cond(3.0)], [cond(1.0)], [cond(-1.0)], cfg_conds=1.0, cfg_cond2_negative=1.0,
+                          latent_shape=SHAPE)
+    assert torch.allclose(den(x, sigma), torch.tensor(3.0)) and model.batches == [2]
+    x0, uncond = den.with_uncond(x, sigma)
+    assert torch.allclose(x0, torch.tensor(3.0)) and torch.allclose(uncond, torch.tensor(-1.0))
+    assert model.batches == [2, 6]
+    seen = []
+    nested = DualCFGDenoiser(model, ms, [cond(3.0)], [cond(1.0)], [cond(-1.0)], cfg_conds=2.0,
+                             cfg_cond2_negative=1.0, latent_shape=SHAPE, is_nested=True,
+                             post_cfg=[lambda args, x0: seen.append(args.cond_scale) or x0])
+    x0, uncond = nested.with_uncond(x, sigma)
+    assert torch.allclose(x0, torch.tensor(5.0)) and torch.allclose(uncond, torch.tensor(1.0)) and seen == [2.0]
+
+
 _area = st.tuples(st.integers(8, 32), st.integers(8, 32), st.integers(0, 24), st.integers(0, 24)).map(
     lambda a: (min(a[0], 32 - a[2]), min(a[1], 32 - a[3]), a[2], a[3]))
 
