@@ -4,8 +4,9 @@ Every adapter is a callable `(weight_fp32) -> patched_weight_fp32` at full stren
 `model_management.ModelHandle.add_patches` records; the handle blends it with the base weight by the
 user's strength (`lerp(w, fn(w), s)`). The additive formats also offer `add_into(w_fp32, s)`, which
 adds `s * delta` in place (for LoRA one fused `addmm_`, no delta tensor at all); the handle uses it when
-present. Tensors are moved to the weight's device and computed in float32 when the weight is patched,
-never earlier.
+present. Plain LoRA also offers `row_adder`, the same sum for a block of rows, so the handle can merge
+a weight in small chunks. Tensors are moved to the weight's device and computed in float32 when the
+weight is patched, never earlier.
 
 Formulas (scale = alpha / rank; 1.0 when the file has no alpha):
 - LoRA (Hu et al. 2021, arXiv:2106.09685, eq. 3): delta = scale * up @ down, flattened over the conv
@@ -113,6 +114,20 @@ class LoRA(Adapter):
         # fused w += strength * scale * up @ down: no delta tensor, one pass over the weight
         up, down = _f32(self.up, weight).flatten(1), _f32(self.down, weight).flatten(1)
         weight.view(weight.shape[0], -1).addmm_(up, down, alpha=strength * _scale(self.alpha, self.down.shape[0]))
+
+    @property
+    def row_adder(self):
+        """`(like, strength) -> add(rows_fp32, start)`: adds rows start.. of strength * delta into a block
+        of the weight's rows (ModelHandle's chunked merge); None with a mid core or DoRA."""
+        return None if self.mid is not None or self.dora_scale is not None else self._row_adder
+
+    def _row_adder(self, like: Tensor, strength: float):
+        up, down = _f32(self.up, like).flatten(1), _f32(self.down, like).flatten(1)   # [out, r], [r, in*k]
+        alpha = strength * _scale(self.alpha, self.down.shape[0])
+
+        def add(rows: Tensor, start: int) -> None:                                      # rows: [n, in, ...]
+            rows.view(rows.shape[0], -1).addmm_(up[start:start + rows.shape[0]], down, alpha=alpha)
+        return add
 
     def delta_numel(self) -> int:
         if self.mid is None:

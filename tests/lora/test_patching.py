@@ -352,3 +352,47 @@ def test_the_in_place_path_and_the_plain_callable_agree(fmt) -> None:
     adapter.add_into(in_place, -0.7)
     torch.testing.assert_close(in_place, torch.lerp(weight, adapter(weight), -0.7))
     torch.testing.assert_close(adapter(weight), weight + adapter.delta(weight).reshape(shape))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("shape", [(37, 20), (13, 6, 1, 1), (8, 6, 3, 3)])
+def test_the_chunked_merge_equals_the_whole_weight_formula(dtype, shape) -> None:
+    from model_management import WeightPatch
+    from model_management.handle import _apply_by_rows
+    from models.lora import LoRA
+    gen = torch.Generator().manual_seed(0)
+    r = lambda *s: (torch.randn(*s, generator=gen) * 0.3).to(dtype)
+    kernel = shape[2:]
+    first = LoRA(up=r(shape[0], 3, *(1,) * len(kernel)), down=r(3, shape[1], *kernel), alpha=1.5)
+    second = LoRA(up=r(shape[0], 2, *(1,) * len(kernel)), down=r(2, shape[1], *kernel))
+    weight = r(*shape)
+    base = weight.clone()
+    patches = (WeightPatch(first, 0.8), WeightPatch(second, -1.3))
+    expected = weight.float().clone()                              # the unchunked formula, in order
+    for patch in patches:
+        patch.fn.add_into(expected, patch.strength)
+    expected = expected.to(dtype)
+    row_bytes = 4 * weight[0].numel()
+    for chunk_bytes in (row_bytes, 3 * row_bytes, 1 << 20):        # one row, ragged blocks, one block
+        merged = _apply_by_rows(weight, patches, dtype, chunk_bytes)
+        assert merged.dtype == dtype and merged.shape == weight.shape
+        torch.testing.assert_close(merged, expected)                # equal up to fp32 rounding
+        zero = _apply_by_rows(weight, (WeightPatch(first, 0.0), WeightPatch(second, 0.0)), dtype, chunk_bytes)
+        assert torch.equal(zero, weight) and zero.data_ptr() != weight.data_ptr()
+        as_fp32 = _apply_by_rows(weight, patches, torch.float32, chunk_bytes)   # fp32 out: no scratch
+        torch.testing.assert_close(as_fp32.to(dtype), expected)
+    assert torch.equal(weight, base)                                # the base is never written
+
+
+def test_apply_patches_takes_the_chunked_path_only_when_every_patch_has_rows() -> None:
+    from model_management import WeightPatch, apply_patches
+    from models.lora import LoRA
+    weight = torch.randn(6, 4).half()
+    lora = LoRA(up=torch.randn(6, 2), down=torch.randn(2, 4))
+    assert lora.row_adder is not None
+    assert LoRA(up=torch.randn(6, 2), down=torch.randn(2, 4), dora_scale=torch.ones(6)).row_adder is None
+    mixed = apply_patches(weight, (WeightPatch(lora, 0.5), WeightPatch(lambda w: w * 2.0, 1.0)))
+    expected = weight.float()
+    lora.add_into(expected, 0.5)
+    assert torch.equal(mixed, (expected * 2.0).half())              # order kept on the whole-weight path
+    torch.testing.assert_close(apply_patches(weight, (WeightPatch(lora, 0.5),)), expected.half())
