@@ -189,10 +189,22 @@ def dpmpp_2s_ancestral(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sa
                        is_rectified_flow: bool = False) -> Tensor:
     """DPM-Solver++(2S) (Lu et al. 2022b, algorithm 1, r = 1/2, data prediction, t = -log sigma) to
     sigma_down, then fresh noise (k-diffusion `sample_dpmpp_2s_ancestral`)."""
+    def evaluate(x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        x0 = denoise(x, sigma)
+        return x0, x0, None
+
+    return _dpmpp_2s_ancestral(evaluate, x, sigmas, noise_sampler, on_step, eta, s_noise, is_rectified_flow)
+
+
+def _dpmpp_2s_ancestral(evaluate, x: Tensor, sigmas: Tensor, noise_sampler: NoiseSampler | None,
+                        on_step: StepHook | None, eta: float, s_noise: float, is_rectified_flow: bool) -> Tensor:
+    """The DPM-Solver++(2S) ancestral loop. `evaluate(x, sigma)` gives (the x0 reported to `on_step`, the
+    x0 that drives both substeps, a guidance vector added back after the step or None): plain sampling
+    drives with the guided x0; CFG++ drives with the unconditional one and adds x0 - x0_uncond back."""
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        x0 = denoise(x, sigma * s_in)
+        x0, drive, guidance = evaluate(x, sigma * s_in)
         if is_rectified_flow:
             sigma_down, alpha_ratio, sigma_up = flow_ancestral_step(sigma, sigma_next, eta)
         else:
@@ -200,7 +212,7 @@ def dpmpp_2s_ancestral(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sa
             alpha_ratio = 1.0
         report(on_step, i, x, sigma, x0)
         if (sigma_next == 0) if is_rectified_flow else (sigma_down == 0):
-            x = x + to_d(x, sigma, x0) * (sigma_down - sigma)
+            x = x + to_d(x, sigma, drive) * (sigma_down - sigma)
         elif is_rectified_flow:
             # same update in flow coordinates, lambda = log((1 - sigma) / sigma) (ComfyUI ..._RF)
             if sigma == 1.0:
@@ -208,18 +220,20 @@ def dpmpp_2s_ancestral(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sa
             else:
                 lam, lam_down = ((1 - sigma) / sigma).log(), ((1 - sigma_down) / sigma_down).log()
                 sigma_s = 1 / ((lam + (lam_down - lam) / 2).exp() + 1)
-            u = (sigma_s / sigma) * x + (1 - sigma_s / sigma) * x0
-            x0_2 = denoise(u, sigma_s * s_in)
-            x = (sigma_down / sigma) * x + (1 - sigma_down / sigma) * x0_2
+            u = (sigma_s / sigma) * x + (1 - sigma_s / sigma) * drive
+            drive_2 = evaluate(u, sigma_s * s_in)[1]
+            x = (sigma_down / sigma) * x + (1 - sigma_down / sigma) * drive_2
         else:
             t, t_next = sigma.log().neg(), sigma_down.log().neg()
             h = t_next - t
             s = t + h / 2
-            x_2 = (s.neg().exp() / sigma) * x - (-h / 2).expm1() * x0
-            x0_2 = denoise(x_2, s.neg().exp() * s_in)
-            x = (sigma_down / sigma) * x - (-h).expm1() * x0_2
+            x_2 = (s.neg().exp() / sigma) * x - (-h / 2).expm1() * drive
+            drive_2 = evaluate(x_2, s.neg().exp() * s_in)[1]
+            x = (sigma_down / sigma) * x - (-h).expm1() * drive_2
         if sigma_next > 0 and (not is_rectified_flow or eta > 0):
             x = alpha_ratio * x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
+        if guidance is not None:
+            x = x + ((1 - sigma_next) * guidance if is_rectified_flow else guidance)
     return x
 
 
@@ -304,39 +318,11 @@ def dpmpp_2s_ancestral_cfg_pp(denoise: GuidedDenoiser, x: Tensor, sigmas: Tensor
     """DPM-Solver++(2S) ancestral with CFG++: both substeps follow the unconditional x0, and the guidance
     vector x0 - x0_uncond is added back (times alpha = 1 - sigma_next in flow) after each step
     (ComfyUI `sample_dpmpp_2s_ancestral_cfg_pp`)."""
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        x0, uncond = denoise(x, sigma * s_in)
-        guidance = x0 - uncond
-        if is_rectified_flow:
-            sigma_down, alpha_ratio, sigma_up = flow_ancestral_step(sigma, sigma_next, eta)
-        else:
-            sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
-            alpha_ratio = 1.0
-        report(on_step, i, x, sigma, x0)
-        if (sigma_next == 0) if is_rectified_flow else (sigma_down == 0):
-            x = x + to_d(x, sigma, uncond) * (sigma_down - sigma)
-        elif is_rectified_flow:
-            if sigma == 1.0:
-                sigma_s = torch.tensor(0.9999, dtype=sigma.dtype)
-            else:
-                lam, lam_down = ((1 - sigma) / sigma).log(), ((1 - sigma_down) / sigma_down).log()
-                sigma_s = 1 / ((lam + (lam_down - lam) / 2).exp() + 1)
-            u = (sigma_s / sigma) * x + (1 - sigma_s / sigma) * uncond
-            _, uncond_2 = denoise(u, sigma_s * s_in)
-            x = (sigma_down / sigma) * x + (1 - sigma_down / sigma) * uncond_2
-        else:
-            t, t_next = sigma.log().neg(), sigma_down.log().neg()
-            h = t_next - t
-            s = t + h / 2
-            x_2 = (s.neg().exp() / sigma) * x - (-h / 2).expm1() * uncond
-            _, uncond_2 = denoise(x_2, s.neg().exp() * s_in)
-            x = (sigma_down / sigma) * x - (-h).expm1() * uncond_2
-        if sigma_next > 0 and (not is_rectified_flow or eta > 0):
-            x = alpha_ratio * x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
-        x = x + ((1 - sigma_next) * guidance if is_rectified_flow else guidance)
-    return x
+    def evaluate(x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x0, uncond = denoise(x, sigma)
+        return x0, uncond, x0 - uncond
+
+    return _dpmpp_2s_ancestral(evaluate, x, sigmas, noise_sampler, on_step, eta, s_noise, is_rectified_flow)
 
 
 # ---------------------------------------------------------------------------------------------
