@@ -16,4 +16,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.sampling",
     "nodes.builtin.vae",
     "nodes.builtin.lora",
+    "nodes.builtin.upscale",
 )

@@ -28,10 +28,7 @@ FIXTURE_NODES: dict = FIXTURE["nodes"]
 
 # Fixture nodes no built-in module registers yet. Remove a name when its node lands (the test
 # fails until you do), never add one to silence a regression.
-NOT_YET_IMPLEMENTED: frozenset[str] = frozenset({
-    "UpscaleModelLoader",     # needs an upscale-model loader in models/ (spandrel-style architectures)
-    "ImageUpscaleWithModel",  # same
-})
+NOT_YET_IMPLEMENTED: frozenset[str] = frozenset()
 
 # Fields (paths as produced by core_specs.differences) where a registered node still differs from
 # ComfyUI 0.8.0, as found when this test was written. Each is a bug to fix in the node module named;
