@@ -9,15 +9,19 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from model_management import ModelHandle, apply_patches
 from models.detection import UNET_PREFIX, VAE_PREFIX
 from models.testing import write_safetensors_streaming
+from models.text.convert import to_open_clip_layout
 
 from .objects import Autoencoder, DiffusionModel, TextEncoders
 
-TEXT_PREFIXES = {"clip_l": "cond_stage_model.transformer."}
+TEXT_PREFIXES = {"clip_l": "cond_stage_model.transformer.", "open_clip_h": "cond_stage_model.model."}
+
+Entry = tuple[Callable[[], Tensor], tuple[int, ...], torch.dtype]   # (make the tensor, shape, dtype)
 
 
 def _patched(handle: ModelHandle, key: str) -> Tensor:
@@ -26,29 +30,44 @@ def _patched(handle: ModelHandle, key: str) -> Tensor:
     return apply_patches(weight, patches, key) if patches else weight
 
 
-def _entries(handle: ModelHandle | None, file_key: Callable[[str], str | None]) -> dict[str, tuple[ModelHandle, str]]:
+def _entries(handle: ModelHandle | None, file_key: Callable[[str], str],
+             keys: list[str] | None = None) -> dict[str, Entry]:
+    """The weights of `handle` (all, or `keys`) under their file names, made with patches merged only when
+    written."""
     if handle is None:
         return {}
-    out = {}
-    for key in handle.shared.weights.slots:
-        name = file_key(key)
-        if name is not None:
-            out[name] = (handle, key)
+    home = handle.shared.weights.home
+    return {file_key(key): ((lambda key=key: _patched(handle, key)), tuple(home[key].shape), home[key].dtype)
+            for key in (handle.shared.weights.slots if keys is None else keys)}
+
+
+def _text_entries(clip: TextEncoders | None) -> dict[str, Entry]:
+    """The text towers in their original layouts: CLIP-L as stored (HF names), OpenCLIP-H converted back
+    (q, k, v fused into in_proj, projection transposed: models.text.convert's inverse mapping)."""
+    if clip is None:
+        return {}
+    out: dict[str, Entry] = {}
+    for kind, tower in clip.module.towers.items():
+        if kind not in TEXT_PREFIXES:
+            raise ValueError(f"saving a {kind} text encoder in its original layout is not supported yet; "
+                             f"only {', '.join(TEXT_PREFIXES)} are")
+        prefix = f"towers.{kind}.model."
+        keys = [k for k in clip.shared.weights.slots if k.startswith(prefix)]
+        if kind == "clip_l":
+            out.update(_entries(clip, lambda k: TEXT_PREFIXES["clip_l"] + k.removeprefix(prefix), keys))
+            continue
+        hf = {k.removeprefix(prefix): _patched(clip, k) for k in keys}
+        dtype = next(iter(hf.values())).dtype
+        converted = to_open_clip_layout(hf, tower.config, dtype)
+        out.update({TEXT_PREFIXES[kind] + name: ((lambda t=t: t), tuple(t.shape), t.dtype)
+                    for name, t in converted.items()})
     return out
-
-
-def _text_key(key: str) -> str | None:
-    kind, _, rest = key.removeprefix("towers.").partition(".")
-    if kind not in TEXT_PREFIXES:
-        raise ValueError(f"saving a {kind} text encoder in its original layout is not supported yet; "
-                         f"only {', '.join(TEXT_PREFIXES)} is")
-    return TEXT_PREFIXES[kind] + rest.removeprefix("model.")
 
 
 def save_checkpoint(path: str | Path, model: DiffusionModel, clip: TextEncoders | None, vae: Autoencoder | None,
                     *, prompt: dict | None = None, extra_pnginfo: dict | None = None) -> Path:
     """Write the checkpoint; metadata carries `prompt` and each extra_pnginfo entry as JSON (ComfyUI)."""
-    entries = {**_entries(model, lambda k: UNET_PREFIX + k), **_entries(clip, _text_key),
+    entries = {**_entries(model, lambda k: UNET_PREFIX + k), **_text_entries(clip),
                **_entries(vae, lambda k: VAE_PREFIX + k)}
     metadata: dict[str, str] = {"format": "pt"}
     if prompt is not None:
@@ -60,13 +79,9 @@ def save_checkpoint(path: str | Path, model: DiffusionModel, clip: TextEncoders 
         metadata["modelspec.predict_key"] = "v"
 
     def make(name: str) -> Tensor:
-        handle, key = entries[name]
-        return _patched(handle, key).detach().cpu().contiguous()
+        return entries[name][0]().detach().cpu().contiguous()
 
-    layout = {}
-    for name, (handle, key) in entries.items():
-        home = handle.shared.weights.home[key]
-        layout[name] = (tuple(home.shape), home.dtype)
+    layout = {name: (shape, dtype) for name, (_, shape, dtype) in entries.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_safetensors_streaming(path, layout, make, metadata)

@@ -198,6 +198,12 @@ def random_text_encoder_state_dict(kind: str, config: ClipTextConfig, *, seed: i
     return dict(sorted(_to_open_clip(hf, config, dtype, device).items()))
 
 
+def to_open_clip_layout(hf: Mapping[str, Tensor], config: ClipTextConfig, dtype: torch.dtype,
+                        device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    """HF-named OpenCLIP text weights (as the encoder holds them) -> the names SD2.x files store."""
+    return _to_open_clip(dict(hf), config, dtype, device)
+
+
 def _to_open_clip(hf: dict[str, Tensor], config: ClipTextConfig, dtype: torch.dtype,
                   device: torch.device | str) -> dict[str, Tensor]:
     """The inverse of `_open_clip_key`: HF names -> OpenCLIP names (q, k, v fused, projection transposed)."""
