@@ -52,3 +52,12 @@ def flow_ancestral_step(sigma: Tensor, sigma_next: Tensor, eta: float = 1.0) -> 
     alpha_next, alpha_down = 1 - sigma_next, 1 - sigma_down
     renoise = (sigma_next ** 2 - sigma_down ** 2 * alpha_next ** 2 / alpha_down ** 2) ** 0.5
     return sigma_down, alpha_next / alpha_down, renoise
+
+
+def ancestral_split(sigma: Tensor, sigma_next: Tensor, eta: float, is_rectified_flow: bool) -> tuple[Tensor, Tensor, Tensor | float]:
+    """(sigma_down, sigma_up, alpha_ratio) of an ancestral step in VE (alpha_ratio 1) or flow form."""
+    if is_rectified_flow:
+        sigma_down, alpha_ratio, sigma_up = flow_ancestral_step(sigma, sigma_next, eta)
+        return sigma_down, sigma_up, alpha_ratio
+    sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+    return sigma_down, sigma_up, 1.0

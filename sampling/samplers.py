@@ -22,7 +22,7 @@ from torch import Tensor
 from . import dpm_solver, unipc
 from . import samplers_multistep as ms
 from . import samplers_sde as sde
-from .core import Denoiser, GuidedDenoiser, Step, StepHook, ancestral_step, flow_ancestral_step, report, to_d
+from .core import Denoiser, GuidedDenoiser, Step, StepHook, ancestral_split, ancestral_step, flow_ancestral_step, report, to_d
 from .model_sampling import sigma_to_half_log_snr
 from .noise import NoiseSampler
 
@@ -166,11 +166,7 @@ def dpm_2_ancestral(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampl
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x0 = denoise(x, sigma * s_in)
-        if is_rectified_flow:
-            sigma_down, alpha_ratio, sigma_up = flow_ancestral_step(sigma, sigma_next, eta)
-        else:
-            sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
-            alpha_ratio = 1.0
+        sigma_down, sigma_up, alpha_ratio = ancestral_split(sigma, sigma_next, eta, is_rectified_flow)
         report(on_step, i, x, sigma, x0)
         d = to_d(x, sigma, x0)
         if sigma_down == 0:
@@ -205,11 +201,7 @@ def _dpmpp_2s_ancestral(evaluate, x: Tensor, sigmas: Tensor, noise_sampler: Nois
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x0, drive, guidance = evaluate(x, sigma * s_in)
-        if is_rectified_flow:
-            sigma_down, alpha_ratio, sigma_up = flow_ancestral_step(sigma, sigma_next, eta)
-        else:
-            sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
-            alpha_ratio = 1.0
+        sigma_down, sigma_up, alpha_ratio = ancestral_split(sigma, sigma_next, eta, is_rectified_flow)
         report(on_step, i, x, sigma, x0)
         if (sigma_next == 0) if is_rectified_flow else (sigma_down == 0):
             x = x + to_d(x, sigma, drive) * (sigma_down - sigma)

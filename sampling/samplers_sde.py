@@ -56,6 +56,24 @@ def dpmpp_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: No
     return x
 
 
+def _exponential_step(x: Tensor, x0: Tensor, sigma: Tensor, sigma_next: Tensor, eta: float,
+                      is_rectified_flow: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The first-order data-prediction step of the DPM-Solver++ SDEs (Lu et al. 2022b) from sigma to
+    sigma_next, before multistep corrections and noise: returns (x, h, h * (1 + eta), alpha_next)."""
+    lam_s = sigma_to_half_log_snr(sigma, is_rectified_flow)
+    lam_t = sigma_to_half_log_snr(sigma_next, is_rectified_flow)
+    h = lam_t - lam_s
+    h_eta = h * (eta + 1)
+    alpha_t = sigma_next * lam_t.exp()
+    x = sigma_next / sigma * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * x0
+    return x, h, h_eta, alpha_t
+
+
+def _sde_noise(noise_sampler: NoiseSampler, sigma: Tensor, sigma_next: Tensor, h: Tensor, eta: float) -> Tensor:
+    """The noise those SDE steps add: sigma_next * sqrt(1 - exp(-2 h eta)) times a Brownian increment."""
+    return noise_sampler(sigma, sigma_next) * sigma_next * (-2 * h * eta).expm1().neg().sqrt()
+
+
 def dpmpp_2m_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: NoiseSampler,
                  on_step: StepHook | None = None, eta: float = 1.0, s_noise: float = 1.0,
                  solver_type: str = "midpoint", is_rectified_flow: bool = False) -> Tensor:
@@ -72,12 +90,7 @@ def dpmpp_2m_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler:
         if sigmas[i + 1] == 0:
             x = x0
         else:
-            lam_s = sigma_to_half_log_snr(sigmas[i], is_rectified_flow)
-            lam_t = sigma_to_half_log_snr(sigmas[i + 1], is_rectified_flow)
-            h = lam_t - lam_s
-            h_eta = h * (eta + 1)
-            alpha_t = sigmas[i + 1] * lam_t.exp()
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * x0
+            x, h, h_eta, alpha_t = _exponential_step(x, x0, sigmas[i], sigmas[i + 1], eta, is_rectified_flow)
             if old_x0 is not None:
                 r = h_last / h
                 if solver_type == "heun":
@@ -85,7 +98,7 @@ def dpmpp_2m_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler:
                 else:
                     x = x + 0.5 * alpha_t * (-h_eta).expm1().neg() * (1 / r) * (x0 - old_x0)
             if eta > 0 and s_noise > 0:
-                x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+                x = x + _sde_noise(noise_sampler, sigmas[i], sigmas[i + 1], h, eta) * s_noise
         old_x0 = x0
         h_last = h
     return x
@@ -113,12 +126,7 @@ def dpmpp_3m_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler:
         if sigmas[i + 1] == 0:
             x = x0
         else:
-            lam_s = sigma_to_half_log_snr(sigmas[i], is_rectified_flow)
-            lam_t = sigma_to_half_log_snr(sigmas[i + 1], is_rectified_flow)
-            h = lam_t - lam_s
-            h_eta = h * (eta + 1)
-            alpha_t = sigmas[i + 1] * lam_t.exp()
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * x0
+            x, h, h_eta, alpha_t = _exponential_step(x, x0, sigmas[i], sigmas[i + 1], eta, is_rectified_flow)
             if h_2 is not None:
                 r0, r1 = h_1 / h, h_2 / h
                 d1_0 = (x0 - x0_1) / r0
@@ -133,7 +141,7 @@ def dpmpp_3m_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler:
                 phi_2 = h_eta.neg().expm1() / h_eta + 1
                 x = x + (alpha_t * phi_2) * ((x0 - x0_1) / r)
             if eta > 0 and s_noise > 0:
-                x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+                x = x + _sde_noise(noise_sampler, sigmas[i], sigmas[i + 1], h, eta) * s_noise
         x0_1, x0_2 = x0, x0_1
         h_1, h_2 = h, h_1
     return x
