@@ -33,7 +33,7 @@ from models.text.prompt import EmbeddingLookup
 ModelFunctionWrapper = Callable[[Callable, dict], torch.Tensor]   # (apply_model, {"input", "timestep", "c"}) -> out
 
 
-class _Handle(ModelHandle):
+class ManagedHandle(ModelHandle):
     """A ModelHandle whose clones keep their subclass and the extra attributes in `_EXTRA`."""
 
     _EXTRA: tuple[str, ...] = ()
@@ -52,7 +52,7 @@ class _Handle(ModelHandle):
         return twin
 
 
-class DiffusionModel(_Handle):
+class DiffusionModel(ManagedHandle):
     """MODEL: the denoiser (UNet) with its model sampling and latent format."""
 
     @property
@@ -114,7 +114,7 @@ class TextEncoderStack(nn.Module):
         return len(self.towers)
 
 
-class TextEncoders(_Handle):
+class TextEncoders(ManagedHandle):
     """CLIP: the text towers plus clip skip (None = each tower's default) and an embedding lookup
     (`name -> Tensor [n, C] | None`, used for `embedding:name` in prompts; set by whoever loads embeddings)."""
 
@@ -145,7 +145,7 @@ class TextEncoders(_Handle):
         return twin
 
 
-class Autoencoder(_Handle):
+class Autoencoder(ManagedHandle):
     """VAE: images [B, H, W, 3] in [0, 1] <-> raw (unscaled) latents; see diffusion.vae_ops."""
 
     @property

@@ -19,7 +19,7 @@ from models.files import load_state_dict
 from models.upscale import RRDBNet, rrdbnet_from_state_dict
 
 from .loading import cached_load
-from .objects import _Handle
+from .objects import ManagedHandle
 
 DEFAULT_TILE_PX = 512
 DEFAULT_OVERLAP_PX = 32
@@ -28,7 +28,7 @@ MIN_TILE_PX = 128
 TileHook = Callable[[int, int], None]      # (tiles done, tiles in all); may raise to interrupt
 
 
-class UpscaleModel(_Handle):
+class UpscaleModel(ManagedHandle):
     """UPSCALE_MODEL: an RRDBNet (images [B, 3, H, W] in [0, 1] -> x scale)."""
 
     @property
