@@ -17,7 +17,6 @@ def harness(tmp_path):
 
 
 def test_builtin_nodes_register_with_comfyui_specs(harness):
-    info = harness.registry.object_info("KSampler") if "KSampler" in harness.registry else None
     empty = harness.registry.object_info("EmptyLatentImage")
     width = empty["input"]["required"]["width"]
     assert width[0] == "INT" and {k: width[1][k] for k in ("default", "min", "max", "step")} == \
@@ -28,7 +27,6 @@ def test_builtin_nodes_register_with_comfyui_specs(harness):
     save = harness.registry.object_info("SaveImage")
     assert save["output_node"] is True and save["input"]["hidden"] == {"prompt": "PROMPT",
                                                                        "extra_pnginfo": "EXTRA_PNGINFO"}
-    del info
 
 
 def test_save_image_writes_png_with_prompt_and_workflow(harness):
