@@ -2,9 +2,12 @@
 
     model, clip, vae = load_checkpoint_file(path, manager)
 
-Files are memory-mapped by models.files and kept as loaded (their stored dtype); each handle is
-registered with the dtype the device policy picks for its part, and the manager casts when it puts
-weights on the device. A second load of the same file (same path, size and mtime) returns the cached
+Files are memory-mapped by models.files. When the compute device is the CPU, where the weights also live,
+each part is converted once while loading to the dtype the device policy picks for it (the file pages are
+released as each tensor is converted, so the model is held once), and the manager gets a rebuilder that
+reads those weights again from the file, so patches (LoRAs) merge into them in place and come off
+bit-identical. On a GPU the weights stay as stored (mapped) in RAM and the manager casts them as it puts
+them on the device. A second load of the same file (same path, size and mtime) returns the cached
 handles instead of reading it again: one cache per ModelManager, so its RAM budget governs what stays.
 A handle the manager dropped from RAM is reloaded from the file on the next request.
 """
@@ -21,10 +24,12 @@ from typing import Any
 
 from model_management import ModelPart
 from models import checkpoint as checkpoint_loader
+from models.checkpoint import ComponentDtypes
 from models.detection import ModelConfig, detect_unet
 from models.embeddings import EmbeddingStore
 from models.errors import ModelError
 from models.files import load_state_dict
+from models.rebuild import FileRebuilder
 from models.text import load_text_encoder
 from models.unet import UNetModel
 from sampling import latent_format as latent_formats
@@ -103,28 +108,53 @@ def _dtype_for(manager: Any, part: ModelPart):
     return manager.dtype_choices()[part].dtype
 
 
+def load_dtype_for(manager: Any, part: ModelPart):
+    """The dtype to convert a part to while loading: its compute dtype when the weights live on the compute
+    device (the CPU), else None (keep the stored dtype, mapped; the manager casts on the way to the GPU)."""
+    return _dtype_for(manager, part) if manager.device.type == "cpu" else None
+
+
 def wrap_unet(unet: UNetModel, manager: Any, *, config: ModelConfig | None, source_key: str,
-              model_sampling=None) -> DiffusionModel:
+              model_sampling=None, rebuilder: FileRebuilder | None = None) -> DiffusionModel:
     model = DiffusionModel(unet, manager=manager, name=f"{Path(source_key).name} (UNet)", source_key=source_key,
                            options={"model_sampling": model_sampling or model_sampling_for(config),
                                     "latent_format": latent_format_for(config), "model_config": config})
-    manager.register(model, dtype=_dtype_for(manager, ModelPart.DIFFUSION))
+    manager.register(model, dtype=_dtype_for(manager, ModelPart.DIFFUSION), rebuilder=rebuilder)
     return model
 
 
-def wrap_text_encoders(encoders: list, manager: Any, *, source_key: str) -> TextEncoders | None:
+def wrap_text_encoders(encoders: list, manager: Any, *, source_key: str,
+                       rebuilder: FileRebuilder | None = None) -> TextEncoders | None:
     if not encoders:
         return None
     stack = TextEncoderStack({e.kind: e for e in encoders})
     clip = TextEncoders(stack, manager=manager, name=f"{Path(source_key).name} (text)", source_key=source_key)
-    manager.register(clip, dtype=_dtype_for(manager, ModelPart.TEXT_ENCODER))
+    manager.register(clip, dtype=_dtype_for(manager, ModelPart.TEXT_ENCODER), rebuilder=rebuilder)
     return clip
 
 
-def wrap_vae(vae, manager: Any, *, source_key: str) -> Autoencoder:
+def wrap_vae(vae, manager: Any, *, source_key: str, rebuilder: FileRebuilder | None = None) -> Autoencoder:
     handle = Autoencoder(vae, manager=manager, name=f"{Path(source_key).name} (VAE)", source_key=source_key)
-    manager.register(handle, dtype=_dtype_for(manager, ModelPart.VAE))
+    manager.register(handle, dtype=_dtype_for(manager, ModelPart.VAE), rebuilder=rebuilder)
     return handle
+
+
+def _rebuilder(path: Path, loaded, part: str) -> FileRebuilder | None:
+    lazy, owned = loaded.rebuild[part]
+    return FileRebuilder(path, lazy, owned, loaded.file_format) if owned else None
+
+
+def _text_rebuilder(path: Path, loaded) -> FileRebuilder | None:
+    """One rebuilder over every tower of the stack (module keys `towers.<kind>.<tower key>`)."""
+    parts = {kind.removeprefix("text:"): entry for kind, entry in loaded.rebuild.items() if kind.startswith("text:")}
+    owned = {f"towers.{kind}.{k}" for kind, (_, keys) in parts.items() for k in keys}
+    if not owned:
+        return None
+
+    def lazy(source):
+        return {f"towers.{kind}.{k}": v for kind, (tower_lazy, _) in parts.items()
+                for k, v in tower_lazy(source).items()}
+    return FileRebuilder(path, lazy, owned, loaded.file_format)
 
 
 # --- loaders ----------------------------------------------------------------------------------------------
@@ -150,11 +180,16 @@ def load_checkpoint_file(path: str | os.PathLike, manager: Any, *, attention: st
     path = Path(path)
 
     def load() -> tuple:
-        loaded = checkpoint_loader.load_checkpoint(path, attention=attention)
+        dtypes = ComponentDtypes(unet=load_dtype_for(manager, ModelPart.DIFFUSION),
+                                 vae=load_dtype_for(manager, ModelPart.VAE),
+                                 text=load_dtype_for(manager, ModelPart.TEXT_ENCODER))
+        loaded = checkpoint_loader.load_checkpoint(path, attention=attention, dtypes=dtypes)
         source = str(path)
-        return (wrap_unet(loaded.unet, manager, config=loaded.config, source_key=source + "#unet"),
-                wrap_text_encoders(loaded.text_encoders, manager, source_key=source + "#text"),
-                wrap_vae(loaded.vae, manager, source_key=source + "#vae"))
+        return (wrap_unet(loaded.unet, manager, config=loaded.config, source_key=source + "#unet",
+                          rebuilder=_rebuilder(path, loaded, "unet")),
+                wrap_text_encoders(loaded.text_encoders, manager, source_key=source + "#text",
+                                   rebuilder=_text_rebuilder(path, loaded)),
+                wrap_vae(loaded.vae, manager, source_key=source + "#vae", rebuilder=_rebuilder(path, loaded, "vae")))
 
     model, clip, vae = cached_load(manager, "checkpoint", path, load, (attention,))
     return model, with_embeddings(clip, embedding_dirs), vae
@@ -164,7 +199,7 @@ def load_vae_file(path: str | os.PathLike, manager: Any) -> Autoencoder:
     path = Path(path)
 
     def load() -> tuple:
-        vae, _ = checkpoint_loader.load_vae(path)
+        vae, _ = checkpoint_loader.load_vae(path, dtype=load_dtype_for(manager, ModelPart.VAE))
         return (wrap_vae(vae, manager, source_key=str(path)),)
 
     return cached_load(manager, "vae", path, load)[0]
@@ -188,10 +223,15 @@ def load_unet_file(path: str | os.PathLike, manager: Any, *, prediction_type: st
                                  "expected `input_blocks.0.0.weight` (optionally under model.diffusion_model.)")
             config = detect_unet(shapes, prefix)
             key_map = {k[len(prefix):]: k for k in shapes if k.startswith(prefix)}
-            dtype = checkpoint_loader._stored_float_dtype(source, prefix + "input_blocks.0.0.weight")
+            dtype = load_dtype_for(manager, ModelPart.DIFFUSION) or \
+                checkpoint_loader._stored_float_dtype(source, prefix + "input_blocks.0.0.weight")
             unet = checkpoint_loader.build_module(lambda: UNetModel(config, attention), key_map, source, dtype, "UNet")
+            lazy, owned = checkpoint_loader.rebuild_entry(unet, source, checkpoint_loader.mapped_lazy(key_map))
+            source.release_all()
+        rebuilder = FileRebuilder(path, lazy, owned, source.file_format) if owned else None
         sampling = DiscreteSampling(VPrediction() if prediction_type == "v" else Eps())
-        return (wrap_unet(unet, manager, config=None, source_key=str(path), model_sampling=sampling),)
+        return (wrap_unet(unet, manager, config=None, source_key=str(path), model_sampling=sampling,
+                          rebuilder=rebuilder),)
 
     return cached_load(manager, "unet", path, load, (prediction_type, attention))[0]
 
@@ -207,10 +247,11 @@ def load_text_encoder_file(path: str | os.PathLike, manager: Any, clip_type: str
     def load() -> tuple:
         with load_state_dict(path) as source:
             state = {k: source[k] for k in source}
-        kind = "open_clip_h" if any(k.startswith(("transformer.resblocks.", "model.transformer.resblocks."))
-                                    for k in state) else "clip_l"
-        state = {k.removeprefix("model."): v for k, v in state.items()} if kind == "open_clip_h" else state
-        encoder = load_text_encoder(kind, state)
+            kind = "open_clip_h" if any(k.startswith(("transformer.resblocks.", "model.transformer.resblocks."))
+                                        for k in state) else "clip_l"
+            state = {k.removeprefix("model."): v for k, v in state.items()} if kind == "open_clip_h" else state
+            encoder = load_text_encoder(kind, state, dtype=load_dtype_for(manager, ModelPart.TEXT_ENCODER))
+            source.release_all()
         return (wrap_text_encoders([encoder], manager, source_key=str(path)),)
 
     if clip_type != "stable_diffusion":

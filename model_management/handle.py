@@ -17,6 +17,11 @@ len(rows)]` into a block of rows in place), the weight is merged in row chunks t
 scratch buffer and cast straight into the output: no full-size fp32 copy of the weight exists at any
 time. Several patches on one key apply in the order they were added, each seeing the result of the
 previous one. LoRA-style formats build such callables; this module knows nothing about them.
+
+Where the base weights are the model's own converted copies on the compute device (a fp16 file loaded as a
+bf16 UNet on the CPU) and the loader says how to rebuild them from the file (a `WeightRebuilder`), the
+manager merges patches into them in place (`apply_patches(..., out=weight)`) and rebuilds the base values
+when the patches come off, instead of holding a patched copy next to the base.
 """
 from __future__ import annotations
 
@@ -45,12 +50,21 @@ CHUNK_BYTES = 1 << 20                          # fp32 scratch per row chunk: sma
 
 
 def apply_patches(weight: Tensor, patches: tuple[WeightPatch, ...], key: str = "",
-                  out_dtype: torch.dtype | None = None) -> Tensor:
+                  out_dtype: torch.dtype | None = None, *, out: Tensor | None = None) -> Tensor:
     """Merge `patches` into `weight` in fp32 and cast to `out_dtype` (default: the weight's dtype).
-    Never writes to `weight`."""
-    out_dtype = out_dtype or weight.dtype
+    Writes the result into `out` when given (which may be `weight` itself: merging in place, row block by row
+    block where the patches allow it); otherwise never writes to `weight`."""
+    out_dtype = out.dtype if out is not None else (out_dtype or weight.dtype)
     if weight.ndim >= 1 and all(getattr(p.fn, "row_adder", None) is not None for p in patches):
-        return _apply_by_rows(weight, patches, out_dtype)
+        return _apply_by_rows(weight, patches, out_dtype, out=out)
+    merged = _merge_whole(weight, patches, key)
+    if out is not None:
+        return out.copy_(merged)
+    return merged.to(out_dtype)
+
+
+def _merge_whole(weight: Tensor, patches: tuple[WeightPatch, ...], key: str) -> Tensor:
+    """The fp32 merge of the whole weight (a new tensor)."""
     w32 = weight.float()
     if w32.data_ptr() == weight.data_ptr():
         w32 = w32.clone()                      # the weight was fp32 already: work on a copy
@@ -65,21 +79,25 @@ def apply_patches(weight: Tensor, patches: tuple[WeightPatch, ...], key: str = "
             raise ValueError(f"patch {patch.source or patch.fn!r} on {key or 'a weight'} returned shape "
                              f"{tuple(patched.shape)} for a weight of shape {tuple(w32.shape)}")
         w32 = torch.lerp(w32, patched, patch.strength)
-    return w32.to(out_dtype)
+    return w32
 
 
 def _apply_by_rows(weight: Tensor, patches: tuple[WeightPatch, ...], out_dtype: torch.dtype,
-                   chunk_bytes: int | None = None) -> Tensor:
+                   chunk_bytes: int | None = None, out: Tensor | None = None) -> Tensor:
     """`apply_patches` for row-wise additive patches: each block of rows is converted to fp32 in a reused
-    scratch buffer, gets every patch's rows added in order, and is cast into the preallocated output
-    (an fp32 output is its own scratch). Same result as merging the whole weight up to fp32 rounding of
-    the matmul; bit-identical when every strength is 0."""
+    scratch buffer, gets every patch's rows added in order, and is cast into the output (preallocated, or
+    `out`, which may be `weight`: each block is read before it is written; an fp32 output that is not the
+    weight is its own scratch). Same result as merging the whole weight up to fp32 rounding of the matmul;
+    bit-identical when every strength is 0."""
     adders: list[PatchRows] = [p.fn.row_adder(weight, p.strength) for p in patches if p.strength != 0]
-    out = torch.empty(weight.shape, dtype=out_dtype, device=weight.device)
+    if out is None:
+        out = torch.empty(weight.shape, dtype=out_dtype, device=weight.device)
+    elif not adders:
+        return out if out is weight else out.copy_(weight)
     rows = weight.shape[0]
     row_numel = weight[0].numel() if rows else 1
     step = max(1, (chunk_bytes or CHUNK_BYTES) // (4 * max(1, row_numel)))      # rows per chunk
-    is_direct = out_dtype == torch.float32
+    is_direct = out_dtype == torch.float32 and out is not weight
     scratch = None if is_direct else torch.empty((min(step, rows), *weight.shape[1:]), dtype=torch.float32,
                                                  device=weight.device)
     # On the CPU each chunk's ops are too small to gain from a thread team, and on a busy machine every

@@ -39,7 +39,7 @@ from model_management.handle import ModelHandle, SharedModule, apply_patches
 from model_management.settings import MemorySettings, VramMode
 from model_management.streaming import (LoadPlan, OffloadUnit, Streamer, offload_units, pin_in_place,
                                         plan_load, unpin)
-from model_management.weights import DeviceLedger
+from model_management.weights import DeviceLedger, WeightRebuilder
 
 log = logging.getLogger("plexus.memory")
 MIB = 1024 ** 2
@@ -84,6 +84,7 @@ class ModelRecord:
     active_patches: dict[str, tuple] = field(default_factory=dict)
     streamer: Streamer | None = None
     pinned: set[int] = field(default_factory=set)
+    patched_in_place: set[str] = field(default_factory=set)    # base tensors that hold merged patches now
 
     @property
     def weights(self):
@@ -166,10 +167,15 @@ class ModelManager:
     # --- registration ---------------------------------------------------------------------------
 
     def register(self, handle: ModelHandle, *, dtype: torch.dtype | None = None,
-                 reload: Callable[[], Mapping[str, Tensor]] | None = None) -> ModelHandle:
+                 reload: Callable[[], Mapping[str, Tensor]] | None = None,
+                 rebuilder: WeightRebuilder | None = None) -> ModelHandle:
         """Track `handle`'s module (once per shared module). `dtype`: its dtype on the compute device;
-        `reload`: returns its base state dict again (from disk) after a RAM-budget drop."""
+        `reload`: returns its base state dict again (from disk) after a RAM-budget drop; `rebuilder`:
+        rebuilds the base values of the weights the module owns, which lets patches merge into them in
+        place on the device they live on (no patched copy beside the base)."""
         with self._lock:
+            if rebuilder is not None:
+                handle.shared.weights.rebuilder = rebuilder
             self._track(handle, dtype, reload)
             self._enforce_ram_budget(keep={handle.shared.id} | set(self._graph_needs))
             return handle
@@ -303,7 +309,8 @@ class ModelManager:
         try:
             self._apply_plan(record, handle, plan, is_async)
         except BaseException as exc:                  # e.g. OOM half-way: leave nothing half-loaded
-            self._unload(record, why=f"load failed: {type(exc).__name__}")
+            if record.placement is not Placement.DROPPED:
+                self._unload(record, why=f"load failed: {type(exc).__name__}")
             raise
         record.why = why
 
@@ -317,12 +324,14 @@ class ModelManager:
             record.streamer.remove()
             record.streamer = None
         target = {k for unit in plan.resident for k in unit.keys}
-        for key in list(record.resident_keys):
-            if key not in target or record.applied.get(key, ()) != patches.get(key, ()):
-                self._evict_key(record, key)
+        stale = [k for k in record.resident_keys
+                 if k not in target or record.applied.get(k, ()) != patches.get(k, ())]
+        self._restore_in_place(record, stale)
+        for key in stale:
+            self._evict_key(record, key)
         record.active_patches = dict(patches)
         for key in [k for k in weights.slots if k in target and k not in record.resident_keys]:
-            weights.put(key, self._fetch(record, key, False))
+            weights.put(key, self._fetch(record, key, False, may_patch_in_place=True))
             record.resident_keys.add(key)
             record.applied[key] = patches.get(key, ())
             self.ledger.add(weights.nbytes(key, record.dtype))
@@ -335,17 +344,40 @@ class ModelManager:
             record.streamer.install()
         record.placement = Placement.PARTIAL if plan.streamed else Placement.FULL
 
-    def _fetch(self, record: ModelRecord, key: str, non_blocking: bool) -> Tensor:
-        """The weight `key` as it must be on the device: copied, patched in fp32, cast."""
+    def _fetch(self, record: ModelRecord, key: str, non_blocking: bool, *,
+               may_patch_in_place: bool = False) -> Tensor:
+        """The weight `key` as it must be on the device: copied, patched in fp32, cast. A resident weight
+        whose base tensor is the model's own, already on the device in the compute dtype, and rebuildable
+        gets its patches merged in place (`may_patch_in_place`; streamed weights never do)."""
         home = record.weights.home[key]
         tensor = home if home.device == self.device else home.to(self.device, non_blocking=non_blocking)
         dtype = record.dtype if (record.dtype is not None and home.is_floating_point()) else home.dtype
         patches = record.active_patches.get(key)
         if patches:
+            rebuilder = record.weights.rebuilder
+            if may_patch_in_place and tensor is home and home.dtype == dtype and rebuilder is not None \
+                    and key in rebuilder.keys:
+                record.patched_in_place.add(key)
+                return apply_patches(home, patches, key, out=home)
             return apply_patches(tensor, patches, key, out_dtype=dtype)
         return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
+    def _restore_in_place(self, record: ModelRecord, keys: Iterable[str]) -> None:
+        """Rebuild the base values of those `keys` that hold patches merged in place (one file read)."""
+        dirty = {k: record.weights.home[k] for k in keys if k in record.patched_in_place}
+        if not dirty:
+            return
+        try:
+            record.weights.rebuilder.restore(dirty)
+        except BaseException:
+            # the base values are lost: the model must come from disk again, never compute half-patched
+            record.patched_in_place.clear()
+            self._drop(record, why=f"dropped: its patched weights could not be restored from {record.source_key}")
+            raise
+        record.patched_in_place.difference_update(dirty)
+
     def _evict_key(self, record: ModelRecord, key: str) -> None:
+        self._restore_in_place(record, (key,))
         record.weights.put_home(key)
         record.resident_keys.discard(key)
         record.applied.pop(key, None)
@@ -357,6 +389,7 @@ class ModelManager:
         if record.streamer is not None:
             record.streamer.remove()
             record.streamer = None
+        self._restore_in_place(record, list(record.patched_in_place))
         for key in list(record.resident_keys):
             self._evict_key(record, key)
         for key in record.weights.keys():
@@ -426,6 +459,7 @@ class ModelManager:
 
     def _drop(self, record: ModelRecord, why: str) -> None:
         if record.is_on_device:
+            record.patched_in_place.clear()             # released anyway: no base values to rebuild
             self._unload(record, why)
         record.weights.release_home()
         record.placement = Placement.DROPPED

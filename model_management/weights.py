@@ -13,8 +13,9 @@ is tested without a GPU.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +50,16 @@ class DeviceLedger:
         self.peak_bytes = self.bytes
 
 
+class WeightRebuilder(Protocol):
+    """Rebuilds base values of a module's own (converted) weights from where they were loaded, bit for bit
+    (models.rebuild.FileRebuilder). Only the `keys` it names may be patched in place."""
+
+    keys: frozenset[str]
+
+    def restore(self, outs: Mapping[str, Tensor]) -> None:
+        """Write the base value of each key into its tensor."""
+
+
 @dataclass(frozen=True)
 class Slot:
     owner: nn.Module
@@ -68,6 +79,7 @@ class ModuleWeights:
         self.slots: dict[str, Slot] = {}
         self.home: dict[str, Tensor] = {}
         self.aliases: dict[str, str] = {}       # tied weights: second name -> first name
+        self.rebuilder: WeightRebuilder | None = None   # set by the loader through ModelManager.register
         seen: dict[int, str] = {}
         for prefix, owner in module.named_modules(remove_duplicate=False):
             for group, is_param in ((owner._parameters, True), (owner._buffers, False)):
@@ -124,6 +136,7 @@ class ModuleWeights:
                                  f"expected {tuple(old.shape)}")
             self.home[key] = new
             self.put(key, new)
+        self.rebuilder = None                   # new tensors: the loader's rebuilder no longer describes them
 
     def release_home(self) -> None:
         """Drop every base tensor (RAM eviction): slots hold one-element NaN placeholders until
@@ -132,6 +145,7 @@ class ModuleWeights:
             empty = placeholder(home, home.device, None)
             self.home[key] = empty
             self.put(key, empty)
+        self.rebuilder = None
 
 
 def placeholder(home: Tensor, device: torch.device, dtype: torch.dtype | None) -> Tensor:

@@ -4,7 +4,10 @@
     ckpt.unet, ckpt.vae, ckpt.text_encoders, ckpt.config.latent_scale_factor
 
 Weights are read one tensor at a time from the memory-mapped file, cast to the target dtype and assigned
-to modules built on the meta device, so peak memory is the loaded model plus one tensor.
+to modules built on the meta device; the file pages of each converted tensor are released as soon as it is
+converted, so peak memory is the loaded model plus one tensor, and a converted model is not held twice.
+Tensors kept in their stored dtype stay views into the mapped file. Each component's `rebuild` entry says
+how to read its weights again (models.rebuild), which lets model management undo in-place patches.
 
 EMA: "pruned" files hold the training weights under `model.*` and EMA shadows under `model_ema.*`.
 The default is `use_ema=False`, the training weights: that is what ComfyUI loads and what Stability's
@@ -27,6 +30,8 @@ from models.convert.ldm import (check_key_map, component_key_map, has_ema_weight
 from models.detection import ModelConfig, detect, detect_vae_file, sd2_prediction_probe, sniff_sd2_prediction
 from models.errors import ModelError
 from models.files import StateDictSource, load_state_dict
+from models.rebuild import LazyWeights
+from models.text.convert import convert_state_dict
 from models.unet import UNetModel
 from models.vae import AutoencoderKL, VAEConfig
 
@@ -44,15 +49,27 @@ class LoadedCheckpoint:
     prediction_source: str                  # "override" | "weights" (SD2 statistic) | "layout"
     unconsumed: list[str] = field(default_factory=list)  # file keys no component took (reported, harmless)
     metadata: dict[str, str] = field(default_factory=dict)
+    # "unet" / "vae" / "text:<kind>" -> (module key -> file tensor before the cast; keys of converted weights)
+    rebuild: dict[str, tuple[LazyWeights, frozenset[str]]] = field(default_factory=dict)
+    file_format: str = "safetensors"
+
+
+@dataclass(frozen=True)
+class ComponentDtypes:
+    """The dtype each component is loaded in; None keeps the file's stored float dtype."""
+
+    unet: torch.dtype | None = None
+    vae: torch.dtype | None = None
+    text: torch.dtype | None = None
 
 
 def load_checkpoint(path: str | os.PathLike, *, use_ema: bool = False, prediction_override: str | None = None,
-                    dtype: torch.dtype | None = None, attention: str = "sdpa",
-                    load_text_encoders: bool = True) -> LoadedCheckpoint:
+                    dtype: torch.dtype | None = None, dtypes: ComponentDtypes | None = None,
+                    attention: str = "sdpa", load_text_encoders: bool = True) -> LoadedCheckpoint:
     """Detect and load the UNet, VAE and text encoders of a single-file SD1.x/SD2.x checkpoint.
 
-    dtype None keeps the file's stored dtype (fp32, fp16 or bf16); `prediction_override` ("eps"/"v") wins
-    over what detection decides.
+    `dtype` (all components) or `dtypes` (per component); None keeps the file's stored dtype (fp32, fp16 or
+    bf16). `prediction_override` ("eps"/"v") wins over what detection decides.
     """
     if prediction_override is not None and prediction_override not in PREDICTION_TYPES:
         raise ModelError(f"prediction_override must be one of {PREDICTION_TYPES}, not {prediction_override!r}")
@@ -60,20 +77,51 @@ def load_checkpoint(path: str | os.PathLike, *, use_ema: bool = False, predictio
         shapes = source.shapes()
         config = detect(shapes)
         config, prediction_source = _decide_prediction(config, source, prediction_override)
-        dtype = dtype or _stored_float_dtype(source, config.unet_prefix + "input_blocks.0.0.weight")
+        stored = _stored_float_dtype(source, config.unet_prefix + "input_blocks.0.0.weight")
+        dtypes = dtypes or ComponentDtypes()
 
         is_ema = use_ema and has_ema_weights(shapes, config.unet_prefix)
         unet_map = unet_key_map(shapes, config.unet_prefix, use_ema=is_ema)
-        unet = build_module(lambda: UNetModel(config.unet, attention), unet_map, source, dtype, "UNet")
-        vae = build_module(lambda: AutoencoderKL(config.vae, attention),
-                           component_key_map(shapes, config.vae_prefix), source, dtype, "VAE")
-        encoders, raw = _load_text_encoders(config, source, load_text_encoders, dtype)
+        unet = build_module(lambda: UNetModel(config.unet, attention), unet_map, source,
+                            dtype or dtypes.unet or stored, "UNet")
+        vae_map = component_key_map(shapes, config.vae_prefix)
+        vae = build_module(lambda: AutoencoderKL(config.vae, attention), vae_map, source,
+                           dtype or dtypes.vae or stored, "VAE")
+        encoders, raw = _load_text_encoders(config, source, load_text_encoders, dtype or dtypes.text or stored)
         consumed = [config.unet_prefix, config.vae_prefix, *(s.prefix for s in config.text_encoders)]
+        rebuild = {"unet": rebuild_entry(unet, source, mapped_lazy(unet_map)),
+                   "vae": rebuild_entry(vae, source, mapped_lazy(vae_map))}
+        for slot, encoder in zip(config.text_encoders, encoders):
+            rebuild["text:" + slot.kind] = rebuild_entry(encoder, source,
+                                                          _text_lazy(slot.kind, slot.prefix, encoder.config))
+        source.release_all()         # the converted copies are what the model holds now
         return LoadedCheckpoint(
             config=config, unet=unet, vae=vae, text_encoders=encoders, text_encoder_state_dicts=raw,
             weights="ema" if is_ema else ("training" if config.has_ema else "as stored"),
             prediction_source=prediction_source, unconsumed=unconsumed_keys(shapes, consumed),
-            metadata=source.metadata)
+            metadata=source.metadata, rebuild=rebuild, file_format=source.file_format)
+
+
+def mapped_lazy(key_map: Mapping[str, str]) -> LazyWeights:
+    """Module key -> the file's tensor, for a component whose keys map one to one."""
+    return lambda source: {name: source[file_key] for name, file_key in key_map.items()}
+
+
+def _text_lazy(kind: str, prefix: str, config) -> LazyWeights:
+    """Module key (`model.` + HF name, as in models.text.TextEncoder) -> the converted file view."""
+    def lazy(source: StateDictSource) -> Mapping[str, Tensor]:
+        state = {k[len(prefix):]: source[k] for k in source if k.startswith(prefix)}
+        return {"model." + k: v for k, v in convert_state_dict(kind, state, config).items()}
+    return lazy
+
+
+def rebuild_entry(module: nn.Module, source: StateDictSource,
+                   lazy: LazyWeights) -> tuple[LazyWeights, frozenset[str]]:
+    """`lazy` plus the keys it can rebuild whose tensors are the module's own memory (converted copies, not
+    views into the file: only those may be written in place)."""
+    state = module.state_dict()
+    owned = frozenset(k for k in lazy(source) if k in state and not source.holds(state[k]))
+    return lazy, owned
 
 
 def load_vae(path: str | os.PathLike, *, dtype: torch.dtype | None = None, attention: str = "sdpa") \
@@ -88,6 +136,7 @@ def load_vae(path: str | os.PathLike, *, dtype: torch.dtype | None = None, atten
                        if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
         dtype = dtype or _stored_float_dtype(source, prefix + "decoder.conv_in.weight")
         vae = build_module(lambda: AutoencoderKL(config, attention), key_map, source, dtype, "VAE")
+        source.release_all()
         return vae, config
 
 
@@ -99,7 +148,13 @@ def build_module(factory: Callable[[], nn.Module], key_map: Mapping[str, str], s
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     file_shapes = _shapes_for(source, key_map.values())
     check_key_map(expected, key_map, file_shapes, what)
-    state = {name: source[file_key].to(dtype) for name, file_key in key_map.items()}   # one tensor at a time
+    release = getattr(source, "release", None)
+    state = {}
+    for name, file_key in key_map.items():                  # one tensor at a time
+        stored = source[file_key]
+        state[name] = stored.to(dtype)
+        if release is not None and state[name].data_ptr() != stored.data_ptr():
+            release(stored)                                 # the converted copy is what the model keeps
     module.load_state_dict(state, assign=True)
     return module.eval().requires_grad_(False)
 

@@ -5,25 +5,32 @@ materialised one at a time when asked for, plus `shapes()`/`entries()` that desc
 reading its data (what detection needs).
 
 - safetensors: the header is parsed here (8-byte little-endian length + JSON, see
-  https://github.com/huggingface/safetensors#format) to check the file is complete, then tensors are read
-  through `safe_open`, which memory-maps the file; the whole file is never copied into RAM at once.
+  https://github.com/huggingface/safetensors#format) to check the file is complete, then the file is
+  memory-mapped (private, copy-on-write) and each tensor is a view of its bytes: nothing is read until used,
+  and the whole file is never copied into RAM.
 - pickles: `torch.load(weights_only=True, mmap=True)` only. A pickle that needs any global beyond tensors and
   plain containers is refused by torch's restricted unpickler before anything runs; we turn that into an
   `UnsafePickleError` that says how to convert the file. Nested `{"state_dict": ...}` wrappers are unwrapped.
+
+A loader that converts a tensor (fp16 in the file, bf16 in the model) holds the converted copy; the file
+pages it read would stay in the process's resident set as long as the mapping lives. `release(tensor)` gives
+those pages back (they stay in the OS page cache, shared and reclaimable), so a converted model is held once,
+not once converted plus once mapped. Releasing is only ever applied to memory inside the file's mapping.
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
 import os
 import pickle
 import struct
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-
 from models.errors import ModelFileError, UnsafePickleError
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
@@ -52,11 +59,14 @@ class TensorEntry:
 class StateDictSource(Mapping[str, torch.Tensor]):
     """A read-only, lazily materialised state dict. Use as a context manager or call `close()`."""
 
-    def __init__(self, path: Path, entries: dict[str, TensorEntry], reader, metadata: dict[str, str]):
+    def __init__(self, path: Path, entries: dict[str, TensorEntry], reader, metadata: dict[str, str],
+                 mapped: MappedRange | None = None, file_format: str = "safetensors"):
         self.path = path
         self._entries = entries
         self._reader = reader          # name -> Tensor
         self.metadata = metadata
+        self._mapped = mapped          # the file's mapping, when tensors are views into it
+        self._format = file_format
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name not in self._entries:
@@ -78,8 +88,28 @@ class StateDictSource(Mapping[str, torch.Tensor]):
     def dtype_of(self, name: str) -> torch.dtype:
         return self._entries[name].dtype
 
+    @property
+    def file_format(self) -> str:
+        return self._format
+
+    def holds(self, tensor: torch.Tensor) -> bool:
+        """Whether `tensor`'s memory lies in this file's mapping (a view, not a copy of its own)."""
+        return self._mapped is not None and self._mapped.contains(tensor)
+
+    def release_all(self) -> None:
+        """Drop every page of the file from the resident set (tensors still viewing it fault them back)."""
+        if self._mapped is not None:
+            self._mapped.release_range()
+
+    def release(self, tensor: torch.Tensor) -> None:
+        """Drop the file pages under `tensor` (a view this source returned) from the resident set, once the
+        caller holds a converted copy. Memory outside the file's mapping is never touched."""
+        if self._mapped is not None:
+            self._mapped.release(tensor)
+
     def close(self) -> None:
         self._reader = _closed_reader(self.path)
+        self._mapped = None
 
     def __enter__(self) -> StateDictSource:
         return self
@@ -94,15 +124,16 @@ def _closed_reader(path: Path):
     return read
 
 
-def load_state_dict(path: str | os.PathLike) -> StateDictSource:
-    """Open a model file of any supported format; tensors are read when accessed."""
+def load_state_dict(path: str | os.PathLike, *, file_format: str | None = None) -> StateDictSource:
+    """Open a model file of any supported format; tensors are read when accessed. `file_format`
+    ("safetensors" / "pickle") overrides the suffix (for paths without one, such as /proc/self/fd/N)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"Model file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix in SAFETENSORS_SUFFIXES:
+    if file_format == "safetensors" or (file_format is None and suffix in SAFETENSORS_SUFFIXES):
         return _open_safetensors(path)
-    if suffix in PICKLE_SUFFIXES:
+    if file_format == "pickle" or (file_format is None and suffix in PICKLE_SUFFIXES):
         return _open_pickle(path)
     with open(path, "rb") as f:   # unknown suffix: sniff (zip = torch.save, else try safetensors)
         head = f.read(4)
@@ -136,30 +167,137 @@ def read_safetensors_header(path: Path) -> tuple[dict, int]:
 
 
 def _open_safetensors(path: Path) -> StateDictSource:
-    header, _ = read_safetensors_header(path)
+    header, data_start = read_safetensors_header(path)
     entries: dict[str, TensorEntry] = {}
+    spans: dict[str, tuple[int, int]] = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
         dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
         if dtype is None:
             raise ModelFileError(f"{path}: tensor '{name}' has unsupported dtype {info.get('dtype')!r}")
-        entries[name] = TensorEntry(name, tuple(info["shape"]), dtype)
+        shape = tuple(info["shape"])
+        begin, end = info["data_offsets"]
+        expected = _numel(shape) * torch.empty((), dtype=dtype).element_size()
+        if end - begin != expected:
+            raise ModelFileError(f"{path} is not a valid .safetensors file (corrupt header)",
+                                 f"tensor '{name}' of shape {list(shape)} needs {expected} bytes, its offsets "
+                                 f"give {end - begin}")
+        entries[name] = TensorEntry(name, shape, dtype)
+        spans[name] = (data_start + begin, data_start + end)
     try:
-        handle = safe_open(str(path), framework="pt", device="cpu")   # memory-mapped
-    except Exception as exc:  # safetensors raises its own SafetensorError for malformed files
-        raise ModelFileError(f"{path} could not be opened as .safetensors", str(exc)) from exc
+        data = _map_file(path)
+    except (OSError, RuntimeError) as exc:
+        raise ModelFileError(f"{path} could not be memory-mapped", str(exc)) from exc
+    mapped = MappedRange(data.data_ptr(), data.numel())
 
     def read(name: str) -> torch.Tensor:
-        try:
-            return handle.get_tensor(name)
-        except Exception as exc:
-            raise ModelFileError(f"{path}: tensor '{name}' could not be read", str(exc)) from exc
+        begin, end = spans[name]
+        entry = entries[name]
+        raw = data[begin:end]
+        if begin % entry.dtype.itemsize:          # misaligned (odd writers): a private copy, never a view
+            raw = raw.clone()
+        return raw.view(entry.dtype).view(entry.shape)
 
-    return StateDictSource(path, entries, read, dict(header.get("__metadata__") or {}))
+    return StateDictSource(path, entries, read, dict(header.get("__metadata__") or {}), mapped)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _map_file(path: Path) -> torch.Tensor:
+    """The whole file as a uint8 tensor over a private (copy-on-write) memory mapping."""
+    size = path.stat().st_size
+    storage = torch.UntypedStorage.from_file(str(path), False, size)
+    return torch.empty(0, dtype=torch.uint8).set_(storage)
+
+
+class MappedRange:
+    """An address range that maps a model file; `release` drops pages inside it from the resident set."""
+
+    def __init__(self, address: int, length: int) -> None:
+        self.address, self.length = address, length
+
+    def contains(self, tensor: torch.Tensor) -> bool:
+        ptr = tensor.data_ptr()
+        return tensor.device.type == "cpu" and self.address <= ptr and \
+            ptr + tensor.numel() * tensor.element_size() <= self.address + self.length
+
+    @property
+    def file_format(self) -> str:
+        return self._format
+
+    def holds(self, tensor: torch.Tensor) -> bool:
+        """Whether `tensor`'s memory lies in this file's mapping (a view, not a copy of its own)."""
+        return self._mapped is not None and self._mapped.contains(tensor)
+
+    def release_all(self) -> None:
+        """Drop every page of the file from the resident set (tensors still viewing it fault them back)."""
+        if self._mapped is not None:
+            self._mapped.release_range()
+
+    def release_range(self) -> None:
+        if _madvise is not None and self.length:
+            _madvise(self.address, self.length, MADV_DONTNEED)
+
+    def release(self, tensor: torch.Tensor) -> None:
+        if _madvise is None or not self.contains(tensor) or tensor.numel() == 0:
+            return
+        page = mmap.PAGESIZE
+        ptr = tensor.data_ptr()
+        low = max(self.address, ptr - ptr % page)
+        high = ptr + tensor.numel() * tensor.element_size()
+        high = min(self.address + self.length, high + (-high % page))
+        # MADV_DONTNEED on unmodified pages of a private file mapping: the next read faults them back in from
+        # the page cache, so this is safe even for pages shared with a neighbouring tensor
+        _madvise(low, high - low, MADV_DONTNEED)
+
+
+MADV_DONTNEED = 4
+
+
+def _load_madvise():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_madvise = _load_madvise()
+
+
+def _mapped_range_of(path: Path, tensor: torch.Tensor) -> MappedRange | None:
+    """The mapping of `path` that holds `tensor`, from /proc/self/maps (Linux), or None."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        return None
+    target = str(path.resolve())
+    ranges: list[list[int]] = []
+    for line in maps.read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[5] == target:
+            low, high = (int(x, 16) for x in parts[0].split("-"))
+            if ranges and ranges[-1][1] == low:
+                ranges[-1][1] = high                       # one mapping can show as adjacent pieces
+            else:
+                ranges.append([low, high])
+    ptr = tensor.data_ptr()
+    found = next((r for r in ranges if r[0] <= ptr < r[1]), None)
+    return MappedRange(found[0], found[1] - found[0]) if found else None
 
 
 def _open_pickle(path: Path) -> StateDictSource:
+    is_mapped = True
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -167,6 +305,7 @@ def _open_pickle(path: Path) -> StateDictSource:
             if "mmap" not in str(exc):
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+            is_mapped = False
     except pickle.UnpicklingError as exc:
         raise UnsafePickleError(
             f"{path} was refused: the pickle needs code beyond tensors and plain containers, and Plexus "
@@ -176,7 +315,9 @@ def _open_pickle(path: Path) -> StateDictSource:
         raise ModelFileError(f"{path} could not be read (truncated or corrupt)", str(exc)) from exc
     tensors = _unwrap(obj, path)
     entries = {k: TensorEntry(k, tuple(v.shape), v.dtype) for k, v in tensors.items()}
-    return StateDictSource(path, entries, tensors.__getitem__, {})
+    probe = next((t for t in tensors.values() if t.numel()), None)
+    mapped = _mapped_range_of(path, probe) if is_mapped and probe is not None else None
+    return StateDictSource(path, entries, tensors.__getitem__, {}, mapped, "pickle")
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:

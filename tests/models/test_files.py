@@ -174,3 +174,57 @@ def test_streaming_writer_matches_the_safetensors_library(tmp_path):
         assert set(f.keys()) == set(tensors)
         for k, v in tensors.items():
             assert torch.equal(f.get_tensor(k), v)
+
+
+def _mapped_rss_kib(path) -> int:
+    """Resident KiB of every mapping of `path` (/proc/self/smaps)."""
+    total, is_file = 0, False
+    target = str(path.resolve())
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:       # a mapping's header line
+            is_file = len(fields) == 6 and fields[5] == target
+        elif is_file and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads /proc/self/smaps (Linux)")
+def test_release_gives_back_the_pages_of_a_converted_tensor(tmp_path):
+    path = tmp_path / "big.safetensors"
+    values = torch.randn(4_000_000).half()
+    save_file({"big": values, "small": torch.ones(3)}, path)
+    with load_state_dict(path) as sd:
+        view = sd["big"]
+        assert sd.holds(view) and not sd.holds(values)
+        converted = view.to(torch.bfloat16)                       # reads every page of the tensor
+        assert _mapped_rss_kib(path) >= 7_000
+        sd.release(view)
+        assert _mapped_rss_kib(path) < 100
+        sd.release(converted)                                      # outside the mapping: left alone
+        assert torch.equal(view, values)                           # the pages fault back in from the file
+        assert torch.equal(converted, values.to(torch.bfloat16))
+
+
+def test_misaligned_offsets_are_read_as_copies(tmp_path):
+    """A writer that does not pad its header: tensor data starts at an odd offset."""
+    import json
+    import struct
+    values = torch.arange(6, dtype=torch.float32)
+    header = json.dumps({"x": {"dtype": "F32", "shape": [6], "data_offsets": [0, 24]}}).encode()
+    header += b" " * ((8 - len(header) % 8) % 8 + 1)               # 8 + len(header) is odd
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + values.numpy().tobytes())
+    with load_state_dict(path) as sd:
+        assert torch.equal(sd["x"], values) and not sd.holds(sd["x"])
+
+
+def test_offsets_that_disagree_with_the_shape_are_refused(tmp_path):
+    import json
+    import struct
+    header = json.dumps({"x": {"dtype": "F32", "shape": [6], "data_offsets": [0, 16]}}).encode()
+    header += b" " * (-len(header) % 8)
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(24))
+    with pytest.raises(ModelFileError, match="needs 24 bytes"):
+        load_state_dict(path)
