@@ -67,6 +67,10 @@ def _text_entries(clip: TextEncoders | None) -> dict[str, Entry]:
 def save_checkpoint(path: str | Path, model: DiffusionModel, clip: TextEncoders | None, vae: Autoencoder | None,
                     *, prompt: dict | None = None, extra_pnginfo: dict | None = None) -> Path:
     """Write the checkpoint; metadata carries `prompt` and each extra_pnginfo entry as JSON (ComfyUI)."""
+    for handle in (model, clip, vae):
+        manager = getattr(handle, "manager", None)
+        if handle is not None and manager is not None:
+            manager.unload(handle)      # the base tensors may hold another clone's patches, merged in place
     entries = {**_entries(model, lambda k: UNET_PREFIX + k), **_text_entries(clip),
                **_entries(vae, lambda k: VAE_PREFIX + k)}
     metadata: dict[str, str] = {"format": "pt"}

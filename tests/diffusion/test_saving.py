@@ -10,6 +10,7 @@ from diffusion import loading, saving
 from model_management import MemorySettings, ModelManager
 from models.checkpoint import load_checkpoint
 from models.files import load_state_dict
+from models.testing import CheckpointSpec, tiny_unet_config, tiny_vae_config, write_random_checkpoint
 from tests.diffusion.helpers import write_tiny
 
 
@@ -55,3 +56,21 @@ def test_patches_are_merged_into_the_saved_file(tmp_path):
         width = original[name].shape[1]
         assert torch.allclose(saved[name][:width], original[name][:width] + 0.5)      # q rows patched
         assert torch.equal(saved[name][width:], original[name][width:])              # k, v untouched
+
+
+def test_saving_after_another_clone_merged_its_patches_in_place(tmp_path):
+    """On the CPU a fp16 file loads as converted tensors that patches are merged into in place: saving the
+    plain model right after a patched clone was loaded must still write the base weights."""
+    spec = CheckpointSpec("sd1", tiny_unet_config("sd1"), tiny_vae_config(), dtype=torch.float16)
+    source = write_random_checkpoint(tmp_path / "half.safetensors", spec)
+    manager = ModelManager(MemorySettings(device="cpu", bf16_unet=True))
+    model, clip, vae = loading.load_checkpoint_file(source, manager)
+    key = "input_blocks.1.1.proj_in.weight"
+    base = model.shared.weights.home[key].clone()
+    patched = model.clone()
+    patched.add_patches({key: lambda w: w + 1.0})
+    manager.load_models_for([patched])
+    assert manager.record_of(model).patched_in_place == {key}
+    out = saving.save_checkpoint(tmp_path / "out.safetensors", model, clip, vae)
+    with load_state_dict(out) as saved:
+        assert torch.equal(saved["model.diffusion_model." + key], base)
