@@ -89,10 +89,14 @@ class Runner:
             self.marks.append((e.type, time.perf_counter()))
 
     def run(self, ckpt_name: str, seed: int) -> dict:
+        """The benchmark prompt on one checkpoint: its timings."""
+        return self.execute(prompt_for(ckpt_name, seed))[1]
+
+    def execute(self, prompt: dict) -> tuple:
+        """Validate and run any prompt whose KSampler is node "5": (RunResult, timings); raises if it fails."""
         from execution.executor import PromptRecord
 
         self.marks.clear()
-        prompt = prompt_for(ckpt_name, seed)
         checked = self.app.engine.validate(prompt)
         if not checked.ok:
             raise RuntimeError(f"invalid prompt: {checked.error} {checked.node_errors}")
@@ -105,8 +109,8 @@ class Runner:
         sampler_start = next(t for kind, t in self.marks if kind == "executing")
         steps_at = [t for kind, t in self.marks if kind == "progress"]
         intervals = [b - a for a, b in zip([sampler_start] + steps_at, steps_at)]
-        return {"total_s": round(total, 2), "s_per_step": round(statistics.median(intervals), 3),
-                "node_timings_s": {k: round(v, 2) for k, v in result.node_timings_s.items()}}
+        return result, {"total_s": round(total, 2), "s_per_step": round(statistics.median(intervals), 3),
+                        "node_timings_s": {k: round(v, 2) for k, v in result.node_timings_s.items()}}
 
     def manager_report(self) -> dict:
         from nodes import services
