@@ -27,7 +27,8 @@ needed by the tests. ``--threads N`` sets OMP/MKL threads for both servers alike
 on both sides run Plexus with the peer's interpreter (``--plexus-python <peer venv>/bin/python``: it
 has every Plexus runtime dependency). Results go to ``bench/results/compare-<time>.json``, the
 server logs beside it, and the table ends with the Plexus / ComfyUI ratios (below 1: Plexus is
-faster or smaller). Standard library only, apart from ``models.testing`` (torch) to write the checkpoint.
+faster or smaller); ``--plexus-fp32`` adds a Plexus run with ``--force-fp32`` and its own ratio column.
+Standard library only, apart from ``models.testing`` (torch) to write the checkpoint.
 """
 from __future__ import annotations
 
@@ -485,20 +486,22 @@ def rows(result: SideResult, sizes: list[int]) -> dict[str, float | None]:
 
 
 def print_table(results: list[SideResult], sizes: list[int]) -> None:
+    """One column per server, then one ratio column per Plexus variant against ComfyUI."""
     table = {r.label: rows(r, sizes) for r in results}
     labels = [r.label for r in results]
-    has_ratio = {"plexus", "comfyui"} <= set(labels)
-    header = f"{'':28}" + "".join(f"{label:>12}" for label in labels)
-    header += f"{'ratio P/C':>12}" if has_ratio else ""
+    ratios = [label for label in labels if label.startswith("plexus")] if "comfyui" in labels else []
+    width = max(12, *(len(label) + 2 for label in labels))
+    header = f"{'':28}" + "".join(f"{label:>{width}}" for label in labels)
+    header += "".join(f"{label + '/C':>{width + 2}}" for label in ratios)
     print("\n" + header)
     for name in next(iter(table.values())):
         line = f"{name:28}"
         for label in labels:
             value = table[label][name]
-            line += f"{value:12.3f}" if value is not None else f"{'-':>12}"
-        if has_ratio:
-            p, c = table["plexus"][name], table["comfyui"][name]
-            line += f"{p / c:12.2f}" if p is not None and c else f"{'-':>12}"
+            line += f"{value:{width}.3f}" if value is not None else f"{'-':>{width}}"
+        for label in ratios:
+            p, c = table[label][name], table["comfyui"][name]
+            line += f"{p / c:{width + 2}.2f}" if p is not None and c else f"{'-':>{width + 2}}"
         print(line)
     print("torch: " + ", ".join(f"{r.label} {r.system.get('torch')}" for r in results))
     for r in results:
@@ -524,6 +527,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the peer's python (default: a venv found in or beside --peer-dir)")
     parser.add_argument("--plexus-python", type=Path, default=Path(sys.executable))
     parser.add_argument("--only", choices=("plexus", "peer"), help="measure one side only")
+    parser.add_argument("--plexus-fp32", action="store_true",
+                        help="also run Plexus with --force-fp32 (column plexus-fp32), against the same peer run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--steps", type=int, nargs=2, default=[4, 10], metavar=("LOW", "HIGH"),
                         help="step counts of the two warm runs (the cold run uses LOW)")
@@ -556,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     specs: list[ServerSpec] = []
     if args.only != "peer":
         specs.append(ServerSpec("plexus", args.plexus_python, ROOT))
+        if args.plexus_fp32:
+            specs.append(ServerSpec("plexus-fp32", args.plexus_python, ROOT, ["--force-fp32"]))
     if args.only != "plexus":
         peer_dir = args.peer_dir.resolve()
         if not (peer_dir / "main.py").exists():
