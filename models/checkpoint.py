@@ -29,7 +29,7 @@ from models.convert.ldm import (check_key_map, component_key_map, has_ema_weight
                                 unet_key_map)
 from models.detection import ModelConfig, detect, detect_vae_file, sd2_prediction_probe, sniff_sd2_prediction
 from models.errors import ModelError
-from models.files import StateDictSource, load_state_dict
+from models.files import StateDictSource, cast, load_state_dict
 from models.rebuild import LazyWeights
 from models.text.convert import convert_state_dict
 from models.unet import UNetModel
@@ -152,7 +152,7 @@ def build_module(factory: Callable[[], nn.Module], key_map: Mapping[str, str], s
     state = {}
     for name, file_key in key_map.items():                  # one tensor at a time
         stored = source[file_key]
-        state[name] = stored.to(dtype)
+        state[name] = cast(stored, dtype)
         if release is not None and state[name].data_ptr() != stored.data_ptr():
             release(stored)                                 # the converted copy is what the model keeps
     module.load_state_dict(state, assign=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from torch import Tensor
 
 from models.errors import ModelFileError
-from models.files import StateDictSource, load_state_dict
+from models.files import StateDictSource, cast_into, load_state_dict
 
 LazyWeights = Callable[[StateDictSource], Mapping[str, Tensor]]
 
@@ -65,5 +65,5 @@ class FileRebuilder:
             lazy = self.lazy(source)
             for key, out in outs.items():
                 stored = lazy[key]
-                out.copy_(stored)
+                cast_into(out, stored)
                 source.release(stored)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ModelError
+from ..files import cast
 from .bpe import END_TOKEN, START_TOKEN, BPETokenizer
 from .clip import ClipTextConfig, ClipTextModel
 from .convert import convert_state_dict, text_encoder_config_from_shapes
@@ -126,5 +127,5 @@ def load_text_encoder(kind: str, state_dict: Mapping[str, Tensor], *, dtype: tor
         dtype = params["text_model.embeddings.token_embedding.weight"].dtype
     if not dtype.is_floating_point:
         raise ModelError(f"{kind} text encoder: cannot run in {dtype}")
-    model.load_state_dict({k: v.to(dtype) for k, v in params.items()}, strict=True, assign=True)
+    model.load_state_dict({k: cast(v, dtype) for k, v in params.items()}, strict=True, assign=True)
     return TextEncoder(config, model.eval().requires_grad_(False))

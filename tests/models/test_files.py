@@ -228,3 +228,18 @@ def test_offsets_that_disagree_with_the_shape_are_refused(tmp_path):
     path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(24))
     with pytest.raises(ModelFileError, match="needs 24 bytes"):
         load_state_dict(path)
+
+
+@pytest.mark.parametrize("src_dtype,dst_dtype", [(torch.float16, torch.bfloat16), (torch.float32, torch.bfloat16),
+                                                 (torch.bfloat16, torch.float32), (torch.float16, torch.float32),
+                                                 (torch.float32, torch.float16)])
+def test_blockwise_cast_equals_a_direct_cast(src_dtype, dst_dtype):
+    from models.files import CAST_CHUNK_ELEMENTS, cast
+    src = (torch.randn(3 * CAST_CHUNK_ELEMENTS + 17) * 300).to(src_dtype)
+    src[:4] = torch.tensor([float("inf"), float("-inf"), float("nan"), 1e-8])
+    got = cast(src, dst_dtype)
+    expected = src.to(dst_dtype)
+    assert got.dtype == dst_dtype and torch.equal(got[2:3].isnan(), expected[2:3].isnan())
+    assert torch.equal(torch.cat([got[:2], got[3:]]), torch.cat([expected[:2], expected[3:]]))
+    transposed = src[4: 4 + 64 * 64].view(64, 64).t()                  # non-contiguous: plain copy, same values
+    assert torch.equal(cast(transposed, dst_dtype), transposed.to(dst_dtype))
