@@ -89,25 +89,26 @@ def _apply_by_rows(weight: Tensor, patches: tuple[WeightPatch, ...], out_dtype: 
     `out`, which may be `weight`: each block is read before it is written; an fp32 output that is not the
     weight is its own scratch). Same result as merging the whole weight up to fp32 rounding of the matmul;
     bit-identical when every strength is 0."""
-    adders: list[PatchRows] = [p.fn.row_adder(weight, p.strength) for p in patches if p.strength != 0]
-    if out is None:
-        out = torch.empty(weight.shape, dtype=out_dtype, device=weight.device)
-    elif not adders:
-        return out if out is weight else out.copy_(weight)
-    rows = weight.shape[0]
-    row_numel = weight[0].numel() if rows else 1
-    step = max(1, (chunk_bytes or CHUNK_BYTES) // (4 * max(1, row_numel)))      # rows per chunk
-    is_direct = out_dtype == torch.float32 and out is not weight
-    scratch = None if is_direct else torch.empty((min(step, rows), *weight.shape[1:]), dtype=torch.float32,
-                                                 device=weight.device)
     # On the CPU each chunk's ops are too small to gain from a thread team, and on a busy machine every
     # op's barrier can wait a whole time slice for a descheduled worker (measured: 0.7 s single-threaded
-    # against 1-9 s with 2 threads at load 3-4 on 2 cores), so the chunks run on the calling thread alone.
+    # against 1-9 s with 2 threads at load 3-4 on 2 cores), so the whole merge (the factors' fp32 copies
+    # included) runs on the calling thread alone.
     threads = torch.get_num_threads()
     is_single = weight.device.type == "cpu" and threads > 1
     if is_single:
         torch.set_num_threads(1)
     try:
+        adders: list[PatchRows] = [p.fn.row_adder(weight, p.strength) for p in patches if p.strength != 0]
+        if out is None:
+            out = torch.empty(weight.shape, dtype=out_dtype, device=weight.device)
+        elif not adders:
+            return out if out is weight else out.copy_(weight)
+        rows = weight.shape[0]
+        row_numel = weight[0].numel() if rows else 1
+        step = max(1, (chunk_bytes or CHUNK_BYTES) // (4 * max(1, row_numel)))      # rows per chunk
+        is_direct = out_dtype == torch.float32 and out is not weight
+        scratch = None if is_direct else torch.empty((min(step, rows), *weight.shape[1:]), dtype=torch.float32,
+                                                     device=weight.device)
         for start in range(0, rows, step):
             stop = min(start + step, rows)
             block = out[start:stop] if is_direct else scratch[:stop - start]   # [n, ...] fp32
@@ -116,10 +117,10 @@ def _apply_by_rows(weight: Tensor, patches: tuple[WeightPatch, ...], out_dtype: 
                 add(block, start)
             if not is_direct:
                 out[start:stop].copy_(block)
+        return out
     finally:
         if is_single:
             torch.set_num_threads(threads)
-    return out
 
 
 class SharedModule:
