@@ -120,6 +120,9 @@ def add_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None
     precision.add_argument("--force-fp16", action="store_true", default=default(False))
     device.add_argument("--bf16-unet", action="store_true", default=default(False))
     device.add_argument("--fp32-vae", action="store_true", default=default(False))
+    device.add_argument("--compile-unet", action="store_true", default=default(False),
+                        help="run the diffusion model through torch.compile (inductor); the first step of "
+                             "each new image size compiles first (minutes on a CPU; see bench/compile.py)")
 
     parser.add_argument("--verbose", default=default("INFO"), const="DEBUG", nargs="?",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
@@ -184,7 +187,8 @@ def memory_settings(args: argparse.Namespace) -> Any:
                               vram_budget_bytes=gib_to_bytes(args.vram_budget),
                               ram_budget_bytes=gib_to_bytes(args.ram_budget),
                               force_fp32=args.force_fp32, force_fp16=args.force_fp16,
-                              bf16_unet=args.bf16_unet, fp32_vae=args.fp32_vae)
+                              bf16_unet=args.bf16_unet, fp32_vae=args.fp32_vae,
+                              compile_diffusion_model=args.compile_unet)
     except ValueError as exc:  # MemorySettingsError: flags that contradict each other
         raise UsageError("invalid_settings", str(exc)) from exc
 

@@ -9,7 +9,8 @@ custom-sampler objects (SAMPLER, SIGMAS, NOISE, GUIDER) are the small dataclasse
 
 Out of memory is retried through model_management's sampling fall-backs (sub-quadratic attention,
 CFG batch split, partial load, streaming); the CFG pair is batched into one forward unless the
-estimate says the batch does not fit on the device.
+estimate says the batch does not fit on the device. With `--compile-unet` the UNet runs through
+torch.compile where it can (diffusion.compile.sampling_forward).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from sampling.guidance import DualCFGDenoiser, conds_from_conditioning, plain_cf
 from sampling.schedules import calculate_sigmas
 
 from . import previews
+from .compile import UNetForward, sampling_forward
 from .objects import DiffusionModel
 
 PREVIEW_MAX_PX = 512
@@ -62,9 +64,11 @@ def _inpaint_concat(model: DiffusionModel, x: Tensor, inputs: dict) -> Tensor:
     return torch.cat([mask, image], dim=1)                                  # [B, 1 + C, h, w]
 
 
-def model_function(model: DiffusionModel) -> Callable[[Tensor, Tensor, dict], Tensor]:
-    """sampling.guidance's ModelFn for `model`: (scaled x, timestep, inputs) -> raw prediction."""
-    unet = model.module
+def model_function(model: DiffusionModel,
+                   unet: UNetForward | None = None) -> Callable[[Tensor, Tensor, dict], Tensor]:
+    """sampling.guidance's ModelFn for `model`: (scaled x, timestep, inputs) -> raw prediction.
+    `unet`: what computes the forward (default the module itself; its compiled forward with --compile-unet)."""
+    unet = unet if unet is not None else model.module
     extra_channels = model.in_channels - model.latent_format.latent_channels
     device = model.manager.device
 
@@ -169,8 +173,9 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
             set_attention_backend(model.module, attention)
         try:
             with torch.inference_mode():
+                unet = sampling_forward(model, is_fallback=bool(options))
                 return sampling_driver.sample(
-                    model_function(model), model.model_sampling, samples, positive_conds, negative_conds,
+                    model_function(model, unet), model.model_sampling, samples, positive_conds, negative_conds,
                     seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
                     denoise=denoise, add_noise=add_noise, start_step=start_step, last_step=last_step,
                     return_with_leftover_noise=return_with_leftover_noise, noise_mask=latent.get("noise_mask"),

@@ -9,8 +9,10 @@ handle being loaded. Weight keys are the module's own `state_dict()` names:
   Options hold what sampling needs from the model family: `model_sampling` (a sampling.ModelSampling),
   `latent_format` (a sampling.LatentFormat), `model_config` (models.detection.ModelConfig or None),
   and the optional hooks `model_function_wrapper` (`wrapper(apply_model, {"input": x, "timestep": t,
-  "c": inputs})`, e.g. hypernetworks), `cfg_function` (sampling.guidance CfgFunction, e.g. RescaleCFG) and
-  `post_cfg_functions`. Clones copy the options dict, so a node sets them on its own clone only.
+  "c": inputs})`, e.g. hypernetworks), `cfg_function` (sampling.guidance CfgFunction, e.g. RescaleCFG),
+  `post_cfg_functions`, and `compile_backend` (the torch.compile backend used with `--compile-unet`;
+  default "inductor"; tests use "aot_eager"). Clones copy the options dict, so a node sets them on its
+  own clone only.
 - `TextEncoders` (CLIP): one container module holding every text tower by kind (`towers.clip_l.model.
   text_model.encoder.layers.0.mlp.fc1.weight`); plus the clip skip and an optional embedding lookup.
 - `Autoencoder` (VAE): the AutoencoderKL's keys (`decoder.up.0.block.0.conv1.weight`).

@@ -2,8 +2,8 @@
 
 `main.py` fills a :class:`MemorySettings` from the command-line flags (`--cpu`, `--highvram`,
 `--normalvram`, `--lowvram`, `--novram`, `--reserve-vram GB`, `--vram-budget GB`, `--ram-budget GB`,
-`--force-fp32`, `--force-fp16`, `--bf16-unet`, `--fp32-vae`). Nothing here parses argv or looks at
-a device: the settings are data, and every policy that reads them is a pure function of them.
+`--force-fp32`, `--force-fp16`, `--bf16-unet`, `--fp32-vae`, `--compile-unet`). Nothing here parses argv
+or looks at a device: the settings are data, and every policy that reads them is a pure function of them.
 """
 from __future__ import annotations
 
@@ -49,6 +49,10 @@ class MemorySettings:
     bf16_unet: bool = False
     fp32_vae: bool = False
     pin_memory: bool = True                   # CUDA: page-lock streamed weights for async copies
+    # --compile-unet: run the diffusion model's forward through torch.compile (inductor), compiled on first
+    # use per input shape (minutes for a full-size UNet on a CPU); eager while streaming or after a failed
+    # compile. See diffusion/compile.py.
+    compile_diffusion_model: bool = False
 
     def __post_init__(self) -> None:
         if self.force_fp32 and (self.force_fp16 or self.bf16_unet):

@@ -90,6 +90,12 @@ def test_memory_settings_and_cache_policy() -> None:
     assert main.cache_policy(main.parse_args([])).kind == "keep_last"
 
 
+def test_compile_unet_flag_reaches_the_memory_settings() -> None:
+    assert main.memory_settings(main.parse_args(["--compile-unet"])).compile_diffusion_model
+    assert not main.memory_settings(main.parse_args([])).compile_diffusion_model
+    assert main.memory_settings(main.parse_args(["run", "wf.json", "--compile-unet"])).compile_diffusion_model
+
+
 def test_contradicting_device_flags_exit_2(tmp_path: Path, dirs: list[str], capsys) -> None:
     workflow = write_json(tmp_path / "wf.json", API_WORKFLOW)
     assert main.main(["check", str(workflow), "--force-fp32", "--bf16-unet", *dirs]) == 2
