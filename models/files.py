@@ -276,19 +276,6 @@ class MappedRange:
         return tensor.device.type == "cpu" and self.address <= ptr and \
             ptr + tensor.numel() * tensor.element_size() <= self.address + self.length
 
-    @property
-    def file_format(self) -> str:
-        return self._format
-
-    def holds(self, tensor: torch.Tensor) -> bool:
-        """Whether `tensor`'s memory lies in this file's mapping (a view, not a copy of its own)."""
-        return self._mapped is not None and self._mapped.contains(tensor)
-
-    def release_all(self) -> None:
-        """Drop every page of the file from the resident set (tensors still viewing it fault them back)."""
-        if self._mapped is not None:
-            self._mapped.release_range()
-
     def release_range(self) -> None:
         if _madvise is not None and self.length:
             _madvise(self.address, self.length, MADV_DONTNEED)

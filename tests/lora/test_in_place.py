@@ -118,12 +118,19 @@ def test_strength_changes_and_alternating_graphs_match_fresh_loads(fp16_checkpoi
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the file is pinned through /proc/self/fd")
-def test_restoring_reads_the_file_as_loaded_even_after_it_is_deleted(fp16_checkpoint) -> None:
+def loaded_with_a_lora(path: Path) -> tuple[ModelManager, object, dict[str, torch.Tensor]]:
+    """(manager, plain MODEL, its base weights) with a LoRA'd clone loaded: merged in place."""
     manager = cpu_manager()
-    model, _, _ = load_checkpoint_file(fp16_checkpoint, manager)
+    model, _, _ = load_checkpoint_file(path, manager)
     base = state(model)
     lora = makers.kohya_lora(targets_of(model.module, UNET_TARGETS))
     manager.load_models_for([apply_lora(model, None, lora, 1.0, 0.0, "l")[0]])
+    assert manager.record_of(model).patched_in_place
+    return manager, model, base
+
+
+def test_restoring_reads_the_file_as_loaded_even_after_it_is_deleted(fp16_checkpoint) -> None:
+    manager, model, base = loaded_with_a_lora(fp16_checkpoint)
     os.remove(fp16_checkpoint)
     fp16_checkpoint.write_bytes(b"not a checkpoint any more")
     manager.load_models_for([model])
@@ -131,11 +138,7 @@ def test_restoring_reads_the_file_as_loaded_even_after_it_is_deleted(fp16_checkp
 
 
 def test_a_failed_restore_drops_the_model_and_the_next_load_reads_it_again(fp16_checkpoint) -> None:
-    manager = cpu_manager()
-    model, _, _ = load_checkpoint_file(fp16_checkpoint, manager)
-    base = state(model)
-    lora = makers.kohya_lora(targets_of(model.module, UNET_TARGETS))
-    manager.load_models_for([apply_lora(model, None, lora, 1.0, 0.0, "l")[0]])
+    manager, model, base = loaded_with_a_lora(fp16_checkpoint)
 
     def broken(outs):
         raise OSError("disk went away")
