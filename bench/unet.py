@@ -1,124 +1,157 @@
-"""Seconds per UNet forward for the full-size SD1.5 architecture on CPU, against diffusers on the same weights.
+"""Seconds per UNet forward for the full-size SD1.5 architecture on CPU, against diffusers on the same
+weights.
 
-    .venv/bin/python bench/unet.py                      # everything (several minutes on 2 cores)
-    .venv/bin/python bench/unet.py --quick              # 32x32 only, sdpa only, 1 timed iteration
-    .venv/bin/python bench/unet.py --sizes 64 --dtypes bf16 --backends sdpa --channels-last on
+    .venv/bin/python bench/unet.py                      # everything (tens of minutes on 2 cores)
+    .venv/bin/python bench/unet.py --quick              # 32x32, sdpa, contiguous, fp32 + bf16, 2 rounds
+    .venv/bin/python bench/unet.py --sizes 32 64 --dtypes bf16 --attention sdpa sliced subquad \
+        --channels-last on
+    .venv/bin/python bench/unet.py --no-speed --load    # only checkpoint load -> first forward
 
-Batch 2 (a classifier-free-guidance pair), random weights, context [2, 77, 768]. For each latent size,
-dtype (fp32; bf16 stored as bf16, not autocast), memory format and attention backend it prints the median
-seconds per forward; then the same forward in diffusers' UNet2DConditionModel (test-only dependency) with
-the same weights converted by diffusers' own single-file converter, and the ratio. `--load` also writes a
-full-size SD1.5 .safetensors (fp16, streamed) and measures, in a fresh subprocess, the time from
-`load_checkpoint` to the end of the first forward, and that subprocess's peak RSS.
+Batch 2 (a classifier-free-guidance pair), random weights, context [2, 77, 768]. For each dtype (fp32; bf16
+stored as bf16, not autocast) and latent size, every memory format x attention backend of Plexus and each
+memory format of diffusers' UNet2DConditionModel (test-only dependency; weights converted by diffusers' own
+single-file converter; its default SDPA processor) run interleaved: one discarded warm-up forward each, then
+rounds of one forward per side (the model is switched to the side's format and backend untimed), so that
+other processes' load on the shared machine falls on all sides alike. Before the first configuration the
+process runs `--global-warmup` discarded forwards (oneDNN primitive creation, allocator growth and
+first-touch page faults otherwise land on whatever is measured first). Reported per row: median and min
+seconds, and `peak_delta_mib`, the peak RSS of one forward above the RSS before it (activation memory, which
+the sliced / sub-quadratic backends exist to cut; a lower bound, since memory an earlier forward freed but
+the allocator kept is reused without showing). Plexus runs contiguous today, so "default" below means sdpa,
+channels-last off.
+
+`--load` times, in a fresh subprocess per dtype, `models.checkpoint.load_checkpoint` of a full-size SD1.5
+.safetensors (the whole file: UNet, VAE, text encoder) to the end of the first UNet forward (`--load-size`,
+contiguous, sdpa), and that subprocess's peak RSS. The checkpoint is bench/txt2img.py's random-weight fp16
+file (bench/results/sd15-random-fp16.safetensors, written once when missing) unless `--checkpoint` names one;
+it is read once beforehand so every run starts from the page cache (a cold disk is not measured).
+Results: a table on stdout and JSON in bench/results/unet.json (`--json` to put it elsewhere).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+PROCESS_START = time.perf_counter()
+
 import torch
+from _unet_fixture import (
+    DTYPES,
+    RESULTS,
+    ROOT,
+    Side,
+    build_plexus,
+    environment,
+    peak_rss_mib,
+    random_sd15_unet_state,
+    set_memory_format,
+    time_interleaved,
+    unet_inputs,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from models.attention import ATTENTION_BACKENDS, set_attention_backend
+from models.testing import sd15_unet_config
+from models.unet import UNetConfig
 
-from models.attention import ATTENTION_BACKENDS, set_attention_backend  # noqa: E402
-from models.testing import module_layout, random_tensor, sd15_unet_config  # noqa: E402
-from models.unet import UNetConfig, UNetModel  # noqa: E402
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+BACKEND_ALIASES = {"subquad": "sub_quadratic", "sub-quadratic": "sub_quadratic", "slicing": "sliced"}
+RESULT_PREFIX = "RESULT "
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def random_sd15_unet_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Full-size SD1.5 UNet weights in the LDM file layout (keys without `model.diffusion_model.`)."""
-    shapes = module_layout(UNetModel, sd15_unet_config(), "")
-    return {k: random_tensor(k, s, torch.float32, seed) for k, s in shapes.items()}
-
-
-def build_plexus(state: dict[str, torch.Tensor], dtype: torch.dtype, backend: str) -> UNetModel:
-    with torch.device("meta"):
-        model = UNetModel(sd15_unet_config(), attention=backend)
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
-    return model.eval().requires_grad_(False)
+def backend_name(name: str) -> str:
+    name = BACKEND_ALIASES.get(name, name)
+    if name not in ATTENTION_BACKENDS:
+        raise argparse.ArgumentTypeError(f"unknown attention backend {name!r}; choose from "
+                                         f"{sorted([*ATTENTION_BACKENDS, *BACKEND_ALIASES])}")
+    return name
 
 
 def build_diffusers(state: dict[str, torch.Tensor], dtype: torch.dtype):
     import diffusers
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
     c: UNetConfig = sd15_unet_config()
-    config = dict(in_channels=4, out_channels=4, block_out_channels=[c.model_channels * m for m in c.channel_mult],
-                  down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-                  up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, layers_per_block=2,
-                  cross_attention_dim=768, attention_head_dim=8)
-    converted = convert_ldm_unet_checkpoint({"model.diffusion_model." + k: v for k, v in state.items()}, config)
+    config = {"in_channels": 4, "out_channels": 4,
+              "block_out_channels": [c.model_channels * m for m in c.channel_mult],
+                  "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+                  "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, "layers_per_block": 2,
+                  "cross_attention_dim": 768, "attention_head_dim": 8}
+    ldm_state = {"model.diffusion_model." + k: v for k, v in state.items()}
+    converted = convert_ldm_unet_checkpoint(ldm_state, config)
     with torch.device("meta"):
         model = diffusers.UNet2DConditionModel(**config)
     model.load_state_dict({k: v.to(dtype) for k, v in converted.items()}, assign=True, strict=True)
     return model.eval().requires_grad_(False)
 
 
-def time_forward(fn, warmup: int, iters: int) -> float:
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def plexus_side(model, backend: str, is_channels_last: bool, inputs) -> Side:
+    def enter() -> None:
+        set_memory_format(model, is_channels_last)
+        set_attention_backend(model, backend)
+    return Side(run=lambda: model(*inputs), enter=enter)
 
 
-def inputs(size: int, dtype: torch.dtype, channels_last: bool):
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 4, size, size, generator=g).to(dtype)
-    if channels_last:
-        x = x.to(memory_format=torch.channels_last)
-    return x, torch.tensor([999.0, 999.0]), torch.randn(2, 77, 768, generator=g).to(dtype)
+def diffusers_side(model, is_channels_last: bool, inputs) -> Side:
+    x, t, context = inputs
+    return Side(run=lambda: model(x, t, encoder_hidden_states=context).sample,
+                enter=lambda: set_memory_format(model, is_channels_last))
 
 
 def run_speed(args) -> list[dict]:
+    """Per dtype and size: every (memory format, backend) of Plexus and diffusers, interleaved by round."""
     torch.manual_seed(0)
     state = random_sd15_unet_state()
-    rows = []
+    rows: list[dict] = []
+    is_warm = False
     for dtype_name in args.dtypes:
         dtype = DTYPES[dtype_name]
-        ours = build_plexus(state, dtype, "sdpa")
+        ours = build_plexus(state, dtype)
         theirs = None if args.skip_diffusers else build_diffusers(state, dtype)
         for size in args.sizes:
-            for cl in args.channels_last:
-                is_cl = cl == "on"
-                ours.to(memory_format=torch.channels_last if is_cl else torch.contiguous_format)
-                x, t, ctx = inputs(size, dtype, is_cl)
-                for backend in args.backends:
-                    set_attention_backend(ours, backend)
-                    s = time_forward(lambda: ours(x, t, ctx), args.warmup, args.iters)
-                    rows.append(dict(impl="plexus", dtype=dtype_name, size=size, channels_last=cl, backend=backend, s=s))
-                    print(f"plexus    {dtype_name:4} {size:3}x{size:<3} channels_last={cl:3} {backend:13} {s:7.3f} s",
-                          flush=True)
+            sides: dict[str, Side] = {}
+            for cl in args.channels_last:                 # one format's sides adjacent: fewer conversions
+                inputs = unet_inputs(size, dtype, cl == "on")
+                for backend in args.attention:
+                    sides[f"plexus {backend} {cl}"] = plexus_side(ours, backend, cl == "on", inputs)
                 if theirs is not None:
-                    theirs.to(memory_format=torch.channels_last if is_cl else torch.contiguous_format)
-                    s = time_forward(lambda: theirs(x, t, encoder_hidden_states=ctx).sample, args.warmup, args.iters)
-                    rows.append(dict(impl="diffusers", dtype=dtype_name, size=size, channels_last=cl, backend="sdpa", s=s))
-                    print(f"diffusers {dtype_name:4} {size:3}x{size:<3} channels_last={cl:3} {'sdpa':13} {s:7.3f} s",
-                          flush=True)
+                    sides[f"diffusers sdpa {cl}"] = diffusers_side(theirs, cl == "on", inputs)
+            if not is_warm:
+                global_warmup(next(iter(sides.values())), args.global_warmup)
+                is_warm = True
+            measured = time_interleaved(sides, args.iters, args.warmup)
+            for name, side in measured.items():
+                impl, backend, cl = name.split()
+                row = {"impl": impl, "backend": backend, "dtype": dtype_name, "size": size,
+                       "channels_last": cl, "s": round(side.median_s, 4),
+                       "min_s": round(min(side.times_s), 4),
+                       "times_s": [round(s, 4) for s in side.times_s],
+                       "peak_delta_mib": round(side.peak_delta_mib), "peak_mib": round(side.peak_mib)}
+                rows.append(row)
+                print(f"{impl:9} {dtype_name:4} {size:3}x{size:<3} channels_last={cl:3} {backend:13} "
+                      f"median {row['s']:7.3f} s  min {row['min_s']:7.3f} s  "
+                      f"forward peak +{row['peak_delta_mib']:5d} MiB", flush=True)
         del ours, theirs
     return rows
 
 
-def summarise(rows: list[dict]) -> None:
-    print("\nPlexus best vs diffusers best (same dtype and size):")
+def global_warmup(side: Side, count: int) -> None:
+    side.enter()
+    with torch.inference_mode():
+        for i in range(count):
+            started = time.perf_counter()
+            side.run()
+            elapsed = time.perf_counter() - started
+            print(f"(global warm-up forward {i + 1}: {elapsed:.3f} s, discarded)", flush=True)
+    side.leave()
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per dtype and size: Plexus's best and default (sdpa, contiguous) against diffusers' best."""
+    summary = []
+    print("\nPlexus vs diffusers (same dtype and size; ratio > 1 means Plexus is faster):")
     for dtype_name in sorted({r["dtype"] for r in rows}):
         for size in sorted({r["size"] for r in rows}):
             sel = [r for r in rows if r["dtype"] == dtype_name and r["size"] == size]
@@ -127,75 +160,124 @@ def summarise(rows: list[dict]) -> None:
             if not ours or not theirs:
                 continue
             best, ref = min(ours, key=lambda r: r["s"]), min(theirs, key=lambda r: r["s"])
-            default = next((r for r in ours if r["backend"] == "sdpa" and r["channels_last"] == "on"), best)
-            print(f"  {dtype_name:4} {size:3}x{size:<3}: plexus {best['s']:.3f} s ({best['backend']}, channels_last="
-                  f"{best['channels_last']}), plexus default (sdpa, cl on) {default['s']:.3f} s, diffusers "
-                  f"{ref['s']:.3f} s (cl {ref['channels_last']}) -> speed-up {ref['s'] / best['s']:.2f}x "
-                  f"(default {ref['s'] / default['s']:.2f}x)")
+            default = next((r for r in ours if r["backend"] == "sdpa" and r["channels_last"] == "off"), best)
+            summary.append({"dtype": dtype_name, "size": size, "plexus_best": best, "plexus_default": default,
+                                "diffusers_best": ref, "speedup_best": round(ref["s"] / best["s"], 3),
+                                "speedup_default": round(ref["s"] / default["s"], 3)})
+            print(f"  {dtype_name:4} {size:3}x{size:<3}: plexus best {best['s']:.3f} s ({best['backend']}, "
+                  f"channels_last={best['channels_last']}), default (sdpa, cl off) {default['s']:.3f} s; "
+                  f"diffusers "
+                  f"{ref['s']:.3f} s (cl {ref['channels_last']}) -> x{ref['s'] / best['s']:.2f} "
+                  f"(default x{ref['s'] / default['s']:.2f})")
+    return summary
 
 
-def run_load(args) -> None:
-    """Write a full-size SD1.5 checkpoint and time load -> first forward in a fresh process."""
-    from models.testing import CheckpointSpec, tiny_vae_config, write_random_checkpoint  # noqa: F401
-    from models.vae import VAEConfig
-    tmp = Path(args.checkpoint) if args.checkpoint else Path(tempfile.mkdtemp()) / "sd15_random_fp16.safetensors"
-    if not tmp.exists():
-        t0 = time.perf_counter()
-        write_random_checkpoint(tmp, CheckpointSpec("sd1", sd15_unet_config(), VAEConfig(), dtype=torch.float16))
-        print(f"wrote {tmp} ({tmp.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t0:.1f} s", flush=True)
+def ensure_checkpoint(path: Path) -> Path:
+    if not path.is_file():
+        sys.path.insert(0, str(ROOT / "bench"))
+        from txt2img import write_checkpoint  # the same file bench/txt2img.py and memory.py use
+        write_checkpoint(path)
+    with open(path, "rb") as f:                           # into the page cache, so each child reads it warm
+        while f.read(64 * 1024 * 1024):
+            pass
+    return path
+
+
+def run_load(args) -> list[dict]:
+    """Checkpoint load -> first forward, in a fresh process per dtype (peak RSS only ever grows)."""
+    path = ensure_checkpoint(Path(args.checkpoint).resolve())
+    results = []
     for dtype_name in args.load_dtypes:
-        out = subprocess.run([sys.executable, __file__, "--load-child", str(tmp), "--load-dtype", dtype_name],
-                             capture_output=True, text=True, check=True)
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"load {tmp.name} as {dtype_name}: load {result['load_s']:.2f} s, first forward (64x64, batch 2) "
-              f"{result['forward_s']:.2f} s, load->first forward {result['total_s']:.2f} s, "
+        command = [sys.executable, __file__, "--load-child", str(path), "--load-dtype", dtype_name,
+                   "--load-size", str(args.load_size)]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ),
+                              check=False)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+        if done.returncode != 0 or not lines:
+            print(f"load as {dtype_name} failed (exit {done.returncode}):\n{done.stderr[-4000:]}",
+                  file=sys.stderr)
+            results.append({"dtype": dtype_name, "error": done.stderr[-2000:] or f"exit {done.returncode}"})
+            continue
+        result = json.loads(lines[-1][len(RESULT_PREFIX):])
+        results.append(result)
+        print(f"load {path.name} ({path.stat().st_size / 1e9:.2f} GB) as {dtype_name}: "
+              f"import {result['import_s']:.2f} s, "
+              f"load {result['load_s']:.2f} s, first forward ({args.load_size}x{args.load_size}, batch 2) "
+              f"{result['first_forward_s']:.2f} s (second {result['second_forward_s']:.2f} s), "
+              f"load -> end of first forward {result['load_to_first_forward_s']:.2f} s, "
               f"peak RSS {result['peak_rss_mib']:.0f} MiB", flush=True)
-    if not args.checkpoint:
-        tmp.unlink()
+    return results
 
 
-def load_child(path: str, dtype_name: str) -> None:
+def load_child(path: str, dtype_name: str, size: int) -> None:
+    imported = time.perf_counter()
     from models.checkpoint import load_checkpoint
-    t0 = time.perf_counter()
-    ckpt = load_checkpoint(path, dtype=DTYPES[dtype_name])
-    ckpt.unet.to(memory_format=torch.channels_last)
-    t1 = time.perf_counter()
-    x, t, ctx = inputs(64, DTYPES[dtype_name], True)
+    dtype = DTYPES[dtype_name]
+    x, t, context = unet_inputs(size, dtype, False)
+    started = time.perf_counter()
+    ckpt = load_checkpoint(path, dtype=dtype)
+    unet = ckpt.unet
+    loaded = time.perf_counter()
     with torch.inference_mode():
-        ckpt.unet(x, t, ctx)
-    t2 = time.perf_counter()
-    print(json.dumps(dict(load_s=t1 - t0, forward_s=t2 - t1, total_s=t2 - t0, peak_rss_mib=peak_rss_mib())))
+        unet(x, t, context)
+        first = time.perf_counter()
+        unet(x, t, context)
+        second = time.perf_counter()
+    print(RESULT_PREFIX + json.dumps({
+        "dtype": dtype_name, "size": size, "import_s": round(imported - PROCESS_START, 3),
+        "load_s": round(loaded - started, 3), "first_forward_s": round(first - loaded, 3),
+        "second_forward_s": round(second - first, 3),
+        "load_to_first_forward_s": round(first - started, 3), "peak_rss_mib": round(peak_rss_mib()),
+    }), flush=True)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
+    p.add_argument("--sizes", type=int, nargs="+", default=[32, 64], help="latent sizes (image size / 8)")
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
-    p.add_argument("--backends", nargs="+", default=list(ATTENTION_BACKENDS), choices=list(ATTENTION_BACKENDS))
+    p.add_argument("--attention", "--backends", dest="attention", nargs="+", type=backend_name,
+                   default=list(ATTENTION_BACKENDS), help="sdpa, sliced, subquad (= sub_quadratic)")
     p.add_argument("--channels-last", nargs="+", default=["on", "off"], choices=["on", "off"])
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--iters", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1, help="discarded forwards per configuration")
+    p.add_argument("--global-warmup", type=int, default=2,
+                   help="discarded forwards before the first configuration")
+    p.add_argument("--iters", type=int, default=3, help="timed rounds (one forward per configuration each)")
     p.add_argument("--skip-diffusers", action="store_true")
     p.add_argument("--load", action="store_true", help="also measure checkpoint load -> first forward")
     p.add_argument("--no-speed", action="store_true", help="skip the per-forward timings")
     p.add_argument("--load-dtypes", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
-    p.add_argument("--checkpoint", help="existing SD1.5 .safetensors for --load (else a random one is written)")
-    p.add_argument("--quick", action="store_true", help="32x32, sdpa, channels-last on, 1 iteration")
+    p.add_argument("--load-size", type=int, default=64, help="latent size of the first forward after loading")
+    p.add_argument("--checkpoint", default=str(RESULTS / "sd15-random-fp16.safetensors"),
+                   help="SD1.5 .safetensors for --load (written with random weights when missing)")
+    p.add_argument("--json", type=Path, default=RESULTS / "unet.json", help="where to write the results")
+    p.add_argument("--quick", action="store_true", help="32x32, sdpa, contiguous, 2 rounds")
     p.add_argument("--load-child", help=argparse.SUPPRESS)
     p.add_argument("--load-dtype", help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.load_child:
-        return load_child(args.load_child, args.load_dtype)
+    args = p.parse_args(argv)
     if args.quick:
-        args.sizes, args.backends, args.channels_last, args.iters = [32], ["sdpa"], ["on"], 1
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}", flush=True)
+        args.sizes, args.attention, args.channels_last, args.iters = [32], ["sdpa"], ["off"], 2
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.load_child:
+        return load_child(args.load_child, args.load_dtype, args.load_size)
+    env = environment()
+    print(f"torch {env['torch']}, {env['threads']} threads, CPU capability {env['cpu_capability']}, "
+          f"load average {env['load_average'][0]:.2f}", flush=True)
+    report: dict = {"environment": env, "args": {k: v for k, v in vars(args).items() if k not in ("json",)
+                                                 and not k.startswith("load_child")}}
     if not args.no_speed:
-        rows = run_speed(args)
-        summarise(rows)
-        print(f"peak RSS of the timing process: {peak_rss_mib():.0f} MiB")
+        report["rows"] = run_speed(args)
+        report["summary"] = summarise(report["rows"])
+        report["timing_process_peak_rss_mib"] = max(r["peak_mib"] for r in report["rows"])
     if args.load:
-        run_load(args)
+        report["load"] = run_load(args)
+    report["load_average_after"] = os.getloadavg()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, default=str))
+    print(f"results: {args.json}")
 
 
 if __name__ == "__main__":
