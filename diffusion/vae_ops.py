@@ -2,7 +2,14 @@
 ({"samples": raw VAE latents [B, C, h, w]}), whole or in tiles, with ComfyUI's inpainting preparations.
 
 Whole-image calls fall back to tiles when memory runs out (model_management's VAE fall-back chain:
-tiles, then a partial load); results always come back as float32 on the CPU.
+tiles, then a partial load); results always come back as float32 on the CPU, contiguous.
+
+On the CPU the model's inputs are channels-last (`_in_model_layout`): oneDNN then runs every convolution
+in its native NHWC layout and the activations stay channels-last through the network. Measured with
+bench/vae.py on the full-size SD1.5 VAE, 512x512, 2-core AVX-512 BF16 CPU: decode 8.5 -> 7.1 s in bf16
+(which with bf16 is 0.45x the contiguous fp32 decode, against 0.54x without it) and 15.8 -> 14.2 s in
+fp32; encode 10-18% faster. The weights stay as the model manager loaded them: converting them to
+channels-last too gained nothing beyond noise. Other devices get contiguous tensors (not measured there).
 """
 from __future__ import annotations
 
@@ -35,14 +42,26 @@ def crop_to_multiple(pixels: Tensor, multiple: int) -> Tensor:
     return pixels[:, y0:y0 + h, x0:x0 + w, :]
 
 
+def _in_model_layout(x: Tensor) -> Tensor:
+    """The memory format the VAE runs fastest in on x's device: channels-last on the CPU (module docstring)."""
+    if x.device.type == "cpu":
+        return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous()
+
+
 def _to_model_images(vae: Autoencoder, pixels: Tensor) -> Tensor:
     pixels = crop_to_multiple(pixels[..., :3], vae.downscale_ratio)
-    device = vae.manager.device
-    return pixels.movedim(-1, 1).to(device=device, dtype=torch.float32) * 2.0 - 1.0      # [B, 3, H, W] in [-1, 1]
+    images = pixels.movedim(-1, 1).to(device=vae.manager.device, dtype=torch.float32) * 2.0 - 1.0
+    return _in_model_layout(images)                                                     # [B, 3, H, W] in [-1, 1]
+
+
+def _to_latents(vae: Autoencoder, latents: Tensor) -> Tensor:
+    return _in_model_layout(latents.to(vae.manager.device))                             # [B, C, h, w]
 
 
 def _to_image(decoded: Tensor) -> Tensor:
-    return ((decoded.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1).cpu()          # [B, H, W, 3]
+    image = ((decoded.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)          # [B, H, W, 3]
+    return image.cpu().contiguous()                 # free when the decoder ran channels-last (the CPU)
 
 
 def encode(vae: Autoencoder, pixels: Tensor) -> Tensor:
@@ -56,17 +75,17 @@ def encode(vae: Autoencoder, pixels: Tensor) -> Tensor:
                 return vae.module.encode_tiled(images, DEFAULT_TILE_PX, DEFAULT_OVERLAP_PX)
             return vae.module.encode(images)
 
-    return with_oom_fallbacks(run, VAE_FALLBACKS, free=vae.manager.free, what="VAE encode").float().cpu()
+    latents = with_oom_fallbacks(run, VAE_FALLBACKS, free=vae.manager.free, what="VAE encode")
+    return latents.float().cpu().contiguous()
 
 
 def decode(vae: Autoencoder, latents: Tensor) -> Tensor:
     """Raw latents -> IMAGE, tiled automatically when memory is short."""
-    device = vae.manager.device
     f = vae.downscale_ratio
 
     def run(options: dict[str, Any]) -> Tensor:
         _load(vae, options)
-        z = latents.to(device)
+        z = _to_latents(vae, latents)
         with torch.inference_mode():
             if options.get(IS_VAE_TILED):
                 return vae.module.decode_tiled(z, DEFAULT_TILE_PX // f, DEFAULT_OVERLAP_PX // f)
@@ -83,7 +102,7 @@ def decode_tiled(vae: Autoencoder, latents: Tensor, tile_px: int = DEFAULT_TILE_
     f = vae.downscale_ratio
     _load(vae, {})
     with torch.inference_mode():
-        out = vae.module.decode_tiled(latents.to(vae.manager.device), max(tile_px // f, 1), overlap_px // f)
+        out = vae.module.decode_tiled(_to_latents(vae, latents), max(tile_px // f, 1), overlap_px // f)
     return _to_image(out)
 
 
@@ -94,7 +113,7 @@ def encode_tiled(vae: Autoencoder, pixels: Tensor, tile_px: int = DEFAULT_TILE_P
     images = _to_model_images(vae, pixels)
     _load(vae, {})
     with torch.inference_mode():
-        return vae.module.encode_tiled(images, tile_px, overlap_px).float().cpu()
+        return vae.module.encode_tiled(images, tile_px, overlap_px).float().cpu().contiguous()
 
 
 def _mask_at(mask: Tensor, height: int, width: int) -> Tensor:

@@ -165,6 +165,31 @@ def test_vae_round_trip_shapes_and_tiling(loaded):
     assert vae_ops.encode_tiled(vae, image[:, :64, :64], tile_px=64, overlap_px=0).shape == (1, 4, 8, 8)
 
 
+
+def test_vae_ops_run_channels_last_on_cpu_with_the_contiguous_result(loaded):
+    """vae_ops hands the VAE channels-last inputs on the CPU (faster there, bench/vae.py); the pixels and latents
+    equal the module's own contiguous run up to fp32 summation order, and come back contiguous."""
+    _, _, vae = loaded
+    latents = torch.randn(1, 4, 8, 8)
+    image = torch.rand(1, 64, 64, 3)
+    seen = []
+    hooks = [part.register_forward_pre_hook(lambda _, args: seen.append(args[0])) for part in
+             (vae.module.decoder, vae.module.encoder)]
+    try:
+        decoded = vae_ops.decode(vae, latents)
+        encoded = vae_ops.encode(vae, image)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(seen) == 2 and all(x.is_contiguous(memory_format=torch.channels_last) for x in seen)
+    with torch.inference_mode():
+        expected_image = ((vae.module.decode(latents.contiguous()) + 1) / 2).clamp(0, 1).movedim(1, -1)
+        expected_latents = vae.module.encode(image.movedim(-1, 1).contiguous() * 2 - 1)
+    assert decoded.is_contiguous() and encoded.is_contiguous()
+    torch.testing.assert_close(decoded, expected_image, rtol=0, atol=1e-5)
+    torch.testing.assert_close(encoded, expected_latents, rtol=0, atol=1e-5)
+
+
 def test_vae_falls_back_to_tiles_when_memory_runs_out(loaded, monkeypatch):
     _, _, vae = loaded
     latents = torch.randn(1, 4, 8, 8)

@@ -11,7 +11,7 @@ import torch
 from model_management import (MemorySettings, MemorySettingsError, ModelPart, VramMode, choose_dtype,
                               gib_to_bytes)
 from model_management.devices import DeviceCaps, cpu_flags, cpu_native_bf16_flags, device_caps
-from model_management.dtypes import choose_attention_upcast
+from model_management.dtypes import DtypeChoice, choose_attention_upcast
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU_BF16 = DeviceCaps("cpu", "cpu", has_fast_fp16=False, has_bf16=True, bf16_reason="cpu flags amx_bf16")
@@ -54,7 +54,7 @@ def test_cpu_bf16_is_detected_from_cpuinfo_flags(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("caps, unet, text, vae", [
-    (CPU_BF16, torch.bfloat16, torch.float32, torch.float32),
+    (CPU_BF16, torch.bfloat16, torch.float32, torch.bfloat16),   # native bf16: VAE in bf16 too
     (CPU_PLAIN, torch.float32, torch.float32, torch.float32),
     (AMPERE, torch.float16, torch.float16, torch.bfloat16),
     (TURING, torch.float16, torch.float16, torch.float32),   # fp16 VAE would give NaN, no bf16: fp32
@@ -78,6 +78,23 @@ def test_flags_override_the_defaults_with_their_name_as_reason() -> None:
     # --force-fp16 does not push an fp16-unsafe VAE into NaNs, unless the model says it is safe
     assert choose_dtype(ModelPart.VAE, AMPERE, MemorySettings(force_fp16=True)).dtype is torch.bfloat16
     assert choose_dtype(ModelPart.VAE, AMPERE, MemorySettings(), is_fp16_safe=True).dtype is torch.float16
+
+
+
+def test_cpu_vae_is_bf16_only_with_native_bf16_and_the_flags_keep_fp32() -> None:
+    default = choose_dtype(ModelPart.VAE, CPU_BF16, MemorySettings())
+    assert default.dtype is torch.bfloat16
+    assert "native bf16" in default.reason and "fp32's range" in default.reason and "--fp32-vae" in default.reason
+    assert choose_dtype(ModelPart.VAE, CPU_BF16, MemorySettings(fp32_vae=True)) == \
+        DtypeChoice(torch.float32, "--fp32-vae")
+    assert choose_dtype(ModelPart.VAE, CPU_BF16, MemorySettings(force_fp32=True)) == \
+        DtypeChoice(torch.float32, "--force-fp32")
+    # --force-fp16 does not put the fp16-unsafe VAE in fp16 on a CPU either
+    assert choose_dtype(ModelPart.VAE, CPU_BF16, MemorySettings(force_fp16=True)).dtype is torch.bfloat16
+    assert choose_dtype(ModelPart.VAE, CPU_BF16, MemorySettings(), model_dtypes=[torch.float32]).dtype \
+        is torch.float32
+    plain = choose_dtype(ModelPart.VAE, CPU_PLAIN, MemorySettings())
+    assert plain.dtype is torch.float32 and "without native bf16" in plain.reason
 
 
 def test_model_restrictions_and_attention_upcast() -> None:
