@@ -15,26 +15,9 @@ from tests.diffusion.helpers import install_checkpoint, write_tiny
 from tests.lora import makers
 from tests.lora.test_hypernetwork import write_hypernetwork
 from tests.lora.test_patching import TE_TARGETS, UNET_TARGETS
-from tests.nodes.engine_harness import Harness
+from tests.nodes.engine_harness import Capture, Harness
 
 CKPT = "tiny.safetensors"
-
-
-class Keep:
-    seen: list = []  # noqa: RUF012
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"value": ("*",)}}
-
-    RETURN_TYPES = ()
-    FUNCTION = "run"
-    OUTPUT_NODE = True
-    CATEGORY = "_for_testing"
-
-    def run(self, value):
-        Keep.seen.append(value)
-        return {}
 
 
 def tiny_shapes() -> tuple[dict, dict]:
@@ -63,7 +46,7 @@ def make_harness(tmp_path, files) -> Harness:
     for name, tensors in loras.items():
         save_file(tensors, h.folders.paths("loras")[0] / name)
     write_hypernetwork(h.folders.paths("hypernetworks")[0] / "h.pt")
-    h.registry.register("TestKeep", Keep)
+    h.registry.register("TestKeep", Capture)
     return h
 
 
@@ -99,11 +82,11 @@ def prompt(*patches: tuple[str, dict]) -> dict:
 
 
 def latent_of(h: Harness, graph: dict) -> torch.Tensor:
-    Keep.seen = []
+    Capture.seen = []
     services.install(h.services)
     result = h.run(graph)
     assert result.status == "success", result.error
-    return Keep.seen[-1]["samples"].clone()
+    return Capture.seen[-1]["samples"].clone()
 
 
 def lora(name: str, strength_model: float = 1.0, strength_clip: float = 1.0) -> tuple[str, dict]:

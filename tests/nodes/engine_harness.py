@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
 from execution.events import EventBus
 from execution.executor import Engine, PromptRecord, RunResult
@@ -10,6 +11,25 @@ from execution.registry import NodeRegistry
 from nodes import services
 from nodes.registry import register_builtins
 from storage.folders import Folders
+
+
+class Capture:
+    """A test-only output node that keeps what it is given (`Capture.seen`; reset it per test)."""
+
+    seen: ClassVar[list] = []
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("*",)}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    CATEGORY = "_for_testing"
+
+    def run(self, value):
+        Capture.seen.append(value)
+        return {}
 
 
 class Harness:

@@ -3,7 +3,6 @@ checkpoints in the real layout (written by models.testing, loaded by the real lo
 from __future__ import annotations
 
 import io
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -15,29 +14,10 @@ from nodes import services
 from sampling.samplers import SAMPLERS
 from sampling.schedules import SCHEDULERS
 from tests.diffusion.helpers import install_checkpoint, write_tiny
-from tests.nodes.engine_harness import Harness
+from tests.nodes.engine_harness import Capture, Harness
 
 CKPT = "tiny.safetensors"
 INPAINT_CKPT = "tiny-inpainting.safetensors"
-
-
-class Capture:
-    """A test-only output node that keeps what it is given."""
-
-    seen: ClassVar[list] = []
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"value": ("*",)}}
-
-    RETURN_TYPES = ()
-    FUNCTION = "run"
-    OUTPUT_NODE = True
-    CATEGORY = "_for_testing"
-
-    def run(self, value):
-        Capture.seen.append(value)
-        return {}
 
 
 @pytest.fixture(scope="module")
