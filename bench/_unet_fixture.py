@@ -156,3 +156,12 @@ def environment() -> dict:
     return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "load_average": os.getloadavg(),
             "env": {k: os.environ[k] for k in ENVIRONMENT_KNOBS if k in os.environ}}
+
+
+def write_report(path: Path, report: dict) -> None:
+    """Stamp the load average after the run and write `report` as JSON to `path`."""
+    import json
+    report["load_average_after"] = os.getloadavg()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str))
+    print(f"results: {path}")

@@ -65,6 +65,7 @@ from _unet_fixture import (
     set_memory_format,
     time_interleaved,
     unet_inputs,
+    write_report,
 )
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -527,10 +528,7 @@ def main() -> None:
         report["attention"] = attention_compare(args.attention_sizes, args.dtypes, args.attention_rounds)
     if "trace" in args.only:
         report["trace"] = run_traces(args)
-    report["load_average_after"] = os.getloadavg()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nresults: {args.json}")
+    write_report(args.json, report)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from _unet_fixture import (
     set_memory_format,
     time_interleaved,
     unet_inputs,
+    write_report,
 )
 
 from models.attention import ATTENTION_BACKENDS, set_attention_backend
@@ -274,10 +275,7 @@ def main() -> None:
         report["timing_process_peak_rss_mib"] = max(r["peak_mib"] for r in report["rows"])
     if args.load:
         report["load"] = run_load(args)
-    report["load_average_after"] = os.getloadavg()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=str))
-    print(f"results: {args.json}")
+    write_report(args.json, report)
 
 
 if __name__ == "__main__":
