@@ -22,9 +22,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from execution.caching import CachePolicy
 from execution.errors import PlexusError
@@ -40,6 +41,9 @@ from storage.folders import Folders
 PROGRAM_DIR = Path(__file__).resolve().parent
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 COMMANDS = ("serve", "run", "check")
+ATTENTION_CHOICES = ("auto", "sdpa", "sliced", "sub-quadratic")
+COMFY_ATTENTION_FLAGS = {"--use-pytorch-cross-attention": "sdpa", "--use-split-cross-attention": "sliced",
+                         "--use-quad-cross-attention": "sub-quadratic"}
 
 log = logging.getLogger("plexus")
 
@@ -123,6 +127,14 @@ def add_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None
     device.add_argument("--compile-unet", action="store_true", default=default(False),
                         help="run the diffusion model through torch.compile (inductor); the first step of "
                              "each new image size compiles first (minutes on a CPU; see bench/compile.py)")
+    attention = device.add_mutually_exclusive_group()
+    attention.add_argument("--attention", choices=ATTENTION_CHOICES, default=default("auto"),
+                           help="attention kernel: auto (sliced for bf16 on a CPU, else sdpa), sdpa (PyTorch's "
+                                "fused kernels), sliced (a bounded slice of queries at a time) or sub-quadratic "
+                                "(chunked queries and keys); default auto")
+    for flag, backend in COMFY_ATTENTION_FLAGS.items():
+        attention.add_argument(flag, dest="attention", action="store_const", const=backend,
+                               default=default("auto"), help=f"ComfyUI's name for --attention {backend}")
 
     parser.add_argument("--verbose", default=default("INFO"), const="DEBUG", nargs="?",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
@@ -188,7 +200,8 @@ def memory_settings(args: argparse.Namespace) -> Any:
                               ram_budget_bytes=gib_to_bytes(args.ram_budget),
                               force_fp32=args.force_fp32, force_fp16=args.force_fp16,
                               bf16_unet=args.bf16_unet, fp32_vae=args.fp32_vae,
-                              compile_diffusion_model=args.compile_unet)
+                              compile_diffusion_model=args.compile_unet,
+                              attention_backend=args.attention.replace("-", "_"))
     except ValueError as exc:  # MemorySettingsError: flags that contradict each other
         raise UsageError("invalid_settings", str(exc)) from exc
 
@@ -492,6 +505,7 @@ def system_stats() -> dict[str, Any]:
     """/system_stats: RAM from psutil plus the model manager's view of the device, the dtypes it
     chose and why, and what is loaded where (creating the manager imports torch, on first call)."""
     import torch
+
     from web.services import default_system_stats
 
     stats = default_system_stats()

@@ -29,6 +29,7 @@ RESULTS = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from models.attention import DEFAULT_ATTENTION
 from models.testing import module_layout, random_tensor, sd15_unet_config
 from models.unet import UNetModel
 
@@ -42,7 +43,7 @@ def random_sd15_unet_state(seed: int = 0) -> dict[str, torch.Tensor]:
     return {k: random_tensor(k, s, torch.float32, seed) for k, s in shapes.items()}
 
 
-def build_plexus(state: Mapping[str, torch.Tensor], dtype: torch.dtype, backend: str = "sdpa") -> UNetModel:
+def build_plexus(state: Mapping[str, torch.Tensor], dtype: torch.dtype, backend: str = DEFAULT_ATTENTION) -> UNetModel:
     with torch.device("meta"):
         model = UNetModel(sd15_unet_config(), attention=backend)
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)

@@ -2,7 +2,7 @@
 weights.
 
     .venv/bin/python bench/unet.py                      # everything (tens of minutes on 2 cores)
-    .venv/bin/python bench/unet.py --quick              # 32x32, sdpa, contiguous, fp32 + bf16, 2 rounds
+    .venv/bin/python bench/unet.py --quick              # 32x32, auto, contiguous, fp32 + bf16, 2 rounds
     .venv/bin/python bench/unet.py --sizes 32 64 --dtypes bf16 --attention sdpa sliced subquad \
         --channels-last on
     .venv/bin/python bench/unet.py --no-speed --load    # only checkpoint load -> first forward
@@ -17,12 +17,13 @@ process runs `--global-warmup` discarded forwards (oneDNN primitive creation, al
 first-touch page faults otherwise land on whatever is measured first). Reported per row: median and min
 seconds, and `peak_delta_mib`, the peak RSS of one forward above the RSS before it (activation memory, which
 the sliced / sub-quadratic backends exist to cut; a lower bound, since memory an earlier forward freed but
-the allocator kept is reused without showing). Plexus runs contiguous today, so "default" below means sdpa,
-channels-last off.
+the allocator kept is reused without showing). "Default" below means what Plexus runs unless told: attention
+"auto" (sliced for bf16 on the CPU, sdpa otherwise), channels-last off. The summary also sets Plexus's bf16
+default against diffusers' fp32 forward of the same run (issue 4's "at least 1.8x faster with bf16").
 
 `--load` times, in a fresh subprocess per dtype, `models.checkpoint.load_checkpoint` of a full-size SD1.5
 .safetensors (the whole file: UNet, VAE, text encoder) to the end of the first UNet forward (`--load-size`,
-contiguous, sdpa), and that subprocess's peak RSS. The checkpoint is bench/txt2img.py's random-weight fp16
+contiguous, attention auto), and that subprocess's peak RSS. The checkpoint is bench/txt2img.py's random-weight fp16
 file (bench/results/sd15-random-fp16.safetensors, written once when missing) unless `--checkpoint` names one;
 it is read once beforehand so every run starts from the page cache (a cold disk is not measured).
 Results: a table on stdout and JSON in bench/results/unet.json (`--json` to put it elsewhere).
@@ -55,7 +56,7 @@ from _unet_fixture import (
     write_report,
 )
 
-from models.attention import ATTENTION_BACKENDS, set_attention_backend
+from models.attention import ATTENTION_BACKENDS, DEFAULT_ATTENTION, set_attention_backend
 from models.testing import sd15_unet_config
 from models.unet import UNetConfig
 
@@ -150,7 +151,8 @@ def global_warmup(side: Side, count: int) -> None:
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Per dtype and size: Plexus's best and default (sdpa, contiguous) against diffusers' best."""
+    """Per dtype and size: Plexus's best and default (auto, contiguous) against diffusers' best; and per size
+    Plexus's bf16 default against diffusers' fp32."""
     summary = []
     print("\nPlexus vs diffusers (same dtype and size; ratio > 1 means Plexus is faster):")
     for dtype_name in sorted({r["dtype"] for r in rows}):
@@ -161,15 +163,26 @@ def summarise(rows: list[dict]) -> list[dict]:
             if not ours or not theirs:
                 continue
             best, ref = min(ours, key=lambda r: r["s"]), min(theirs, key=lambda r: r["s"])
-            default = next((r for r in ours if r["backend"] == "sdpa" and r["channels_last"] == "off"), best)
+            default = next((r for r in ours if r["backend"] == DEFAULT_ATTENTION and r["channels_last"] == "off"),
+                           best)
             summary.append({"dtype": dtype_name, "size": size, "plexus_best": best, "plexus_default": default,
                                 "diffusers_best": ref, "speedup_best": round(ref["s"] / best["s"], 3),
                                 "speedup_default": round(ref["s"] / default["s"], 3)})
             print(f"  {dtype_name:4} {size:3}x{size:<3}: plexus best {best['s']:.3f} s ({best['backend']}, "
-                  f"channels_last={best['channels_last']}), default (sdpa, cl off) {default['s']:.3f} s; "
+                  f"channels_last={best['channels_last']}), default ({DEFAULT_ATTENTION}, cl off) {default['s']:.3f} s; "
                   f"diffusers "
                   f"{ref['s']:.3f} s (cl {ref['channels_last']}) -> x{ref['s'] / best['s']:.2f} "
                   f"(default x{ref['s'] / default['s']:.2f})")
+    for size in sorted({r["size"] for r in rows}):
+        low = [r for r in rows if r["impl"] == "plexus" and r["dtype"] == "bf16" and r["size"] == size
+               and r["backend"] == DEFAULT_ATTENTION and r["channels_last"] == "off"]
+        full = [r for r in rows if r["impl"] == "diffusers" and r["dtype"] == "fp32" and r["size"] == size]
+        if low and full:
+            ref = min(full, key=lambda r: r["s"])
+            summary.append({"size": size, "plexus_bf16_default": low[0], "diffusers_fp32_best": ref,
+                            "speedup_bf16_over_diffusers_fp32": round(ref["s"] / low[0]["s"], 3)})
+            print(f"  bf16 (Plexus default) vs fp32 (diffusers) {size:3}x{size:<3}: {low[0]['s']:.3f} s vs "
+                  f"{ref['s']:.3f} s -> x{ref['s'] / low[0]['s']:.2f}")
     return summary
 
 
@@ -237,7 +250,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 64], help="latent sizes (image size / 8)")
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
     p.add_argument("--attention", "--backends", dest="attention", nargs="+", type=backend_name,
-                   default=list(ATTENTION_BACKENDS), help="sdpa, sliced, subquad (= sub_quadratic)")
+                   default=list(ATTENTION_BACKENDS), help="auto, sdpa, sliced, subquad (= sub_quadratic)")
     p.add_argument("--channels-last", nargs="+", default=["on", "off"], choices=["on", "off"])
     p.add_argument("--warmup", type=int, default=1, help="discarded forwards per configuration")
     p.add_argument("--global-warmup", type=int, default=2,
@@ -251,12 +264,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default=str(RESULTS / "sd15-random-fp16.safetensors"),
                    help="SD1.5 .safetensors for --load (written with random weights when missing)")
     p.add_argument("--json", type=Path, default=RESULTS / "unet.json", help="where to write the results")
-    p.add_argument("--quick", action="store_true", help="32x32, sdpa, contiguous, 2 rounds")
+    p.add_argument("--quick", action="store_true", help="32x32, auto, contiguous, 2 rounds")
     p.add_argument("--load-child", help=argparse.SUPPRESS)
     p.add_argument("--load-dtype", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        args.sizes, args.attention, args.channels_last, args.iters = [32], ["sdpa"], ["off"], 2
+        args.sizes, args.attention, args.channels_last, args.iters = [32], [DEFAULT_ATTENTION], ["off"], 2
     return args
 
 

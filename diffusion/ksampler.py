@@ -27,7 +27,7 @@ from torch import Tensor
 from execution.protocol import Preview, current_context
 from model_management import SAMPLING_FALLBACKS, ModelPart, estimate_working_memory, with_oom_fallbacks
 from model_management.oom import ATTENTION_BACKEND, IS_CFG_SPLIT, VRAM_MODE
-from models.attention import set_attention_backend
+from models.attention import DEFAULT_ATTENTION, attention_backend_name, set_attention_backend
 from sampling import sample as sampling_driver
 from sampling.core import Step
 from sampling.guidance import DualCFGDenoiser, conds_from_conditioning, plain_cfg
@@ -86,7 +86,7 @@ def model_function(model: DiffusionModel,
 
 
 def working_memory_bytes(model: DiffusionModel, latent_shape: Sequence[int], batch_factor: int = 2,
-                         attention: str = "sdpa") -> int:
+                         attention: str = DEFAULT_ATTENTION) -> int:
     """Working memory of one forward with the CFG pair batched (`batch_factor` x the latent batch)."""
     shape = (latent_shape[0] * batch_factor, *latent_shape[1:])
     dtype = model.manager.dtype_choices()[ModelPart.DIFFUSION].dtype
@@ -165,8 +165,10 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
     shape = tuple(samples.shape)
     manager = model.manager
 
+    configured_attention = attention_backend_name(model.module)
+
     def attempt(options: dict[str, Any]) -> Tensor:
-        attention = options.get(ATTENTION_BACKEND, "sdpa")
+        attention = options.get(ATTENTION_BACKEND, configured_attention)
         manager.load_models_for([model], working_memory_bytes(model, shape, 2, attention),
                                 vram_mode=options.get(VRAM_MODE))
         if ATTENTION_BACKEND in options:
@@ -186,7 +188,7 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                     device=manager.device, make_denoiser=make_denoiser)
         finally:
             if ATTENTION_BACKEND in options:
-                set_attention_backend(model.module, "sdpa")
+                set_attention_backend(model.module, configured_attention)
 
     with manager.graph_needs([model]):
         result = with_oom_fallbacks(attempt, SAMPLING_FALLBACKS, free=manager.free, what="sampling")

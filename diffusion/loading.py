@@ -24,6 +24,7 @@ from typing import Any
 
 from model_management import ModelPart
 from models import checkpoint as checkpoint_loader
+from models.attention import DEFAULT_ATTENTION
 from models.checkpoint import ComponentDtypes
 from models.detection import ModelConfig, detect_unet
 from models.embeddings import EmbeddingStore
@@ -172,12 +173,18 @@ def with_embeddings(clip: TextEncoders | None, directories: Sequence[str | os.Pa
     return clip.with_embedding_lookup(embedding_store(tuple(str(d) for d in directories)))
 
 
-def load_checkpoint_file(path: str | os.PathLike, manager: Any, *, attention: str = "sdpa",
+def attention_setting(manager: Any) -> str:
+    """The attention backend chosen at start (`--attention`), "auto" unless told."""
+    return getattr(manager.settings, "attention_backend", DEFAULT_ATTENTION)
+
+
+def load_checkpoint_file(path: str | os.PathLike, manager: Any, *, attention: str | None = None,
                          embedding_dirs: Sequence[str | os.PathLike] = ()) \
         -> tuple[DiffusionModel, TextEncoders | None, Autoencoder]:
     """A single-file SD checkpoint -> (MODEL, CLIP, VAE), cached per manager; the CLIP resolves
-    `embedding:name` from `embedding_dirs`."""
+    `embedding:name` from `embedding_dirs`. `attention`: the start-up setting unless given."""
     path = Path(path)
+    attention = attention or attention_setting(manager)
 
     def load() -> tuple:
         dtypes = ComponentDtypes(unet=load_dtype_for(manager, ModelPart.DIFFUSION),
@@ -199,7 +206,8 @@ def load_vae_file(path: str | os.PathLike, manager: Any) -> Autoencoder:
     path = Path(path)
 
     def load() -> tuple:
-        vae, _ = checkpoint_loader.load_vae(path, dtype=load_dtype_for(manager, ModelPart.VAE))
+        vae, _ = checkpoint_loader.load_vae(path, dtype=load_dtype_for(manager, ModelPart.VAE),
+                                          attention=attention_setting(manager))
         return (wrap_vae(vae, manager, source_key=str(path)),)
 
     return cached_load(manager, "vae", path, load)[0]
@@ -209,10 +217,11 @@ UNET_PREFIXES = ("model.diffusion_model.", "")
 
 
 def load_unet_file(path: str | os.PathLike, manager: Any, *, prediction_type: str = "eps",
-                   attention: str = "sdpa") -> DiffusionModel:
+                   attention: str | None = None) -> DiffusionModel:
     """A standalone diffusion model (LDM UNet keys, with or without `model.diffusion_model.`).
     The file says nothing about the prediction type: eps unless told (ModelSamplingDiscrete changes it)."""
     path = Path(path)
+    attention = attention or attention_setting(manager)
 
     def load() -> tuple:
         with load_state_dict(path) as source:

@@ -18,7 +18,7 @@ How the rest of Plexus uses it::
 
     # a sampler node: load before the call, retry in lower memory modes on OOM
     def attempt(options):
-        backend = options.get("attention_backend", "sdpa")
+        backend = options.get("attention_backend", "auto")
         work = estimate_working_memory(latent.shape, dtype, attention_backend=backend)
         manager.load_models_for([patched], work, vram_mode=options.get("vram_mode"))
         return sample(patched.module, ..., options)
@@ -29,19 +29,49 @@ How the rest of Plexus uses it::
 Rules for modules handed to a handle: create the handle once the weights are in the module, and
 never call `.to()` on it afterwards: the manager moves, casts and patches weights itself.
 """
-from model_management.dtypes import (DtypeChoice, ModelPart, choose_attention_upcast, choose_dtype,
-                                     choose_dtypes)
+from model_management.dtypes import (
+                                     DtypeChoice,
+                                     ModelPart,
+                                     choose_attention_upcast,
+                                     choose_dtype,
+                                     choose_dtypes,
+)
 from model_management.estimates import estimate_working_memory
 from model_management.handle import ModelHandle, WeightPatch, apply_patches
-from model_management.oom import (SAMPLING_FALLBACKS, VAE_FALLBACKS, Fallback, OutOfMemoryAfterFallbacks,
-                                  is_out_of_memory, with_oom_fallbacks)
+from model_management.oom import (
+                                     SAMPLING_FALLBACKS,
+                                     VAE_FALLBACKS,
+                                     Fallback,
+                                     OutOfMemoryAfterFallbacks,
+                                     is_out_of_memory,
+                                     with_oom_fallbacks,
+)
 from model_management.registry import ModelDroppedError, ModelManager, ModelRecord, Placement
 from model_management.settings import GIB, MemorySettings, MemorySettingsError, VramMode, gib_to_bytes
 
 __all__ = [
-    "DtypeChoice", "ModelPart", "choose_attention_upcast", "choose_dtype", "choose_dtypes",
-    "estimate_working_memory", "ModelHandle", "WeightPatch", "apply_patches",
-    "SAMPLING_FALLBACKS", "VAE_FALLBACKS", "Fallback", "OutOfMemoryAfterFallbacks", "is_out_of_memory",
-    "with_oom_fallbacks", "ModelDroppedError", "ModelManager", "ModelRecord", "Placement",
-    "GIB", "MemorySettings", "MemorySettingsError", "VramMode", "gib_to_bytes",
+                                     "GIB",
+                                     "SAMPLING_FALLBACKS",
+                                     "VAE_FALLBACKS",
+                                     "DtypeChoice",
+                                     "Fallback",
+                                     "MemorySettings",
+                                     "MemorySettingsError",
+                                     "ModelDroppedError",
+                                     "ModelHandle",
+                                     "ModelManager",
+                                     "ModelPart",
+                                     "ModelRecord",
+                                     "OutOfMemoryAfterFallbacks",
+                                     "Placement",
+                                     "VramMode",
+                                     "WeightPatch",
+                                     "apply_patches",
+                                     "choose_attention_upcast",
+                                     "choose_dtype",
+                                     "choose_dtypes",
+                                     "estimate_working_memory",
+                                     "gib_to_bytes",
+                                     "is_out_of_memory",
+                                     "with_oom_fallbacks",
 ]

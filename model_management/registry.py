@@ -37,8 +37,15 @@ from model_management.devices import DeviceMemory
 from model_management.dtypes import DtypeChoice, ModelPart, choose_dtypes, describe_dtypes
 from model_management.handle import ModelHandle, SharedModule, apply_patches
 from model_management.settings import MemorySettings, VramMode
-from model_management.streaming import (LoadPlan, OffloadUnit, Streamer, offload_units, pin_in_place,
-                                        plan_load, unpin)
+from model_management.streaming import (
+    LoadPlan,
+    OffloadUnit,
+    Streamer,
+    offload_units,
+    pin_in_place,
+    plan_load,
+    unpin,
+)
 from model_management.weights import DeviceLedger, WeightRebuilder
 
 log = logging.getLogger("plexus.memory")
@@ -527,4 +534,6 @@ class ModelManager:
             lines.append(f"vram budget: {_size(self.settings.vram_budget_bytes)}")
         lines.append(f"ram budget for cached models: {_size(self.ram_budget_bytes())}")
         lines += ["dtype " + line for line in describe_dtypes(self.dtype_choices())]
+        lines.append(f"attention: {self.settings.attention_backend}"
+                     + (" (sliced for bf16 on the CPU, else sdpa)" if self.settings.attention_backend == "auto" else ""))
         return lines

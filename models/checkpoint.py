@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from models.attention import DEFAULT_ATTENTION
 from models.convert.ldm import (check_key_map, component_key_map, has_ema_weights, unconsumed_keys,
                                 unet_key_map)
 from models.detection import ModelConfig, detect, detect_vae_file, sd2_prediction_probe, sniff_sd2_prediction
@@ -65,7 +66,7 @@ class ComponentDtypes:
 
 def load_checkpoint(path: str | os.PathLike, *, use_ema: bool = False, prediction_override: str | None = None,
                     dtype: torch.dtype | None = None, dtypes: ComponentDtypes | None = None,
-                    attention: str = "sdpa", load_text_encoders: bool = True) -> LoadedCheckpoint:
+                    attention: str = DEFAULT_ATTENTION, load_text_encoders: bool = True) -> LoadedCheckpoint:
     """Detect and load the UNet, VAE and text encoders of a single-file SD1.x/SD2.x checkpoint.
 
     `dtype` (all components) or `dtypes` (per component); None keeps the file's stored dtype (fp32, fp16 or
@@ -124,7 +125,7 @@ def rebuild_entry(module: nn.Module, source: StateDictSource,
     return lazy, owned
 
 
-def load_vae(path: str | os.PathLike, *, dtype: torch.dtype | None = None, attention: str = "sdpa") \
+def load_vae(path: str | os.PathLike, *, dtype: torch.dtype | None = None, attention: str = DEFAULT_ATTENTION) \
         -> tuple[AutoencoderKL, VAEConfig]:
     """A standalone VAE file (e.g. vae-ft-mse-840000-ema-pruned.safetensors) or the VAE of a checkpoint."""
     with load_state_dict(path) as source:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.attention import AttentionFn, attention_backend
+from models.attention import DEFAULT_ATTENTION, AttentionFn, attention_backend
 
 
 @dataclass(frozen=True)
@@ -231,10 +231,11 @@ class UNetModel(nn.Module):
 
     OFFLOAD_BLOCKS = ("input_blocks", "middle_block", "output_blocks")
 
-    def __init__(self, config: UNetConfig, attention: str = "sdpa"):
+    def __init__(self, config: UNetConfig, attention: str = DEFAULT_ATTENTION):
         super().__init__()
         self.config = config
         fn = attention_backend(attention)
+        self.attention_backend_name = attention
         mc, ted, groups = config.model_channels, config.time_embed_dim, config.norm_groups
         self.time_embed = nn.Sequential(nn.Linear(mc, ted), nn.SiLU(), nn.Linear(ted, ted))
 

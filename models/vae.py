@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.attention import AttentionFn, attention_backend
+from models.attention import DEFAULT_ATTENTION, AttentionFn, attention_backend
 
 
 @dataclass(frozen=True)
@@ -223,10 +223,11 @@ def run_tiled(fn, x: Tensor, tile: int, overlap: int, scale: float, out_channels
 class AutoencoderKL(nn.Module):
     OFFLOAD_BLOCKS = ("encoder", "decoder")
 
-    def __init__(self, config: VAEConfig, attention: str = "sdpa"):
+    def __init__(self, config: VAEConfig, attention: str = DEFAULT_ATTENTION):
         super().__init__()
         self.config = config
         fn = attention_backend(attention)
+        self.attention_backend_name = attention
         self.encoder = Encoder(config, fn)
         self.decoder = Decoder(config, fn)
         if config.has_quant_conv:

@@ -251,3 +251,20 @@ def test_ctrl_c_interrupts_the_prompt(tmp_path: Path, dirs: list[str], capsys, m
     assert main.main(["run", str(workflow), "--no-progress", *dirs]) == 130
     assert signal.getsignal(signal.SIGINT) is before
     assert "interrupting" in capsys.readouterr().err
+
+
+def test_attention_flags_reach_the_memory_settings() -> None:
+    def backend(*argv: str) -> str:
+        return main.memory_settings(main.parse_args(list(argv))).attention_backend
+    assert backend() == "auto"
+    assert backend("--attention", "sub-quadratic") == "sub_quadratic"
+    assert backend("--use-split-cross-attention") == "sliced"          # ComfyUI's flags
+    assert backend("--use-quad-cross-attention") == "sub_quadratic"
+    assert backend("--use-pytorch-cross-attention") == "sdpa"
+    assert backend("run", "wf.json", "--attention", "sdpa") == "sdpa"
+
+
+def test_unknown_attention_backend_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main.parse_args(["--attention", "flash9"])
+    assert exit_info.value.code == 2 and "sub-quadratic" in capsys.readouterr().err
