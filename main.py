@@ -127,6 +127,9 @@ def add_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None
     device.add_argument("--compile-unet", action="store_true", default=default(False),
                         help="run the diffusion model through torch.compile (inductor); the first step of "
                              "each new image size compiles first (minutes on a CPU; see bench/compile.py)")
+    device.add_argument("--disable-weight-prepack", action="store_true", default=default(False),
+                        help="on a CPU, run convolutions on their plain weights instead of packing them once "
+                             "per sampling run (slower; for comparisons)")
     attention = device.add_mutually_exclusive_group()
     attention.add_argument("--attention", choices=ATTENTION_CHOICES, default=default("auto"),
                            help="attention kernel: auto (sliced for bf16 on a CPU, else sdpa), sdpa (PyTorch's "
@@ -201,7 +204,8 @@ def memory_settings(args: argparse.Namespace) -> Any:
                               force_fp32=args.force_fp32, force_fp16=args.force_fp16,
                               bf16_unet=args.bf16_unet, fp32_vae=args.fp32_vae,
                               compile_diffusion_model=args.compile_unet,
-                              attention_backend=args.attention.replace("-", "_"))
+                              attention_backend=args.attention.replace("-", "_"),
+                              prepack_weights=not args.disable_weight_prepack)
     except ValueError as exc:  # MemorySettingsError: flags that contradict each other
         raise UsageError("invalid_settings", str(exc)) from exc
 

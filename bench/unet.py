@@ -17,8 +17,9 @@ process runs `--global-warmup` discarded forwards (oneDNN primitive creation, al
 first-touch page faults otherwise land on whatever is measured first). Reported per row: median and min
 seconds, and `peak_delta_mib`, the peak RSS of one forward above the RSS before it (activation memory, which
 the sliced / sub-quadratic backends exist to cut; a lower bound, since memory an earlier forward freed but
-the allocator kept is reused without showing). "Default" below means what Plexus runs unless told: attention
-"auto" (sliced for bf16 on the CPU, sdpa otherwise), channels-last off. The summary also sets Plexus's bf16
+the allocator kept is reused without showing). "Default" below means what Plexus's sampler runs unless told: convolution
+weights prepacked once (`--prepack on`: the warm-up forwards pack them, as the first step of a sampling run
+does; models/prepack.py), attention "auto" (sliced for bf16 on the CPU, sdpa otherwise), channels-last off. The summary also sets Plexus's bf16
 default against diffusers' fp32 forward of the same run (issue 4's "at least 1.8x faster with bf16").
 
 `--load` times, in a fresh subprocess per dtype, `models.checkpoint.load_checkpoint` of a full-size SD1.5
@@ -31,6 +32,7 @@ Results: a table on stdout and JSON in bench/results/unet.json (`--json` to put 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -57,6 +59,7 @@ from _unet_fixture import (
 )
 
 from models.attention import ATTENTION_BACKENDS, DEFAULT_ATTENTION, set_attention_backend
+from models.prepack import prepacked_convolutions
 from models.testing import sd15_unet_config
 from models.unet import UNetConfig
 
@@ -89,9 +92,11 @@ def build_diffusers(state: dict[str, torch.Tensor], dtype: torch.dtype):
     return model.eval().requires_grad_(False)
 
 
-def plexus_side(model, backend: str, is_channels_last: bool, inputs) -> Side:
+def plexus_side(model, backend: str, is_channels_last: bool | None, inputs) -> Side:
+    """`is_channels_last` None: leave the memory format alone (a model inside a prepacked block)."""
     def enter() -> None:
-        set_memory_format(model, is_channels_last)
+        if is_channels_last is not None:
+            set_memory_format(model, is_channels_last)
         set_attention_backend(model, backend)
     return Side(run=lambda: model(*inputs), enter=enter)
 
@@ -110,14 +115,21 @@ def run_speed(args) -> list[dict]:
     is_warm = False
     for dtype_name in args.dtypes:
         dtype = DTYPES[dtype_name]
-        ours = build_plexus(state, dtype)
+        ours = build_plexus(state, dtype) if "off" in args.prepack else None
+        packed = build_plexus(state, dtype) if "on" in args.prepack else None
         theirs = None if args.skip_diffusers else build_diffusers(state, dtype)
+        block = contextlib.ExitStack()
+        if packed is not None:       # packed once, as in a sampling run; the warm-up forwards pack
+            block.enter_context(prepacked_convolutions(packed))
         for size in args.sizes:
             sides: dict[str, Side] = {}
             for cl in args.channels_last:                 # one format's sides adjacent: fewer conversions
                 inputs = unet_inputs(size, dtype, cl == "on")
                 for backend in args.attention:
-                    sides[f"plexus {backend} {cl}"] = plexus_side(ours, backend, cl == "on", inputs)
+                    if ours is not None:
+                        sides[f"plexus {backend} {cl}"] = plexus_side(ours, backend, cl == "on", inputs)
+                    if packed is not None and cl == "off":
+                        sides[f"plexus+prepack {backend} {cl}"] = plexus_side(packed, backend, None, inputs)
                 if theirs is not None:
                     sides[f"diffusers sdpa {cl}"] = diffusers_side(theirs, cl == "on", inputs)
             if not is_warm:
@@ -132,10 +144,11 @@ def run_speed(args) -> list[dict]:
                        "times_s": [round(s, 4) for s in side.times_s],
                        "peak_delta_mib": round(side.peak_delta_mib), "peak_mib": round(side.peak_mib)}
                 rows.append(row)
-                print(f"{impl:9} {dtype_name:4} {size:3}x{size:<3} channels_last={cl:3} {backend:13} "
+                print(f"{impl:14} {dtype_name:4} {size:3}x{size:<3} channels_last={cl:3} {backend:13} "
                       f"median {row['s']:7.3f} s  min {row['min_s']:7.3f} s  "
                       f"forward peak +{row['peak_delta_mib']:5d} MiB", flush=True)
-        del ours, theirs
+        block.close()
+        del ours, packed, theirs
     return rows
 
 
@@ -150,39 +163,45 @@ def global_warmup(side: Side, count: int) -> None:
     side.leave()
 
 
+def plexus_default(rows: list[dict]) -> dict | None:
+    """The row of what the sampler runs unless told: prepacked if measured, attention auto, contiguous."""
+    for impl in ("plexus+prepack", "plexus"):
+        for r in rows:
+            if r["impl"] == impl and r["backend"] == DEFAULT_ATTENTION and r["channels_last"] == "off":
+                return r
+    return None
+
+
 def summarise(rows: list[dict]) -> list[dict]:
-    """Per dtype and size: Plexus's best and default (auto, contiguous) against diffusers' best; and per size
-    Plexus's bf16 default against diffusers' fp32."""
+    """Per dtype and size: Plexus's best and default against diffusers' best; and per size Plexus's bf16
+    default against diffusers' fp32."""
     summary = []
     print("\nPlexus vs diffusers (same dtype and size; ratio > 1 means Plexus is faster):")
     for dtype_name in sorted({r["dtype"] for r in rows}):
         for size in sorted({r["size"] for r in rows}):
             sel = [r for r in rows if r["dtype"] == dtype_name and r["size"] == size]
-            ours = [r for r in sel if r["impl"] == "plexus"]
+            ours = [r for r in sel if r["impl"].startswith("plexus")]
             theirs = [r for r in sel if r["impl"] == "diffusers"]
             if not ours or not theirs:
                 continue
             best, ref = min(ours, key=lambda r: r["s"]), min(theirs, key=lambda r: r["s"])
-            default = next((r for r in ours if r["backend"] == DEFAULT_ATTENTION and r["channels_last"] == "off"),
-                           best)
+            default = plexus_default(ours) or best
             summary.append({"dtype": dtype_name, "size": size, "plexus_best": best, "plexus_default": default,
-                                "diffusers_best": ref, "speedup_best": round(ref["s"] / best["s"], 3),
-                                "speedup_default": round(ref["s"] / default["s"], 3)})
-            print(f"  {dtype_name:4} {size:3}x{size:<3}: plexus best {best['s']:.3f} s ({best['backend']}, "
-                  f"channels_last={best['channels_last']}), default ({DEFAULT_ATTENTION}, cl off) {default['s']:.3f} s; "
-                  f"diffusers "
-                  f"{ref['s']:.3f} s (cl {ref['channels_last']}) -> x{ref['s'] / best['s']:.2f} "
-                  f"(default x{ref['s'] / default['s']:.2f})")
+                            "diffusers_best": ref, "speedup_best": round(ref["s"] / best["s"], 3),
+                            "speedup_default": round(ref["s"] / default["s"], 3)})
+            print(f"  {dtype_name:4} {size:3}x{size:<3}: plexus best {best['s']:.3f} s ({best['impl']}, "
+                  f"{best['backend']}, channels_last={best['channels_last']}), default ({default['impl']}, "
+                  f"{default['backend']}) {default['s']:.3f} s; diffusers {ref['s']:.3f} s "
+                  f"(cl {ref['channels_last']}) -> x{ref['s'] / best['s']:.2f} (default x{ref['s'] / default['s']:.2f})")
     for size in sorted({r["size"] for r in rows}):
-        low = [r for r in rows if r["impl"] == "plexus" and r["dtype"] == "bf16" and r["size"] == size
-               and r["backend"] == DEFAULT_ATTENTION and r["channels_last"] == "off"]
+        low = plexus_default([r for r in rows if r["dtype"] == "bf16" and r["size"] == size])
         full = [r for r in rows if r["impl"] == "diffusers" and r["dtype"] == "fp32" and r["size"] == size]
         if low and full:
             ref = min(full, key=lambda r: r["s"])
-            summary.append({"size": size, "plexus_bf16_default": low[0], "diffusers_fp32_best": ref,
-                            "speedup_bf16_over_diffusers_fp32": round(ref["s"] / low[0]["s"], 3)})
-            print(f"  bf16 (Plexus default) vs fp32 (diffusers) {size:3}x{size:<3}: {low[0]['s']:.3f} s vs "
-                  f"{ref['s']:.3f} s -> x{ref['s'] / low[0]['s']:.2f}")
+            summary.append({"size": size, "plexus_bf16_default": low, "diffusers_fp32_best": ref,
+                            "speedup_bf16_over_diffusers_fp32": round(ref["s"] / low["s"], 3)})
+            print(f"  bf16 (Plexus default) vs fp32 (diffusers) {size:3}x{size:<3}: {low['s']:.3f} s vs "
+                  f"{ref['s']:.3f} s -> x{ref['s'] / low['s']:.2f}")
     return summary
 
 
@@ -252,6 +271,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attention", "--backends", dest="attention", nargs="+", type=backend_name,
                    default=list(ATTENTION_BACKENDS), help="auto, sdpa, sliced, subquad (= sub_quadratic)")
     p.add_argument("--channels-last", nargs="+", default=["on", "off"], choices=["on", "off"])
+    p.add_argument("--prepack", nargs="+", default=["on", "off"], choices=["on", "off"],
+                   help="convolution weights packed once (what the sampler does on a CPU; contiguous inputs "
+                        "only) and/or plain")
     p.add_argument("--warmup", type=int, default=1, help="discarded forwards per configuration")
     p.add_argument("--global-warmup", type=int, default=2,
                    help="discarded forwards before the first configuration")

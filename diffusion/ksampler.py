@@ -10,7 +10,8 @@ custom-sampler objects (SAMPLER, SIGMAS, NOISE, GUIDER) are the small dataclasse
 Out of memory is retried through model_management's sampling fall-backs (sub-quadratic attention,
 CFG batch split, partial load, streaming); the CFG pair is batched into one forward unless the
 estimate says the batch does not fit on the device. With `--compile-unet` the UNet runs through
-torch.compile where it can (diffusion.compile.sampling_forward).
+torch.compile where it can (diffusion.compile.sampling_forward); on the CPU an eager UNet runs its
+convolutions on weights packed once per run (diffusion.prepacking).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from sampling.schedules import calculate_sigmas
 
 from . import previews
 from .compile import UNetForward, sampling_forward
+from .prepacking import prepacked_for_sampling
 from .objects import DiffusionModel
 
 PREVIEW_MAX_PX = 512
@@ -176,16 +178,17 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
         try:
             with torch.inference_mode():
                 unet = sampling_forward(model, is_fallback=bool(options))
-                return sampling_driver.sample(
-                    model_function(model, unet), model.model_sampling, samples, positive_conds, negative_conds,
-                    seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
-                    denoise=denoise, add_noise=add_noise, start_step=start_step, last_step=last_step,
-                    return_with_leftover_noise=return_with_leftover_noise, noise_mask=latent.get("noise_mask"),
-                    batch_index=latent.get("batch_index"), latent_format=model.latent_format, sigmas=sigmas,
-                    on_progress=reporter, fits=_fits(model, attention, bool(options.get(IS_CFG_SPLIT))),
-                    cfg_function=model.options.get("cfg_function") or plain_cfg,
-                    post_cfg=model.options.get("post_cfg_functions", ()), sampler_options=sampler_options,
-                    device=manager.device, make_denoiser=make_denoiser)
+                with prepacked_for_sampling(model, unet):
+                    return sampling_driver.sample(
+                        model_function(model, unet), model.model_sampling, samples, positive_conds, negative_conds,
+                        seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
+                        denoise=denoise, add_noise=add_noise, start_step=start_step, last_step=last_step,
+                        return_with_leftover_noise=return_with_leftover_noise, noise_mask=latent.get("noise_mask"),
+                        batch_index=latent.get("batch_index"), latent_format=model.latent_format, sigmas=sigmas,
+                        on_progress=reporter, fits=_fits(model, attention, bool(options.get(IS_CFG_SPLIT))),
+                        cfg_function=model.options.get("cfg_function") or plain_cfg,
+                        post_cfg=model.options.get("post_cfg_functions", ()), sampler_options=sampler_options,
+                        device=manager.device, make_denoiser=make_denoiser)
         finally:
             if ATTENTION_BACKEND in options:
                 set_attention_backend(model.module, configured_attention)

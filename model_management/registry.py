@@ -423,6 +423,15 @@ class ModelManager:
                 self._unload(record, why="unloaded on request")
                 devices.empty_cache(self.device)
 
+    def discard(self, handle: ModelHandle, why: str) -> None:
+        """Forget a model whose weights were lost (the next use loads it from its file again, if it has a
+        reload function); nothing is restored from it."""
+        with self._lock:
+            record = self._records.get(handle.shared.id)
+            if record is not None:
+                record.patched_in_place.clear()
+                self._drop(record, why=why)
+
     def free(self, *, unload_models: bool = True, drop_from_ram: bool = False,
              keep: Iterable[ModelHandle] = ()) -> int:
         """`/free` and the OOM fall-back: unload every model not kept (and not needed by the running

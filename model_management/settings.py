@@ -2,7 +2,7 @@
 
 `main.py` fills a :class:`MemorySettings` from the command-line flags (`--cpu`, `--highvram`,
 `--normalvram`, `--lowvram`, `--novram`, `--reserve-vram GB`, `--vram-budget GB`, `--ram-budget GB`,
-`--force-fp32`, `--force-fp16`, `--bf16-unet`, `--fp32-vae`, `--compile-unet`, `--attention`). Nothing here parses argv
+`--force-fp32`, `--force-fp16`, `--bf16-unet`, `--fp32-vae`, `--compile-unet`, `--attention`, `--disable-weight-prepack`). Nothing here parses argv
 or looks at a device: the settings are data, and every policy that reads them is a pure function of them.
 """
 from __future__ import annotations
@@ -56,6 +56,9 @@ class MemorySettings:
     # --attention: the attention backend models are built with (a models.attention name: auto, sdpa, sliced,
     # sub_quadratic); the OOM fall-backs may switch to sub_quadratic for one call.
     attention_backend: str = "auto"
+    # On the CPU, run the UNet's convolutions on weights packed once per sampling run (models/prepack.py);
+    # --disable-weight-prepack turns it off.
+    prepack_weights: bool = True
 
     def __post_init__(self) -> None:
         if self.force_fp32 and (self.force_fp16 or self.bf16_unet):

@@ -268,3 +268,9 @@ def test_unknown_attention_backend_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main.parse_args(["--attention", "flash9"])
     assert exit_info.value.code == 2 and "sub-quadratic" in capsys.readouterr().err
+
+
+def test_weight_prepack_is_on_unless_disabled() -> None:
+    assert main.memory_settings(main.parse_args([])).prepack_weights
+    assert not main.memory_settings(main.parse_args(["--disable-weight-prepack"])).prepack_weights
+    assert not main.memory_settings(main.parse_args(["run", "wf.json", "--disable-weight-prepack"])).prepack_weights

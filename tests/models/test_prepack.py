@@ -1,0 +1,121 @@
+"""Convolutions on weights packed once (models/prepack.py): the same results as plain convolutions, the
+weights given back bit for bit, never held twice, and everything that cannot be packed left alone."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from models import prepack
+from models.checkpoint import load_checkpoint
+from models.prepack import PackedConvolution, UnpackError, is_packable, prepacked_convolutions
+
+pytestmark = pytest.mark.skipif(not prepack.is_packing_available(torch.float32), reason="PyTorch built without oneDNN")
+
+
+def unet_inputs(dtype: torch.dtype):
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(2, 4, 16, 16, generator=g).to(dtype), torch.tensor([10.0, 900.0]),
+            torch.randn(2, 5, 32, generator=g).to(dtype))
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 0.05)])
+def test_a_packed_unet_computes_what_the_plain_one_does(tiny_checkpoint, dtype, tolerance):
+    if not prepack.is_packing_available(dtype):
+        pytest.skip("this CPU has no oneDNN bf16 kernels")
+    unet = load_checkpoint(tiny_checkpoint("sd1")).unet
+    for p in unet.parameters():        # owned copies (fp32 weights of a file stay views into it)
+        p.data = p.data.to(dtype, copy=True)
+    convs = [m for m in unet.modules() if isinstance(m, nn.Conv2d)]
+    # SD1's 1x1 transformer projections run as F.linear on their weight, never through forward()
+    projections = {m.proj_in for m in unet.modules() if hasattr(m, "proj_in")} | \
+        {m.proj_out for m in unet.modules() if hasattr(m, "proj_out")}
+    before = {name: p.clone() for name, p in unet.named_parameters()}
+    inputs = unet_inputs(dtype)
+    with torch.inference_mode():
+        expected = unet(*inputs).float()
+        with prepacked_convolutions(unet) as count:
+            assert count == len(convs) > 0
+            first, second = unet(*inputs).float(), unet(*inputs).float()
+            # packed on the first call; the plain weights' storage is given up, so nothing is held twice
+            called = [c for c in convs if c not in projections]
+            assert called and all(c.forward.packed is not None for c in called)
+            assert all(c.weight.untyped_storage().nbytes() == 0 for c in called)
+            assert all(c.forward.packed is None and c.weight.untyped_storage().nbytes() > 0 for c in projections)
+    scale = expected.abs().max()
+    assert (first - expected).abs().max() <= tolerance * scale
+    assert torch.equal(first, second)
+    for name, p in unet.named_parameters():                    # back, bit for bit, in the same tensors
+        assert torch.equal(p, before[name]), name
+    assert all("forward" not in c.__dict__ for c in convs)
+    with torch.inference_mode():
+        assert torch.equal(unet(*inputs).float(), expected)
+
+
+def test_weights_come_back_when_the_block_fails():
+    conv = nn.Conv2d(8, 16, 3, padding=1).requires_grad_(False)
+    weight, saved = conv.weight, conv.weight.clone()
+    with pytest.raises(ValueError, match="inside"), torch.inference_mode(), prepacked_convolutions(conv):
+        conv(torch.randn(1, 8, 8, 8))
+        raise ValueError("inside the block")
+    assert conv.weight is weight and torch.equal(conv.weight, saved)
+
+
+def test_calls_the_packed_kernel_cannot_take_run_on_a_plain_copy():
+    conv = nn.Conv2d(8, 16, 3, padding=1).requires_grad_(False)
+    x = torch.randn(1, 8, 8, 8)
+    with torch.inference_mode():
+        expected, unbatched, as_double = conv(x), conv(x[0]), conv.double()(x.double()).float()
+        conv.float()
+        with prepacked_convolutions(conv):
+            assert torch.allclose(conv(x), expected, atol=1e-5)           # packs
+            assert torch.allclose(conv(x[0]), unbatched, atol=1e-5)       # unbatched: plain copy
+            with pytest.raises(RuntimeError):
+                conv(x.double())                                          # as plain conv2d would
+    assert torch.allclose(as_double, expected, atol=1e-5)
+
+
+def test_what_cannot_be_packed_is_left_alone():
+    plain = nn.Conv2d(4, 4, 3, padding=1)
+    hooked = nn.Conv2d(4, 4, 3, padding=1)
+    hooked.register_forward_hook(lambda *_: None)
+    grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+    half = nn.Conv2d(4, 4, 3, padding=1).half()
+    same = nn.Conv2d(4, 4, 3, padding="same")
+    shared = nn.Conv2d(4, 4, 3, padding=1)
+    shared.weight = nn.Parameter(torch.randn(2, 4, 4, 3, 3)[0])     # a view: does not own its storage
+    for m in (plain, hooked, grouped, half, same, shared):
+        m.requires_grad_(False)
+    assert is_packable(plain)
+    assert not any(is_packable(m) for m in (hooked, grouped, half, same, shared))
+    model = nn.Sequential(plain, hooked, grouped, same, shared)
+    x = torch.randn(1, 4, 6, 6)
+    with torch.inference_mode():
+        expected = model(x)
+        with prepacked_convolutions(model) as count:
+            assert count == 1
+            assert torch.allclose(model(x), expected, atol=1e-5)
+            with prepacked_convolutions(model) as nested:                # re-entering does nothing
+                assert nested == 0 and torch.allclose(model(x), expected, atol=1e-5)
+            assert isinstance(plain.forward, PackedConvolution)
+    assert "forward" not in plain.__dict__
+
+
+def test_trainable_weights_are_not_packed():
+    assert not is_packable(nn.Conv2d(4, 4, 3))
+
+
+def test_a_weight_that_cannot_be_put_back_is_reported(monkeypatch):
+    model = nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3)).requires_grad_(False)
+    saved = model[1].weight.clone()
+    original = PackedConvolution.unpack
+
+    def fail_for_the_first(self):
+        if self.conv is model[0]:
+            raise MemoryError("no memory to grow the storage")
+        original(self)
+    monkeypatch.setattr(PackedConvolution, "unpack", fail_for_the_first)
+    with pytest.raises(UnpackError, match="1 packed convolution"), torch.inference_mode(), \
+            prepacked_convolutions(model):
+        model(torch.randn(1, 4, 8, 8))
+    assert torch.equal(model[1].weight, saved)                  # the others were still put back
