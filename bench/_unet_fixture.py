@@ -46,7 +46,8 @@ def random_sd15_unet_state(seed: int = 0) -> dict[str, torch.Tensor]:
 def build_plexus(state: Mapping[str, torch.Tensor], dtype: torch.dtype, backend: str = DEFAULT_ATTENTION) -> UNetModel:
     with torch.device("meta"):
         model = UNetModel(sd15_unet_config(), attention=backend)
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
+    # copies: a model that shares weight storage with another is never prepacked (models/prepack.py)
+    model.load_state_dict({k: v.to(dtype, copy=True) for k, v in state.items()}, assign=True)
     return model.eval().requires_grad_(False)
 
 

@@ -34,7 +34,8 @@ def prepacked_for_sampling(model: DiffusionModel, unet: Any) -> Iterator[None]:
         yield
         return
     try:
-        with prepacked_convolutions(model.module) as count:
+        record = model.manager.record_of(model)
+        with prepacked_convolutions(model.module, known_aliases=record.weights.home.values()) as count:
             log.debug("sampling with %d convolutions on prepacked weights", count)
             yield
     except UnpackError as exc:

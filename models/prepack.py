@@ -17,14 +17,16 @@ own forward may read those weights inside the block: the sampler opens it after 
 closes it before returning (diffusion/ksampler.py).
 
 Only plain `nn.Conv2d` modules without hooks, on the CPU, in fp32 or bf16, with one group, zero padding
-mode, and a weight that owns its whole (resizable) storage are packed; everything else runs as usual. A call
+mode, and a weight that owns its whole (resizable) storage, shared with no tensor but those the caller
+names as the same weight, are packed; everything else runs as usual. A call
 that the packed kernel cannot take (another dtype or device, an unbatched input) runs `F.conv2d` on a
 temporary plain copy.
 """
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -45,8 +47,10 @@ def is_packing_available(dtype: torch.dtype) -> bool:
     return dtype != torch.bfloat16 or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def is_packable(conv: nn.Module) -> bool:
-    """Whether `prepacked_convolutions` would pack this module (see the module notes)."""
+def is_packable(conv: nn.Module, known_aliases: int = 0) -> bool:
+    """Whether `prepacked_convolutions` would pack this module (see the module notes). `known_aliases`: how
+    many other tensors the caller vouches for that share the weight's storage as the same weight (a model
+    manager's own handle on it); any further user makes the weight unpackable."""
     if type(conv) is not nn.Conv2d or conv._forward_hooks or conv._forward_pre_hooks:
         return False
     weight, bias = conv.weight, conv.bias
@@ -59,7 +63,14 @@ def is_packable(conv: nn.Module) -> bool:
     storage = weight.untyped_storage()
     return (weight.is_contiguous() and weight.storage_offset() == 0 and storage.resizable()
             and storage.nbytes() == weight.numel() * weight.element_size()
-            and is_packing_available(weight.dtype))
+            and _storage_users(storage) == 1 + known_aliases and is_packing_available(weight.dtype))
+
+
+def _storage_users(storage: torch.UntypedStorage) -> int:
+    """How many tensors share `storage` (the Python object `storage` itself holds one more reference). A
+    weight whose storage another tensor also uses (tied weights, a view, another model built from the same
+    tensors) must not give its storage up."""
+    return torch._C._storage_Use_Count(storage._cdata) - 1
 
 
 class PackedConvolution:
@@ -102,14 +113,21 @@ class PackedConvolution:
 
 
 @contextlib.contextmanager
-def prepacked_convolutions(module: nn.Module) -> Iterator[int]:
+def prepacked_convolutions(module: nn.Module, known_aliases: Iterable[Tensor] = ()) -> Iterator[int]:
     """Inside the block, every packable convolution of `module` runs on a packed copy of its weight, made
     on its first call; on leaving (also on an exception) the plain weights are back, bit-identical.
-    Yields how many convolutions take part. Re-entering for a module already inside a block does nothing."""
+    `known_aliases`: tensors that share storage with the module's weights as those same weights (see
+    `is_packable`). Yields how many convolutions take part. Re-entering for a module already inside a block
+    does nothing."""
     if getattr(module, "_plexus_prepacked", False):
         yield 0
         return
-    packers = [PackedConvolution(m) for m in module.modules() if is_packable(m)]
+    aliases = Counter(t.untyped_storage().data_ptr() for t in known_aliases
+                      if t.device.type == "cpu" and t.untyped_storage().nbytes() > 0)
+    convs = [m for m in module.modules()
+             if isinstance(m, nn.Conv2d) and is_packable(m, aliases[m.weight.untyped_storage().data_ptr()])]
+    tied = Counter(m.weight.untyped_storage().data_ptr() for m in convs)     # one weight in two modules
+    packers = [PackedConvolution(m) for m in convs if tied[m.weight.untyped_storage().data_ptr()] == 1]
     module._plexus_prepacked = True
     for packer in packers:
         packer.conv.forward = packer

@@ -101,6 +101,26 @@ def test_what_cannot_be_packed_is_left_alone():
     assert "forward" not in plain.__dict__
 
 
+def test_weights_shared_with_other_tensors_are_not_packed():
+    conv = nn.Conv2d(4, 4, 3).requires_grad_(False)
+    assert is_packable(conv)
+    alias = conv.weight.detach()                      # another tensor on the same storage
+    assert not is_packable(conv) and is_packable(conv, known_aliases=1)
+    x = torch.randn(1, 4, 6, 6)
+    with torch.inference_mode():
+        expected = conv(x)
+        with prepacked_convolutions(conv) as count:
+            assert count == 0
+        with prepacked_convolutions(conv, known_aliases=[alias]) as count:
+            assert count == 1 and torch.allclose(conv(x), expected, atol=1e-5)
+            assert alias.untyped_storage().nbytes() == 0      # the same weight: given up together
+    assert torch.equal(alias, conv.weight)
+    twin = nn.Conv2d(4, 4, 3).requires_grad_(False)
+    twin.weight = conv.weight                         # tied: one parameter in two modules
+    with torch.inference_mode(), prepacked_convolutions(nn.Sequential(conv, twin)) as count:
+        assert count == 0
+
+
 def test_trainable_weights_are_not_packed():
     assert not is_packable(nn.Conv2d(4, 4, 3))
 
