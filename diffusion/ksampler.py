@@ -36,8 +36,8 @@ from sampling.schedules import calculate_sigmas
 
 from . import previews
 from .compile import UNetForward, sampling_forward
-from .prepacking import prepacked_for_sampling
 from .objects import DiffusionModel
+from .prepacking import prepacked_for_sampling
 
 PREVIEW_MAX_PX = 512
 PREVIEW_JPEG_QUALITY = 85

@@ -26,8 +26,13 @@ import torch
 from torch import Tensor, nn
 
 from models.attention import DEFAULT_ATTENTION
-from models.convert.ldm import (check_key_map, component_key_map, has_ema_weights, unconsumed_keys,
-                                unet_key_map)
+from models.convert.ldm import (
+    check_key_map,
+    component_key_map,
+    has_ema_weights,
+    unconsumed_keys,
+    unet_key_map,
+)
 from models.detection import ModelConfig, detect, detect_vae_file, sd2_prediction_probe, sniff_sd2_prediction
 from models.errors import ModelError
 from models.files import StateDictSource, cast, load_state_dict

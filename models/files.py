@@ -258,11 +258,45 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+# start address -> (length, resolved path) of every file `_map_file` mapped; checked against /proc/self/maps
+# before use (a mapping may be gone and its addresses reused)
+_FILE_MAPPINGS: dict[int, tuple[int, str]] = {}
+
+
 def _map_file(path: Path) -> torch.Tensor:
     """The whole file as a uint8 tensor over a private (copy-on-write) memory mapping."""
     size = path.stat().st_size
     storage = torch.UntypedStorage.from_file(str(path), False, size)
+    if size:
+        _FILE_MAPPINGS[storage.data_ptr()] = (size, str(path.resolve()))
     return torch.empty(0, dtype=torch.uint8).set_(storage)
+
+
+def model_file_ranges() -> dict[int, MappedRange]:
+    """The model files this process has mapped (`load_state_dict` of a .safetensors) and still maps, by start
+    address: tensors that view them can have their pages dropped and read back from the file (nothing ever
+    writes into these private mappings). Linux only (/proc/self/maps); empty elsewhere."""
+    maps = Path("/proc/self/maps")
+    if not _FILE_MAPPINGS or not maps.exists():
+        return {}
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for line in maps.read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[1].endswith("p"):                  # private mappings of a file
+            low, high = (int(x, 16) for x in parts[0].split("-"))
+            spans.setdefault(parts[5], []).append((low, high))
+    live = {}
+    for start, (length, path) in list(_FILE_MAPPINGS.items()):
+        pieces = sorted(spans.get(path, ()))
+        covered, end = start, start + length
+        for low, high in pieces:                        # one mapping can show as adjacent pieces
+            if low <= covered < high:
+                covered = high
+        if covered >= end:
+            live[start] = MappedRange(start, length)
+        elif not any(low <= start < high for low, high in pieces):
+            del _FILE_MAPPINGS[start]                   # unmapped: forget it
+    return live
 
 
 class MappedRange:

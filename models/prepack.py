@@ -10,15 +10,17 @@ at 64x64 (bench/unet.py, `--prepack on off`).
 
 Memory: the packed copy replaces the plain weight for the length of the block. Once a weight is packed its
 storage is shrunk to nothing; when the block ends the storage is grown back and refilled from the packed
-copy (re-ordering is a permutation, so the values come back bit for bit). The weights are never held twice,
-and the tensor objects stay the same, so whatever holds them (the model manager's in-place patches and
-their rebuild from the file) finds them as they were. The price is that nothing but the convolutions'
+copy (re-ordering is a permutation, so the values come back bit for bit). A weight that is a view into a
+mapped model file (kept in its stored dtype) instead has its file pages dropped from memory; they are read
+back from the file when next touched. The weights are never held twice, and the tensor objects stay the
+same, so whatever holds them (the model manager's in-place patches and their rebuild from the file) finds
+them as they were. The price is that nothing but the convolutions'
 own forward may read those weights inside the block: the sampler opens it after loading and patching and
 closes it before returning (diffusion/ksampler.py).
 
 Only plain `nn.Conv2d` modules without hooks, on the CPU, in fp32 or bf16, with one group, zero padding
-mode, and a weight that owns its whole (resizable) storage, shared with no tensor but those the caller
-names as the same weight, are packed; everything else runs as usual. A call
+mode, and a weight that either owns its whole (resizable) storage, shared with no tensor but those the
+caller names as the same weight, or views a mapped model file, are packed; everything else runs as usual. A call
 that the packed kernel cannot take (another dtype or device, an unbatched input) runs `F.conv2d` on a
 temporary plain copy.
 """
@@ -26,11 +28,13 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from models.files import MappedRange, model_file_ranges
 
 PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
 
@@ -47,10 +51,7 @@ def is_packing_available(dtype: torch.dtype) -> bool:
     return dtype != torch.bfloat16 or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def is_packable(conv: nn.Module, known_aliases: int = 0) -> bool:
-    """Whether `prepacked_convolutions` would pack this module (see the module notes). `known_aliases`: how
-    many other tensors the caller vouches for that share the weight's storage as the same weight (a model
-    manager's own handle on it); any further user makes the weight unpackable."""
+def _is_packable_conv(conv: nn.Module) -> bool:
     if type(conv) is not nn.Conv2d or conv._forward_hooks or conv._forward_pre_hooks:
         return False
     weight, bias = conv.weight, conv.bias
@@ -60,10 +61,34 @@ def is_packable(conv: nn.Module, known_aliases: int = 0) -> bool:
         return False
     if bias is not None and (bias.dtype != weight.dtype or bias.device != weight.device):
         return False
+    return weight.is_contiguous() and is_packing_available(weight.dtype)
+
+
+def owns_its_storage(weight: Tensor, known_aliases: int = 0) -> bool:
+    """The weight's storage is resizable, holds exactly the weight, and no tensor shares it but the
+    `known_aliases` ones the caller vouches for as the same weight (a model manager's own handle on it)."""
     storage = weight.untyped_storage()
-    return (weight.is_contiguous() and weight.storage_offset() == 0 and storage.resizable()
+    return (storage.resizable() and weight.storage_offset() == 0
             and storage.nbytes() == weight.numel() * weight.element_size()
-            and _storage_users(storage) == 1 + known_aliases and is_packing_available(weight.dtype))
+            and _storage_users(storage) == 1 + known_aliases)
+
+
+def file_range_of(weight: Tensor, file_ranges: Mapping[int, MappedRange]) -> MappedRange | None:
+    """The mapped model file the weight is a view into (models.files.model_file_ranges), if any."""
+    storage = weight.untyped_storage()
+    found = file_ranges.get(storage.data_ptr())
+    if found is None or storage.resizable() or found.length != storage.nbytes() or not found.contains(weight):
+        return None
+    return found
+
+
+def is_packable(conv: nn.Module, known_aliases: int = 0,
+                file_ranges: Mapping[int, MappedRange] | None = None) -> bool:
+    """Whether `prepacked_convolutions` would pack this module (see the module notes)."""
+    if not _is_packable_conv(conv):
+        return False
+    return owns_its_storage(conv.weight, known_aliases) or \
+        file_range_of(conv.weight, file_ranges or {}) is not None
 
 
 def _storage_users(storage: torch.UntypedStorage) -> int:
@@ -77,10 +102,11 @@ class PackedConvolution:
     """Stands in for one convolution's `forward` inside the block: packs on the first call, then runs the
     packed kernel; `unpack` puts the plain weight back."""
 
-    def __init__(self, conv: nn.Conv2d):
+    def __init__(self, conv: nn.Conv2d, file_range: MappedRange | None = None):
         self.conv = conv
         self.packed: Tensor | None = None
         self.nbytes = conv.weight.untyped_storage().nbytes()
+        self.file_range = file_range          # a view into a mapped model file: pages dropped, not the storage
 
     def _arguments(self) -> tuple[list[int], list[int], list[int]]:
         c = self.conv
@@ -93,17 +119,21 @@ class PackedConvolution:
         conv = self.conv
         padding, stride, dilation = self._arguments()
         if not self._takes(x):
-            weight = conv.weight if self.packed is None else self.packed.to_dense()
+            weight = conv.weight if self.packed is None or self.file_range else self.packed.to_dense()
             return F.conv2d(x, weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         if self.packed is None:
             self.packed = torch.ops.mkldnn._reorder_convolution_weight(
                 conv.weight, padding, stride, dilation, 1, list(x.shape))
-            conv.weight.untyped_storage().resize_(0)            # the packed copy is the weight now
+            if self.file_range is not None:
+                self.file_range.release(conv.weight)            # read back from the file when next needed
+            else:
+                conv.weight.untyped_storage().resize_(0)        # the packed copy is the weight now
         return torch.ops.mkldnn._convolution_pointwise(x, self.packed, conv.bias, padding, stride, dilation, 1,
                                                        "none", [], "")
 
     def unpack(self) -> None:
-        if self.packed is None:
+        if self.packed is None or self.file_range is not None:
+            self.packed = None
             return
         weight = self.conv.weight
         with torch.inference_mode(False), torch.no_grad():
@@ -124,10 +154,20 @@ def prepacked_convolutions(module: nn.Module, known_aliases: Iterable[Tensor] = 
         return
     aliases = Counter(t.untyped_storage().data_ptr() for t in known_aliases
                       if t.device.type == "cpu" and t.untyped_storage().nbytes() > 0)
-    convs = [m for m in module.modules()
-             if isinstance(m, nn.Conv2d) and is_packable(m, aliases[m.weight.untyped_storage().data_ptr()])]
-    tied = Counter(m.weight.untyped_storage().data_ptr() for m in convs)     # one weight in two modules
-    packers = [PackedConvolution(m) for m in convs if tied[m.weight.untyped_storage().data_ptr()] == 1]
+    file_ranges = model_file_ranges()
+    packers: list[PackedConvolution] = []
+    owned: Counter = Counter()
+    for m in module.modules():
+        if not _is_packable_conv(m):
+            continue
+        if owns_its_storage(m.weight, aliases[m.weight.untyped_storage().data_ptr()]):
+            packers.append(PackedConvolution(m))
+            owned[m.weight.untyped_storage().data_ptr()] += 1
+        elif (found := file_range_of(m.weight, file_ranges)) is not None:
+            packers.append(PackedConvolution(m, found))
+    # one owned weight in two modules (tied): giving its storage up for one would break the other
+    packers = [p for p in packers
+               if p.file_range is not None or owned[p.conv.weight.untyped_storage().data_ptr()] == 1]
     module._plexus_prepacked = True
     for packer in packers:
         packer.conv.forward = packer

@@ -62,10 +62,13 @@ def spying(model, seen: list):
     return twin
 
 
-def test_sampling_on_packed_weights_gives_the_same_latents(tiny_fp16):
-    plain_model, clip = load(tiny_fp16, prepack_weights=False)
+@pytest.mark.parametrize("checkpoint", ["tiny_fp16", "tiny_sd15"])
+def test_sampling_on_packed_weights_gives_the_same_latents(checkpoint, request):
+    """fp16 on disk: the model's own converted weights; fp32 on disk: views into the mapped file."""
+    path = request.getfixturevalue(checkpoint)
+    plain_model, clip = load(path, prepack_weights=False)
     expected = sample(plain_model, clip)
-    model, clip = load(tiny_fp16)
+    model, clip = load(path)
     before = conv_weights(model)
     seen: list[int] = []
     got = sample(spying(model, seen), clip)
