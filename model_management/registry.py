@@ -545,4 +545,7 @@ class ModelManager:
         lines += ["dtype " + line for line in describe_dtypes(self.dtype_choices())]
         lines.append(f"attention: {self.settings.attention_backend}"
                      + (" (sliced for bf16 on the CPU, else sdpa)" if self.settings.attention_backend == "auto" else ""))
+        if self.device.type == "cpu":
+            lines.append("convolutions: " + ("weights packed once per sampling run" if self.settings.prepack_weights
+                                             else "plain weights (--disable-weight-prepack)"))
         return lines

@@ -18,11 +18,14 @@ def layers_using(module: torch.nn.Module) -> set:
 def test_loaders_build_models_with_the_start_up_backend(tiny_sd15):
     model, _, vae = loading.load_checkpoint_file(tiny_sd15, ModelManager(MemorySettings(force_fp32=True)))
     assert attention_backend_name(model.module) == "auto" == attention_backend_name(vae.module)
-    manager = ModelManager(MemorySettings(force_fp32=True, attention_backend="sliced"))
+    manager = ModelManager(MemorySettings(force_fp32=True, attention_backend="sliced", device="cpu"))
     model, _, vae = loading.load_checkpoint_file(tiny_sd15, manager)
     assert attention_backend_name(model.module) == "sliced" == attention_backend_name(vae.module)
     assert layers_using(model.module) == {attention_sliced} == layers_using(vae.module)
     assert "attention: sliced" in manager.startup_lines()
+    assert "convolutions: weights packed once per sampling run" in manager.startup_lines()
+    unpacked = ModelManager(MemorySettings(force_fp32=True, prepack_weights=False, device="cpu"))
+    assert "convolutions: plain weights (--disable-weight-prepack)" in unpacked.startup_lines()
 
 
 def test_out_of_memory_fallback_restores_the_configured_backend(tiny_sd15):
