@@ -195,7 +195,8 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
 
     with manager.graph_needs([model]):
         result = with_oom_fallbacks(attempt, SAMPLING_FALLBACKS, free=manager.free, what="sampling")
-    return {**latent, "samples": result.float().cpu()}
+    # contiguous: packed convolutions (diffusion.prepacking) hand back channels-last activations
+    return {**latent, "samples": result.float().cpu().contiguous()}
 
 
 def ksample(model: DiffusionModel, latent: dict, positive, negative, *, seed: int, steps: int, cfg: float,

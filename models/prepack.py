@@ -27,6 +27,7 @@ temporary plain copy.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -89,6 +90,25 @@ def is_packable(conv: nn.Module, known_aliases: int = 0,
         return False
     return owns_its_storage(conv.weight, known_aliases) or \
         file_range_of(conv.weight, file_ranges or {}) is not None
+
+
+def _load_malloc_trim():
+    try:
+        fn = ctypes.CDLL(None).malloc_trim               # glibc
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return fn
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def _return_freed_memory() -> None:
+    """Give the heap pages freed by the packed copies back to the system. Every run frees and allocates
+    the weights' size again; glibc keeps much of it otherwise, and the process's RSS creeps up run by run."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 def _storage_users(storage: torch.UntypedStorage) -> int:
@@ -182,6 +202,8 @@ def prepacked_convolutions(module: nn.Module, known_aliases: Iterable[Tensor] = 
             except Exception as exc:  # noqa: BLE001 - every weight must get its chance; re-raised below
                 errors.append(exc)
         module._plexus_prepacked = False
+        if packers:
+            _return_freed_memory()
         if errors:
             raise UnpackError(f"{len(errors)} packed convolution weights could not be put back "
                               f"({type(errors[0]).__name__}: {errors[0]})") from errors[0]

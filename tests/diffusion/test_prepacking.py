@@ -78,6 +78,7 @@ def test_sampling_on_packed_weights_gives_the_same_latents(checkpoint, request):
         2 * sum(hasattr(m, "proj_in") for m in model.module.modules())
     assert seen and all(n == called for n in seen)
     assert_same_to_fp32_reordering(got, expected)
+    assert got.is_contiguous()                                   # a LATENT leaves in PyTorch's plain layout
     after = conv_weights(model)
     assert all(torch.equal(after[k], before[k]) for k in before)
     assert all("forward" not in m.__dict__ for m in model.module.modules())
