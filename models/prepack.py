@@ -2,11 +2,11 @@
 sampling run), instead of on every call.
 
 On the CPU, `F.conv2d` hands oneDNN the weight in PyTorch's plain [out, in, kh, kw] layout, and oneDNN
-re-orders it into the blocked layout its kernel reads on every call; a full-size SD1.5 UNet forward does
-that for 1.1 GiB of bf16 weights. Packing each weight once, on the convolution's first call inside the
-block (its input shape picks the layout), and running `mkldnn._convolution_pointwise` on the packed copy
-from then on, makes a bf16 UNet forward 18% faster at 32x32 latents and 6% at 64x64, and an fp32 one 7%
-at 64x64 (bench/unet.py, `--prepack on off`).
+re-orders it into the blocked layout its kernel reads, on every call; a full-size SD1.5 UNet forward does
+that for 1.1 GiB of bf16 weights. Packing each weight once, on the convolution's first call inside the block
+(its input shape picks the layout), and running `mkldnn._convolution_pointwise` on the packed copy from then
+on makes a UNet forward faster by 15% (bf16) and 19% (fp32) at 32x32 latents and by 1-6% at 64x64, where
+the convolutions themselves take longer (bench/unet.py `--prepack on off`, bench/results/unet-session3.json).
 
 Memory: the packed copy replaces the plain weight for the length of the block. Once a weight is packed its
 storage is shrunk to nothing; when the block ends the storage is grown back and refilled from the packed
@@ -14,15 +14,15 @@ copy (re-ordering is a permutation, so the values come back bit for bit). A weig
 mapped model file (kept in its stored dtype) instead has its file pages dropped from memory; they are read
 back from the file when next touched. The weights are never held twice, and the tensor objects stay the
 same, so whatever holds them (the model manager's in-place patches and their rebuild from the file) finds
-them as they were. The price is that nothing but the convolutions'
-own forward may read those weights inside the block: the sampler opens it after loading and patching and
-closes it before returning (diffusion/ksampler.py).
+them as they were. The price is that nothing but the convolutions' own forward may read those weights
+inside the block: the sampler opens it after loading and patching and closes it before returning
+(diffusion/prepacking.py).
 
-Only plain `nn.Conv2d` modules without hooks, on the CPU, in fp32 or bf16, with one group, zero padding
-mode, and a weight that either owns its whole (resizable) storage, shared with no tensor but those the
-caller names as the same weight, or views a mapped model file, are packed; everything else runs as usual. A call
-that the packed kernel cannot take (another dtype or device, an unbatched input) runs `F.conv2d` on a
-temporary plain copy.
+Only plain `nn.Conv2d` modules without hooks, on the CPU, in fp32 or bf16, with one group and zero padding
+mode are packed, and only when the weight either owns its whole (resizable) storage, shared with no tensor
+but those the caller names as the same weight, or views a mapped model file; everything else runs as
+usual. A call that the packed kernel cannot take (another dtype or device, an unbatched input) runs
+`F.conv2d` on a temporary plain copy.
 """
 from __future__ import annotations
 
