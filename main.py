@@ -517,7 +517,8 @@ def system_stats() -> dict[str, Any]:
     stats["system"]["pytorch_version"] = torch.__version__
     stats["devices"] = [report["device"]]
     stats["plexus"] = {key: report[key] for key in ("vram_mode", "vram_budget_bytes", "reserve_vram_bytes",
-                                                    "models_device_bytes", "ram", "dtypes", "models")}
+                                                    "models_device_bytes", "ram", "dtypes", "attention",
+                                                    "convolutions_prepacked", "models")}
     return stats
 
 

@@ -525,6 +525,8 @@ class ModelManager:
                 "ram": {"total": ram.total_bytes, "free": ram.free_bytes, "budget": self.ram_budget_bytes(),
                         "models": self.ram_used_bytes()},
                 "dtypes": {part.value: choice.to_json() for part, choice in self.dtype_choices().items()},
+                "attention": self.settings.attention_backend,
+                "convolutions_prepacked": self.device.type == "cpu" and self.settings.prepack_weights,
                 "models": [self._describe(r)
                            for r in sorted(self._records.values(), key=lambda r: -r.last_used)],
             }

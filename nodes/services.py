@@ -7,6 +7,7 @@ the nodes; tests install their own. Nothing else in the process is global.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -29,6 +30,7 @@ class NodeServices:
                 from model_management.registry import ModelManager
                 from model_management.settings import MemorySettings
                 self._model_manager = ModelManager(self.settings or MemorySettings())
+                logging.getLogger("plexus").info("model manager: %s", "; ".join(self._model_manager.startup_lines()))
             return self._model_manager
 
     def existing_model_manager(self) -> Any:

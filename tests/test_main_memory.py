@@ -21,6 +21,7 @@ def test_system_stats_reports_the_device_and_dtype_choices(tmp_path):
     device = stats["devices"][0]
     assert device["type"] == "cpu" and device["vram_total"] > 0
     assert set(stats["plexus"]["dtypes"]) >= {"diffusion_model", "vae"}
+    assert stats["plexus"]["attention"] == "auto" and stats["plexus"]["convolutions_prepacked"] is True
     assert stats["plexus"]["models"] == []
 
 
