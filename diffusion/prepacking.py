@@ -16,25 +16,28 @@ from .objects import DiffusionModel
 log = logging.getLogger("plexus.diffusion")
 
 
-def is_prepacking(model: DiffusionModel, unet: Any) -> bool:
+def _record_to_prepack(model: DiffusionModel, unet: Any) -> Any:
+    """The manager's record of `model` when its sampling run should prepack, else None."""
     manager: Any = model.manager
-    if manager.device.type != "cpu" or unet is not model.module:
-        return False
-    if not getattr(manager.settings, "prepack_weights", True):
-        return False
+    if unet is not model.module or not getattr(manager, "is_prepacking_convolutions", False):
+        return None
     record = manager.record_of(model)
-    return record is not None and record.placement is Placement.FULL
+    return record if record is not None and record.placement is Placement.FULL else None
+
+
+def is_prepacking(model: DiffusionModel, unet: Any) -> bool:
+    return _record_to_prepack(model, unet) is not None
 
 
 @contextlib.contextmanager
 def prepacked_for_sampling(model: DiffusionModel, unet: Any) -> Iterator[None]:
     """Around one sampling run, after the model is loaded and patched. If a packed weight cannot be put
     back, the model is dropped (it is loaded from its file again when next needed) and the error raised."""
-    if not is_prepacking(model, unet):
+    record = _record_to_prepack(model, unet)
+    if record is None:
         yield
         return
     try:
-        record = model.manager.record_of(model)
         with prepacked_convolutions(model.module, known_aliases=record.weights.home.values()) as count:
             log.debug("sampling with %d convolutions on prepacked weights", count)
             yield

@@ -526,7 +526,7 @@ class ModelManager:
                         "models": self.ram_used_bytes()},
                 "dtypes": {part.value: choice.to_json() for part, choice in self.dtype_choices().items()},
                 "attention": self.settings.attention_backend,
-                "convolutions_prepacked": self.device.type == "cpu" and self.settings.prepack_weights,
+                "convolutions_prepacked": self.is_prepacking_convolutions,
                 "models": [self._describe(r)
                            for r in sorted(self._records.values(), key=lambda r: -r.last_used)],
             }
@@ -538,6 +538,11 @@ class ModelManager:
                 "dtype": str(record.dtype).removeprefix("torch.") if record.dtype else None,
                 "patched_weights": len(record.active_patches), "why": record.why}
 
+    @property
+    def is_prepacking_convolutions(self) -> bool:
+        """Whether the sampler packs convolution weights once per run (only on the CPU; models/prepack.py)."""
+        return self.device.type == "cpu" and self.settings.prepack_weights
+
     def startup_lines(self) -> list[str]:
         caps = devices.device_caps(self.device)
         lines = [f"device: {caps.name} ({self.vram_mode.value})"]
@@ -548,6 +553,6 @@ class ModelManager:
         lines.append(f"attention: {self.settings.attention_backend}"
                      + (" (sliced for bf16 on the CPU, else sdpa)" if self.settings.attention_backend == "auto" else ""))
         if self.device.type == "cpu":
-            lines.append("convolutions: " + ("weights packed once per sampling run" if self.settings.prepack_weights
+            lines.append("convolutions: " + ("weights packed once per sampling run" if self.is_prepacking_convolutions
                                              else "plain weights (--disable-weight-prepack)"))
         return lines

@@ -25,3 +25,10 @@ def test_estimates_scale_with_batch_area_dtype_and_attention_backend() -> None:
     assert estimate_working_memory(big, torch.float16) == estimate_working_memory(big, torch.float16,
                                                                                   attention_backend="sdpa")
     assert estimate_working_memory((2, 4, 64, 64), torch.float16, attention_backend="sdpa", memory_factor=1.5) == int(base * 1.5)
+
+
+def test_the_sliced_estimate_uses_the_attention_slice_size() -> None:
+    """model_management mirrors models.attention's bound on one slice's scores (it never imports models/)."""
+    from model_management import estimates
+    from models import attention
+    assert estimates.SLICE_SCORE_BYTES == attention.SLICE_SCORE_BYTES
