@@ -208,3 +208,58 @@ def write_random_vae(path: str | Path, config: VAEConfig, dtype: torch.dtype = t
     layout = {k: (s, dtype) for k, s in shapes.items()}
     write_safetensors_streaming(path, layout, lambda n: random_tensor(n, layout[n][0], dtype, seed))
     return Path(path)
+
+
+# --- SDXL-family layouts -----------------------------------------------------------------------------------
+# Full-size UNet configs. Base: Stability's sd_xl_base.yaml (generative-models configs/inference), which the
+# tests check against the sd_xl_base_1.0 manifest. Refiner: sd_xl_refiner.yaml (model_channels 384,
+# channel_mult 1,2,4,4, transformer depth 4, context 1280, adm 2560). SSD-1B and Segmind Vega: the depth
+# lists ComfyUI's model_detection records for them (SSD_1B / Segmind_Vega unet configs; ComfyUI pops its
+# output list from the end, so output_blocks.0 is its last entry), consistent with
+# the segmind/SSD-1B and segmind/Segmind-Vega diffusers configs (transformer_layers_per_block 2,4 / 1,2 on
+# the attention levels; mid block without attention).
+_SDXL_COMMON = dict(num_heads=-1, head_dim=64, use_linear_in_transformer=True)
+SDXL_UNET_CONFIGS = {
+    "base": UNetConfig(model_channels=320, channel_mult=(1, 2, 4), num_res_blocks=(2, 2, 2),
+                       transformer_depth=(0, 0, 2, 2, 10, 10), transformer_depth_middle=10,
+                       transformer_depth_output=(10, 10, 10, 2, 2, 2, 0, 0, 0), context_dim=2048,
+                       adm_in_channels=2816, **_SDXL_COMMON),
+    "refiner": UNetConfig(model_channels=384, channel_mult=(1, 2, 4, 4), num_res_blocks=(2, 2, 2, 2),
+                          transformer_depth=(0, 0, 4, 4, 4, 4, 0, 0), transformer_depth_middle=4,
+                          transformer_depth_output=(0, 0, 0, 4, 4, 4, 4, 4, 4, 0, 0, 0), context_dim=1280,
+                          adm_in_channels=2560, **_SDXL_COMMON),
+    "ssd1b": UNetConfig(model_channels=320, channel_mult=(1, 2, 4), num_res_blocks=(2, 2, 2),
+                        transformer_depth=(0, 0, 2, 2, 4, 4), transformer_depth_middle=-1,
+                        transformer_depth_output=(4, 4, 10, 2, 1, 1, 0, 0, 0), context_dim=2048,
+                        adm_in_channels=2816, **_SDXL_COMMON),
+    "vega": UNetConfig(model_channels=320, channel_mult=(1, 2, 4), num_res_blocks=(2, 2, 2),
+                       transformer_depth=(0, 0, 1, 1, 2, 2), transformer_depth_middle=-1,
+                       transformer_depth_output=(2, 2, 2, 1, 1, 1, 0, 0, 0), context_dim=2048,
+                       adm_in_channels=2816, **_SDXL_COMMON),
+}
+SDXL_VAE_CONFIG = VAEConfig()          # the SD VAE layout (ch 128, mults 1,2,4,4), retrained weights
+
+
+def sdxl_text_configs():
+    """(CLIP-L, bigG) full-size configs as SDXL files store them."""
+    from models.text import ClipTextConfig
+    return (ClipTextConfig.of_kind("clip_l"),
+            ClipTextConfig.of_kind("open_clip_g", hidden_size=1280, num_layers=32, num_heads=20,
+                                   intermediate_size=5120, projection_dim=1280))
+
+
+def sdxl_layout(unet: UNetConfig, *, refiner: bool = False, text: tuple | None = None,
+                vae: VAEConfig = SDXL_VAE_CONFIG, dtype: torch.dtype = torch.float16) -> Layout:
+    """{key: (shape, dtype)} of an SDXL-family single-file checkpoint (nothing allocated). `text`: the
+    (CLIP-L, bigG) configs, full size unless given; the refiner stores bigG alone at embedders.0."""
+    from models.text import random_text_encoder_state_dict
+    clip_l, big_g = text or sdxl_text_configs()
+    towers = ([("conditioner.embedders.0.model.", "open_clip_g", big_g)] if refiner else
+              [("conditioner.embedders.0.transformer.", "clip_l", clip_l),
+               ("conditioner.embedders.1.model.", "open_clip_g", big_g)])
+    layout: Layout = {k: (s, dtype) for k, s in {**module_layout(UNetModel, unet, "model.diffusion_model."),
+                                                  **module_layout(AutoencoderKL, vae, "first_stage_model.")}.items()}
+    for prefix, kind, config in towers:
+        for k, t in random_text_encoder_state_dict(kind, config, device="meta", dtype=dtype).items():
+            layout[prefix + k] = (tuple(t.shape), t.dtype)
+    return layout

@@ -33,7 +33,7 @@ class UNetConfig:
     channel_mult: tuple[int, ...] = (1, 2, 4, 4)
     num_res_blocks: tuple[int, ...] = (2, 2, 2, 2)                     # per level
     transformer_depth: tuple[int, ...] = (1, 1, 1, 1, 1, 1, 0, 0)      # per input res block
-    transformer_depth_middle: int = 1                                  # 0: middle block has no transformer
+    transformer_depth_middle: int = 1                 # 0: no transformer; -1: one res block only (SSD-1B, Vega)
     transformer_depth_output: tuple[int, ...] = (0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1)  # per output block
     context_dim: int = 768
     num_heads: int = 8                            # SD1: fixed head count; -1 when head_dim is fixed instead
@@ -267,9 +267,10 @@ class UNetModel(nn.Module):
                 skip_channels.append(ch)
 
         middle: list[nn.Module] = [ResBlock(ch, ted, ch, groups)]
-        if config.transformer_depth_middle:
+        if config.transformer_depth_middle > 0:
             middle.append(SpatialTransformer(ch, config.transformer_depth_middle, config, fn))
-        middle.append(ResBlock(ch, ted, ch, groups))
+        if config.transformer_depth_middle >= 0:          # -1: a single res block (SSD-1B, Segmind Vega)
+            middle.append(ResBlock(ch, ted, ch, groups))
         self.middle_block = TimestepEmbedSequential(*middle)
 
         self.output_blocks = nn.ModuleList()
