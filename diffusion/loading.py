@@ -91,15 +91,18 @@ def forget_cached(manager: Any) -> None:
 # --- model family objects -------------------------------------------------------------------------------
 
 def model_sampling_for(config: ModelConfig):
-    """The discrete DDPM sampling of SD1.x/SD2.x (scaled-linear betas), eps or v prediction."""
+    """The discrete DDPM sampling of SD1.x/SD2.x/SDXL (scaled-linear betas), eps or v prediction; SDXL files
+    with the `ztsnr` key rescale it to zero terminal SNR (ComfyUI supported_models.SDXL.model_type)."""
     prediction = VPrediction() if config.prediction_type == "v" else Eps()
-    return DiscreteSampling(prediction)
+    return DiscreteSampling(prediction, zero_terminal_snr=getattr(config, "zero_terminal_snr", False))
 
 
 def latent_format_for(config: ModelConfig | None) -> latent_formats.LatentFormat:
     base = latent_formats.SD15
     if config is None:
         return base
+    if config.family in ("sdxl", "sdxl_refiner"):
+        base = latent_formats.SDXL
     is_rgb_ok = config.latent_channels == base.latent_channels
     return replace(base, scale_factor=config.latent_scale_factor, latent_channels=config.latent_channels,
                    rgb_factors=base.rgb_factors if is_rgb_ok else None)

@@ -263,3 +263,52 @@ def sdxl_layout(unet: UNetConfig, *, refiner: bool = False, text: tuple | None =
         for k, t in random_text_encoder_state_dict(kind, config, device="meta", dtype=dtype).items():
             layout[prefix + k] = (tuple(t.shape), t.dtype)
     return layout
+
+
+def tiny_sdxl_unet_config(*, refiner: bool = False, in_channels: int = 4) -> UNetConfig:
+    """A few-MB UNet in SDXL's layout: no attention at level 0, linear proj, head width 64, label_emb at
+    the real width (so detection takes the real path): 2816 base / 2560 refiner."""
+    return UNetConfig(in_channels=in_channels, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=(1, 1, 1),
+                      transformer_depth=(0, 1, 2), transformer_depth_middle=1,
+                      transformer_depth_output=(2, 2, 1, 1, 0, 0), context_dim=32 if refiner else 64,
+                      adm_in_channels=2560 if refiner else 2816, **_SDXL_COMMON)
+
+
+def tiny_sdxl_text_configs():
+    """(CLIP-L, bigG) 2-layer towers 32 wide; bigG keeps the real 1280-wide projection (the pooled width)."""
+    clip_l, big_g = sdxl_text_configs()
+    small = dict(hidden_size=32, num_layers=2, num_heads=1, intermediate_size=64)
+    return replace(clip_l, **small), replace(big_g, **small, projection_dim=1280)
+
+
+def write_sdxl_checkpoint(path: str | Path, unet: UNetConfig, *, refiner: bool = False, text: tuple | None = None,
+                          vae: VAEConfig | None = None, dtype: torch.dtype = torch.float32, seed: int = 0,
+                          extra_keys: Mapping[str, Tensor] | None = None) -> Path:
+    """An SDXL-family single-file checkpoint with random weights, streamed (full size works: nothing is
+    held but one tensor). `extra_keys`: marker tensors such as `v_pred` / `ztsnr`."""
+    from models.text import random_text_encoder_state_dict
+    path = Path(path)
+    text = text or sdxl_text_configs()
+    vae = vae or SDXL_VAE_CONFIG
+    layout = sdxl_layout(unet, refiner=refiner, text=text, vae=vae, dtype=dtype)
+    extra = dict(extra_keys or {})
+    layout.update({k: (tuple(v.shape), v.dtype) for k, v in extra.items()})
+    clip_l, big_g = text
+    towers = ([("conditioner.embedders.0.model.", "open_clip_g", big_g)] if refiner else
+              [("conditioner.embedders.0.transformer.", "clip_l", clip_l),
+               ("conditioner.embedders.1.model.", "open_clip_g", big_g)])
+    cache: dict[str, dict[str, Tensor]] = {}
+
+    def make(name: str) -> Tensor:
+        if name in extra:
+            return extra[name]
+        for prefix, kind, config in towers:
+            if name.startswith(prefix):
+                if prefix not in cache:            # one tower at a time (bigG is 1.4 GB in fp16)
+                    cache.clear()
+                    cache[prefix] = random_text_encoder_state_dict(kind, config, seed=seed, dtype=dtype)
+                return cache[prefix][name[len(prefix):]]
+        shape, tensor_dtype = layout[name]
+        return random_tensor(name, shape, tensor_dtype, seed)
+    write_safetensors_streaming(path, layout, make)
+    return path
