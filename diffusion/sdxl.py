@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from models.sdxl import SIZE_EMBED_DIM, base_adm, refiner_adm
@@ -51,3 +52,41 @@ def with_adm(model_config: Any, conditioning: list | None, prompt_type: str) -> 
     if conditioning is None or not needs_adm(model_config):
         return conditioning
     return [[entry[0], {**entry[1], "y": adm_vector(model_config, entry[1], prompt_type)}] for entry in conditioning]
+
+
+def _tower(clip: Any, kind: str, node: str):
+    if clip is None:
+        raise ValueError(f"{node}: the clip input is None; load an SDXL checkpoint or DualCLIPLoader type sdxl")
+    towers = {t.kind: t for t in clip.towers}
+    if kind not in towers:
+        raise ValueError(f"{node} needs an SDXL CLIP with a {kind} tower; this CLIP has {sorted(towers)}")
+    return towers[kind]
+
+
+def encode_sdxl(clip: Any, text_g: str, text_l: str, *, width: int, height: int, crop_w: int, crop_h: int,
+                target_width: int, target_height: int) -> list:
+    """CLIPTextEncodeSDXL: text_l through CLIP-L, text_g through bigG; the shorter prompt is padded with
+    empty 77-token chunks to the longer one's count (ComfyUI nodes.CLIPTextEncodeSDXL); pooled from bigG."""
+    clip_l, big_g = _tower(clip, "clip_l", "CLIPTextEncodeSDXL"), _tower(clip, "open_clip_g", "CLIPTextEncodeSDXL")
+    clip.manager.load_models_for([clip])
+    chunks_l = clip_l.tokenize(text_l, clip.embedding_lookup)
+    chunks_g = big_g.tokenize(text_g, clip.embedding_lookup)
+    for chunks, tower, other in ((chunks_l, clip_l, chunks_g), (chunks_g, big_g, chunks_l)):
+        while len(chunks) < len(other):
+            chunks.append([(t, 1.0) for t in tower.empty_chunk()])
+    cond_l, _ = clip_l.encode(chunks_l, clip_skip=clip.clip_skip)
+    cond_g, pooled = big_g.encode(chunks_g, clip_skip=clip.clip_skip)
+    cut = min(cond_l.shape[1], cond_g.shape[1])
+    cond = torch.cat([cond_l[:, :cut], cond_g[:, :cut]], dim=-1)
+    options = {"pooled_output": pooled.cpu(), "width": width, "height": height, "crop_w": crop_w, "crop_h": crop_h,
+               "target_width": target_width, "target_height": target_height}
+    return [[cond.cpu(), options]]
+
+
+def encode_sdxl_refiner(clip: Any, text: str, *, ascore: float, width: int, height: int) -> list:
+    """CLIPTextEncodeSDXLRefiner: the prompt through the refiner's bigG, with its aesthetic score and size."""
+    big_g = _tower(clip, "open_clip_g", "CLIPTextEncodeSDXLRefiner")
+    clip.manager.load_models_for([clip])
+    cond, pooled = big_g.encode(text, clip_skip=clip.clip_skip, embeddings=clip.embedding_lookup)
+    return [[cond.cpu(), {"pooled_output": pooled.cpu(), "aesthetic_score": ascore, "width": width,
+                          "height": height}]]
