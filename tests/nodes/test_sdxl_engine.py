@@ -155,3 +155,45 @@ def test_clip_text_encode_sdxl_on_the_refiner_clip_is_refused_with_a_reason(harn
     result = harness.run(prompt)
     assert result.status == "error" and result.error["node_type"] == "CLIPTextEncodeSDXL"
     assert "clip_l" in result.error["exception_message"]
+
+
+# --- LoRA ---------------------------------------------------------------------------------------------------
+
+def _sdxl_lora() -> dict[str, torch.Tensor]:
+    """kohya names for both towers and the UNet, plus PEFT/diffusers names for a UNet attention (tiny layout:
+    input_blocks.3 is level 1's res + transformer block, down_blocks.2 is level 2 with depth 2)."""
+    from tests.lora.makers import kohya_lora, peft_lora
+    torch.manual_seed(0)
+    kohya = kohya_lora({"lora_te1_text_model_encoder_layers_0_self_attn_q_proj": (32, 32),
+                        "lora_te2_text_model_encoder_layers_1_mlp_fc1": (64, 32),
+                        "lora_unet_input_blocks_3_1_transformer_blocks_0_attn2_to_k": (64, 64),
+                        "lora_unet_output_blocks_0_0_in_layers_2": (64, 128, 3, 3)})
+    peft = peft_lora({"unet.down_blocks.2.attentions.0.transformer_blocks.1.attn1.to_q": (64, 64)})
+    return kohya | peft
+
+
+def test_an_sdxl_lora_patches_both_towers_and_the_unet(harness, tmp_path):
+    from models.lora.apply import apply_lora
+    model = sampled(harness, txt2img(), ("4", 0))
+    clip = sampled(harness, txt2img(), ("4", 1))
+    _, _, report = apply_lora(model, clip, _sdxl_lora(), 1.0, 1.0, "xl-lora.safetensors")
+    assert report.unmatched == [] and report.patched_weights == 5
+
+
+def test_lora_loader_on_sdxl_changes_the_image_and_strength_zero_does_not(harness):
+    from safetensors.torch import save_file
+    lora_dir = harness.folders.paths("loras")[0]
+    lora_dir.mkdir(parents=True, exist_ok=True)
+    save_file(_sdxl_lora(), lora_dir / "xl-lora.safetensors")
+    plain = sampled(harness, txt2img())["samples"]
+
+    def with_lora(strength: float) -> dict:
+        prompt = txt2img()
+        prompt["40"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
+                                                               "lora_name": "xl-lora.safetensors",
+                                                               "strength_model": strength, "strength_clip": strength}}
+        prompt["6"]["inputs"]["clip"] = prompt["7"]["inputs"]["clip"] = ["40", 1]
+        prompt["3"]["inputs"]["model"] = ["40", 0]
+        return prompt
+    assert (sampled(harness, with_lora(1.0))["samples"] - plain).abs().max() > 1e-3
+    torch.testing.assert_close(sampled(harness, with_lora(0.0))["samples"], plain, rtol=0, atol=0)
