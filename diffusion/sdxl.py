@@ -54,13 +54,18 @@ def with_adm(model_config: Any, conditioning: list | None, prompt_type: str) -> 
     return [[entry[0], {**entry[1], "y": adm_vector(model_config, entry[1], prompt_type)}] for entry in conditioning]
 
 
+BIG_G_KINDS = ("open_clip_g", "clip_g")          # bigG from a checkpoint (OpenCLIP layout) or a clip_g file (HF)
+
+
 def _tower(clip: Any, kind: str, node: str):
     if clip is None:
         raise ValueError(f"{node}: the clip input is None; load an SDXL checkpoint or DualCLIPLoader type sdxl")
     towers = {t.kind: t for t in clip.towers}
-    if kind not in towers:
+    wanted = BIG_G_KINDS if kind == "open_clip_g" else (kind,)
+    found = [towers[k] for k in wanted if k in towers]
+    if not found:
         raise ValueError(f"{node} needs an SDXL CLIP with a {kind} tower; this CLIP has {sorted(towers)}")
-    return towers[kind]
+    return found[0]
 
 
 def encode_sdxl(clip: Any, text_g: str, text_l: str, *, width: int, height: int, crop_w: int, crop_h: int,
@@ -90,3 +95,60 @@ def encode_sdxl_refiner(clip: Any, text: str, *, ascore: float, width: int, heig
     cond, pooled = big_g.encode(text, clip_skip=clip.clip_skip, embeddings=clip.embedding_lookup)
     return [[cond.cpu(), {"pooled_output": pooled.cpu(), "aesthetic_score": ascore, "width": width,
                           "height": height}]]
+
+
+# --- standalone text encoder files (DualCLIPLoader type sdxl) ----------------------------------------------
+
+def text_encoder_kind_of(shapes: dict[str, tuple[int, ...]]) -> tuple[str, str]:
+    """(kind, key prefix) of a standalone CLIP-L / bigG file: OpenCLIP layout (`transformer.resblocks.`,
+    optionally under `model.`) is bigG; in the HF layout (`text_model.`) bigG is the tower 1280 wide or
+    projecting to 1280 (the pooled width label_emb takes), CLIP-L the other."""
+    from models.errors import UnknownModelError
+    for prefix in ("", "model."):
+        if prefix + "token_embedding.weight" in shapes and prefix + "transformer.resblocks.0.ln_1.weight" in shapes:
+            width = shapes[prefix + "token_embedding.weight"][1]
+            if width == 1024:
+                raise UnknownModelError("an OpenCLIP ViT-H (SD2.x) text encoder is not an SDXL tower",
+                                        "SDXL needs CLIP-L (768) and bigG (1280)")
+            return "open_clip_g", prefix
+    if "text_model.embeddings.token_embedding.weight" not in shapes:
+        raise UnknownModelError("not a CLIP-L or CLIP-G (bigG) text encoder file",
+                                "no text_model.embeddings.token_embedding.weight and no OpenCLIP resblocks")
+    width = shapes["text_model.embeddings.token_embedding.weight"][1]
+    projection = shapes.get("text_projection.weight", (0,))[0]
+    return ("clip_g" if 1280 in (width, projection) else "clip_l"), ""
+
+
+def load_sdxl_text_encoder_files(paths: list, manager: Any, *, embedding_dirs=()) -> Any:
+    """DualCLIPLoader type sdxl: a clip_l and a clip_g file, in either order, as one SDXL CLIP (CLIP-L first,
+    run penultimate without final norm, as in a checkpoint)."""
+    from pathlib import Path
+
+    from model_management import ModelPart
+    from models.errors import ModelError
+    from models.files import load_state_dict
+    from models.text import CLIP_L_PENULTIMATE, load_text_encoder
+
+    from . import loading
+    paths = [Path(p) for p in paths]
+
+    def load() -> tuple:
+        encoders = {}
+        for path in paths:
+            with load_state_dict(path) as source:
+                kind, prefix = text_encoder_kind_of(source.shapes())
+                state = {k[len(prefix):]: source[k] for k in source if k.startswith(prefix)}
+                behaviour = CLIP_L_PENULTIMATE if kind == "clip_l" else {}
+                encoders[kind] = load_text_encoder(kind, state, **behaviour,
+                                                   dtype=loading.load_dtype_for(manager, ModelPart.TEXT_ENCODER))
+                source.release_all()
+        g = [k for k in BIG_G_KINDS if k in encoders]
+        if "clip_l" not in encoders or not g:
+            raise ModelError("DualCLIPLoader type sdxl needs one clip_l and one clip_g file",
+                             f"got {', '.join(sorted(encoders)) or 'nothing'} from {', '.join(p.name for p in paths)}")
+        ordered = [encoders["clip_l"], encoders[g[0]]]
+        return (loading.wrap_text_encoders(ordered, manager, source_key="+".join(str(p) for p in paths)),)
+
+    handle = loading.cached_load(manager, "text_encoder_sdxl", paths[0], load,
+                                 tuple(loading._file_key("second", p) for p in paths[1:]))[0]
+    return loading.with_embeddings(handle, embedding_dirs)

@@ -3,7 +3,8 @@ the work is in diffusion.sdxl."""
 from __future__ import annotations
 
 from diffusion import sdxl as sdxl_ops
-from nodes.spec import Float, Input, Int, String, node
+from nodes import services
+from nodes.spec import Combo, Float, Input, Int, String, node, optional
 
 MAX_RESOLUTION = 16384
 
@@ -42,3 +43,24 @@ class CLIPTextEncodeSDXLRefiner:
 
     def run(self, ascore: float, width: int, height: int, text: str, clip) -> tuple:
         return (sdxl_ops.encode_sdxl_refiner(clip, text, ascore=ascore, width=width, height=height),)
+
+
+DUAL_CLIP_TYPES = ["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image"]
+
+
+@node("DualCLIPLoader", category="advanced/loaders", display_name="DualCLIPLoader",
+      description="Loads two standalone text encoder files as one CLIP (sdxl: a clip_l and a clip_g file).")
+class DualCLIPLoader:
+    clip_name1 = Combo(services.file_list("text_encoders"))
+    clip_name2 = Combo(services.file_list("text_encoders"))
+    type = Combo(DUAL_CLIP_TYPES)
+    device = optional(Combo(["default", "cpu"], advanced=True))
+    RETURNS = ("CLIP",)
+
+    def run(self, clip_name1: str, clip_name2: str, type: str, device: str = "default") -> tuple:
+        if type != "sdxl":
+            raise ValueError(f"DualCLIPLoader type {type!r} is not supported yet; 'sdxl' (clip_l + clip_g) is")
+        folders = services.folders()
+        paths = [folders.find("text_encoders", clip_name1), folders.find("text_encoders", clip_name2)]
+        return (sdxl_ops.load_sdxl_text_encoder_files(paths, services.current().model_manager(),
+                                                      embedding_dirs=folders.paths("embeddings")),)

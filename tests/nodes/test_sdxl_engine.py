@@ -43,7 +43,7 @@ def sampled(h: Harness, prompt: dict, link=("3", 0)) -> torch.Tensor:
     checked = h.engine.validate(prompt)
     assert not checked.node_errors, checked.node_errors
     result = h.run(prompt)
-    assert result.status == "success", {k: v for k, v in result.error.items() if k != "traceback"}
+    assert result.status == "success", (result.error.get("exception_message"), result.error.get("traceback"))
     return Capture.seen[-1]
 
 
@@ -197,3 +197,41 @@ def test_lora_loader_on_sdxl_changes_the_image_and_strength_zero_does_not(harnes
         return prompt
     assert (sampled(harness, with_lora(1.0))["samples"] - plain).abs().max() > 1e-3
     torch.testing.assert_close(sampled(harness, with_lora(0.0))["samples"], plain, rtol=0, atol=0)
+
+
+# --- standalone text encoders -------------------------------------------------------------------------------
+
+def test_dual_clip_loader_sdxl_equals_the_checkpoint_clip(harness):
+    """The checkpoint's towers saved as a clip_l file (HF) and a clip_g file (HF layout, as standalone bigG
+    files are) load through DualCLIPLoader type sdxl, in either order, and condition exactly alike."""
+    from safetensors.torch import save_file
+
+    from models.files import load_state_dict
+    from tests.models.test_text_encoder import open_clip_to_transformers
+    folder = harness.folders.paths("text_encoders")[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    with load_state_dict(harness.folders.find("checkpoints", BASE)) as source:
+        l_sd = {k.removeprefix("conditioner.embedders.0.transformer."): source[k].clone() for k in source
+                if k.startswith("conditioner.embedders.0.transformer.")}
+        g_open = {k.removeprefix("conditioner.embedders.1.model."): source[k].clone() for k in source
+                  if k.startswith("conditioner.embedders.1.model.")}
+    g_hf = {(k if k.startswith("text_projection") else "text_model." + k): v.contiguous()
+            for k, v in open_clip_to_transformers(g_open, 2).items()}
+    save_file(l_sd, folder / "xl_clip_l.safetensors")
+    save_file(g_hf, folder / "xl_clip_g.safetensors")
+    reference = sampled(harness, txt2img(sdxl_encode(1024, 640, 16, 32, 896, 1152)), ("6", 0))
+    for first, second in (("xl_clip_l.safetensors", "xl_clip_g.safetensors"),
+                          ("xl_clip_g.safetensors", "xl_clip_l.safetensors")):
+        prompt = txt2img(sdxl_encode(1024, 640, 16, 32, 896, 1152))
+        prompt["50"] = {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": first, "clip_name2": second,
+                                                                   "type": "sdxl"}}
+        prompt["6"]["inputs"]["clip"] = ["50", 0]
+        got = sampled(harness, prompt, ("6", 0))
+        torch.testing.assert_close(got[0][0], reference[0][0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(got[0][1]["pooled_output"], reference[0][1]["pooled_output"], rtol=0, atol=1e-5)
+    prompt["50"]["inputs"]["clip_name2"] = "xl_clip_l.safetensors"
+    prompt["50"]["inputs"]["clip_name1"] = "xl_clip_l.safetensors"
+    prompt["99"] = {"class_type": "TestCapture", "inputs": {"value": ["6", 0]}}
+    harness.engine.clear_cache()
+    result = harness.run(prompt)
+    assert result.status == "error" and "clip_g" in result.error["exception_message"]
