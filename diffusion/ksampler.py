@@ -78,15 +78,15 @@ def model_function(model: DiffusionModel,
     unet = unet if unet is not None else model.module
     extra_channels = model.in_channels - model.latent_format.latent_channels
     device = model.manager.device
+    # conditioning inputs the architecture takes by keyword (SDXL UNet: y <- the ADM vector diffusion.sdxl adds)
+    extra_inputs = dict(getattr(model.module, "EXTRA_INPUTS", {}))
 
     def apply_model(x: Tensor, timestep: Tensor, inputs: dict) -> Tensor:
         x_in = x
         if extra_channels > 0:
             x_in = torch.cat([x, _inpaint_concat(model, x, inputs)], dim=1)
-        if "y" in inputs:                                                   # SDXL: label_emb input
-            out = unet(x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device), inputs["y"].to(device))
-        else:
-            out = unet(x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device))
+        extra = {arg: inputs[name].to(device) for arg, name in extra_inputs.items() if name in inputs}
+        out = unet(x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device), **extra)
         return out.to(x.dtype)
 
     wrapper = model.options.get("model_function_wrapper")

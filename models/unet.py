@@ -236,6 +236,7 @@ class UNetModel(nn.Module):
     """eps/v prediction network: (x [B, Cin, H, W], timesteps [B], context [B, T, ctx]) -> [B, Cout, H, W]."""
 
     OFFLOAD_BLOCKS = ("input_blocks", "middle_block", "output_blocks")
+    EXTRA_INPUTS = {"y": "y"}        # forward keyword <- conditioning input (SDXL's ADM vector, when present)
 
     def __init__(self, config: UNetConfig, attention: str = DEFAULT_ATTENTION):
         super().__init__()
