@@ -22,4 +22,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.image_transform",
     "nodes.builtin.masks",
     "nodes.builtin.strings",
+    "nodes.builtin.logic",
 )
