@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from execution.errors import PlexusError
+from execution.replacements import replace_in_workflow
 
 MODE_MUTED = 2   # LiteGraph "NEVER"
 MODE_BYPASS = 4
@@ -49,7 +50,7 @@ def workflow_to_prompt(workflow: dict[str, Any], registry: Any) -> dict[str, dic
     if not isinstance(workflow, dict) or not isinstance(workflow.get("nodes"), list):
         raise PlexusError("invalid_workflow", "Not a saved workflow: expected an object with a 'nodes' list",
                           "API-format prompts (an object of node ids) can be queued as they are")
-    return _Converter(workflow, registry).convert()
+    return _Converter(replace_in_workflow(workflow, registry), registry).convert()  # renamed classes first
 
 
 # -- the graph model ---------------------------------------------------------------------------------

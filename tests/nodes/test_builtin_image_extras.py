@@ -98,3 +98,21 @@ def test_string_nodes(harness) -> None:
     result = harness.run(prompt)
     assert result.status == "success", result.error
     assert "A DOG, A DOG" in Capture.seen and True in Capture.seen
+
+
+def test_an_old_workflow_naming_a_renamed_class_runs(harness) -> None:
+    from execution.workflow import workflow_to_prompt
+
+    workflow = {"nodes": [
+        {"id": 1, "type": "EmptyImage", "widgets_values": [40, 20, 1, 0], "inputs": [],
+         "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}]},
+        {"id": 2, "type": "ResizeImagesByLongerEdge", "widgets_values": [10],
+         "inputs": [{"name": "images", "type": "IMAGE", "link": 1}],
+         "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}]},
+        {"id": 3, "type": "PreviewImage", "widgets_values": [], "inputs": [{"name": "images", "type": "IMAGE", "link": 2}]},
+    ], "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]]}
+    prompt = workflow_to_prompt(workflow, harness.registry)
+    assert prompt["2"]["class_type"] == "ImageScaleToMaxDimension"
+    assert prompt["2"]["inputs"] == {"image": ["1", 0], "largest_size": 10, "upscale_method": "lanczos"}
+    result = harness.run(prompt)
+    assert result.status == "success", result.error
