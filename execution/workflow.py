@@ -80,6 +80,7 @@ class _Container:
     outputs: list[tuple[str, int] | None]
     widget_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # inner id -> {input: value}
     is_group: bool = False
+    input_names: list[str] = field(default_factory=list)  # a subgraph definition's inputs, by slot
 
 
 @dataclass
@@ -383,7 +384,8 @@ class _Converter:
                 if link.target_slot >= len(outputs):
                     outputs.extend([None] * (link.target_slot + 1 - len(outputs)))
                 outputs[link.target_slot] = (link.origin_id, link.origin_slot)
-        return _Container(graph, outputs)
+        names = [str(entry.get("name")) for entry in definition.get("inputs") or [] if isinstance(entry, dict)]
+        return _Container(graph, outputs, input_names=names)
 
     # following links
 
@@ -424,6 +426,15 @@ class _Converter:
 
     def _resolve_instance_input(self, instance: _Node, slot: int, visited: set) -> _Origin | _Value | None:
         inputs = instance.raw.get("inputs") or []
+        # The instance lists its inputs by name, possibly fewer or in another order than the
+        # definition's slots (the editor saves only some): match the definition's slot by name.
+        names = instance.container.input_names if instance.container is not None else []
+        if slot < len(names):
+            by_name = [i for i, raw in enumerate(inputs) if raw.get("name") == names[slot]]
+            if by_name:
+                slot = by_name[0]
+            elif len(inputs) != len(names):
+                return None
         if slot < len(inputs) and inputs[slot].get("link") is not None:
             return self.resolve_input(instance, slot, visited)
         if slot < len(inputs) and inputs[slot].get("widget") and not instance.container.is_group:

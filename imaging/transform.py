@@ -145,3 +145,18 @@ def rebatch(images: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
 def image_size(image: torch.Tensor) -> tuple[int, int, int]:
     """(width, height, batch size)."""
     return image.shape[2], image.shape[1], image.shape[0]
+
+
+def batch_images(images: list[torch.Tensor]) -> torch.Tensor:
+    """One batch of all images in order; each is resized (bilinear, centre crop) to the first's size
+    and given an opaque alpha channel when others have one."""
+    first = images[0]
+    channels = max(image.shape[-1] for image in images)
+    out = []
+    for image in images:
+        if image.shape[1:3] != first.shape[1:3]:
+            image = upscale(image.movedim(-1, 1), first.shape[2], first.shape[1], "bilinear", "center").movedim(1, -1)
+        if image.shape[-1] < channels:
+            image = torch.cat((image, torch.ones(*image.shape[:-1], channels - image.shape[-1]).to(image)), dim=-1)
+        out.append(image)
+    return torch.cat(out, dim=0)

@@ -210,3 +210,24 @@ class LoadImageOutput:
             return True if _output_path(image).is_file() else f"Invalid image file: {image}"
         except Exception as exc:  # a refused path is a validation failure, not a crash
             return f"Invalid image file: {image} ({exc})"
+
+
+def _batch_images_class() -> type:
+    # BatchImagesNode (not in ComfyUI 0.3.64; spec from the 2026 templates and ComfyUI's public
+    # nodes_images.py): autogrow sockets images.image0 ... images.image49, category "image".
+    namespace: dict = {f"images.image{i}": Input("IMAGE") if i == 0 else optional(Input("IMAGE"))
+                       for i in range(50)}
+    namespace["RETURNS"] = ("IMAGE",)
+
+    def run(self, **images: torch.Tensor) -> tuple[torch.Tensor]:
+        ordered = [images[f"images.image{i}"] for i in range(50) if images.get(f"images.image{i}") is not None]
+        return (transform.batch_images(ordered),)
+
+    namespace["run"] = run
+    namespace["__module__"] = __name__
+    return node("BatchImagesNode", category="image", display_name="Batch Images", function="execute",
+                search_aliases=["batch", "image batch", "batch images", "combine images"])(
+        type("BatchImagesNode", (), namespace))
+
+
+BatchImagesNode = _batch_images_class()

@@ -12,6 +12,9 @@ types, widget values) and ComfyUI's public ``comfy_extras/nodes_logic.py`` / ``n
   FLOAT, INT, BOOL. Evaluated by `values.expressions` (no `eval`).
 - ComfyNumberConvert ("logic", "Number Convert"): ``value`` "INT,FLOAT,STRING,BOOLEAN"; FLOAT, INT.
 - JsonExtractString ("utils/string", "Extract String from JSON"): STRING ``json_string``, ``key``.
+- ResolutionSelector ("utils", "Resolution Selector"): ``aspect_ratio`` (ComfyUI's eight ratios),
+  ``megapixels`` FLOAT 1.0 [0.1, 16], ``multiple`` INT 8 [8, 128] step 4 (the three widgets the
+  templates save); outputs ``width``, ``height``. Newer ComfyUI adds an advanced ``minimum`` input.
 """
 from __future__ import annotations
 
@@ -19,8 +22,8 @@ import string as ascii_names
 from typing import Any
 
 from execution.errors import PlexusError
-from nodes.spec import Input, Output, String, node, optional
-from values import expressions, text
+from nodes.spec import Combo, Float, Input, Int, Output, String, node, optional
+from values import expressions, sizes, text
 
 NUMBER_TYPES = "FLOAT,INT,BOOLEAN"
 VALUE_NAMES = tuple(f"values.{letter}" for letter in ascii_names.ascii_lowercase)
@@ -110,3 +113,15 @@ class JsonExtractString:
 
     def run(self, json_string: str, key: str) -> tuple[str]:
         return (text.json_extract_string(json_string, key),)
+
+
+@node("ResolutionSelector", category="utils", display_name="Resolution Selector", function="execute",
+      description="Width and height for an aspect ratio and a megapixel target, rounded to a multiple.")
+class ResolutionSelector:
+    aspect_ratio = Combo(tuple(sizes.ASPECT_RATIOS), default="1:1 (Square)")
+    megapixels = Float(1.0, min=0.1, max=16.0, step=0.1)
+    multiple = Int(8, min=8, max=128, step=4)
+    RETURNS = (Output("INT", name="width"), Output("INT", name="height"))
+
+    def run(self, aspect_ratio: str, megapixels: float, multiple: int = 8) -> tuple[int, int]:
+        return sizes.resolution(aspect_ratio, megapixels, multiple)

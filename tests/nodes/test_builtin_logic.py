@@ -89,3 +89,20 @@ def test_json_extract_string(harness) -> None:
                                                                   "key": "positive_prompt"}},
               "2": {"class_type": "Capture", "inputs": {"value": ["1", 0]}}}
     assert harness.run(prompt).status == "success" and Capture.seen == ["a cat"]
+
+
+def test_batch_images_node_and_resolution_selector(harness) -> None:
+    prompt = {
+        "1": {"class_type": "ResolutionSelector", "inputs": {"aspect_ratio": "3:2 (Photo)", "megapixels": 0.1,
+                                                             "multiple": 16}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": ["1", 0], "height": ["1", 1], "batch_size": 1,
+                                                     "color": 0}},
+        "3": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 2, "color": 0xFFFFFF}},
+        "4": {"class_type": "BatchImagesNode", "inputs": {"images.image0": ["2", 0], "images.image2": ["3", 0]}},
+        "5": {"class_type": "Capture", "inputs": {"value": ["4", 0]}},
+    }
+    result = harness.run(prompt)
+    assert result.status == "success", result.error
+    batch = Capture.seen[0]
+    assert batch.shape == (3, 272, 400, 3)          # 0.1 MP at 3:2, sides multiples of 16
+    assert batch[0].max() == 0 and batch[1:].min() == 1

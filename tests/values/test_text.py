@@ -40,3 +40,14 @@ def test_json_extract_string() -> None:
     assert text.json_extract_string('{"a": "x", "b": [1, 2], "c": null}', "a") == "x"
     assert text.json_extract_string('{"a": "x", "b": [1, 2]}', "b") == "[1, 2]"
     assert text.json_extract_string('{"c": null}', "c") == "" and text.json_extract_string("nope", "a") == ""
+
+
+def test_resolution_keeps_the_ratio_and_the_pixel_budget() -> None:
+    from values.sizes import ASPECT_RATIOS, resolution
+
+    assert resolution("1:1 (Square)", 1.0, 8) == (1024, 1024)
+    assert resolution("16:9 (Widescreen)", 1.0, 8) == (1368, 768)   # sqrt(2^20 / 144) = 85.33 per unit
+    for name, (w, h) in ASPECT_RATIOS.items():
+        width, height = resolution(name, 0.5, 32)
+        assert width % 32 == 0 and height % 32 == 0
+        assert abs(width / height - w / h) < 0.1 and abs(width * height / 2 ** 19 - 1) < 0.1
