@@ -10,7 +10,9 @@ nodes (other helpers add them in parallel)::
     .venv/bin/python scripts/templates_report.py --write-docs    # also rewrite docs/templates.md
     .venv/bin/python scripts/templates_report.py --json          # machine-readable
 
-"Run end to end" is not measured here: it needs real checkpoints of each family (see the report).
+``--run`` also executes, end to end, every template that passes check and names no model file
+(those that need checkpoints need a family Plexus loads and random-weight files in its layout, which
+this script does not write).
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ class Outcome:
     unsupported_models: list[str]
     checked: bool = False
     check_errors: list[str] = field(default_factory=list)
+    ran: bool | None = None          # None: not attempted
 
 
 def templates_dir() -> Path | None:
@@ -138,7 +141,20 @@ def check_template(workflow: dict[str, Any], registry: NodeRegistry, engine: Eng
     return lines or ["invalid"]
 
 
-def survey(base: Path) -> list[Outcome]:
+def run_template(workflow: dict[str, Any], registry: NodeRegistry, engine: Engine) -> bool:
+    import uuid
+
+    from execution.executor import PromptRecord
+
+    prompt = workflow_to_prompt(workflow, registry)
+    checked = engine.validate(prompt)
+    record = PromptRecord(prompt_id=str(uuid.uuid4()), prompt=prompt,
+                          extra_data={"extra_pnginfo": {"workflow": workflow}},
+                          outputs_to_execute=checked.outputs_to_execute)
+    return engine.execute(record).status == "success"
+
+
+def survey(base: Path, *, run: bool = False) -> list[Outcome]:
     folder = templates_dir()
     if folder is None:
         raise SystemExit("comfyui-workflow-templates-json is not installed (pip install -r requirements.txt)")
@@ -158,6 +174,8 @@ def survey(base: Path) -> list[Outcome]:
             if workflow is not None and not support.missing_types:
                 outcome.check_errors = check_template(workflow, registry, engine, folders)
                 outcome.checked = not outcome.check_errors
+                if run and outcome.checked and not named_models(workflow) and not outcome.unsupported_models:
+                    outcome.ran = run_template(workflow, registry, engine)
             elif workflow is None:
                 outcome.check_errors = ["workflow file missing from the package"]
             outcomes.append(outcome)
@@ -175,6 +193,8 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
         "all_node_types_present": len(have_types),
         "pass_check": sum(o.checked for o in outcomes),
         "pass_check_and_supported_family": sum(o.checked and not o.unsupported_models for o in outcomes),
+        "ran_end_to_end": [o.name for o in outcomes if o.ran],
+        "run_failed": [o.name for o in outcomes if o.ran is False],
         "fail_check": [(o.name, o.check_errors[:3]) for o in have_types if not o.checked],
         "missing_types_by_templates": missing.most_common(),
     }
@@ -191,6 +211,8 @@ def markdown(outcomes: list[Outcome], facts: dict[str, Any], version: str) -> st
         f"- templates whose node types Plexus registers: {facts['all_node_types_present']}",
         f"- of those, passing `main.py check` with placeholder model files: {facts['pass_check']}",
         f"- passing check with a model family Plexus loads: {facts['pass_check_and_supported_family']}",
+        f"- run end to end (model-free templates, `--run`): {len(facts['ran_end_to_end'])}"
+        + (f" ({', '.join(facts['ran_end_to_end'])})" if facts["ran_end_to_end"] else ""),
         "",
         "## Missing node types, by the number of templates that need them",
         "",
@@ -223,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-docs", action="store_true", help=f"rewrite {DOCS.relative_to(ROOT)}")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--run", action="store_true", help="also run the model-free templates that pass check")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="plexus-templates-") as base:
-        outcomes = survey(Path(base))
+        outcomes = survey(Path(base), run=args.run)
     facts = summary(outcomes)
     if args.json:
         print(json.dumps(facts, indent=2))
@@ -233,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"templates: {facts['templates']}; all node types present: {facts['all_node_types_present']}; "
               f"pass check: {facts['pass_check']} (with a supported model family: "
               f"{facts['pass_check_and_supported_family']})")
+        if args.run:
+            print(f"ran end to end: {facts['ran_end_to_end']}; failed to run: {facts['run_failed']}")
         for name, errors in facts["fail_check"]:
             print(f"  FAILS CHECK {name}: {errors}")
         print("most needed missing node types:", ", ".join(f"{t} ({n})" for t, n in facts["missing_types_by_templates"][:25]))

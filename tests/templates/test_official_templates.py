@@ -22,7 +22,7 @@ FOLDER = templates_report.templates_dir()
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> list[templates_report.Outcome]:
-    return templates_report.survey(tmp_path_factory.mktemp("templates-base"))
+    return templates_report.survey(tmp_path_factory.mktemp("templates-base"), run=True)
 
 
 def test_the_pinned_package_has_the_whole_index(outcomes) -> None:
@@ -38,6 +38,12 @@ def test_every_template_with_known_node_types_passes_check(outcomes) -> None:
     # PreviewAny than ComfyUI 0.3.64's (which Plexus follows), so its widgets_values do not map;
     # image_boogu_image_0_1_turbo_t2i needs CLIPLoader type 'boogu' (a model family Plexus lacks).
     assert set(failing) <= {"basic_datatype_conversion", "image_boogu_image_0_1_turbo_t2i"}, failing
+
+
+def test_model_free_templates_that_pass_check_run_end_to_end(outcomes) -> None:
+    attempted = [o for o in outcomes if o.ran is not None]
+    assert "basic_mask_operations_and_compositing" in {o.name for o in attempted}
+    assert all(o.ran for o in attempted), [o.name for o in attempted if not o.ran]
 
 
 def test_the_docs_table_lists_what_is_missing(outcomes) -> None:
