@@ -11,7 +11,7 @@ import torch
 from imaging import animated, files, transform
 from imaging.resize import IMAGE_METHODS
 from nodes import services
-from nodes.builtin.image import IMAGE_EXTENSIONS, file_digest
+from nodes.builtin.image import IMAGE_EXTENSIONS, file_digest, save_images
 from nodes.spec import Boolean, Combo, Float, Hidden, Input, Int, Output, String, node, optional
 
 MAX_RESOLUTION = 16384
@@ -231,3 +231,26 @@ def _batch_images_class() -> type:
 
 
 BatchImagesNode = _batch_images_class()
+
+
+def _preview(images: torch.Tensor | None, prefix: str) -> list[dict]:
+    if images is None or len(images) == 0:
+        return []
+    return save_images(images, prefix, services.folders().temp, "temp", None, None, compress_level=1)["ui"]["images"]
+
+
+@node("ImageCompare", category="image", display_name="Image Compare", output_node=True, experimental=True,
+      function="execute", description="Compares two images side by side with a slider.")
+class ImageCompare:
+    # Not in ComfyUI 0.3.64; spec from the templates (image_a / image_b sockets, no saved widget
+    # value) and ComfyUI's public nodes_image_compare.py. ComfyUI declares compare_view (the editor's
+    # slider widget, type IMAGECOMPARE) required; it carries no value, so Plexus declares it optional.
+    image_a = optional(Input("IMAGE"))
+    image_b = optional(Input("IMAGE"))
+    compare_view = optional(Input("IMAGECOMPARE"))
+    RETURNS = ()
+
+    def run(self, image_a: torch.Tensor | None = None, image_b: torch.Tensor | None = None,
+            compare_view: object = None) -> dict:
+        return {"ui": {"a_images": _preview(image_a, "comfy.compare.a"),
+                       "b_images": _preview(image_b, "comfy.compare.b")}}

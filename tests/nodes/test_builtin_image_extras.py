@@ -116,3 +116,17 @@ def test_an_old_workflow_naming_a_renamed_class_runs(harness) -> None:
     assert prompt["2"]["inputs"] == {"image": ["1", 0], "largest_size": 10, "upscale_method": "lanczos"}
     result = harness.run(prompt)
     assert result.status == "success", result.error
+
+
+def test_image_compare_previews_both_images(harness) -> None:
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "ImageCompare", "inputs": {"image_a": ["1", 0], "image_b": ["2", 0]}},
+    }
+    result = harness.run(prompt)
+    assert result.status == "success", result.error
+    ui = result.outputs["3"]
+    assert [len(ui["a_images"]), len(ui["b_images"])] == [1, 1]
+    assert ui["a_images"][0]["type"] == "temp" and ui["a_images"][0]["filename"].startswith("comfy.compare.a")
+    assert (harness.folders.temp / ui["b_images"][0]["filename"]).is_file()
