@@ -32,6 +32,7 @@ from execution.errors import PlexusError
 from execution.events import EventBus
 from execution.executor import Engine, PromptRecord
 from execution.registry import NodeRegistry
+from execution.replacements import replace_in_prompt
 from execution.workflow import workflow_to_prompt
 from nodes import services
 from nodes.registry import RegistryReport, build_registry
@@ -290,9 +291,9 @@ def to_prompt(document: Any, registry: Any) -> tuple[dict[str, Any], dict[str, A
         except PlexusError as exc:
             raise UsageError(exc.type, exc.message, exc.details, exc.extra_info) from exc
     if isinstance(document, dict) and is_api_prompt(document.get("prompt")):
-        return document["prompt"], dict(document.get("extra_data") or {})
+        return replace_in_prompt(document["prompt"], registry), dict(document.get("extra_data") or {})
     if is_api_prompt(document):
-        return document, {}
+        return replace_in_prompt(document, registry), {}
     raise UsageError("invalid_workflow_file", "not a workflow: expected an API-format prompt "
                      "({node id: {class_type, inputs}}) or an editor-format workflow (with 'nodes')")
 

@@ -10,11 +10,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
-PROJECT = {"execution", "storage", "imaging", "sampling", "models", "model_management", "diffusion", "nodes", "web"}
+PROJECT = {"execution", "storage", "imaging", "sampling", "models", "model_management", "diffusion", "nodes", "web", "values"}
 
 # package -> allowed top-level imports beyond the stdlib (project packages as "pkg" or "pkg.sub")
 ALLOWED: dict[str, set[str]] = {
     "execution": set(),
+    "values": set(),
     "storage": {"yaml", "execution.errors"},
     "imaging": {"torch", "numpy", "PIL", "safetensors", "execution.errors"},
     "sampling": {"torch", "torchsde", "numpy", "scipy"},
@@ -24,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "diffusion": {"torch", "numpy", "models", "sampling", "model_management", "imaging", "execution.errors",
                   "execution.protocol"},
     "nodes": {"execution.protocol", "execution.errors", "storage", "imaging", "models", "sampling", "model_management",
-              "diffusion",
+              "diffusion", "values",
               "torch", "numpy", "PIL", "safetensors", "einops", "spandrel", "tqdm"},
     "web": {"execution", "storage", "aiohttp", "yarl", "multidict", "PIL", "psutil"},
 }

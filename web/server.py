@@ -49,7 +49,7 @@ def create_app(services: Services, settings: ServerSettings | None = None) -> we
         app.router.add_get(prefix + "/ws", state.hub.handle)
     for route in routes_info.internal:
         app.router.add_route(route.method, "/internal" + route.path, route.handler)  # type: ignore[attr-defined]
-    add_editor_routes(app, static_root, services.plugins)
+    add_editor_routes(app, static_root, services.plugins, services.registry)
 
     async def on_startup(_: web.Application) -> None:
         await state.start()
