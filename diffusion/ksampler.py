@@ -28,13 +28,14 @@ from torch import Tensor
 from execution.protocol import Preview, current_context
 from model_management import SAMPLING_FALLBACKS, ModelPart, estimate_working_memory, with_oom_fallbacks
 from model_management.oom import ATTENTION_BACKEND, IS_CFG_SPLIT, VRAM_MODE
+from models import unet_patches
 from models.attention import DEFAULT_ATTENTION, attention_backend_name, set_attention_backend
 from sampling import sample as sampling_driver
 from sampling.core import Step
-from sampling.guidance import DualCFGDenoiser, conds_from_conditioning, plain_cfg
+from sampling.guidance import DualCFGDenoiser, conds_from_conditioning
 from sampling.schedules import calculate_sigmas
 
-from . import previews
+from . import patch_api, previews
 from .compile import UNetForward, sampling_forward
 from .objects import DiffusionModel
 from .prepacking import prepacked_for_sampling
@@ -71,20 +72,32 @@ def model_function(model: DiffusionModel,
     """sampling.guidance's ModelFn for `model`: (scaled x, timestep, inputs) -> raw prediction.
     `unet`: what computes the forward (default the module itself; its compiled forward with --compile-unet)."""
     unet = unet if unet is not None else model.module
+
+    return _model_function(model, unet, model.options.get(patch_api.TRANSFORMER_OPTIONS) or {})
+
+
+def _model_function(model: DiffusionModel, unet, transformer_options: dict):
+    """The model function with these patch options (models/unet_patches); `.with_options(other)` gives
+    the same function with other options (a guidance pass with a perturbed attention)."""
     extra_channels = model.in_channels - model.latent_format.latent_channels
     device = model.manager.device
+    is_patched = unet_patches.has_patches(transformer_options)
 
     def apply_model(x: Tensor, timestep: Tensor, inputs: dict) -> Tensor:
         x_in = x
         if extra_channels > 0:
             x_in = torch.cat([x, _inpaint_concat(model, x, inputs)], dim=1)
-        out = unet(x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device))
-        return out.to(x.dtype)
+        args = (x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device))
+        if not is_patched:
+            return unet(*args).to(x.dtype)
+        with unet_patches.patched_call({**transformer_options, **inputs.get("transformer_options", {})}):
+            return unet(*args).to(x.dtype)
 
     wrapper = model.options.get("model_function_wrapper")
-    if wrapper is None:
-        return apply_model
-    return lambda x, t, inputs: wrapper(apply_model, {"input": x, "timestep": t, "c": inputs})
+    fn = apply_model if wrapper is None else \
+        (lambda x, t, inputs: wrapper(apply_model, {"input": x, "timestep": t, "c": inputs}))
+    fn.with_options = lambda options: _model_function(model, unet, options)
+    return fn
 
 
 def working_memory_bytes(model: DiffusionModel, latent_shape: Sequence[int], batch_factor: int = 2,
@@ -168,6 +181,7 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
     manager = model.manager
 
     configured_attention = attention_backend_name(model.module)
+    cfg_function, post_cfg, pre_cfg = patch_api.guidance_functions(model)
 
     def attempt(options: dict[str, Any]) -> Tensor:
         attention = options.get(ATTENTION_BACKEND, configured_attention)
@@ -186,8 +200,7 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                         return_with_leftover_noise=return_with_leftover_noise, noise_mask=latent.get("noise_mask"),
                         batch_index=latent.get("batch_index"), latent_format=model.latent_format, sigmas=sigmas,
                         on_progress=reporter, fits=_fits(model, attention, bool(options.get(IS_CFG_SPLIT))),
-                        cfg_function=model.options.get("cfg_function") or plain_cfg,
-                        post_cfg=model.options.get("post_cfg_functions", ()), sampler_options=sampler_options,
+                        cfg_function=cfg_function, post_cfg=post_cfg, pre_cfg=pre_cfg, sampler_options=sampler_options,
                         device=manager.device, make_denoiser=make_denoiser)
         finally:
             if ATTENTION_BACKEND in options:

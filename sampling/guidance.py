@@ -243,7 +243,10 @@ def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists:
                 break
         batch = [to_run.pop(k) for k in chosen]
         x_in = torch.cat([c.x for c, _ in batch])
-        out = apply(x_in, torch.cat([sigma] * len(batch)), _concat_inputs([c.inputs for c, _ in batch]))
+        inputs = _concat_inputs([c.inputs for c, _ in batch])
+        # which list each chunk comes from (0 positive, 1 negative), for patches (ComfyUI cond_or_uncond)
+        inputs["transformer_options"] = {"cond_or_uncond": [li for _, li in batch], "sigmas": sigma}
+        out = apply(x_in, torch.cat([sigma] * len(batch)), inputs)
         for o, (c, li) in zip(out.chunk(len(batch)), batch):
             ah, aw, ay, ax = c.area
             outs[li][:, :, ay:ay + ah, ax:ax + aw] += o * c.mult
@@ -257,15 +260,21 @@ def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists:
 
 @dataclass(frozen=True)
 class CfgArgs:
+    """What a CFG function sees. `conds` are the prepared (positive, negative) Cond lists and
+    `evaluate(cond_lists, x, sigma, transformer_options)` runs the model again on them with other
+    per-call patch options (SAG/PAG-style guidance): list of x0, None lists giving zeros."""
     x: Tensor
     sigma: Tensor
     cond_x0: Tensor
     uncond_x0: Tensor
     cond_scale: float
+    conds: tuple = ()
+    evaluate: Callable | None = None
 
 
 CfgFunction = Callable[[CfgArgs], Tensor]          # -> guided x0
 PostCfgFunction = Callable[[CfgArgs, Tensor], Tensor]  # (args, guided x0) -> x0
+PreCfgFunction = Callable[[CfgArgs], tuple[Tensor, Tensor]]  # args -> (cond_x0, uncond_x0) before CFG
 
 
 def plain_cfg(a: CfgArgs) -> Tensor:
@@ -298,22 +307,36 @@ class CFGDenoiser:
 
     def __init__(self, model_fn: ModelFn, ms: ModelSampling, positive: Sequence[Cond], negative: Sequence[Cond] | None,
                  cfg: float, latent_shape: Sequence[int], *, fits: FitsFn | None = None,
-                 cfg_function: CfgFunction = plain_cfg, post_cfg: Sequence[PostCfgFunction] = ()) -> None:
+                 cfg_function: CfgFunction = plain_cfg, post_cfg: Sequence[PostCfgFunction] = (),
+                 pre_cfg: Sequence[PreCfgFunction] = ()) -> None:
+        self.model_fn, self.ms = model_fn, ms
         self.apply = model_x0(model_fn, ms)
         self.positive, self.negative = prepare_conds([positive, negative or []], latent_shape, ms)
         self.cfg = cfg
         self.fits = fits
         self.cfg_function = cfg_function
         self.post_cfg = tuple(post_cfg)
+        self.pre_cfg = tuple(pre_cfg)
 
     @property
     def is_uncond_skipped(self) -> bool:
-        return math.isclose(self.cfg, 1.0) and not self.post_cfg and self.cfg_function is plain_cfg
+        return (math.isclose(self.cfg, 1.0) and not self.post_cfg and not self.pre_cfg
+                and self.cfg_function is plain_cfg)
+
+    def evaluate(self, cond_lists: Sequence, x: Tensor, sigma: Tensor, transformer_options: dict | None = None):
+        """x0 of each Cond list with other per-call patch options (the model function's `with_options`)."""
+        model_fn = self.model_fn
+        if transformer_options is not None and hasattr(model_fn, "with_options"):
+            model_fn = model_fn.with_options(transformer_options)
+        return calc_cond_batch(model_x0(model_fn, self.ms), cond_lists, x, sigma, self.fits)
 
     def _guide(self, x: Tensor, sigma: Tensor, is_uncond_needed: bool) -> tuple[Tensor, Tensor]:
         uncond = None if (self.is_uncond_skipped and not is_uncond_needed) else self.negative
         cond_x0, uncond_x0 = calc_cond_batch(self.apply, [self.positive, uncond], x, sigma, self.fits)
-        args = CfgArgs(x, sigma, cond_x0, uncond_x0, self.cfg)
+        args = CfgArgs(x, sigma, cond_x0, uncond_x0, self.cfg, (self.positive, uncond), self.evaluate)
+        for fn in self.pre_cfg:
+            cond_x0, uncond_x0 = fn(args)
+            args = replace(args, cond_x0=cond_x0, uncond_x0=uncond_x0)
         x0 = self.cfg_function(args)
         for fn in self.post_cfg:
             x0 = fn(args, x0)

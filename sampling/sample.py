@@ -129,7 +129,7 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
            batch_index: Sequence[int] | None = None, latent_format: LatentFormat | None = None,
            sigmas: Tensor | None = None, on_progress: ProgressHook | None = None, fits: FitsFn | None = None,
            cfg_function: CfgFunction = plain_cfg, post_cfg: Sequence[PostCfgFunction] = (),
-           sampler_options: dict | None = None, device: torch.device | str | None = None,
+           pre_cfg: Sequence = (), sampler_options: dict | None = None, device: torch.device | str | None = None,
            make_denoiser: DenoiserFactory | None = None) -> Tensor:
     """KSampler (defaults) or KSamplerAdvanced (add_noise, start/last step, leftover noise) on a latent.
 
@@ -160,7 +160,7 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
 
     if make_denoiser is None:
         guider = CFGDenoiser(model_fn, ms, positive, negative, cfg, latent.shape, fits=fits,
-                             cfg_function=cfg_function, post_cfg=post_cfg)
+                             cfg_function=cfg_function, post_cfg=post_cfg, pre_cfg=pre_cfg)
     else:
         guider = make_denoiser(model_fn, ms, latent.shape, fits=fits, cfg_function=cfg_function, post_cfg=post_cfg)
     is_guided = sampler_name in CFG_PP_SAMPLERS

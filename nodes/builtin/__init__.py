@@ -23,4 +23,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.masks",
     "nodes.builtin.strings",
     "nodes.builtin.logic",
+    "nodes.builtin.model_patches_unet",
 )
