@@ -32,7 +32,7 @@ from .model_sampling import ModelSampling
 ModelFn = Callable[[Tensor, Tensor, dict], Tensor]
 FitsFn = Callable[[tuple[int, ...]], bool]
 
-FEATHER_PX = 8   # ComfyUI blends area conditioning over 8 latent pixels at inner edges
+FEATHER_PX = 8   # ComfyUI blends area conditioning over up to 8 latent pixels (a quarter of the side) at inner edges
 
 
 @dataclass(frozen=True)
@@ -156,29 +156,35 @@ class _Chunk:
 
 
 def _chunk_for(c: Cond, x: Tensor, sigma: Tensor) -> _Chunk | None:
+    """The latent crop, blend weights and inputs of one entry at this sigma (ComfyUI get_area_and_mult):
+    an area is clamped to end at the latent's edge; without a mask its weights fall off linearly over
+    r = min(FEATHER_PX, crop side // 4) pixels at every edge that is inside the latent."""
     s = float(sigma[0])
     if s > c.sigma_start or s < c.sigma_end:
         return None
     b, _, h, w = x.shape
     ah, aw, ay, ax = c.area if c.area is not None else (h, w, 0, 0)
+    ah, aw = min(h - ay, ah), min(w - ax, aw)
     x_crop = x[:, :, ay:ay + ah, ax:ax + aw]
     if c.mask is not None:
-        m = c.mask[:, ay:ay + ah, ax:ax + aw].to(x) * c.mask_strength
+        m = c.mask[:x_crop.shape[0], ay:ay + ah, ax:ax + aw].to(x) * c.mask_strength
         mult = m.unsqueeze(1).repeat(x_crop.shape[0] // m.shape[0], x_crop.shape[1], 1, 1) * c.strength
     else:
         mult = torch.ones_like(x_crop) * c.strength
-        # feather inner edges of an area over FEATHER_PX pixels (ComfyUI get_area_and_mult)
-        r = FEATHER_PX
-        for t in range(r):
-            f = (1.0 / r) * (t + 1)
-            if ay != 0:
-                mult[:, :, t:1 + t, :] *= f
-            if ah + ay < h:
-                mult[:, :, ah - 1 - t:ah - t, :] *= f
-            if ax != 0:
-                mult[:, :, :, t:1 + t] *= f
-            if aw + ax < w:
-                mult[:, :, :, aw - 1 - t:aw - t] *= f
+        if c.area is not None:
+            r_h, r_w = min(FEATHER_PX, ah // 4), min(FEATHER_PX, aw // 4)
+            for t in range(r_h):
+                f = (t + 1) / r_h
+                if ay != 0:
+                    mult[:, :, t:t + 1, :] *= f
+                if ah + ay < h:
+                    mult[:, :, ah - 1 - t:ah - t, :] *= f
+            for t in range(r_w):
+                f = (t + 1) / r_w
+                if ax != 0:
+                    mult[:, :, :, t:t + 1] *= f
+                if aw + ax < w:
+                    mult[:, :, :, aw - 1 - t:aw - t] *= f
     inputs = {k: _repeat_to_batch(v.to(x.device), b) for k, v in c.inputs.items()}
     return _Chunk(x_crop, mult, inputs, (ah, aw, ay, ax))
 

@@ -91,10 +91,11 @@ def slice_sigmas(sigmas: Tensor, start_step: int | None, last_step: int | None,
 
 
 def prepare_mask(noise_mask: Tensor, shape: Sequence[int]) -> Tensor:
-    """[H, W] / [B, H, W] / [B, 1, H, W] mask (any size) -> [B, C, h, w] of 0/1 at latent size
-    (bilinear resize then round, as ComfyUI prepare_mask)."""
+    """[H, W] / [B, H, W] / [B, 1, H, W] mask (any size) -> [B, C, h, w] at latent size: a bilinear resize
+    that keeps the fractional values at the edges (no rounding), the one channel repeated to C and the
+    batch repeated or cut to B (ComfyUI `sampler_helpers.prepare_mask` / `utils.reshape_mask`)."""
     m = noise_mask.reshape((-1, 1, noise_mask.shape[-2], noise_mask.shape[-1])).float()
-    m = F.interpolate(m, size=(shape[2], shape[3]), mode="bilinear").round()
+    m = F.interpolate(m, size=(shape[2], shape[3]), mode="bilinear")
     m = torch.cat([m] * shape[1], dim=1)
     if m.shape[0] < shape[0]:
         m = m.repeat([-(-shape[0] // m.shape[0]), 1, 1, 1])[:shape[0]]
