@@ -15,6 +15,7 @@ convolutions on weights packed once per run (diffusion.prepacking).
 """
 from __future__ import annotations
 
+import contextvars
 import io
 import math
 from collections.abc import Callable, Sequence
@@ -40,6 +41,9 @@ from .objects import DiffusionModel
 from .prepacking import prepacked_for_sampling
 
 PREVIEW_MAX_PX = 512
+
+# keyword arguments added to every model call made while set (Skip Layer Guidance: {"skip_blocks": ...})
+MODEL_CALL_OPTIONS: contextvars.ContextVar[dict] = contextvars.ContextVar("plexus_model_call_options", default={})
 PREVIEW_JPEG_QUALITY = 85
 
 
@@ -73,12 +77,16 @@ def model_function(model: DiffusionModel,
     unet = unet if unet is not None else model.module
     extra_channels = model.in_channels - model.latent_format.latent_channels
     device = model.manager.device
+    # conditioning inputs the architecture takes by keyword (MM-DiT: y <- pooled_output)
+    extra_inputs = dict(getattr(model.module, "EXTRA_INPUTS", {}))
 
     def apply_model(x: Tensor, timestep: Tensor, inputs: dict) -> Tensor:
         x_in = x
         if extra_channels > 0:
             x_in = torch.cat([x, _inpaint_concat(model, x, inputs)], dim=1)
-        out = unet(x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device))
+        extra = {arg: inputs[name].to(device) for arg, name in extra_inputs.items() if name in inputs}
+        extra.update(MODEL_CALL_OPTIONS.get())
+        out = unet(x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device), **extra)
         return out.to(x.dtype)
 
     wrapper = model.options.get("model_function_wrapper")

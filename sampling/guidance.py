@@ -262,6 +262,9 @@ class CfgArgs:
     cond_x0: Tensor
     uncond_x0: Tensor
     cond_scale: float
+    # recomputes cond_x0 (the same conds, x and sigma) under whatever model-call options are in force;
+    # post-CFG hooks such as Skip Layer Guidance use it for their extra pass
+    cond_denoise: Callable[[], Tensor] | None = None
 
 
 CfgFunction = Callable[[CfgArgs], Tensor]          # -> guided x0
@@ -313,7 +316,8 @@ class CFGDenoiser:
     def _guide(self, x: Tensor, sigma: Tensor, is_uncond_needed: bool) -> tuple[Tensor, Tensor]:
         uncond = None if (self.is_uncond_skipped and not is_uncond_needed) else self.negative
         cond_x0, uncond_x0 = calc_cond_batch(self.apply, [self.positive, uncond], x, sigma, self.fits)
-        args = CfgArgs(x, sigma, cond_x0, uncond_x0, self.cfg)
+        args = CfgArgs(x, sigma, cond_x0, uncond_x0, self.cfg,
+                       cond_denoise=lambda: calc_cond_batch(self.apply, [self.positive], x, sigma, self.fits)[0])
         x0 = self.cfg_function(args)
         for fn in self.post_cfg:
             x0 = fn(args, x0)

@@ -17,4 +17,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.vae",
     "nodes.builtin.lora",
     "nodes.builtin.upscale",
+    "nodes.builtin.sd3",
 )
