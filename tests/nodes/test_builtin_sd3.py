@@ -173,3 +173,63 @@ def test_diffusion_model_alone_and_triple_clip_loader(harness):
     tensor, options = captured(harness, alone, ["6", 0])[0]
     assert tensor.shape == (1, 77, 64) and options["pooled_output"].shape == (1, 768 + 1280)
     assert options["pooled_output"].abs().sum() == 0
+
+
+def write_sd3_lora(path, hidden=128, rank=4, seed=0):
+    """kohya (single-file names), ComfyUI (diffusion_model.) and diffusers/PEFT (transformer.) keys."""
+    from safetensors.torch import save_file
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+
+    def pair(name, out_features, in_features, up="lora_up", down="lora_down", alpha=True):
+        tensors[f"{name}.{down}.weight"] = torch.randn(rank, in_features, generator=g) * 0.3
+        tensors[f"{name}.{up}.weight"] = torch.randn(out_features, rank, generator=g) * 0.3
+        if alpha:
+            tensors[f"{name}.alpha"] = torch.tensor(float(rank))
+    pair("lora_unet_joint_blocks_0_x_block_attn_qkv", 3 * hidden, hidden)
+    pair("diffusion_model.joint_blocks.1.x_block.mlp.fc2", hidden, 4 * hidden)
+    pair("transformer.transformer_blocks.0.ff_context.net.0.proj", 4 * hidden, hidden, "lora_B", "lora_A", False)
+    pair("transformer.transformer_blocks.0.attn.to_q", hidden, hidden, "lora_B", "lora_A", False)   # a qkv slice
+    save_file(tensors, str(path))
+    return path
+
+
+def test_sd3_lora(harness):
+    loras = harness.folders.paths("loras")[0]
+    loras.mkdir(parents=True, exist_ok=True)
+    write_sd3_lora(loras / "sd3-lora.safetensors")
+    base = pixels(harness, txt2img())
+    prompt = txt2img()
+    prompt["30"] = {"class_type": "LoraLoaderModelOnly",
+                    "inputs": {"model": ["4", 0], "lora_name": "sd3-lora.safetensors", "strength_model": 1.0}}
+    prompt["3"]["inputs"]["model"] = ["30", 0]
+    patched = pixels(harness, prompt)
+    assert not np.array_equal(base, patched)
+    again = pixels(harness, prompt)
+    assert np.array_equal(patched, again)
+    prompt["30"]["inputs"]["strength_model"] = 0.0
+    assert np.array_equal(base, pixels(harness, prompt))
+    harness.engine.clear_cache()
+    assert np.array_equal(base, pixels(harness, txt2img()))          # patches came off bit-identically
+
+
+def test_sd3_lora_names_map_onto_the_mmdit():
+    import pathlib
+    import tempfile
+
+    from models.lora.keys import lora_names_for, module_weight_shapes
+    from models.lora.loader import build_patches, load_lora_state_dict
+    from models.mmdit import MMDiT
+    spec = tiny_sd3_spec()
+    with torch.device("meta"):
+        model = MMDiT(spec.mmdit)
+    names = lora_names_for(model)
+    assert names["lora_unet_joint_blocks_0_x_block_attn_qkv"] == "joint_blocks.0.x_block.attn.qkv.weight"
+    assert names["transformer.transformer_blocks.0.attn.to_add_out"] == "joint_blocks.0.context_block.attn.proj.weight"
+    assert names["transformer.proj_out"] == "final_layer.linear.weight"
+    assert "transformer.transformer_blocks.1.attn.to_add_out" not in names     # pre-only last context block
+    with tempfile.TemporaryDirectory() as d:
+        lora = load_lora_state_dict(write_sd3_lora(pathlib.Path(d) / "l.safetensors"))
+    result = build_patches(lora, names, module_weight_shapes(model))
+    assert len(result.patches) == 3
+    assert all("to_q" in k for k in result.unmatched) and result.unmatched
