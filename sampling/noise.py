@@ -4,7 +4,7 @@
   seeded with `seed`, one float32 `randn` of the full latent shape; with `batch_index`, one draw per
   index 0..max(batch_index) and the requested ones kept, so batch position k is reproducible alone.
 - `gaussian_noise_sampler`: per-step noise for ancestral samplers (k-diffusion `default_noise_sampler`
-  as ComfyUI seeds it: seed + 1 on CPU).
+  as ComfyUI 0.3.64 seeds it: a generator on x's device seeded with the seed itself).
 - `BrownianTreeNoiseSampler`: per-interval Brownian increments for SDE samplers (torchsde
   `BrownianTree`, Li et al. 2020, "Scalable gradients for SDEs"), seeded with the same seed; the tree
   lives on the CPU, or on x's device for ComfyUI's `*_gpu` sampler names.
@@ -52,9 +52,11 @@ def inpaint_noise(shape: Sequence[int], seed: int) -> Tensor:
 
 
 def gaussian_noise_sampler(x: Tensor, seed: int) -> NoiseSampler:
-    """Fresh standard normal noise like `x` at each call, from one generator seeded with
-    seed + 1 on CPU (seed on other devices), as ComfyUI seeds k-diffusion's default sampler."""
-    generator = _generator(seed + 1 if x.device.type == "cpu" else seed, x.device)
+    """Fresh standard normal noise like `x` at each call, from one generator seeded with the sampling
+    seed itself, as ComfyUI 0.3.64 seeds k-diffusion's default noise sampler (comfy/samplers.py passes
+    extra_args["seed"] = seed, k_diffusion default_noise_sampler seeds a generator on x's device with it;
+    checked pixel for pixel with euler_ancestral on SD3: bench/sd3_pixels.py)."""
+    generator = _generator(seed, x.device)
 
     def sample(sigma: Tensor, sigma_next: Tensor) -> Tensor:
         return torch.randn(x.size(), dtype=x.dtype, layout=x.layout, device=x.device, generator=generator)

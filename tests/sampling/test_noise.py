@@ -53,7 +53,7 @@ def test_noise_takes_the_latent_dtype_but_is_drawn_in_float32() -> None:
 def test_gaussian_noise_sampler_seeds_like_comfyui() -> None:
     x = torch.zeros(1, 4, 8, 8)
     sampler = gaussian_noise_sampler(x, seed=10)
-    g = torch.Generator().manual_seed(11)        # ComfyUI: seed + 1 on CPU
+    g = torch.Generator().manual_seed(10)        # ComfyUI 0.3.64: the seed itself
     assert torch.equal(sampler(torch.tensor(1.0), torch.tensor(0.5)), torch.randn(x.size(), generator=g))
     assert torch.equal(sampler(torch.tensor(0.5), torch.tensor(0.1)), torch.randn(x.size(), generator=g))
     assert torch.equal(inpaint_noise(x.shape, 10), torch.randn(x.size(), generator=torch.Generator().manual_seed(11)))
