@@ -72,7 +72,7 @@ def plexus_pixels(cfg: dict) -> np.ndarray:
 
     from diffusion import conditioning, ksampler, loading, sd3, vae_ops
     from model_management import MemorySettings, ModelManager
-    manager = ModelManager(MemorySettings(force_fp32=True))
+    manager = ModelManager(MemorySettings(force_fp32=not cfg.get("plexus_default")))
     model, _, vae = loading.load_checkpoint_file(cfg["ckpt"], manager)
     clip = sd3.load_text_encoder_files([cfg["clip"]], manager)
     pos, neg = conditioning.encode_text(clip, cfg["positive"]), conditioning.encode_text(clip, cfg["negative"])
@@ -93,18 +93,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--sampler", default="euler")
     parser.add_argument("--scheduler", default="simple")
+    parser.add_argument("--plexus-default", action="store_true",
+                        help="Plexus in its default dtypes (bf16 on a CPU) against ComfyUI in fp32: the distance")
     args = parser.parse_args(argv)
     ckpt, clip = write_files(args.work, args.sd35)
     cfg = {"peer_dir": str(args.peer_dir.resolve()), "ckpt": str(ckpt), "clip": str(clip), "size": args.size,
            "seed": 42, "steps": args.steps, "cfg": 4.5, "sampler": args.sampler, "scheduler": args.scheduler,
            "positive": "a (red:1.2) photo of a cat", "negative": "blurry",
-           "out": str(args.work / "peer.npy")}
+           "out": str(args.work / "peer.npy"), "plexus_default": args.plexus_default}
     python = args.peer_python or args.peer_dir.parent / "venv" / "bin" / "python"
     subprocess.run([str(python), "-c", PEER_SCRIPT, json.dumps(cfg)], check=True)
     theirs = np.load(cfg["out"]).astype(np.int16)
     ours = plexus_pixels(cfg).astype(np.int16)
     diff = np.abs(ours - theirs)
-    print(json.dumps({"model": "sd35" if args.sd35 else "sd3", "shape": list(ours.shape), "sampler": args.sampler,
+    print(json.dumps({"model": "sd35" if args.sd35 else "sd3", "plexus": "default" if args.plexus_default else "fp32", "shape": list(ours.shape), "sampler": args.sampler,
                       "scheduler": args.scheduler, "steps": args.steps, "max_abs_diff": int(diff.max()),
                       "mean_abs_diff": float(diff.mean()), "ours_std": float(ours.std()),
                       "peer_std": float(theirs.std())}))

@@ -265,8 +265,18 @@ def sd3_checkpoint_tensors(spec: Sd3CheckpointSpec) -> tuple[Layout, Callable[[s
     if spec.with_vae:
         layout.update({k: (s, spec.dtype) for k, s in module_layout(AutoencoderKL, spec.vae, "first_stage_model.").items()})
     fixed: dict[str, Tensor] = {}
+    t5_keys: dict[str, str] = {}                   # T5 is made tensor by tensor (4.9 B parameters at full size)
     for kind, config in spec.text_configs.items():
         dtype = spec.t5_dtype if kind == "t5xxl" and spec.t5_dtype is not None else spec.dtype
+        if kind == "t5xxl":
+            from models.text.t5 import T5EncoderModel
+            with torch.device("meta"):
+                shapes = {k: tuple(v.shape) for k, v in T5EncoderModel(config).state_dict().items()}
+            shapes["encoder.embed_tokens.weight"] = shapes["shared.weight"]
+            for k, shape in shapes.items():
+                layout[SD3_TEXT_PREFIXES[kind] + k] = (shape, dtype)
+                t5_keys[SD3_TEXT_PREFIXES[kind] + k] = "shared.weight" if k == "encoder.embed_tokens.weight" else k
+            continue
         for k, t in sd3_text_state(kind, config, spec.seed, torch.float32).items():
             fixed[SD3_TEXT_PREFIXES[kind] + k] = t.to(dtype)
     layout.update({k: (tuple(t.shape), t.dtype) for k, t in fixed.items()})
@@ -274,6 +284,10 @@ def sd3_checkpoint_tensors(spec: Sd3CheckpointSpec) -> tuple[Layout, Callable[[s
     def make(name: str) -> Tensor:
         if name in fixed:
             return fixed[name]
+        if name in t5_keys:                        # the values random_t5_state_dict gives
+            key = t5_keys[name]
+            return random_tensor(key, layout[name][0], torch.float32, spec.seed,
+                                 1.0 if key == "shared.weight" else None).to(layout[name][1])
         shape, dtype = layout[name]
         return random_tensor(name, shape, dtype, spec.seed, 0.5 if name.endswith("pos_embed") else None)
     return layout, make
