@@ -36,7 +36,10 @@ def encode_text(clip: TextEncoders, text: str) -> Conditioning:
     for tower in clip.towers:
         cond, pooled = tower.encode(text, clip_skip=clip.clip_skip, embeddings=clip.embedding_lookup)
         conds.append(cond)
-    cond = conds[0] if len(conds) == 1 else torch.cat(conds, dim=-1)
+    if len(conds) > 1:        # SDXL: CLIP-L and bigG side by side, cut to the shorter (ComfyUI SDXLClipModel)
+        cut = min(c.shape[1] for c in conds)
+        conds = [torch.cat([c[:, :cut] for c in conds], dim=-1)]
+    cond = conds[0]
     return [[cond.cpu(), {"pooled_output": pooled.cpu()}]]
 
 

@@ -35,7 +35,7 @@ from sampling.core import Step
 from sampling.guidance import DualCFGDenoiser, conds_from_conditioning, plain_cfg
 from sampling.schedules import calculate_sigmas
 
-from . import previews
+from . import previews, sdxl
 from .compile import UNetForward, sampling_forward
 from .objects import DiffusionModel
 from .prepacking import prepacked_for_sampling
@@ -70,6 +70,11 @@ def _inpaint_concat(model: DiffusionModel, x: Tensor, inputs: dict) -> Tensor:
     return torch.cat([mask, image], dim=1)                                  # [B, 1 + C, h, w]
 
 
+def _conds(model: DiffusionModel, conditioning: list, prompt_type: str) -> list:
+    """CONDITIONING -> sampling Conds, with SDXL's ADM vector `y` added where the model takes one."""
+    return conds_from_conditioning(sdxl.with_adm(model.options.get("model_config"), conditioning, prompt_type))
+
+
 def model_function(model: DiffusionModel,
                    unet: UNetForward | None = None) -> Callable[[Tensor, Tensor, dict], Tensor]:
     """sampling.guidance's ModelFn for `model`: (scaled x, timestep, inputs) -> raw prediction.
@@ -86,7 +91,11 @@ def model_function(model: DiffusionModel,
             x_in = torch.cat([x, _inpaint_concat(model, x, inputs)], dim=1)
         extra = {arg: inputs[name].to(device) for arg, name in extra_inputs.items() if name in inputs}
         extra.update(MODEL_CALL_OPTIONS.get())
-        out = unet(x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device), **extra)
+        if "y" in inputs and not extra_inputs:                              # SDXL: label_emb input
+            out = unet(x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device), inputs["y"].to(device),
+                       **extra)
+        else:
+            out = unet(x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device), **extra)
         return out.to(x.dtype)
 
     wrapper = model.options.get("model_function_wrapper")
@@ -170,8 +179,8 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
     sampling.sample (a GUIDER's own denoiser)."""
     samples = fix_empty_latent_channels(model, latent["samples"])
     reporter = reporter or StepReporter(_previewer(model, preview_folders))
-    positive_conds = conds_from_conditioning(positive)
-    negative_conds = conds_from_conditioning(negative) if negative is not None else []
+    positive_conds = _conds(model, positive, "positive")
+    negative_conds = _conds(model, negative, "negative") if negative is not None else []
     shape = tuple(samples.shape)
     manager = model.manager
 
@@ -257,8 +266,8 @@ class DualCFGGuider:
     is_nested: bool = False
 
     def make_denoiser(self, model_fn, ms, latent_shape, *, fits, cfg_function, post_cfg) -> DualCFGDenoiser:
-        return DualCFGDenoiser(model_fn, ms, conds_from_conditioning(self.positive),
-                               conds_from_conditioning(self.middle), conds_from_conditioning(self.negative),
+        return DualCFGDenoiser(model_fn, ms, _conds(self.model, self.positive, "positive"),
+                               _conds(self.model, self.middle, "positive"), _conds(self.model, self.negative, "negative"),
                                self.cfg_conds, self.cfg_cond2_negative, latent_shape, is_nested=self.is_nested,
                                fits=fits, cfg_function=cfg_function, post_cfg=post_cfg)
 

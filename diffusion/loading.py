@@ -91,12 +91,13 @@ def forget_cached(manager: Any) -> None:
 # --- model family objects -------------------------------------------------------------------------------
 
 def model_sampling_for(config: ModelConfig):
-    """The discrete DDPM sampling of SD1.x/SD2.x (scaled-linear betas), eps or v prediction; SD3's
+    """The discrete DDPM sampling of SD1.x/SD2.x/SDXL (scaled-linear betas), eps or v prediction; SDXL files
+    with the `ztsnr` key rescale it to zero terminal SNR (ComfyUI supported_models.SDXL.model_type); SD3's
     rectified flow with ComfyUI's default shift 3.0 (supported_models.SD3 `sampling_settings`)."""
     if config is not None and config.family == "sd3":
         return FlowSampling(shift=SD3_SHIFT)
     prediction = VPrediction() if config.prediction_type == "v" else Eps()
-    return DiscreteSampling(prediction)
+    return DiscreteSampling(prediction, zero_terminal_snr=getattr(config, "zero_terminal_snr", False))
 
 
 def latent_format_for(config: ModelConfig | None) -> latent_formats.LatentFormat:
@@ -105,6 +106,8 @@ def latent_format_for(config: ModelConfig | None) -> latent_formats.LatentFormat
         return base
     if config.family == "sd3":
         return latent_formats.SD3
+    if config.family in ("sdxl", "sdxl_refiner"):
+        base = latent_formats.SDXL
     is_rgb_ok = config.latent_channels == base.latent_channels
     return replace(base, scale_factor=config.latent_scale_factor, latent_channels=config.latent_channels,
                    rgb_factors=base.rgb_factors if is_rgb_ok else None)

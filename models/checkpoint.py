@@ -72,7 +72,7 @@ class ComponentDtypes:
 def load_checkpoint(path: str | os.PathLike, *, use_ema: bool = False, prediction_override: str | None = None,
                     dtype: torch.dtype | None = None, dtypes: ComponentDtypes | None = None,
                     attention: str = DEFAULT_ATTENTION, load_text_encoders: bool = True) -> LoadedCheckpoint:
-    """Detect and load the UNet, VAE and text encoders of a single-file SD1.x/SD2.x checkpoint.
+    """Detect and load the UNet, VAE and text encoders of a single-file SD1.x/SD2.x/SDXL checkpoint.
 
     `dtype` (all components) or `dtypes` (per component); None keeps the file's stored dtype (fp32, fp16 or
     bf16). `prediction_override` ("eps"/"v") wins over what detection decides.
@@ -215,4 +215,5 @@ def _load_text_encoders(config: ModelConfig, source: StateDictSource, enabled: b
         from models.text import load_text_encoder
     except ImportError:      # models/text not landed yet: hand back the raw state dicts
         return [], states
-    return [load_text_encoder(s.kind, sd, dtype=dtype) for s, sd in zip(config.text_encoders, states)], []
+    return [load_text_encoder(s.kind, sd, dtype=dtype, **dict(s.behaviour))
+            for s, sd in zip(config.text_encoders, states)], []

@@ -13,6 +13,11 @@ The one thing keys cannot tell is SD2.x 512-base (eps) from 768-v (v): the files
 `detect` answers "v" (the SD2.x file most users have, and what ComfyUI and A1111 conclude for real 768-v
 weights); the checkpoint loader then applies ComfyUI's weight statistic via `sniff_sd2_prediction`, and an
 explicit `prediction_override` beats both.
+
+SDXL and the files built on it are told apart by `label_emb`'s input width (2816: base and its fine-tunes,
+SSD-1B, Segmind Vega; 2560: the refiner), as ComfyUI's supported_models does; the UNet sizes (depth lists,
+channels, context) are read from shapes like any other. v-prediction SDXL fine-tunes mark themselves
+with a `v_pred` key, zero-terminal-SNR ones also with `ztsnr` (ComfyUI supported_models.SDXL.model_type).
 """
 from __future__ import annotations
 
@@ -35,6 +40,12 @@ EMA_PREFIX = "model_ema."
 # Latent scale of the SD1/SD2 VAE: chosen so that latents have unit variance (Rombach et al. 2022, sec. 4.3.2
 # and the `scale_factor: 0.18215` of Stability's v1/v2-inference yaml files).
 SD_LATENT_SCALE = 0.18215
+# SDXL's VAE (same layout, retrained): `scale_factor: 0.13025` in Stability's sd_xl_base.yaml (generative-models).
+SDXL_LATENT_SCALE = 0.13025
+# label_emb input width -> (family, text towers): pooled bigG 1280 + 6 (base) or 5 (refiner) x 256 size embeddings
+SDXL_ADM_FAMILIES = {2816: "sdxl", 2560: "sdxl_refiner"}
+# ComfyUI's names (supported_models) for the known SDXL-base shapes, by input transformer depths
+SDXL_ARCHITECTURES = {(0, 0, 2, 2, 10, 10): "SDXL", (0, 0, 2, 2, 4, 4): "SSD1B", (0, 0, 1, 1, 2, 2): "Segmind_Vega"}
 
 # ComfyUI (supported_models.SD20.model_type) calls a 4-channel SD2 UNet v-prediction when the std of this
 # bias exceeds 0.09; A1111 reaches the same verdict for the published files by running the model.
@@ -44,13 +55,14 @@ SD2_V_STD_THRESHOLD = 0.09
 
 @dataclass(frozen=True)
 class TextEncoderSlot:
-    kind: str          # "clip_l" | "open_clip_h" | "clip_g" | "t5xxl"
+    kind: str          # "clip_l" | "open_clip_h" | "open_clip_g" | "clip_g" | "t5xxl" (models.text kinds)
     prefix: str        # key prefix in the checkpoint, stripped before the encoder sees its state dict
+    behaviour: tuple[tuple[str, object], ...] = ()   # models.text.load_text_encoder overrides (SDXL's CLIP-L)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    family: str                    # "sd1" | "sd2" | "sd3" (SD3 and SD3.5)
+    family: str                    # "sd1" | "sd2" | "sdxl" | "sdxl_refiner" | "sd3" (SD3 and SD3.5)
     variant: str                   # "base" | "inpaint" | "in<N>"; SD3: see `mmdit_variant`
     prediction_type: str           # "eps" | "v" | "flow"
     unet: UNetConfig | MMDiTConfig  # the diffusion model's config (an MM-DiT for "sd3")
@@ -63,19 +75,27 @@ class ModelConfig:
     unet_prefix: str = UNET_PREFIX
     vae_prefix: str = VAE_PREFIX
     has_ema: bool = False          # the file carries `model_ema.*` shadows of the UNet
+    zero_terminal_snr: bool = False  # `ztsnr` key: the sigma table is rescaled to zero terminal SNR
+    architecture: str = ""         # ComfyUI's model class name where it names a shape ("SDXL", "SSD1B", ...)
 
 
 def detect(shapes: Shapes) -> ModelConfig:
     """Full configuration of a single-file SD checkpoint from its key -> shape map."""
     if is_mmdit(shapes, UNET_PREFIX):
         return detect_sd3(shapes)
-    _reject_unsupported(shapes)
     if UNET_PREFIX + "input_blocks.0.0.weight" not in shapes:
         raise UnknownModelError(
             "Unknown checkpoint layout: no LDM UNet (`model.diffusion_model.input_blocks.0.0.weight`) found",
             f"{len(shapes)} tensors; key prefixes found: {summarise_keys(sorted(_prefixes(shapes)))}")
-    unet = detect_unet(shapes, UNET_PREFIX)
+    try:
+        unet = detect_unet(shapes, UNET_PREFIX)
+    except KeyError as missing:
+        raise UnknownModelError(f"Incomplete LDM UNet: no {missing.args[0]}",
+                                f"{len(shapes)} tensors; key prefixes found: "
+                                f"{summarise_keys(sorted(_prefixes(shapes)))}") from None
     vae = detect_vae(shapes, VAE_PREFIX)
+    if unet.adm_in_channels:
+        return _detect_sdxl(shapes, unet, vae)
     slots = _text_encoder_slots(shapes)
     family = "sd2" if unet.use_linear_in_transformer else "sd1"
     expected_slot = {"sd1": "clip_l", "sd2": "open_clip_h"}[family]
@@ -93,6 +113,40 @@ def detect(shapes: Shapes) -> ModelConfig:
                        latent_downscale=vae.downscale_factor, text_encoders=tuple(slots), has_ema=has_ema)
 
 
+def _detect_sdxl(shapes: Shapes, unet: UNetConfig, vae: VAEConfig) -> ModelConfig:
+    family = SDXL_ADM_FAMILIES.get(unet.adm_in_channels)
+    if family is None:
+        raise UnsupportedModelError(
+            f"Checkpoint has a class-conditioned UNet (label_emb input {unet.adm_in_channels}) that is not SDXL",
+            "SDXL base files have 2816, the refiner 2560; SD2 unCLIP (1536/2048) is not supported yet")
+    slots = _sdxl_text_encoder_slots(shapes, family)
+    variant = {4: "base", 9: "inpaint"}.get(unet.in_channels, f"in{unet.in_channels}")
+    if family == "sdxl":
+        architecture = SDXL_ARCHITECTURES.get(unet.transformer_depth, "SDXL")
+    else:
+        architecture = "SDXLRefiner"
+    return ModelConfig(family=family, variant=variant, prediction_type="v" if "v_pred" in shapes else "eps",
+                       unet=unet, vae=vae, latent_channels=vae.embed_dim, latent_scale_factor=SDXL_LATENT_SCALE,
+                       latent_downscale=vae.downscale_factor, text_encoders=slots,
+                       has_ema=any(k.startswith(EMA_PREFIX + "diffusion_model") for k in shapes),
+                       zero_terminal_snr="v_pred" in shapes and "ztsnr" in shapes, architecture=architecture)
+
+
+def _sdxl_text_encoder_slots(shapes: Shapes, family: str) -> tuple[TextEncoderSlot, ...]:
+    """Base: CLIP-L (HF layout) at embedders.0, bigG (OpenCLIP layout) at embedders.1; refiner: bigG alone at
+    embedders.0 (sgm's GeneralConditioner numbering; ComfyUI supported_models SDXL / SDXLRefiner)."""
+    penultimate = (("default_clip_skip", -2), ("norm_hidden_state", False))   # models.text.CLIP_L_PENULTIMATE
+    wanted = ([TextEncoderSlot("clip_l", "conditioner.embedders.0.transformer.", penultimate),
+               TextEncoderSlot("open_clip_g", "conditioner.embedders.1.model.")] if family == "sdxl"
+              else [TextEncoderSlot("open_clip_g", "conditioner.embedders.0.model.")])
+    present = [s for s in wanted if any(k.startswith(s.prefix) for k in shapes)]
+    if present and len(present) != len(wanted):
+        missing = [s.prefix for s in wanted if s not in present]
+        raise UnknownModelError(f"Incomplete {family} checkpoint: a text encoder is missing",
+                                f"nothing under {', '.join(missing)}")
+    return tuple(present)          # none at all: a UNet+VAE file, text encoders come from a CLIP loader
+
+
 def sd2_prediction_probe(unet: UNetConfig, prefix: str = UNET_PREFIX) -> str | None:
     """The key ComfyUI sniffs (`output_blocks.11.1.transformer_blocks.0.norm1.bias` at full size)."""
     with_attention = [i for i, d in enumerate(unet.transformer_depth_output) if d]
@@ -106,14 +160,6 @@ def sniff_sd2_prediction(probe_std: float) -> str:
 
 def _prefixes(shapes: Shapes) -> set[str]:
     return {".".join(k.split(".")[:2]) for k in shapes}
-
-
-def _reject_unsupported(shapes: Shapes) -> None:
-    if UNET_PREFIX + "label_emb.0.0.weight" in shapes or any(k.startswith("conditioner.embedders.")
-                                                             for k in shapes):
-        raise UnsupportedModelError(
-            "Checkpoint recognised as SDXL, which is not supported yet",
-            "SDXL support (two text encoders, size conditioning) is planned in a later milestone")
 
 
 def _block_indices(shapes: Shapes, prefix: str) -> list[int]:
@@ -161,10 +207,17 @@ def detect_unet(shapes: Shapes, prefix: str = UNET_PREFIX) -> UNetConfig:
     context_dim = shapes[transformer_keys[0]][1]
     proj_in = next(shapes[k] for k in shapes if k.startswith(p) and k.endswith(".proj_in.weight"))
     use_linear = len(proj_in) == 2
+    if p + "middle_block.1.proj_in.weight" in shapes:
+        middle_depth = _transformer_depth(shapes, p + "middle_block.")
+    elif p + "middle_block.1.in_layers.0.weight" in shapes:
+        middle_depth = 0                                                 # two res blocks, no transformer
+    else:
+        middle_depth = -1                                                # one res block (SSD-1B, Vega)
+    adm = shapes.get(p + "label_emb.0.0.weight", (0, 0))[1]
     return UNetConfig(
         in_channels=in_channels, out_channels=out_channels, model_channels=model_channels,
         channel_mult=tuple(mults), num_res_blocks=tuple(res_per_level), transformer_depth=tuple(depths),
-        transformer_depth_middle=_transformer_depth(shapes, p + "middle_block."),
+        transformer_depth_middle=middle_depth, adm_in_channels=adm,
         transformer_depth_output=tuple(output_depths), context_dim=context_dim,
         # SD1 uses 8 heads; SD2 fixes the head width at 64 (v2-inference.yaml num_head_channels: 64).
         num_heads=-1 if use_linear else 8, head_dim=64 if use_linear else -1,

@@ -306,3 +306,107 @@ def write_random_text_encoder(path: str | Path, kind: str, config, dtype: torch.
     layout = {k: (tuple(t.shape), dtype) for k, t in state.items()}
     write_safetensors_streaming(path, layout, lambda n: state[n])
     return Path(path)
+
+
+# --- SDXL-family layouts -----------------------------------------------------------------------------------
+# Full-size UNet configs. Base: Stability's sd_xl_base.yaml (generative-models configs/inference), which the
+# tests check against the sd_xl_base_1.0 manifest. Refiner: sd_xl_refiner.yaml (model_channels 384,
+# channel_mult 1,2,4,4, transformer depth 4, context 1280, adm 2560). SSD-1B and Segmind Vega: the depth
+# lists ComfyUI's model_detection records for them (SSD_1B / Segmind_Vega unet configs; ComfyUI pops its
+# output list from the end, so output_blocks.0 is its last entry), consistent with
+# the segmind/SSD-1B and segmind/Segmind-Vega diffusers configs (transformer_layers_per_block 2,4 / 1,2 on
+# the attention levels; mid block without attention).
+_SDXL_COMMON = dict(num_heads=-1, head_dim=64, use_linear_in_transformer=True)
+SDXL_UNET_CONFIGS = {
+    "base": UNetConfig(model_channels=320, channel_mult=(1, 2, 4), num_res_blocks=(2, 2, 2),
+                       transformer_depth=(0, 0, 2, 2, 10, 10), transformer_depth_middle=10,
+                       transformer_depth_output=(10, 10, 10, 2, 2, 2, 0, 0, 0), context_dim=2048,
+                       adm_in_channels=2816, **_SDXL_COMMON),
+    "refiner": UNetConfig(model_channels=384, channel_mult=(1, 2, 4, 4), num_res_blocks=(2, 2, 2, 2),
+                          transformer_depth=(0, 0, 4, 4, 4, 4, 0, 0), transformer_depth_middle=4,
+                          transformer_depth_output=(0, 0, 0, 4, 4, 4, 4, 4, 4, 0, 0, 0), context_dim=1280,
+                          adm_in_channels=2560, **_SDXL_COMMON),
+    "ssd1b": UNetConfig(model_channels=320, channel_mult=(1, 2, 4), num_res_blocks=(2, 2, 2),
+                        transformer_depth=(0, 0, 2, 2, 4, 4), transformer_depth_middle=-1,
+                        transformer_depth_output=(4, 4, 10, 2, 1, 1, 0, 0, 0), context_dim=2048,
+                        adm_in_channels=2816, **_SDXL_COMMON),
+    "vega": UNetConfig(model_channels=320, channel_mult=(1, 2, 4), num_res_blocks=(2, 2, 2),
+                       transformer_depth=(0, 0, 1, 1, 2, 2), transformer_depth_middle=-1,
+                       transformer_depth_output=(2, 2, 2, 1, 1, 1, 0, 0, 0), context_dim=2048,
+                       adm_in_channels=2816, **_SDXL_COMMON),
+}
+SDXL_VAE_CONFIG = VAEConfig()          # the SD VAE layout (ch 128, mults 1,2,4,4), retrained weights
+
+
+def sdxl_text_configs():
+    """(CLIP-L, bigG) full-size configs as SDXL files store them."""
+    from models.text import ClipTextConfig
+    return (ClipTextConfig.of_kind("clip_l"),
+            ClipTextConfig.of_kind("open_clip_g", hidden_size=1280, num_layers=32, num_heads=20,
+                                   intermediate_size=5120, projection_dim=1280))
+
+
+def sdxl_layout(unet: UNetConfig, *, refiner: bool = False, text: tuple | None = None,
+                vae: VAEConfig = SDXL_VAE_CONFIG, dtype: torch.dtype = torch.float16) -> Layout:
+    """{key: (shape, dtype)} of an SDXL-family single-file checkpoint (nothing allocated). `text`: the
+    (CLIP-L, bigG) configs, full size unless given; the refiner stores bigG alone at embedders.0."""
+    from models.text import random_text_encoder_state_dict
+    clip_l, big_g = text or sdxl_text_configs()
+    towers = ([("conditioner.embedders.0.model.", "open_clip_g", big_g)] if refiner else
+              [("conditioner.embedders.0.transformer.", "clip_l", clip_l),
+               ("conditioner.embedders.1.model.", "open_clip_g", big_g)])
+    layout: Layout = {k: (s, dtype) for k, s in {**module_layout(UNetModel, unet, "model.diffusion_model."),
+                                                  **module_layout(AutoencoderKL, vae, "first_stage_model.")}.items()}
+    for prefix, kind, config in towers:
+        for k, t in random_text_encoder_state_dict(kind, config, device="meta", dtype=dtype).items():
+            layout[prefix + k] = (tuple(t.shape), t.dtype)
+    return layout
+
+
+def tiny_sdxl_unet_config(*, refiner: bool = False, in_channels: int = 4) -> UNetConfig:
+    """A few-MB UNet in SDXL's layout: no attention at level 0, linear proj, head width 64, label_emb at
+    the real width (so detection takes the real path): 2816 base / 2560 refiner."""
+    return UNetConfig(in_channels=in_channels, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=(1, 1, 1),
+                      transformer_depth=(0, 1, 2), transformer_depth_middle=1,
+                      transformer_depth_output=(2, 2, 1, 1, 0, 0), context_dim=32 if refiner else 64,
+                      adm_in_channels=2560 if refiner else 2816, **_SDXL_COMMON)
+
+
+def tiny_sdxl_text_configs():
+    """(CLIP-L, bigG) 2-layer towers 32 wide; bigG keeps the real 1280-wide projection (the pooled width)."""
+    clip_l, big_g = sdxl_text_configs()
+    small = dict(hidden_size=32, num_layers=2, num_heads=1, intermediate_size=64)
+    return replace(clip_l, **small), replace(big_g, **small, projection_dim=1280)
+
+
+def write_sdxl_checkpoint(path: str | Path, unet: UNetConfig, *, refiner: bool = False, text: tuple | None = None,
+                          vae: VAEConfig | None = None, dtype: torch.dtype = torch.float32, seed: int = 0,
+                          extra_keys: Mapping[str, Tensor] | None = None) -> Path:
+    """An SDXL-family single-file checkpoint with random weights, streamed (full size works: nothing is
+    held but one tensor). `extra_keys`: marker tensors such as `v_pred` / `ztsnr`."""
+    from models.text import random_text_encoder_state_dict
+    path = Path(path)
+    text = text or sdxl_text_configs()
+    vae = vae or SDXL_VAE_CONFIG
+    layout = sdxl_layout(unet, refiner=refiner, text=text, vae=vae, dtype=dtype)
+    extra = dict(extra_keys or {})
+    layout.update({k: (tuple(v.shape), v.dtype) for k, v in extra.items()})
+    clip_l, big_g = text
+    towers = ([("conditioner.embedders.0.model.", "open_clip_g", big_g)] if refiner else
+              [("conditioner.embedders.0.transformer.", "clip_l", clip_l),
+               ("conditioner.embedders.1.model.", "open_clip_g", big_g)])
+    cache: dict[str, dict[str, Tensor]] = {}
+
+    def make(name: str) -> Tensor:
+        if name in extra:
+            return extra[name]
+        for prefix, kind, config in towers:
+            if name.startswith(prefix):
+                if prefix not in cache:            # one tower at a time (bigG is 1.4 GB in fp16)
+                    cache.clear()
+                    cache[prefix] = random_text_encoder_state_dict(kind, config, seed=seed, dtype=dtype)
+                return cache[prefix][name[len(prefix):]]
+        shape, tensor_dtype = layout[name]
+        return random_tensor(name, shape, tensor_dtype, seed)
+    write_safetensors_streaming(path, layout, make)
+    return path

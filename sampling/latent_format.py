@@ -35,8 +35,17 @@ SD15 = LatentFormat(
     taesd_decoder_name="taesd_decoder",
 )
 
-# SDXL: scale 0.13025 (sgm configs). SD3: 16 channels, scale 1.5305, shift 0.0609 (SD3 VAE config).
-SDXL = LatentFormat(scale_factor=0.13025, taesd_decoder_name="taesdxl_decoder")
+# SDXL: scale 0.13025 (sgm configs); RGB factors and bias as in ComfyUI's SDXL format.
+# SD3: 16 channels, scale 1.5305, shift 0.0609 (SD3 VAE config).
+SDXL = LatentFormat(
+    scale_factor=0.13025,
+    rgb_factors=((0.3651, 0.4232, 0.4341),
+                 (-0.2533, -0.0042, 0.1068),
+                 (0.1076, 0.1111, -0.0362),
+                 (-0.3165, -0.2492, -0.2188)),
+    rgb_bias=(0.1084, -0.0175, -0.0011),
+    taesd_decoder_name="taesdxl_decoder",
+)
 # SD3 latent -> RGB preview factors and bias: ComfyUI's latent_formats.SD3 (a least-squares fit, data).
 SD3 = LatentFormat(
     scale_factor=1.5305, shift_factor=0.0609, latent_channels=16,

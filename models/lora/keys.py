@@ -85,9 +85,10 @@ def diffusers_unet_module_map(config: UNetConfig) -> dict[str, str]:
             block += 1
 
     _resnet(out, "mid_block.resnets.0", "middle_block.0")
-    if config.transformer_depth_middle:
+    if config.transformer_depth_middle > 0:
         _transformer(out, "mid_block.attentions.0", "middle_block.1", config.transformer_depth_middle)
-    _resnet(out, "mid_block.resnets.1", f"middle_block.{2 if config.transformer_depth_middle else 1}")
+    if config.transformer_depth_middle >= 0:           # -1: one res block only (SSD-1B, Segmind Vega)
+        _resnet(out, "mid_block.resnets.1", f"middle_block.{2 if config.transformer_depth_middle else 1}")
 
     depths = iter(config.transformer_depth_output)
     block = 0

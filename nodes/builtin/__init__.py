@@ -18,4 +18,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.lora",
     "nodes.builtin.upscale",
     "nodes.builtin.sd3",
+    "nodes.builtin.sdxl",
 )

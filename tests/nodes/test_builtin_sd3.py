@@ -233,3 +233,13 @@ def test_sd3_lora_names_map_onto_the_mmdit():
     result = build_patches(lora, names, module_weight_shapes(model))
     assert len(result.patches) == 3
     assert all("to_q" in k for k in result.unmatched) and result.unmatched
+
+
+def test_dual_clip_loader_type_sd3(harness):
+    prompt = {"21": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_g.safetensors",
+                                                                "clip_name2": "clip_l.safetensors", "type": "sd3"}},
+              "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["21", 0]}}}
+    tensor, options = captured(harness, prompt, ["6", 0])[0]
+    # CLIP-L 32 + CLIP-G 32 side by side, padded to 4096 (no T5 to give the width)
+    assert tensor.shape == (1, 77, 4096) and tensor[..., 64:].abs().sum() == 0
+    assert options["pooled_output"].shape == (1, 64)
