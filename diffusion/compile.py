@@ -52,7 +52,7 @@ log = logging.getLogger("plexus.diffusion")
 COMPILING_MESSAGE = "compiling the diffusion model (first step will take a while)"
 DEFAULT_BACKEND = "inductor"
 BACKEND_OPTION = "compile_backend"      # DiffusionModel option: another torch.compile backend ("aot_eager")
-UNetForward = Callable[[Tensor, Tensor, Tensor], Tensor]      # (x, timesteps, context) -> prediction
+UNetForward = Callable[..., Tensor]      # (x, timesteps, context[, y (SDXL ADM vector)]) -> prediction
 
 
 def _compiled_graph_count() -> int:
@@ -88,9 +88,9 @@ class CompiledForward:
     def is_failed(self) -> bool:
         return self.error is not None
 
-    def __call__(self, x: Tensor, timesteps: Tensor, context: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, timesteps: Tensor, context: Tensor, *y: Tensor) -> Tensor:
         if self.error is not None:
-            return self.module(x, timesteps, context)
+            return self.module(x, timesteps, context, *y)
         signature = (tuple(x.shape), x.dtype, tuple(context.shape), context.dtype)
         is_new = signature not in self._signatures
         if is_new:
@@ -101,11 +101,11 @@ class CompiledForward:
         try:
             if self.compiled is None:
                 self.compiled = torch.compile(self.module, backend=self.backend, dynamic=self.dynamic)
-            out = self.compiled(x, timesteps, context)
+            out = self.compiled(x, timesteps, context, *y)
         except Exception as exc:                     # any failure of the compiled call: try eager
             if is_out_of_memory(exc):
                 raise
-            return self._eager_after(exc, x, timesteps, context)
+            return self._eager_after(exc, x, timesteps, context, *y)
         elapsed_s = time.perf_counter() - started
         self._signatures.add(signature)
         if _compiled_graph_count() > graphs_before:
@@ -115,10 +115,10 @@ class CompiledForward:
                      "" if is_new else "; a guard failed for an input seen before (weights changed dtype or layout?)")
         return out
 
-    def _eager_after(self, exc: Exception, x: Tensor, timesteps: Tensor, context: Tensor) -> Tensor:
+    def _eager_after(self, exc: Exception, x: Tensor, timesteps: Tensor, context: Tensor, *y: Tensor) -> Tensor:
         """The eager forward after the compiled call raised `exc`. If eager raises too, the inputs or the
         model are at fault, not the compile: that error goes to the caller and compiling stays on."""
-        out = self.module(x, timesteps, context)
+        out = self.module(x, timesteps, context, *y)
         first_line = next(iter(str(exc).strip().splitlines()), "")
         self.error = f"{type(exc).__name__}: {first_line}"
         log.warning("compiling the diffusion model failed (%s); it runs eager from now on", self.error)

@@ -15,6 +15,7 @@ convolutions on weights packed once per run (diffusion.prepacking).
 """
 from __future__ import annotations
 
+import contextvars
 import io
 import math
 from collections.abc import Callable, Sequence
@@ -35,12 +36,15 @@ from sampling.core import Step
 from sampling.guidance import DualCFGDenoiser, conds_from_conditioning
 from sampling.schedules import calculate_sigmas
 
-from . import patch_api, previews
+from . import patch_api, previews, sdxl
 from .compile import UNetForward, sampling_forward
 from .objects import DiffusionModel
 from .prepacking import prepacked_for_sampling
 
 PREVIEW_MAX_PX = 512
+
+# keyword arguments added to every model call made while set (Skip Layer Guidance: {"skip_blocks": ...})
+MODEL_CALL_OPTIONS: contextvars.ContextVar[dict] = contextvars.ContextVar("plexus_model_call_options", default={})
 PREVIEW_JPEG_QUALITY = 85
 
 
@@ -67,6 +71,11 @@ def _inpaint_concat(model: DiffusionModel, x: Tensor, inputs: dict) -> Tensor:
     return torch.cat([mask, image], dim=1)                                  # [B, 1 + C, h, w]
 
 
+def _conds(model: DiffusionModel, conditioning: list, prompt_type: str) -> list:
+    """CONDITIONING -> sampling Conds, with SDXL's ADM vector `y` added where the model takes one."""
+    return conds_from_conditioning(sdxl.with_adm(model.options.get("model_config"), conditioning, prompt_type))
+
+
 def model_function(model: DiffusionModel,
                    unet: UNetForward | None = None) -> Callable[[Tensor, Tensor, dict], Tensor]:
     """sampling.guidance's ModelFn for `model`: (scaled x, timestep, inputs) -> raw prediction.
@@ -82,16 +91,22 @@ def _model_function(model: DiffusionModel, unet, transformer_options: dict):
     extra_channels = model.in_channels - model.latent_format.latent_channels
     device = model.manager.device
     is_patched = unet_patches.has_patches(transformer_options)
+    # conditioning inputs the architecture takes by keyword (MM-DiT: y <- pooled_output)
+    extra_inputs = dict(getattr(model.module, "EXTRA_INPUTS", {}))
 
     def apply_model(x: Tensor, timestep: Tensor, inputs: dict) -> Tensor:
         x_in = x
         if extra_channels > 0:
             x_in = torch.cat([x, _inpaint_concat(model, x, inputs)], dim=1)
+        extra = {arg: inputs[name].to(device) for arg, name in extra_inputs.items() if name in inputs}
+        extra.update(MODEL_CALL_OPTIONS.get())
         args = (x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device))
+        if "y" in inputs and not extra_inputs:                              # SDXL: label_emb input
+            args += (inputs["y"].to(device),)
         if not is_patched:
-            return unet(*args).to(x.dtype)
+            return unet(*args, **extra).to(x.dtype)
         with unet_patches.patched_call({**transformer_options, **inputs.get("transformer_options", {})}):
-            return unet(*args).to(x.dtype)
+            return unet(*args, **extra).to(x.dtype)
 
     wrapper = model.options.get("model_function_wrapper")
     fn = apply_model if wrapper is None else \
@@ -175,8 +190,8 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
     sampling.sample (a GUIDER's own denoiser)."""
     samples = fix_empty_latent_channels(model, latent["samples"])
     reporter = reporter or StepReporter(_previewer(model, preview_folders))
-    positive_conds = conds_from_conditioning(positive)
-    negative_conds = conds_from_conditioning(negative) if negative is not None else []
+    positive_conds = _conds(model, positive, "positive")
+    negative_conds = _conds(model, negative, "negative") if negative is not None else []
     shape = tuple(samples.shape)
     manager = model.manager
 
@@ -262,8 +277,8 @@ class DualCFGGuider:
     is_nested: bool = False
 
     def make_denoiser(self, model_fn, ms, latent_shape, *, fits, cfg_function, post_cfg) -> DualCFGDenoiser:
-        return DualCFGDenoiser(model_fn, ms, conds_from_conditioning(self.positive),
-                               conds_from_conditioning(self.middle), conds_from_conditioning(self.negative),
+        return DualCFGDenoiser(model_fn, ms, _conds(self.model, self.positive, "positive"),
+                               _conds(self.model, self.middle, "positive"), _conds(self.model, self.negative, "negative"),
                                self.cfg_conds, self.cfg_cond2_negative, latent_shape, is_nested=self.is_nested,
                                fits=fits, cfg_function=cfg_function, post_cfg=post_cfg)
 

@@ -276,6 +276,9 @@ class CfgArgs:
     cond_scale: float
     conds: tuple = ()
     evaluate: Callable | None = None
+    # recomputes cond_x0 (the same conds, x and sigma) under whatever model-call options are in force;
+    # post-CFG hooks such as Skip Layer Guidance use it for their extra pass
+    cond_denoise: Callable[[], Tensor] | None = None
 
 
 CfgFunction = Callable[[CfgArgs], Tensor]          # -> guided x0
@@ -339,7 +342,8 @@ class CFGDenoiser:
     def _guide(self, x: Tensor, sigma: Tensor, is_uncond_needed: bool) -> tuple[Tensor, Tensor]:
         uncond = None if (self.is_uncond_skipped and not is_uncond_needed) else self.negative
         cond_x0, uncond_x0 = calc_cond_batch(self.apply, [self.positive, uncond], x, sigma, self.fits)
-        args = CfgArgs(x, sigma, cond_x0, uncond_x0, self.cfg, (self.positive, uncond), self.evaluate)
+        args = CfgArgs(x, sigma, cond_x0, uncond_x0, self.cfg, (self.positive, uncond), self.evaluate,
+                       cond_denoise=lambda: calc_cond_batch(self.apply, [self.positive], x, sigma, self.fits)[0])
         for fn in self.pre_cfg:
             cond_x0, uncond_x0 = fn(args)
             args = replace(args, cond_x0=cond_x0, uncond_x0=uncond_x0)

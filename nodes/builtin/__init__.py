@@ -24,4 +24,6 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.strings",
     "nodes.builtin.logic",
     "nodes.builtin.model_patches_unet",
+    "nodes.builtin.sd3",
+    "nodes.builtin.sdxl",
 )
