@@ -40,6 +40,9 @@ from storage.extra_paths import DEFAULT_FILENAME, ExtraPath, apply_extra_paths
 from storage.folders import Folders
 
 PROGRAM_DIR = Path(__file__).resolve().parent
+# ComfyUI's module names for custom-node packs (folder_paths, server, comfy.*): on sys.path only
+# while plugins load and run; Plexus's own modules never import them (tests/test_layering.py).
+COMFY_FACES_DIR = PROGRAM_DIR / "compat" / "comfy_faces"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 COMMANDS = ("serve", "run", "check")
 ATTENTION_CHOICES = ("auto", "sdpa", "sliced", "sub-quadratic")
@@ -253,16 +256,23 @@ def build_app(args: argparse.Namespace) -> App:
         log.info("Adding extra search path %s %s", entry.kind, entry.path)
     if args.command in ("serve", "run"):
         ensure_demo_checkpoint(folders)
-    services.install(services.NodeServices(folders=folders, settings=memory_settings(args)))
     registry = NodeRegistry()
+    events = EventBus()
+    web_api = None
+    if args.command == "serve":  # plugins add routes at import, so the API exists before they load
+        from web.plugin_api import PluginWebAPI
+
+        web_api = PluginWebAPI(events)
+    services.install(services.NodeServices(folders=folders, settings=memory_settings(args), registry=registry,
+                                           events=events, web_api=web_api, args=args))
     started = time.perf_counter()
     report = build_registry(registry, custom_node_dirs=folders.paths("custom_nodes"),
                             disable_all_custom_nodes=args.disable_all_custom_nodes,
-                            whitelist_custom_nodes=args.whitelist_custom_nodes)
+                            whitelist_custom_nodes=args.whitelist_custom_nodes,
+                            import_paths=[COMFY_FACES_DIR])
     for line in report.lines():
         print(line, file=sys.stderr)
     log.info("%d nodes registered in %.2f s", len(registry.names()), time.perf_counter() - started)
-    events = EventBus()
     return App(args, folders, registry, report, events, Engine(registry, events, cache_policy(args)))
 
 
@@ -494,16 +504,20 @@ def build_server(app: App) -> tuple[Any, Any]:
     store = PromptStore(queue_db)
     worker = Worker(store, app.engine, app.events).start()
     plugins = [Plugin(p.name, p.path, p.web_directory) for p in app.report.plugins.plugins if p.is_ok]
-    services = Services(engine=app.engine, store=store, events=app.events, registry=app.registry,
-                        folders=folders, worker=worker, plugins=plugins,
-                        system_stats=system_stats, free_memory=memory_freer(app, worker))
+    node_services = services.current()
+    known = {p.name for p in plugins}
+    plugins += [Plugin(name, Path(path), Path(path)) for name, path in node_services.extension_web_dirs.items()
+                if name not in known]       # web folders packs registered in nodes.EXTENSION_WEB_DIRS
+    server_services = Services(engine=app.engine, store=store, events=app.events, registry=app.registry,
+                               folders=folders, worker=worker, plugins=plugins, system_stats=system_stats,
+                               free_memory=memory_freer(app, worker), plugin_api=node_services.web_api)
     settings = ServerSettings(listen=args.listen, port=args.port,
                               max_upload_bytes=int(args.max_upload_size * 1024 * 1024),
                               cors_origin=args.enable_cors_header,
                               api_token=args.api_token or os.environ.get("PLEXUS_API_TOKEN") or None,
                               front_end_root=Path(args.front_end_root) if args.front_end_root else None,
                               tls_keyfile=args.tls_keyfile, tls_certfile=args.tls_certfile)
-    return services, settings
+    return server_services, settings
 
 
 def system_stats() -> dict[str, Any]:

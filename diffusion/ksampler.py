@@ -184,10 +184,11 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                  add_noise: bool = True, start_step: int | None = None, last_step: int | None = None,
                  return_with_leftover_noise: bool = False, sigmas: Tensor | None = None,
                  sampler_options: dict | None = None, reporter: StepReporter | None = None,
-                 preview_folders: Sequence = (), make_denoiser: sampling_driver.DenoiserFactory | None = None) -> dict:
+                 preview_folders: Sequence = (), make_denoiser: sampling_driver.DenoiserFactory | None = None,
+                 noise: Tensor | None = None) -> dict:
     """One sampling run on a LATENT dict; returns a new LATENT dict (other keys kept).
     `preview_folders`: where to look for TAESD decoders (models/vae_approx); `make_denoiser`: see
-    sampling.sample (a GUIDER's own denoiser)."""
+    sampling.sample (a GUIDER's own denoiser); `noise`: explicit initial noise instead of the seeded draw."""
     samples = fix_empty_latent_channels(model, latent["samples"])
     reporter = reporter or StepReporter(_previewer(model, preview_folders))
     positive_conds = _conds(model, positive, "positive")
@@ -216,7 +217,7 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                         batch_index=latent.get("batch_index"), latent_format=model.latent_format, sigmas=sigmas,
                         on_progress=reporter, fits=_fits(model, attention, bool(options.get(IS_CFG_SPLIT))),
                         cfg_function=cfg_function, post_cfg=post_cfg, pre_cfg=pre_cfg, sampler_options=sampler_options,
-                        device=manager.device, make_denoiser=make_denoiser)
+                        device=manager.device, make_denoiser=make_denoiser, noise=noise)
         finally:
             if ATTENTION_BACKEND in options:
                 set_attention_backend(model.module, configured_attention)

@@ -131,18 +131,21 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
            sigmas: Tensor | None = None, on_progress: ProgressHook | None = None, fits: FitsFn | None = None,
            cfg_function: CfgFunction = plain_cfg, post_cfg: Sequence[PostCfgFunction] = (),
            pre_cfg: Sequence = (), sampler_options: dict | None = None, device: torch.device | str | None = None,
-           make_denoiser: DenoiserFactory | None = None) -> Tensor:
+           make_denoiser: DenoiserFactory | None = None, noise: Tensor | None = None) -> Tensor:
     """KSampler (defaults) or KSamplerAdvanced (add_noise, start/last step, leftover noise) on a latent.
 
     Noise is drawn on the CPU; with `device` the sampling runs there and the result comes back to the
     latent's device. `make_denoiser` replaces the CFG denoiser (positive, negative and cfg are then
-    unused), e.g. for ComfyUI's DualCFGGuider."""
+    unused), e.g. for ComfyUI's DualCFGGuider. `noise`: the initial noise to use instead of the seeded
+    draw (ComfyUI's `comfy.sample.sample` takes it as an argument); the seed still drives the samplers'
+    own noise."""
     get_sampler(sampler_name)   # fail early, with a did-you-mean hint
     if latent_format is not None and latent.shape[1] != latent_format.latent_channels \
             and torch.count_nonzero(latent) == 0:
         latent = torch.zeros([latent.shape[0], latent_format.latent_channels, *latent.shape[2:]], dtype=latent.dtype)
 
-    noise = prepare_noise(latent, seed, batch_index) if add_noise else zero_noise(latent)
+    if noise is None or not add_noise:
+        noise = prepare_noise(latent, seed, batch_index) if add_noise else zero_noise(latent)
     if sigmas is None:
         sigmas = compute_sigmas(ms, scheduler, steps, sampler_name, denoise)
     sliced = slice_sigmas(sigmas, start_step, last_step, is_full_denoise_forced=not return_with_leftover_noise)

@@ -160,6 +160,9 @@ async def post_prompt(request: web.Request) -> web.StreamResponse:
         body = await read_json_object(request)
     except BadRequest as exc:
         return _prompt_error(exc.message, exc.details, exc.type)
+    plugin_api = getattr(state.services, "plugin_api", None)
+    if plugin_api is not None and plugin_api.on_prompt_handlers:
+        body = await state.call(plugin_api.trigger_on_prompt, body)
     asked = _read_prompt_body(body)
     if isinstance(asked, tuple):
         return _prompt_error(*asked)
