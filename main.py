@@ -94,8 +94,8 @@ def add_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None
                          help="run prompts on Ray worker actors: 'auto' (bare) starts a local Ray instance, "
                               "ADDRESS or ray://HOST:PORT joins an existing cluster")
     cluster.add_argument("--ray-workers", type=int, default=default(None), metavar="N",
-                         help="number of worker actors (default: 1 with --ray auto, else one per GPU of the "
-                              "cluster, or one per node without GPUs, re-counted as machines join)")
+                         help="number of worker actors (default: one per GPU of the cluster, or one per node "
+                              "without GPUs, re-counted as machines join)")
     cluster.add_argument("--ray-worker-cpus", type=float, default=default(1.0), metavar="N",
                          help="CPUs reserved per worker actor (fractions allowed)")
     cluster.add_argument("--ray-worker-gpus", type=float, default=default(None), metavar="N",
@@ -539,7 +539,7 @@ def start_cluster(app: App, store: Any) -> Any:
 
     args = app.args
     address = None if args.ray == "auto" else args.ray
-    target = args.ray_workers if args.ray_workers is not None else (1 if address is None else None)
+    target = args.ray_workers  # None: one per GPU of the cluster (one per node without GPUs), re-counted
     try:
         pool = RayPool(functools.partial(build_worker_parts, args), address=address, target=target,
                        num_cpus=args.ray_worker_cpus, num_gpus=args.ray_worker_gpus,

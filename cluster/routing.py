@@ -76,8 +76,8 @@ def route_by_residency(pending: Sequence[PendingPrompt], workers: Sequence[Worke
         else:
             left.append(prompt)
     holders = Counter()                                        # model key -> workers holding its files
-    for prompt in left:
-        holders.setdefault(prompt.needs.key, sum(1 for w in accepting if prompt.needs.files <= w.resident.files))
+    for key in {p.needs.key for p in left}:
+        holders[key] = sum(1 for w in accepting if key[0] <= w.resident.files)
     demand = Counter(p.needs.key for p in left)
 
     def best_match(prompt: PendingPrompt, minimum: int) -> str | None:
