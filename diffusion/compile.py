@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from model_management import Placement, is_out_of_memory
+from models import unet_patches
 
 from .objects import DiffusionModel
 
@@ -138,5 +139,8 @@ def sampling_forward(model: DiffusionModel, *, is_fallback: bool = False) -> nn.
         return model.module
     if is_fallback:
         log.info("an out-of-memory fall-back attempt: running the diffusion model eager, not compiled")
+        return model.module
+    if unet_patches.has_patches(model.options.get("transformer_options")):
+        log.info("the diffusion model carries attention/block patches: running it eager, not compiled")
         return model.module
     return CompiledForward.of(model.module, backend=model.options.get(BACKEND_OPTION, DEFAULT_BACKEND))

@@ -5,6 +5,10 @@ prediction type, UNet and VAE configs, latent format, text-encoder slots) or rai
 what was found. Every number is read from shapes, so a tiny test model in the real layout takes the same
 path as a full-size file; the tests run it on the real key manifests in tests/data/manifests/.
 
+SD3 / SD3.5 (MM-DiT) files are recognised by `x_embedder.proj.weight` under the diffusion-model prefix and
+described by `detect_mmdit`; SD3.5 large and large-turbo have the same layout (turbo is a distillation of
+the same 38-block network), so they are one variant here.
+
 The one thing keys cannot tell is SD2.x 512-base (eps) from 768-v (v): the files have identical layouts.
 `detect` answers "v" (the SD2.x file most users have, and what ComfyUI and A1111 conclude for real 768-v
 weights); the checkpoint loader then applies ComfyUI's weight statistic via `sniff_sd2_prediction`, and an
@@ -17,11 +21,13 @@ with a `v_pred` key, zero-terminal-SNR ones also with `ztsnr` (ComfyUI supported
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from models.errors import UnknownModelError, UnsupportedModelError, summarise_keys
+from models.mmdit import MMDiTConfig
 from models.unet import UNetConfig
 from models.vae import VAEConfig
 
@@ -49,17 +55,17 @@ SD2_V_STD_THRESHOLD = 0.09
 
 @dataclass(frozen=True)
 class TextEncoderSlot:
-    kind: str          # "clip_l" | "open_clip_h" | "open_clip_g" (models.text kinds)
+    kind: str          # "clip_l" | "open_clip_h" | "open_clip_g" | "clip_g" | "t5xxl" (models.text kinds)
     prefix: str        # key prefix in the checkpoint, stripped before the encoder sees its state dict
     behaviour: tuple[tuple[str, object], ...] = ()   # models.text.load_text_encoder overrides (SDXL's CLIP-L)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    family: str                    # "sd1" | "sd2" | "sdxl" | "sdxl_refiner"
-    variant: str                   # "base" | "inpaint" | "in<N>" for other input-channel counts
-    prediction_type: str           # "eps" | "v"
-    unet: UNetConfig
+    family: str                    # "sd1" | "sd2" | "sdxl" | "sdxl_refiner" | "sd3" (SD3 and SD3.5)
+    variant: str                   # "base" | "inpaint" | "in<N>"; SD3: see `mmdit_variant`
+    prediction_type: str           # "eps" | "v" | "flow"
+    unet: UNetConfig | MMDiTConfig  # the diffusion model's config (an MM-DiT for "sd3")
     vae: VAEConfig
     latent_channels: int
     latent_scale_factor: float
@@ -75,7 +81,8 @@ class ModelConfig:
 
 def detect(shapes: Shapes) -> ModelConfig:
     """Full configuration of a single-file SD checkpoint from its key -> shape map."""
-    _reject_unsupported(shapes)
+    if is_mmdit(shapes, UNET_PREFIX):
+        return detect_sd3(shapes)
     if UNET_PREFIX + "input_blocks.0.0.weight" not in shapes:
         raise UnknownModelError(
             "Unknown checkpoint layout: no LDM UNet (`model.diffusion_model.input_blocks.0.0.weight`) found",
@@ -153,15 +160,6 @@ def sniff_sd2_prediction(probe_std: float) -> str:
 
 def _prefixes(shapes: Shapes) -> set[str]:
     return {".".join(k.split(".")[:2]) for k in shapes}
-
-
-def _reject_unsupported(shapes: Shapes) -> None:
-    if UNET_PREFIX + "joint_blocks.0.x_block.attn.qkv.weight" in shapes or \
-            UNET_PREFIX + "x_embedder.proj.weight" in shapes:
-        hidden = shapes.get(UNET_PREFIX + "x_embedder.proj.weight", (0,))[0]
-        raise UnsupportedModelError(
-            "Checkpoint recognised as SD3/SD3.5 (MM-DiT), which is not supported yet",
-            f"MM-DiT depth {hidden // 64}; SD3 support is planned in a later milestone")
 
 
 def _block_indices(shapes: Shapes, prefix: str) -> list[int]:
@@ -260,3 +258,70 @@ def _text_encoder_slots(shapes: Shapes) -> list[TextEncoderSlot]:
     if any(k.startswith("cond_stage_model.model.") for k in shapes):
         slots.append(TextEncoderSlot("open_clip_h", "cond_stage_model.model."))
     return slots
+
+
+# --- SD3 / SD3.5 (MM-DiT) ---------------------------------------------------------------------------------
+
+# SD3's 16-channel VAE: latent_in = (z - 0.0609) * 1.5305 (the `scaling_factor` / `shift_factor` of
+# stabilityai/stable-diffusion-3-medium-diffusers vae/config.json; not stored in the file).
+SD3_LATENT_SCALE = 1.5305
+SD3_LATENT_SHIFT = 0.0609
+MMDIT_HEAD_DIM = 64        # every released MM-DiT: width 64 * depth, heads = depth (Esser et al. 2024, sec. 5.1)
+
+# Text encoders bundled in the all-in-one SD3 files (sd3_medium_incl_clips*.safetensors), HF layouts.
+SD3_TEXT_SLOTS = (TextEncoderSlot("clip_l", "text_encoders.clip_l.transformer."),
+                  TextEncoderSlot("clip_g", "text_encoders.clip_g.transformer."),
+                  TextEncoderSlot("t5xxl", "text_encoders.t5xxl.transformer."))
+
+
+def is_mmdit(shapes: Shapes, prefix: str = UNET_PREFIX) -> bool:
+    return prefix + "x_embedder.proj.weight" in shapes and prefix + "joint_blocks.0.x_block.attn.qkv.weight" in shapes
+
+
+def detect_mmdit(shapes: Shapes, prefix: str = UNET_PREFIX) -> MMDiTConfig:
+    """MMDiTConfig of an SD3-layout diffusion model whose keys start with `prefix`.
+
+    Depth is the number of joint blocks (= width / 64 in the released models); the stored position grid is
+    pos_embed_max_size^2 tokens; QK-norm shows as `attn.ln_q`; MM-DiT-X blocks carry `x_block.attn2`."""
+    p = prefix
+    hidden, in_channels, patch, _ = shapes[p + "x_embedder.proj.weight"]           # [D, C, p, p]
+    depth = len(_block_indices(shapes, p + "joint_blocks."))
+    if hidden % MMDIT_HEAD_DIM:
+        raise UnknownModelError(f"Unknown MM-DiT layout: width {hidden} is not a multiple of the 64-wide heads")
+    positions = shapes[p + "pos_embed"][1]
+    grid = math.isqrt(positions)
+    if grid * grid != positions:
+        raise UnknownModelError(f"Unknown MM-DiT layout: pos_embed holds {positions} positions, not a square grid")
+    out_channels = shapes[p + "final_layer.linear.weight"][0] // (patch * patch)
+    dual = tuple(i for i in range(depth) if f"{p}joint_blocks.{i}.x_block.attn2.qkv.weight" in shapes)
+    return MMDiTConfig(
+        depth=depth, hidden_size=hidden, num_heads=hidden // MMDIT_HEAD_DIM, patch_size=patch,
+        in_channels=in_channels, out_channels=out_channels, context_in_dim=shapes[p + "context_embedder.weight"][1],
+        adm_in_dim=shapes[p + "y_embedder.mlp.0.weight"][1], pos_embed_max_size=grid,
+        qk_norm=p + "joint_blocks.0.x_block.attn.ln_q.weight" in shapes, dual_attention_blocks=dual,
+        mlp_ratio=shapes[p + "joint_blocks.0.x_block.mlp.fc1.weight"][0] / hidden)
+
+
+def mmdit_variant(config: MMDiTConfig) -> str:
+    """"sd3_medium", "sd35_medium", "sd35_large" (also large-turbo: same layout), or "mmdit_d<N>"."""
+    name = "sd35" if config.qk_norm else "sd3"
+    size = {24: "medium", 38: "large"}.get(config.depth)
+    return f"{name}_{size}" if size else f"{name}_d{config.depth}"
+
+
+def sd3_model_config(unet: MMDiTConfig, vae: VAEConfig | None = None,
+                     text_encoders: tuple[TextEncoderSlot, ...] = ()) -> ModelConfig:
+    vae = vae or VAEConfig(z_channels=16, embed_dim=16, has_quant_conv=False)
+    return ModelConfig(family="sd3", variant=mmdit_variant(unet), prediction_type="flow", unet=unet, vae=vae,
+                       latent_channels=vae.embed_dim, latent_scale_factor=SD3_LATENT_SCALE,
+                       latent_shift=SD3_LATENT_SHIFT, latent_downscale=vae.downscale_factor,
+                       text_encoders=text_encoders)
+
+
+def detect_sd3(shapes: Shapes) -> ModelConfig:
+    """A single-file SD3 / SD3.5 checkpoint: MM-DiT, the 16-channel VAE, and whichever of CLIP-L, CLIP-G
+    and T5-XXL it bundles."""
+    unet = detect_mmdit(shapes, UNET_PREFIX)
+    vae = detect_vae(shapes, VAE_PREFIX) if VAE_PREFIX + "decoder.conv_in.weight" in shapes else None
+    slots = tuple(s for s in SD3_TEXT_SLOTS if any(k.startswith(s.prefix) for k in shapes))
+    return sd3_model_config(unet, vae, slots)

@@ -210,6 +210,104 @@ def write_random_vae(path: str | Path, config: VAEConfig, dtype: torch.dtype = t
     return Path(path)
 
 
+# --- SD3 / SD3.5 (MM-DiT) ----------------------------------------------------------------------------------
+
+SD3_TEXT_PREFIXES = {"clip_l": "text_encoders.clip_l.transformer.", "clip_g": "text_encoders.clip_g.transformer.",
+                     "t5xxl": "text_encoders.t5xxl.transformer."}
+
+
+@dataclass
+class Sd3CheckpointSpec:
+    """An SD3-layout single file: `model.diffusion_model.*` MM-DiT, `first_stage_model.*` 16-channel VAE and
+    the bundled text encoders named in `text_encoders` (HF layouts under `text_encoders.<kind>.transformer.`)."""
+
+    mmdit: object                                  # models.mmdit.MMDiTConfig
+    vae: VAEConfig
+    text_configs: dict = field(default_factory=dict)   # kind -> ClipTextConfig / T5Config
+    dtype: torch.dtype = torch.float32
+    t5_dtype: torch.dtype | None = None            # e.g. torch.float8_e4m3fn as in the all-in-one fp8 file
+    with_vae: bool = True
+    seed: int = 0
+
+
+def tiny_sd3_spec(*, qk_norm: bool = False, dual: tuple[int, ...] = (), text: tuple[str, ...] = ("clip_l", "clip_g", "t5xxl"),
+                  **fields) -> Sd3CheckpointSpec:
+    """A few-MB SD3 file: 2 joint blocks 128 wide (64 x depth, as the released models), CLIP-L and CLIP-G 32
+    wide (pooled 32 + 32 = the MM-DiT's y), T5 64 wide (= its context width), an 8x 16-channel VAE."""
+    from models.mmdit import MMDiTConfig
+    from models.text import ClipTextConfig
+    from models.text.t5 import T5Config
+    configs = {"clip_l": ClipTextConfig.of_kind("clip_l", hidden_size=32, num_layers=2, num_heads=1, intermediate_size=64),
+               "clip_g": ClipTextConfig.of_kind("clip_g", hidden_size=32, num_layers=2, num_heads=1, intermediate_size=64,
+                                                projection_dim=32),
+               "t5xxl": T5Config(d_model=64, d_kv=16, num_heads=4, d_ff=96, num_layers=2)}
+    mmdit = MMDiTConfig(depth=2, hidden_size=128, num_heads=2, context_in_dim=64, adm_in_dim=64, pos_embed_max_size=32,
+                        qk_norm=qk_norm, dual_attention_blocks=dual)
+    vae = VAEConfig(ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1, z_channels=16, embed_dim=16, has_quant_conv=False)
+    return Sd3CheckpointSpec(mmdit, vae, {k: configs[k] for k in text}, **fields)
+
+
+def sd3_text_state(kind: str, config, seed: int = 0, dtype: torch.dtype = torch.float32, *,
+                   with_embed_tokens_copy: bool = True) -> dict[str, Tensor]:
+    """One text tower's random weights in the layout SD3 files store (prefix stripped)."""
+    if kind == "t5xxl":
+        from models.text.t5 import random_t5_state_dict
+        return random_t5_state_dict(config, seed=seed, dtype=dtype, with_embed_tokens_copy=with_embed_tokens_copy)
+    from models.text import random_text_encoder_state_dict
+    state = random_text_encoder_state_dict(kind, config, seed=seed, dtype=dtype)
+    state.pop("text_model.embeddings.position_ids", None)       # SD3's bundled CLIPs carry none
+    return state
+
+
+def sd3_checkpoint_tensors(spec: Sd3CheckpointSpec) -> tuple[Layout, Callable[[str], Tensor]]:
+    from models.mmdit import MMDiT
+    layout: Layout = {k: (s, spec.dtype) for k, s in module_layout(MMDiT, spec.mmdit, "model.diffusion_model.").items()}
+    if spec.with_vae:
+        layout.update({k: (s, spec.dtype) for k, s in module_layout(AutoencoderKL, spec.vae, "first_stage_model.").items()})
+    fixed: dict[str, Tensor] = {}
+    t5_keys: dict[str, str] = {}                   # T5 is made tensor by tensor (4.9 B parameters at full size)
+    for kind, config in spec.text_configs.items():
+        dtype = spec.t5_dtype if kind == "t5xxl" and spec.t5_dtype is not None else spec.dtype
+        if kind == "t5xxl":
+            from models.text.t5 import T5EncoderModel
+            with torch.device("meta"):
+                shapes = {k: tuple(v.shape) for k, v in T5EncoderModel(config).state_dict().items()}
+            shapes["encoder.embed_tokens.weight"] = shapes["shared.weight"]
+            for k, shape in shapes.items():
+                layout[SD3_TEXT_PREFIXES[kind] + k] = (shape, dtype)
+                t5_keys[SD3_TEXT_PREFIXES[kind] + k] = "shared.weight" if k == "encoder.embed_tokens.weight" else k
+            continue
+        for k, t in sd3_text_state(kind, config, spec.seed, torch.float32).items():
+            fixed[SD3_TEXT_PREFIXES[kind] + k] = t.to(dtype)
+    layout.update({k: (tuple(t.shape), t.dtype) for k, t in fixed.items()})
+
+    def make(name: str) -> Tensor:
+        if name in fixed:
+            return fixed[name]
+        if name in t5_keys:                        # the values random_t5_state_dict gives
+            key = t5_keys[name]
+            return random_tensor(key, layout[name][0], torch.float32, spec.seed,
+                                 1.0 if key == "shared.weight" else None).to(layout[name][1])
+        shape, dtype = layout[name]
+        return random_tensor(name, shape, dtype, spec.seed, 0.5 if name.endswith("pos_embed") else None)
+    return layout, make
+
+
+def write_random_sd3_checkpoint(path: str | Path, spec: Sd3CheckpointSpec) -> Path:
+    layout, make = sd3_checkpoint_tensors(spec)
+    write_safetensors_streaming(path, layout, make)
+    return Path(path)
+
+
+def write_random_text_encoder(path: str | Path, kind: str, config, dtype: torch.dtype = torch.float32,
+                              seed: int = 0) -> Path:
+    """A standalone text-encoder file (clip_l / clip_g / t5xxl, as in models/text_encoders)."""
+    state = sd3_text_state(kind, config, seed, torch.float32, with_embed_tokens_copy=False)
+    layout = {k: (tuple(t.shape), dtype) for k, t in state.items()}
+    write_safetensors_streaming(path, layout, lambda n: state[n])
+    return Path(path)
+
+
 # --- SDXL-family layouts -----------------------------------------------------------------------------------
 # Full-size UNet configs. Base: Stability's sd_xl_base.yaml (generative-models configs/inference), which the
 # tests check against the sd_xl_base_1.0 manifest. Refiner: sd_xl_refiner.yaml (model_channels 384,

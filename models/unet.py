@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models import unet_patches
 from models.attention import DEFAULT_ATTENTION, AttentionFn, attention_backend
 
 
@@ -155,6 +156,8 @@ class BasicTransformerBlock(nn.Module):
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        if (patch_options := unet_patches.active()) is not None:     # a patched call (models/unet_patches)
+            return unet_patches.transformer_block(self, x, context, patch_options)
         x = x + self.attn1(self.norm1(x))
         x = x + self.attn2(self.norm2(x), context)
         return x + self.ff(self.norm3(x))
@@ -299,12 +302,26 @@ class UNetModel(nn.Module):
         h = x.to(dtype)
         context = context.to(dtype)
         skips: list[Tensor] = []
-        for block in self.input_blocks:
+        patch = unet_patches.active()                                    # None outside a patched call
+        if patch is not None:
+            unet_patches.begin(self, patch, x)
+        for i, block in enumerate(self.input_blocks):
+            if patch is not None:
+                unet_patches.enter(patch, "input", i)
             h = block(h, emb, context)
+            if patch is not None:
+                h = unet_patches.after_input_block(patch, h)
             skips.append(h)
+            if patch is not None:
+                h = unet_patches.after_skip(patch, h)
+        if patch is not None:
+            unet_patches.enter(patch, "middle", 0)
         h = self.middle_block(h, emb, context)
-        for block in self.output_blocks:
+        for i, block in enumerate(self.output_blocks):
             skip = skips.pop()
+            if patch is not None:
+                unet_patches.enter(patch, "output", i)
+                h, skip = unet_patches.before_output_block(patch, h, skip)
             h = torch.cat([h, skip], dim=1)                              # [B, C + Cskip, H, W]
             h = block(h, emb, context, size=tuple(skips[-1].shape[-2:]) if skips else None)
         return self.out(h)

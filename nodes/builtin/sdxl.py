@@ -3,6 +3,7 @@ the work is in diffusion.sdxl."""
 from __future__ import annotations
 
 from diffusion import sdxl as sdxl_ops
+from diffusion import sd3 as sd3_ops
 from nodes import services
 from nodes.spec import Combo, Float, Input, Int, String, node, optional
 
@@ -58,9 +59,13 @@ class DualCLIPLoader:
     RETURNS = ("CLIP",)
 
     def run(self, clip_name1: str, clip_name2: str, type: str, device: str = "default") -> tuple:
-        if type != "sdxl":
-            raise ValueError(f"DualCLIPLoader type {type!r} is not supported yet; 'sdxl' (clip_l + clip_g) is")
+        if type not in ("sdxl", "sd3"):
+            raise ValueError(f"DualCLIPLoader type {type!r} is not supported yet; 'sdxl' (clip_l + clip_g) and "
+                             "'sd3' (any two of clip_l, clip_g, t5xxl) are")
         folders = services.folders()
         paths = [folders.find("text_encoders", clip_name1), folders.find("text_encoders", clip_name2)]
+        if type == "sd3":
+            return (sd3_ops.load_text_encoder_files(paths, services.current().model_manager(),
+                                                    embedding_dirs=folders.paths("embeddings")),)
         return (sdxl_ops.load_sdxl_text_encoder_files(paths, services.current().model_manager(),
                                                       embedding_dirs=folders.paths("embeddings")),)

@@ -32,6 +32,10 @@ _PREVIEW_ANY = ("Plexus's PreviewAny follows the newer ComfyUI node (display nam
 DELIBERATE_DIFFERENCES: dict[str, dict[str, str]] = {
     "PreviewAny": {field: _PREVIEW_ANY for field in
                    ("category", "display_name", "output", "output_is_list", "output_name")},
+    "LoadImageOutput": {"input.required.image.options.remote": (
+        "ComfyUI 0.3.64 sends this 'remote' option too (its live /object_info has it); the fixture "
+        "replaced the remote combo by a file-list marker and dropped it. The editor needs it for the "
+        "refresh button (/internal/files/output)")},
 }
 
 
