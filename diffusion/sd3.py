@@ -129,7 +129,7 @@ def with_skip_layer_guidance(model: DiffusionModel, layers: str, scale: float, s
         return x0
 
     twin = model.clone()
-    twin.set_model_sampler_post_cfg_function(post_cfg)
+    twin.add_post_cfg_function(post_cfg)
     return twin
 
 
