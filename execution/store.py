@@ -285,12 +285,7 @@ class PromptStore:
         end_ms = _now_ms()
         with self._lock:
             with self._transaction() as db:
-                query = "SELECT * FROM queue WHERE prompt_id = ? AND state = 'running'"
-                args: tuple[Any, ...] = (prompt_id,)
-                if worker_id is not None:
-                    query += " AND worker_id = ?"
-                    args += (worker_id,)
-                row = db.execute(query, args).fetchone()
+                row = self._running_row(db, prompt_id, worker_id)
                 if row is None:
                     return None
                 item = _history_item(json.loads(row["record"]), result, row["attempts"],
@@ -299,6 +294,16 @@ class PromptStore:
                 self._move_to_history(db, prompt_id, item)
         self._queue_changed()
         return item
+
+    @staticmethod
+    def _running_row(db: sqlite3.Connection, prompt_id: str, worker_id: str | None) -> sqlite3.Row | None:
+        """The queue row of ``prompt_id`` while it runs (on ``worker_id``, when given)."""
+        query = "SELECT * FROM queue WHERE prompt_id = ? AND state = 'running'"
+        args: tuple[Any, ...] = (prompt_id,)
+        if worker_id is not None:
+            query += " AND worker_id = ?"
+            args += (worker_id,)
+        return db.execute(query, args).fetchone()
 
     def _move_to_history(self, db: sqlite3.Connection, prompt_id: str, item: dict[str, Any]) -> None:
         db.execute("DELETE FROM queue WHERE prompt_id = ?", (prompt_id,))
@@ -331,12 +336,7 @@ class PromptStore:
         the prompt is not running (for ``worker_id``)."""
         with self._lock:
             with self._transaction() as db:
-                query = "SELECT * FROM queue WHERE prompt_id = ? AND state = 'running'"
-                args: tuple[Any, ...] = (prompt_id,)
-                if worker_id is not None:
-                    query += " AND worker_id = ?"
-                    args += (worker_id,)
-                row = db.execute(query, args).fetchone()
+                row = self._running_row(db, prompt_id, worker_id)
                 if row is None:
                     return None
                 outcome = self._abandon(db, row, reason)

@@ -50,20 +50,6 @@ def _registered_names() -> list[str]:
     return sorted(name for name in ALL_NODES if name in registry and name not in CORE_NODES)
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> NodeRegistry:
-    folders = Folders(Path(tmp_path_factory.mktemp("compat-all-base")))
-    folders.ensure_dirs()
-    services.install(services.NodeServices(folders))
-    try:
-        registry = NodeRegistry()
-        report = register_builtins(registry)
-        assert not report.builtin_failures, "\n".join(report.lines())
-        yield registry
-    finally:
-        services.install(None)
-
-
 def test_fixture_is_the_whole_core_set_and_structure_only() -> None:
     source = ALL["_source"]
     assert source["project"] == "ComfyUI" and source["version"] == "0.3.64"

@@ -18,9 +18,6 @@ from pathlib import Path
 import pytest
 
 from execution.registry import NodeRegistry
-from nodes import services
-from nodes.registry import register_builtins
-from storage.folders import Folders
 from tests.compat.core_specs import CORE_NODES, canonical, differences, load_fixture
 
 FIXTURE = load_fixture()
@@ -51,20 +48,6 @@ DELIBERATE_DIFFERENCES: dict[str, frozenset[str]] = {
 
 def _allowed(class_type: str) -> frozenset[str]:
     return KNOWN_MISMATCHES.get(class_type, frozenset()) | DELIBERATE_DIFFERENCES.get(class_type, frozenset())
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> NodeRegistry:
-    folders = Folders(Path(tmp_path_factory.mktemp("compat-base")))
-    folders.ensure_dirs()
-    services.install(services.NodeServices(folders))
-    try:
-        registry = NodeRegistry()
-        report = register_builtins(registry)
-        assert not report.builtin_failures, "\n".join(report.lines())
-        yield registry
-    finally:
-        services.install(None)
 
 
 def test_fixture_is_structure_only_and_complete() -> None:
