@@ -12,6 +12,7 @@ may come before or after the subcommand. ``run`` and ``check`` never import the 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import itertools
 import json
@@ -33,6 +34,7 @@ from execution.events import EventBus
 from execution.executor import Engine, PromptRecord
 from execution.protocol import PREVIEW_METHODS
 from execution.registry import NodeRegistry
+from execution.replacements import replace_in_prompt
 from execution.workflow import workflow_to_prompt
 from nodes import services
 from nodes.registry import RegistryReport, build_registry
@@ -40,6 +42,9 @@ from storage.extra_paths import DEFAULT_FILENAME, ExtraPath, apply_extra_paths
 from storage.folders import Folders
 
 PROGRAM_DIR = Path(__file__).resolve().parent
+# ComfyUI's module names for custom-node packs (folder_paths, server, comfy.*): on sys.path only
+# while plugins load and run; Plexus's own modules never import them (tests/test_layering.py).
+COMFY_FACES_DIR = PROGRAM_DIR / "compat" / "comfy_faces"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 COMMANDS = ("serve", "run", "check")
 ATTENTION_CHOICES = ("auto", "sdpa", "sliced", "sub-quadratic")
@@ -88,6 +93,18 @@ def add_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None
     server.add_argument("--queue-db", type=str, default=default(None),
                         help="SQLite file of the prompt queue and history (default: <user dir>/plexus/queue.sqlite3; "
                              "'memory' keeps it in memory)")
+
+    cluster = parser.add_argument_group("cluster (needs Ray: pip install -r requirements-ray.txt)")
+    cluster.add_argument("--ray", type=str, default=default(None), nargs="?", const="auto", metavar="ADDRESS",
+                         help="run prompts on Ray worker actors: 'auto' (bare) starts a local Ray instance, "
+                              "ADDRESS or ray://HOST:PORT joins an existing cluster")
+    cluster.add_argument("--ray-workers", type=int, default=default(None), metavar="N",
+                         help="number of worker actors (default: one per GPU of the cluster, or one per node "
+                              "without GPUs, re-counted as machines join)")
+    cluster.add_argument("--ray-worker-cpus", type=float, default=default(1.0), metavar="N",
+                         help="CPUs reserved per worker actor (fractions allowed)")
+    cluster.add_argument("--ray-worker-gpus", type=float, default=default(None), metavar="N",
+                         help="GPUs per worker actor (default: 1 when the cluster has GPUs and --cpu is not given)")
 
     paths = parser.add_argument_group("folders")
     paths.add_argument("--base-directory", type=str, default=default(None),
@@ -259,16 +276,23 @@ def build_app(args: argparse.Namespace) -> App:
         log.info("Adding extra search path %s %s", entry.kind, entry.path)
     if args.command in ("serve", "run"):
         ensure_demo_checkpoint(folders)
-    services.install(services.NodeServices(folders=folders, settings=memory_settings(args)))
     registry = NodeRegistry()
+    events = EventBus()
+    web_api = None
+    if args.command == "serve":  # plugins add routes at import, so the API exists before they load
+        from web.plugin_api import PluginWebAPI
+
+        web_api = PluginWebAPI(events)
+    services.install(services.NodeServices(folders=folders, settings=memory_settings(args), registry=registry,
+                                           events=events, web_api=web_api, args=args))
     started = time.perf_counter()
     report = build_registry(registry, custom_node_dirs=folders.paths("custom_nodes"),
                             disable_all_custom_nodes=args.disable_all_custom_nodes,
-                            whitelist_custom_nodes=args.whitelist_custom_nodes)
+                            whitelist_custom_nodes=args.whitelist_custom_nodes,
+                            import_paths=[COMFY_FACES_DIR])
     for line in report.lines():
         print(line, file=sys.stderr)
     log.info("%d nodes registered in %.2f s", len(registry.names()), time.perf_counter() - started)
-    events = EventBus()
     return App(args, folders, registry, report, events, Engine(registry, events, cache_policy(args),
                                                                preview_method=args.preview_method))
 
@@ -298,9 +322,9 @@ def to_prompt(document: Any, registry: Any) -> tuple[dict[str, Any], dict[str, A
         except PlexusError as exc:
             raise UsageError(exc.type, exc.message, exc.details, exc.extra_info) from exc
     if isinstance(document, dict) and is_api_prompt(document.get("prompt")):
-        return document["prompt"], dict(document.get("extra_data") or {})
+        return replace_in_prompt(document["prompt"], registry), dict(document.get("extra_data") or {})
     if is_api_prompt(document):
-        return document, {}
+        return replace_in_prompt(document, registry), {}
     raise UsageError("invalid_workflow_file", "not a workflow: expected an API-format prompt "
                      "({node id: {class_type, inputs}}) or an editor-format workflow (with 'nodes')")
 
@@ -499,18 +523,85 @@ def build_server(app: App) -> tuple[Any, Any]:
     folders.ensure_dirs()
     queue_db = None if args.queue_db == "memory" else Path(args.queue_db or folders.user / "plexus" / "queue.sqlite3")
     store = PromptStore(queue_db)
-    worker = Worker(store, app.engine, app.events).start()
     plugins = [Plugin(p.name, p.path, p.web_directory) for p in app.report.plugins.plugins if p.is_ok]
-    services = Services(engine=app.engine, store=store, events=app.events, registry=app.registry,
-                        folders=folders, worker=worker, plugins=plugins,
-                        system_stats=system_stats, free_memory=memory_freer(app, worker))
+    node_services = services.current()
+    known = {p.name for p in plugins}
+    plugins += [Plugin(name, Path(path), Path(path)) for name, path in node_services.extension_web_dirs.items()
+                if name not in known]       # web folders packs registered in nodes.EXTENSION_WEB_DIRS
+    if args.ray:
+        from cluster.dispatcher import ClusterEngine
+
+        dispatcher = start_cluster(app, store)
+        server_services = Services(engine=ClusterEngine(app.engine, dispatcher), store=store, events=app.events,
+                                   registry=app.registry, folders=folders, worker=dispatcher, plugins=plugins,
+                                   system_stats=lambda: {**system_stats(), "workers": dispatcher.workers()},
+                                   free_memory=dispatcher.free, plugin_api=node_services.web_api)
+    else:
+        worker = Worker(store, app.engine, app.events).start()
+        server_services = Services(engine=app.engine, store=store, events=app.events, registry=app.registry,
+                                   folders=folders, worker=worker, plugins=plugins, system_stats=system_stats,
+                                   free_memory=memory_freer(app, worker), plugin_api=node_services.web_api)
     settings = ServerSettings(listen=args.listen, port=args.port,
                               max_upload_bytes=int(args.max_upload_size * 1024 * 1024),
                               cors_origin=args.enable_cors_header,
                               api_token=args.api_token or os.environ.get("PLEXUS_API_TOKEN") or None,
                               front_end_root=Path(args.front_end_root) if args.front_end_root else None,
                               tls_keyfile=args.tls_keyfile, tls_certfile=args.tls_certfile)
-    return services, settings
+    return server_services, settings
+
+
+def start_cluster(app: App, store: Any) -> Any:
+    """``--ray``: the dispatcher over a pool of Ray worker actors, each built by :func:`build_worker_parts`
+    from these arguments (same folders, devices and custom nodes; outputs come back as bytes)."""
+    try:
+        from cluster.ray_pool import RayPool
+    except ImportError as exc:
+        raise UsageError("ray_missing", "--ray needs Ray", "pip install -r requirements-ray.txt") from exc
+    from cluster.dispatcher import Dispatcher
+    from cluster.outputs import OutputWriter
+
+    args = app.args
+    address = None if args.ray == "auto" else args.ray
+    target = args.ray_workers  # None: one per GPU of the cluster (one per node without GPUs), re-counted
+    try:
+        pool = RayPool(functools.partial(build_worker_parts, args), address=address, target=target,
+                       num_cpus=args.ray_worker_cpus, num_gpus=args.ray_worker_gpus,
+                       cpu_only=args.cpu)
+    except ImportError as exc:
+        raise UsageError("ray_missing", "--ray needs Ray", "pip install -r requirements-ray.txt") from exc
+    dispatcher = Dispatcher(store, app.events, pool, OutputWriter(app.folders.directory)).start()
+    log.info("Ray cluster: %s, %s worker(s) wanted", args.ray, target if target is not None else "one per GPU/node")
+    return dispatcher
+
+
+def build_worker_parts(args: argparse.Namespace, scratch_dir: Path) -> Any:
+    """Inside a worker actor: the single-machine wiring (node registry, services, model manager,
+    Engine) with output and temp folders in the worker's scratch directory."""
+    from cluster.runtime import RuntimeParts
+
+    worker_args = argparse.Namespace(**vars(args))
+    worker_args.command, worker_args.ray = "worker", None
+    worker_args.output_directory = str(Path(scratch_dir) / "output")
+    worker_args.temp_directory = str(Path(scratch_dir) / "temp")
+    app = build_app(worker_args)
+    app.folders.ensure_dirs()
+
+    def resident() -> list[dict]:
+        manager = services.current().existing_model_manager()
+        return [] if manager is None else manager.resident()
+
+    def free(unload_models: bool, free_memory: bool) -> None:
+        manager = services.current().existing_model_manager()
+        if manager is not None:
+            manager.free(unload_models=True, drop_from_ram=free_memory)
+        gc.collect()
+
+    def stats() -> dict[str, Any]:
+        report = services.current().model_manager().report()
+        return {"device": report["device"], "memory": {"ram": report["ram"],
+                                                       "models_device_bytes": report["models_device_bytes"]}}
+
+    return RuntimeParts(app.engine, app.events, app.folders.directory, resident, free, stats)
 
 
 def system_stats() -> dict[str, Any]:

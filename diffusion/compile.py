@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from model_management import Placement, is_out_of_memory
+from models import unet_patches
 
 from .objects import DiffusionModel
 
@@ -51,7 +52,7 @@ log = logging.getLogger("plexus.diffusion")
 COMPILING_MESSAGE = "compiling the diffusion model (first step will take a while)"
 DEFAULT_BACKEND = "inductor"
 BACKEND_OPTION = "compile_backend"      # DiffusionModel option: another torch.compile backend ("aot_eager")
-UNetForward = Callable[[Tensor, Tensor, Tensor], Tensor]      # (x, timesteps, context) -> prediction
+UNetForward = Callable[..., Tensor]      # (x, timesteps, context, **extra (SDXL: y)) -> prediction
 
 
 def _compiled_graph_count() -> int:
@@ -87,9 +88,9 @@ class CompiledForward:
     def is_failed(self) -> bool:
         return self.error is not None
 
-    def __call__(self, x: Tensor, timesteps: Tensor, context: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, timesteps: Tensor, context: Tensor, **extra: Tensor) -> Tensor:
         if self.error is not None:
-            return self.module(x, timesteps, context)
+            return self.module(x, timesteps, context, **extra)
         signature = (tuple(x.shape), x.dtype, tuple(context.shape), context.dtype)
         is_new = signature not in self._signatures
         if is_new:
@@ -100,11 +101,11 @@ class CompiledForward:
         try:
             if self.compiled is None:
                 self.compiled = torch.compile(self.module, backend=self.backend, dynamic=self.dynamic)
-            out = self.compiled(x, timesteps, context)
+            out = self.compiled(x, timesteps, context, **extra)
         except Exception as exc:                     # any failure of the compiled call: try eager
             if is_out_of_memory(exc):
                 raise
-            return self._eager_after(exc, x, timesteps, context)
+            return self._eager_after(exc, x, timesteps, context, **extra)
         elapsed_s = time.perf_counter() - started
         self._signatures.add(signature)
         if _compiled_graph_count() > graphs_before:
@@ -114,10 +115,11 @@ class CompiledForward:
                      "" if is_new else "; a guard failed for an input seen before (weights changed dtype or layout?)")
         return out
 
-    def _eager_after(self, exc: Exception, x: Tensor, timesteps: Tensor, context: Tensor) -> Tensor:
+    def _eager_after(self, exc: Exception, x: Tensor, timesteps: Tensor, context: Tensor,
+                    **extra: Tensor) -> Tensor:
         """The eager forward after the compiled call raised `exc`. If eager raises too, the inputs or the
         model are at fault, not the compile: that error goes to the caller and compiling stays on."""
-        out = self.module(x, timesteps, context)
+        out = self.module(x, timesteps, context, **extra)
         first_line = next(iter(str(exc).strip().splitlines()), "")
         self.error = f"{type(exc).__name__}: {first_line}"
         log.warning("compiling the diffusion model failed (%s); it runs eager from now on", self.error)
@@ -137,5 +139,8 @@ def sampling_forward(model: DiffusionModel, *, is_fallback: bool = False) -> nn.
         return model.module
     if is_fallback:
         log.info("an out-of-memory fall-back attempt: running the diffusion model eager, not compiled")
+        return model.module
+    if unet_patches.has_patches(model.options.get("transformer_options")):
+        log.info("the diffusion model carries attention/block patches: running it eager, not compiled")
         return model.module
     return CompiledForward.of(model.module, backend=model.options.get(BACKEND_OPTION, DEFAULT_BACKEND))

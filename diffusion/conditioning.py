@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from models.text import sd3 as sd3_text
+
 from . import vae_ops
 from .objects import TextEncoders
 
@@ -28,11 +30,16 @@ def encode_text(clip: TextEncoders, text: str) -> Conditioning:
         raise ValueError("the clip input is None: the checkpoint has no text encoder; load one with "
                          "CLIPLoader")
     clip.manager.load_models_for([clip])
+    if getattr(clip.module, "layout", None) == "sd3":
+        return encode_sd3(clip, {kind: text for kind in sd3_text.SD3_KINDS})
     conds, pooled = [], None
     for tower in clip.towers:
         cond, pooled = tower.encode(text, clip_skip=clip.clip_skip, embeddings=clip.embedding_lookup)
         conds.append(cond)
-    cond = conds[0] if len(conds) == 1 else torch.cat(conds, dim=-1)
+    if len(conds) > 1:        # SDXL: CLIP-L and bigG side by side, cut to the shorter (ComfyUI SDXLClipModel)
+        cut = min(c.shape[1] for c in conds)
+        conds = [torch.cat([c[:, :cut] for c in conds], dim=-1)]
+    cond = conds[0]
     return [[cond.cpu(), {"pooled_output": pooled.cpu()}]]
 
 
@@ -122,3 +129,22 @@ def inpaint_model_conditioning(positive: Conditioning, negative: Conditioning, v
     concat_latent, concat_mask, latent = vae_ops.inpaint_model_conditioning(vae, pixels, mask, is_noise_mask)
     positive, negative = set_inpaint_inputs([positive, negative], concat_latent, concat_mask)
     return positive, negative, latent
+
+
+def encode_sd3(clip: TextEncoders, texts: Mapping[str, str], *, empty_padding: bool = True) -> Conditioning:
+    """SD3 conditioning from one prompt per tower (CLIPTextEncodeSD3): context [1, T, 4096] and pooled
+    [1, 2048] (models.text.sd3). Without `empty_padding` an empty prompt drops its tower's tokens; CLIP-L
+    and CLIP-G are then padded with empty chunks to the same number of chunks, as ComfyUI does."""
+    clip.manager.load_models_for([clip])
+    towers = dict(clip.module.towers)
+    lookup = clip.embedding_lookup
+    tokens = {}
+    for kind, text in texts.items():
+        tokens[kind] = [] if (kind not in towers or (text == "" and not empty_padding)) else \
+            towers[kind].tokenize(text, lookup) if kind != "t5xxl" else towers[kind].tokenize(text)
+    if "clip_l" in towers and "clip_g" in towers and len(tokens["clip_l"]) != len(tokens["clip_g"]):
+        for kind, other in (("clip_l", "clip_g"), ("clip_g", "clip_l")):
+            while len(tokens[kind]) < len(tokens[other]):
+                tokens[kind] = tokens[kind] + towers[kind].tokenize("")
+    cond, pooled = sd3_text.encode(towers, tokens, clip_skip=clip.clip_skip, embeddings=lookup)
+    return [[cond, {"pooled_output": pooled}]]

@@ -15,6 +15,7 @@ convolutions on weights packed once per run (diffusion.prepacking).
 """
 from __future__ import annotations
 
+import contextvars
 import io
 import math
 from collections.abc import Callable, Sequence
@@ -28,18 +29,22 @@ from torch import Tensor
 from execution.protocol import Preview, current_context
 from model_management import SAMPLING_FALLBACKS, ModelPart, estimate_working_memory, with_oom_fallbacks
 from model_management.oom import ATTENTION_BACKEND, IS_CFG_SPLIT, VRAM_MODE
+from models import unet_patches
 from models.attention import DEFAULT_ATTENTION, attention_backend_name, set_attention_backend
 from sampling import sample as sampling_driver
 from sampling.core import Step
-from sampling.guidance import DualCFGDenoiser, conds_from_conditioning, plain_cfg
+from sampling.guidance import DualCFGDenoiser, conds_from_conditioning
 from sampling.schedules import calculate_sigmas
 
-from . import previews
+from . import patch_api, previews, sdxl
 from .compile import UNetForward, sampling_forward
 from .objects import DiffusionModel
 from .prepacking import prepacked_for_sampling
 
 PREVIEW_MAX_PX = 512
+
+# keyword arguments added to every model call made while set (Skip Layer Guidance: {"skip_blocks": ...})
+MODEL_CALL_OPTIONS: contextvars.ContextVar[dict] = contextvars.ContextVar("plexus_model_call_options", default={})
 PREVIEW_JPEG_QUALITY = 85
 
 
@@ -66,25 +71,48 @@ def _inpaint_concat(model: DiffusionModel, x: Tensor, inputs: dict) -> Tensor:
     return torch.cat([mask, image], dim=1)                                  # [B, 1 + C, h, w]
 
 
+def _conds(model: DiffusionModel, conditioning: list, prompt_type: str) -> list:
+    """CONDITIONING -> sampling Conds, with SDXL's ADM vector `y` added where the model takes one."""
+    return conds_from_conditioning(sdxl.with_adm(model.options.get("model_config"), conditioning, prompt_type))
+
+
 def model_function(model: DiffusionModel,
                    unet: UNetForward | None = None) -> Callable[[Tensor, Tensor, dict], Tensor]:
     """sampling.guidance's ModelFn for `model`: (scaled x, timestep, inputs) -> raw prediction.
     `unet`: what computes the forward (default the module itself; its compiled forward with --compile-unet)."""
     unet = unet if unet is not None else model.module
+
+    return _model_function(model, unet, model.options.get(patch_api.TRANSFORMER_OPTIONS) or {})
+
+
+def _model_function(model: DiffusionModel, unet, transformer_options: dict):
+    """The model function with these patch options (models/unet_patches); `.with_options(other)` gives
+    the same function with other options (a guidance pass with a perturbed attention)."""
     extra_channels = model.in_channels - model.latent_format.latent_channels
     device = model.manager.device
+    is_patched = unet_patches.has_patches(transformer_options)
+    # conditioning inputs the architecture takes by keyword (MM-DiT: y <- pooled_output; SDXL UNet: y <- y)
+    extra_inputs = dict(getattr(model.module, "EXTRA_INPUTS", {}))
 
     def apply_model(x: Tensor, timestep: Tensor, inputs: dict) -> Tensor:
         x_in = x
         if extra_channels > 0:
             x_in = torch.cat([x, _inpaint_concat(model, x, inputs)], dim=1)
-        out = unet(x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device))
-        return out.to(x.dtype)
+        extra = {arg: inputs[name].to(device) for arg, name in extra_inputs.items() if name in inputs}
+        extra.update(MODEL_CALL_OPTIONS.get())
+        args = (x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device))
+        if "y" in inputs and not extra_inputs:                              # SDXL: label_emb input
+            args += (inputs["y"].to(device),)
+        if not is_patched:
+            return unet(*args, **extra).to(x.dtype)
+        with unet_patches.patched_call({**transformer_options, **inputs.get("transformer_options", {})}):
+            return unet(*args, **extra).to(x.dtype)
 
     wrapper = model.options.get("model_function_wrapper")
-    if wrapper is None:
-        return apply_model
-    return lambda x, t, inputs: wrapper(apply_model, {"input": x, "timestep": t, "c": inputs})
+    fn = apply_model if wrapper is None else \
+        (lambda x, t, inputs: wrapper(apply_model, {"input": x, "timestep": t, "c": inputs}))
+    fn.with_options = lambda options: _model_function(model, unet, options)
+    return fn
 
 
 def working_memory_bytes(model: DiffusionModel, latent_shape: Sequence[int], batch_factor: int = 2,
@@ -160,18 +188,20 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                  add_noise: bool = True, start_step: int | None = None, last_step: int | None = None,
                  return_with_leftover_noise: bool = False, sigmas: Tensor | None = None,
                  sampler_options: dict | None = None, reporter: StepReporter | None = None,
-                 preview_folders: Sequence = (), make_denoiser: sampling_driver.DenoiserFactory | None = None) -> dict:
+                 preview_folders: Sequence = (), make_denoiser: sampling_driver.DenoiserFactory | None = None,
+                 noise: Tensor | None = None) -> dict:
     """One sampling run on a LATENT dict; returns a new LATENT dict (other keys kept).
     `preview_folders`: where to look for TAESD decoders (models/vae_approx); `make_denoiser`: see
-    sampling.sample (a GUIDER's own denoiser)."""
+    sampling.sample (a GUIDER's own denoiser); `noise`: explicit initial noise instead of the seeded draw."""
     samples = fix_empty_latent_channels(model, latent["samples"])
     reporter = reporter or StepReporter(_previewer(model, preview_folders))
-    positive_conds = conds_from_conditioning(positive)
-    negative_conds = conds_from_conditioning(negative) if negative is not None else []
+    positive_conds = _conds(model, positive, "positive")
+    negative_conds = _conds(model, negative, "negative") if negative is not None else []
     shape = tuple(samples.shape)
     manager = model.manager
 
     configured_attention = attention_backend_name(model.module)
+    cfg_function, post_cfg, pre_cfg = patch_api.guidance_functions(model)
 
     def attempt(options: dict[str, Any]) -> Tensor:
         attention = options.get(ATTENTION_BACKEND, configured_attention)
@@ -190,9 +220,8 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                         return_with_leftover_noise=return_with_leftover_noise, noise_mask=latent.get("noise_mask"),
                         batch_index=latent.get("batch_index"), latent_format=model.latent_format, sigmas=sigmas,
                         on_progress=reporter, fits=_fits(model, attention, bool(options.get(IS_CFG_SPLIT))),
-                        cfg_function=model.options.get("cfg_function") or plain_cfg,
-                        post_cfg=model.options.get("post_cfg_functions", ()), sampler_options=sampler_options,
-                        device=manager.device, make_denoiser=make_denoiser)
+                        cfg_function=cfg_function, post_cfg=post_cfg, pre_cfg=pre_cfg, sampler_options=sampler_options,
+                        device=manager.device, make_denoiser=make_denoiser, noise=noise)
         finally:
             if ATTENTION_BACKEND in options:
                 set_attention_backend(model.module, configured_attention)
@@ -253,8 +282,8 @@ class DualCFGGuider:
     is_nested: bool = False
 
     def make_denoiser(self, model_fn, ms, latent_shape, *, fits, cfg_function, post_cfg) -> DualCFGDenoiser:
-        return DualCFGDenoiser(model_fn, ms, conds_from_conditioning(self.positive),
-                               conds_from_conditioning(self.middle), conds_from_conditioning(self.negative),
+        return DualCFGDenoiser(model_fn, ms, _conds(self.model, self.positive, "positive"),
+                               _conds(self.model, self.middle, "positive"), _conds(self.model, self.negative, "negative"),
                                self.cfg_conds, self.cfg_cond2_negative, latent_shape, is_nested=self.is_nested,
                                fits=fits, cfg_function=cfg_function, post_cfg=post_cfg)
 

@@ -34,7 +34,7 @@ from models.rebuild import FileRebuilder
 from models.text import load_text_encoder
 from models.unet import UNetModel
 from sampling import latent_format as latent_formats
-from sampling.model_sampling import DiscreteSampling, Eps, VPrediction
+from sampling.model_sampling import DiscreteSampling, Eps, FlowSampling, VPrediction
 
 from .objects import Autoencoder, DiffusionModel, TextEncoders, TextEncoderStack
 
@@ -91,18 +91,29 @@ def forget_cached(manager: Any) -> None:
 # --- model family objects -------------------------------------------------------------------------------
 
 def model_sampling_for(config: ModelConfig):
-    """The discrete DDPM sampling of SD1.x/SD2.x (scaled-linear betas), eps or v prediction."""
+    """The discrete DDPM sampling of SD1.x/SD2.x/SDXL (scaled-linear betas), eps or v prediction; SDXL files
+    with the `ztsnr` key rescale it to zero terminal SNR (ComfyUI supported_models.SDXL.model_type); SD3's
+    rectified flow with ComfyUI's default shift 3.0 (supported_models.SD3 `sampling_settings`)."""
+    if config is not None and config.family == "sd3":
+        return FlowSampling(shift=SD3_SHIFT)
     prediction = VPrediction() if config.prediction_type == "v" else Eps()
-    return DiscreteSampling(prediction)
+    return DiscreteSampling(prediction, zero_terminal_snr=getattr(config, "zero_terminal_snr", False))
 
 
 def latent_format_for(config: ModelConfig | None) -> latent_formats.LatentFormat:
     base = latent_formats.SD15
     if config is None:
         return base
+    if config.family == "sd3":
+        return latent_formats.SD3
+    if config.family in ("sdxl", "sdxl_refiner"):
+        base = latent_formats.SDXL
     is_rgb_ok = config.latent_channels == base.latent_channels
     return replace(base, scale_factor=config.latent_scale_factor, latent_channels=config.latent_channels,
                    rgb_factors=base.rgb_factors if is_rgb_ok else None)
+
+
+SD3_SHIFT = 3.0
 
 
 def _dtype_for(manager: Any, part: ModelPart):
@@ -125,10 +136,12 @@ def wrap_unet(unet: UNetModel, manager: Any, *, config: ModelConfig | None, sour
 
 
 def wrap_text_encoders(encoders: list, manager: Any, *, source_key: str,
-                       rebuilder: FileRebuilder | None = None) -> TextEncoders | None:
+                       rebuilder: FileRebuilder | None = None, layout: str | None = None) -> TextEncoders | None:
+    """`layout`: how the towers' outputs combine ("sd3": models.text.sd3; None: side by side)."""
     if not encoders:
         return None
     stack = TextEncoderStack({e.kind: e for e in encoders})
+    stack.layout = layout
     clip = TextEncoders(stack, manager=manager, name=f"{Path(source_key).name} (text)", source_key=source_key)
     manager.register(clip, dtype=_dtype_for(manager, ModelPart.TEXT_ENCODER), rebuilder=rebuilder)
     return clip
@@ -195,7 +208,8 @@ def load_checkpoint_file(path: str | os.PathLike, manager: Any, *, attention: st
         return (wrap_unet(loaded.unet, manager, config=loaded.config, source_key=source + "#unet",
                           rebuilder=_rebuilder(path, loaded, "unet")),
                 wrap_text_encoders(loaded.text_encoders, manager, source_key=source + "#text",
-                                   rebuilder=_text_rebuilder(path, loaded)),
+                                   rebuilder=_text_rebuilder(path, loaded),
+                                   layout="sd3" if loaded.config.family == "sd3" else None),
                 wrap_vae(loaded.vae, manager, source_key=source + "#vae", rebuilder=_rebuilder(path, loaded, "vae")))
 
     model, clip, vae = cached_load(manager, "checkpoint", path, load, (attention,))
@@ -222,6 +236,9 @@ def load_unet_file(path: str | os.PathLike, manager: Any, *, prediction_type: st
     The file says nothing about the prediction type: eps unless told (ModelSamplingDiscrete changes it)."""
     path = Path(path)
     attention = attention or attention_setting(manager)
+    from . import sd3
+    if sd3.is_mmdit_file(path):                       # SD3 / SD3.5 diffusion model alone
+        return sd3.load_diffusion_model_file(path, manager, attention=attention)
 
     def load() -> tuple:
         with load_state_dict(path) as source:
@@ -263,6 +280,9 @@ def load_text_encoder_file(path: str | os.PathLike, manager: Any, clip_type: str
             source.release_all()
         return (wrap_text_encoders([encoder], manager, source_key=str(path)),)
 
+    if clip_type == "sd3":
+        from . import sd3
+        return sd3.load_text_encoder_files([path], manager, embedding_dirs=embedding_dirs)
     if clip_type != "stable_diffusion":
         raise ModelError(f"CLIPLoader type {clip_type!r} is not supported yet; only 'stable_diffusion' "
                          "(CLIP-L for SD1.x, OpenCLIP-H for SD2.x) is")

@@ -31,5 +31,5 @@ def with_discrete_sampling(model: DiffusionModel, sampling: str, zsnr: bool = Fa
 def with_rescale_cfg(model: DiffusionModel, multiplier: float) -> DiffusionModel:
     """RescaleCFG (Lin et al. 2023, section 3.4) as the clone's CFG function."""
     twin = model.clone()
-    twin.set_model_sampler_cfg_function(rescale_cfg(multiplier))
+    twin.set_cfg_function(rescale_cfg(multiplier))
     return twin

@@ -10,7 +10,8 @@ handle being loaded. Weight keys are the module's own `state_dict()` names:
   `latent_format` (a sampling.LatentFormat), `model_config` (models.detection.ModelConfig or None),
   and the optional hooks `model_function_wrapper` (`wrapper(apply_model, {"input": x, "timestep": t,
   "c": inputs})`, e.g. hypernetworks), `cfg_function` (sampling.guidance CfgFunction, e.g. RescaleCFG),
-  `post_cfg_functions`, and `compile_backend` (the torch.compile backend used with `--compile-unet`;
+  `post_cfg_functions`, the ComfyUI-shaped patch options of diffusion.patch_api ("transformer_options",
+  "sampler_cfg_function", "sampler_pre_cfg_function", "sampler_post_cfg_function"), and `compile_backend` (the torch.compile backend used with `--compile-unet`;
   default "inductor"; tests use "aot_eager"). Clones copy the options dict, so a node sets them on its
   own clone only.
 - `TextEncoders` (CLIP): one container module holding every text tower by kind (`towers.clip_l.model.
@@ -31,6 +32,8 @@ from torch import nn
 
 from model_management import ModelHandle
 from models.text.prompt import EmbeddingLookup
+
+from . import patch_api
 
 ModelFunctionWrapper = Callable[[Callable, dict], torch.Tensor]   # (apply_model, {"input", "timestep", "c"}) -> out
 
@@ -93,12 +96,66 @@ class DiffusionModel(ManagedHandle):
         """`wrapper(apply_model, {"input": x, "timestep": t, "c": inputs})` replaces each model call."""
         self.options["model_function_wrapper"] = wrapper
 
-    def set_model_sampler_cfg_function(self, fn) -> None:
-        """A sampling.guidance CfgFunction (CfgArgs -> guided x0), e.g. `rescale_cfg(0.7)`."""
+    # --- the patch API (diffusion.patch_api; ComfyUI ModelPatcher's method names and shapes) -------------
+
+    def set_cfg_function(self, fn) -> None:
+        """A typed sampling.guidance CfgFunction (CfgArgs -> guided x0), e.g. `rescale_cfg(0.7)`."""
         self.options["cfg_function"] = fn
 
-    def set_model_sampler_post_cfg_function(self, fn) -> None:
+    def add_post_cfg_function(self, fn) -> None:
+        """A typed PostCfgFunction ((CfgArgs, x0) -> x0), run after CFG in the order added."""
         self.options["post_cfg_functions"] = tuple(self.options.get("post_cfg_functions", ())) + (fn,)
+
+    def add_pre_cfg_function(self, fn) -> None:
+        """A typed PreCfgFunction (CfgArgs -> (cond_x0, uncond_x0)), run before CFG."""
+        self.options["pre_cfg_functions"] = tuple(self.options.get("pre_cfg_functions", ())) + (fn,)
+
+    def set_model_sampler_cfg_function(self, fn, disable_cfg1_optimization: bool = False) -> None:
+        """ComfyUI form: `fn(args dict) -> x - guided_x0` (see diffusion.patch_api)."""
+        self.options["sampler_cfg_function"] = fn
+
+    def set_model_sampler_post_cfg_function(self, fn, disable_cfg1_optimization: bool = False) -> None:
+        """ComfyUI form: `fn(args dict) -> x0`, args["calc_cond_batch"] re-runs the model."""
+        self.options["sampler_post_cfg_function"] = list(self.options.get("sampler_post_cfg_function", [])) + [fn]
+
+    def set_model_sampler_pre_cfg_function(self, fn, disable_cfg1_optimization: bool = False) -> None:
+        """ComfyUI form: `fn(args dict) -> [cond_x0, uncond_x0]`."""
+        self.options["sampler_pre_cfg_function"] = list(self.options.get("sampler_pre_cfg_function", [])) + [fn]
+
+    def set_model_patch(self, patch, name: str) -> None:
+        """Append to transformer_options["patches"][name] (models/unet_patches lists the names)."""
+        patch_api.with_patch(self.options, name, patch)
+
+    def set_model_patch_replace(self, patch, name: str, block_name: str, number: int,
+                                transformer_index: int | None = None) -> None:
+        patch_api.with_patch_replace(self.options, patch, name, block_name, number, transformer_index)
+
+    def set_model_attn1_patch(self, patch) -> None:
+        self.set_model_patch(patch, "attn1_patch")
+
+    def set_model_attn2_patch(self, patch) -> None:
+        self.set_model_patch(patch, "attn2_patch")
+
+    def set_model_attn1_replace(self, patch, block_name: str, number: int, transformer_index: int | None = None):
+        self.set_model_patch_replace(patch, "attn1", block_name, number, transformer_index)
+
+    def set_model_attn2_replace(self, patch, block_name: str, number: int, transformer_index: int | None = None):
+        self.set_model_patch_replace(patch, "attn2", block_name, number, transformer_index)
+
+    def set_model_attn1_output_patch(self, patch) -> None:
+        self.set_model_patch(patch, "attn1_output_patch")
+
+    def set_model_attn2_output_patch(self, patch) -> None:
+        self.set_model_patch(patch, "attn2_output_patch")
+
+    def set_model_input_block_patch(self, patch) -> None:
+        self.set_model_patch(patch, "input_block_patch")
+
+    def set_model_input_block_patch_after_skip(self, patch) -> None:
+        self.set_model_patch(patch, "input_block_patch_after_skip")
+
+    def set_model_output_block_patch(self, patch) -> None:
+        self.set_model_patch(patch, "output_block_patch")
 
 
 class TextEncoderStack(nn.Module):

@@ -245,13 +245,18 @@ class PromptStore:
         self._queue_changed()
         return self._make_record(data)
 
-    def claim(self, worker_id: str) -> Any | None:
-        """Take the pending prompt with the lowest number for ``worker_id``; None when none is pending."""
+    def claim(self, worker_id: str, prompt_id: str | None = None) -> Any | None:
+        """Take the pending prompt with the lowest number (or ``prompt_id``, when given: the one a
+        dispatcher routed to this worker) for ``worker_id``; None when it is not pending."""
         now_s = time.time()
         with self._lock:
             with self._transaction() as db:
-                row = db.execute("SELECT prompt_id, record FROM queue WHERE state = 'pending' "
-                                 "ORDER BY number, seq LIMIT 1").fetchone()
+                if prompt_id is None:
+                    row = db.execute("SELECT prompt_id, record FROM queue WHERE state = 'pending' "
+                                     "ORDER BY number, seq LIMIT 1").fetchone()
+                else:
+                    row = db.execute("SELECT prompt_id, record FROM queue WHERE state = 'pending' "
+                                     "AND prompt_id = ?", (prompt_id,)).fetchone()
                 if row is None:
                     return None
                 db.execute("UPDATE queue SET state = 'running', worker_id = ?, attempts = attempts + 1, "
@@ -289,7 +294,8 @@ class PromptStore:
                 if row is None:
                     return None
                 item = _history_item(json.loads(row["record"]), result, row["attempts"],
-                                     start_ms=int((row["claimed_at_s"] or 0) * 1000), end_ms=end_ms)
+                                     start_ms=int((row["claimed_at_s"] or 0) * 1000), end_ms=end_ms,
+                                     worker_id=row["worker_id"])
                 self._move_to_history(db, prompt_id, item)
         self._queue_changed()
         return item
@@ -319,6 +325,39 @@ class PromptStore:
             self._queue_changed()
         return released
 
+    def requeue_lost(self, prompt_id: str, worker_id: str | None = None, reason: str = "") -> str | None:
+        """The worker running ``prompt_id`` died mid-prompt: re-queue it once (``"requeued"``), or, when it
+        had already been retried, put it in history as failed with ``reason`` (``"failed"``). None when
+        the prompt is not running (for ``worker_id``)."""
+        with self._lock:
+            with self._transaction() as db:
+                query = "SELECT * FROM queue WHERE prompt_id = ? AND state = 'running'"
+                args: tuple[Any, ...] = (prompt_id,)
+                if worker_id is not None:
+                    query += " AND worker_id = ?"
+                    args += (worker_id,)
+                row = db.execute(query, args).fetchone()
+                if row is None:
+                    return None
+                outcome = self._abandon(db, row, reason)
+        self._queue_changed()
+        return outcome
+
+    def _abandon(self, db: sqlite3.Connection, row: sqlite3.Row, reason: str = "") -> str:
+        prompt_id = row["prompt_id"]
+        if row["attempts"] < MAX_ATTEMPTS:
+            db.execute("UPDATE queue SET state = 'pending', worker_id = NULL, "
+                       "claimed_at_s = NULL, heartbeat_at_s = NULL WHERE prompt_id = ?", (prompt_id,))
+            return "requeued"
+        record = json.loads(row["record"])
+        error = _worker_lost_error(record, row["worker_id"], row["attempts"], reason)
+        result = {"status": "error", "outputs": {}, "error": error, "node_timings_s": {},
+                  "meta": {}, "messages": [["execution_error", error]]}
+        item = _history_item(record, result, row["attempts"], start_ms=int((row["claimed_at_s"] or 0) * 1000),
+                             end_ms=_now_ms(), worker_id=row["worker_id"])
+        self._move_to_history(db, prompt_id, item)
+        return "failed"
+
     def recover(self, stale_after_s: float | None = None) -> dict[str, str]:
         """Deal with prompts left running by a crashed worker; returns ``{prompt_id: "requeued"|"failed"}``.
 
@@ -336,21 +375,7 @@ class PromptStore:
                 for row in rows:
                     if stale_after_s is not None and (row["heartbeat_at_s"] or 0) > now_s - stale_after_s:
                         continue
-                    prompt_id = row["prompt_id"]
-                    if row["attempts"] < MAX_ATTEMPTS:
-                        db.execute("UPDATE queue SET state = 'pending', worker_id = NULL, "
-                                   "claimed_at_s = NULL, heartbeat_at_s = NULL WHERE prompt_id = ?",
-                                   (prompt_id,))
-                        outcome[prompt_id] = "requeued"
-                        continue
-                    record = json.loads(row["record"])
-                    error = _worker_lost_error(record, row["worker_id"], row["attempts"])
-                    result = {"status": "error", "outputs": {}, "error": error, "node_timings_s": {},
-                              "meta": {}, "messages": [["execution_error", error]]}
-                    item = _history_item(record, result, row["attempts"],
-                                         start_ms=int((row["claimed_at_s"] or 0) * 1000), end_ms=_now_ms())
-                    self._move_to_history(db, prompt_id, item)
-                    outcome[prompt_id] = "failed"
+                    outcome[row["prompt_id"]] = self._abandon(db, row)
         if outcome:
             self._queue_changed()
         return outcome
@@ -466,7 +491,7 @@ def _queue_entry(record: dict[str, Any]) -> list[Any]:
 
 
 def _history_item(record: dict[str, Any], result: Any, attempts: int, *, start_ms: int,
-                  end_ms: int) -> dict[str, Any]:
+                  end_ms: int, worker_id: str | None = None) -> dict[str, Any]:
     """ComfyUI's history item, plus a ``plexus`` key with per-node timings and bookkeeping."""
     status = _field(result, "status", "error")
     return {
@@ -481,6 +506,7 @@ def _history_item(record: dict[str, Any], result: Any, attempts: int, *, start_m
             "node_timings_s": dict(_field(result, "node_timings_s", None) or {}),
             "error": _field(result, "error", None),
             "attempts": attempts,
+            "worker": worker_id,
             "create_time_ms": record.get("create_time_ms"),
             "execution_start_time_ms": start_ms,
             "execution_end_time_ms": end_ms,
@@ -488,10 +514,12 @@ def _history_item(record: dict[str, Any], result: Any, attempts: int, *, start_m
     }
 
 
-def _worker_lost_error(record: dict[str, Any], worker_id: str | None, attempts: int) -> dict[str, Any]:
+def _worker_lost_error(record: dict[str, Any], worker_id: str | None, attempts: int,
+                       reason: str = "") -> dict[str, Any]:
     """An ``execution_error`` payload for a prompt whose worker died on every attempt."""
     message = (f"Prompt {record['prompt_id']} was running when its worker ({worker_id or 'unknown'}) stopped "
-               f"without finishing it, {attempts} times; it is not retried again. Check the server log for "
+               f"without finishing it, {attempts} times; it is not retried again"
+               + (f" (last: {reason})" if reason else "") + ". Check the server log for "
                f"a crash or an out-of-memory kill, then queue the prompt again.")
     return {"prompt_id": record["prompt_id"], "node_id": None, "node_type": None, "executed": [],
             "exception_message": message, "exception_type": "WorkerLost", "traceback": [],

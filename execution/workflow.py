@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from execution.errors import PlexusError
+from execution.replacements import replace_in_workflow
 
 MODE_MUTED = 2   # LiteGraph "NEVER"
 MODE_BYPASS = 4
@@ -49,7 +50,7 @@ def workflow_to_prompt(workflow: dict[str, Any], registry: Any) -> dict[str, dic
     if not isinstance(workflow, dict) or not isinstance(workflow.get("nodes"), list):
         raise PlexusError("invalid_workflow", "Not a saved workflow: expected an object with a 'nodes' list",
                           "API-format prompts (an object of node ids) can be queued as they are")
-    return _Converter(workflow, registry).convert()
+    return _Converter(replace_in_workflow(workflow, registry), registry).convert()  # renamed classes first
 
 
 # -- the graph model ---------------------------------------------------------------------------------
@@ -79,6 +80,7 @@ class _Container:
     outputs: list[tuple[str, int] | None]
     widget_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # inner id -> {input: value}
     is_group: bool = False
+    input_names: list[str] = field(default_factory=list)  # a subgraph definition's inputs, by slot
 
 
 @dataclass
@@ -382,7 +384,8 @@ class _Converter:
                 if link.target_slot >= len(outputs):
                     outputs.extend([None] * (link.target_slot + 1 - len(outputs)))
                 outputs[link.target_slot] = (link.origin_id, link.origin_slot)
-        return _Container(graph, outputs)
+        names = [str(entry.get("name")) for entry in definition.get("inputs") or [] if isinstance(entry, dict)]
+        return _Container(graph, outputs, input_names=names)
 
     # following links
 
@@ -423,6 +426,15 @@ class _Converter:
 
     def _resolve_instance_input(self, instance: _Node, slot: int, visited: set) -> _Origin | _Value | None:
         inputs = instance.raw.get("inputs") or []
+        # The instance lists its inputs by name, possibly fewer or in another order than the
+        # definition's slots (the editor saves only some): match the definition's slot by name.
+        names = instance.container.input_names if instance.container is not None else []
+        if slot < len(names):
+            by_name = [i for i, raw in enumerate(inputs) if raw.get("name") == names[slot]]
+            if by_name:
+                slot = by_name[0]
+            elif len(inputs) != len(names):
+                return None
         if slot < len(inputs) and inputs[slot].get("link") is not None:
             return self.resolve_input(instance, slot, visited)
         if slot < len(inputs) and inputs[slot].get("widget") and not instance.container.is_group:

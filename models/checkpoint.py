@@ -72,7 +72,7 @@ class ComponentDtypes:
 def load_checkpoint(path: str | os.PathLike, *, use_ema: bool = False, prediction_override: str | None = None,
                     dtype: torch.dtype | None = None, dtypes: ComponentDtypes | None = None,
                     attention: str = DEFAULT_ATTENTION, load_text_encoders: bool = True) -> LoadedCheckpoint:
-    """Detect and load the UNet, VAE and text encoders of a single-file SD1.x/SD2.x checkpoint.
+    """Detect and load the UNet, VAE and text encoders of a single-file SD1.x/SD2.x/SDXL checkpoint.
 
     `dtype` (all components) or `dtypes` (per component); None keeps the file's stored dtype (fp32, fp16 or
     bf16). `prediction_override` ("eps"/"v") wins over what detection decides.
@@ -82,6 +82,9 @@ def load_checkpoint(path: str | os.PathLike, *, use_ema: bool = False, predictio
     with load_state_dict(path) as source:
         shapes = source.shapes()
         config = detect(shapes)
+        if config.family == "sd3":
+            return _load_sd3(path, source, config, dtype=dtype, dtypes=dtypes or ComponentDtypes(),
+                             attention=attention, load_text_encoders=load_text_encoders)
         config, prediction_source = _decide_prediction(config, source, prediction_override)
         stored = _stored_float_dtype(source, config.unet_prefix + "input_blocks.0.0.weight")
         dtypes = dtypes or ComponentDtypes()
@@ -106,6 +109,22 @@ def load_checkpoint(path: str | os.PathLike, *, use_ema: bool = False, predictio
             weights="ema" if is_ema else ("training" if config.has_ema else "as stored"),
             prediction_source=prediction_source, unconsumed=unconsumed_keys(shapes, consumed),
             metadata=source.metadata, rebuild=rebuild, file_format=source.file_format)
+
+
+def _load_sd3(path, source: StateDictSource, config: ModelConfig, *, dtype, dtypes: ComponentDtypes, attention: str,
+              load_text_encoders: bool) -> LoadedCheckpoint:
+    """SD3 / SD3.5 single file (models/sd3_checkpoint.py); `vae` is None when the file has none."""
+    from models.sd3_checkpoint import load_sd3_parts
+    stored = _stored_float_dtype(source, config.unet_prefix + "x_embedder.proj.weight")
+    if dtype is not None:
+        dtypes = ComponentDtypes(unet=dtype, vae=dtype, text=dtype)
+    parts = load_sd3_parts(source, config, attention=attention, dtypes=dtypes, stored=stored,
+                           load_text_encoders=load_text_encoders)
+    source.release_all()
+    return LoadedCheckpoint(config=config, unet=parts["unet"], vae=parts["vae"], text_encoders=parts["text_encoders"],
+                            text_encoder_state_dicts=[], weights="as stored", prediction_source="layout",
+                            unconsumed=parts["unconsumed"], metadata=source.metadata, rebuild=parts["rebuild"],
+                            file_format=source.file_format)
 
 
 def mapped_lazy(key_map: Mapping[str, str]) -> LazyWeights:
@@ -196,4 +215,5 @@ def _load_text_encoders(config: ModelConfig, source: StateDictSource, enabled: b
         from models.text import load_text_encoder
     except ImportError:      # models/text not landed yet: hand back the raw state dicts
         return [], states
-    return [load_text_encoder(s.kind, sd, dtype=dtype) for s, sd in zip(config.text_encoders, states)], []
+    return [load_text_encoder(s.kind, sd, dtype=dtype, **dict(s.behaviour))
+            for s, sd in zip(config.text_encoders, states)], []

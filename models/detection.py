@@ -5,18 +5,29 @@ prediction type, UNet and VAE configs, latent format, text-encoder slots) or rai
 what was found. Every number is read from shapes, so a tiny test model in the real layout takes the same
 path as a full-size file; the tests run it on the real key manifests in tests/data/manifests/.
 
+SD3 / SD3.5 (MM-DiT) files are recognised by `x_embedder.proj.weight` under the diffusion-model prefix and
+described by `detect_mmdit`; SD3.5 large and large-turbo have the same layout (turbo is a distillation of
+the same 38-block network), so they are one variant here.
+
 The one thing keys cannot tell is SD2.x 512-base (eps) from 768-v (v): the files have identical layouts.
 `detect` answers "v" (the SD2.x file most users have, and what ComfyUI and A1111 conclude for real 768-v
 weights); the checkpoint loader then applies ComfyUI's weight statistic via `sniff_sd2_prediction`, and an
 explicit `prediction_override` beats both.
+
+SDXL and the files built on it are told apart by `label_emb`'s input width (2816: base and its fine-tunes,
+SSD-1B, Segmind Vega; 2560: the refiner), as ComfyUI's supported_models does; the UNet sizes (depth lists,
+channels, context) are read from shapes like any other. v-prediction SDXL fine-tunes mark themselves
+with a `v_pred` key, zero-terminal-SNR ones also with `ztsnr` (ComfyUI supported_models.SDXL.model_type).
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from models.errors import UnknownModelError, UnsupportedModelError, summarise_keys
+from models.mmdit import MMDiTConfig
 from models.unet import UNetConfig
 from models.vae import VAEConfig
 
@@ -29,6 +40,12 @@ EMA_PREFIX = "model_ema."
 # Latent scale of the SD1/SD2 VAE: chosen so that latents have unit variance (Rombach et al. 2022, sec. 4.3.2
 # and the `scale_factor: 0.18215` of Stability's v1/v2-inference yaml files).
 SD_LATENT_SCALE = 0.18215
+# SDXL's VAE (same layout, retrained): `scale_factor: 0.13025` in Stability's sd_xl_base.yaml (generative-models).
+SDXL_LATENT_SCALE = 0.13025
+# label_emb input width -> (family, text towers): pooled bigG 1280 + 6 (base) or 5 (refiner) x 256 size embeddings
+SDXL_ADM_FAMILIES = {2816: "sdxl", 2560: "sdxl_refiner"}
+# ComfyUI's names (supported_models) for the known SDXL-base shapes, by input transformer depths
+SDXL_ARCHITECTURES = {(0, 0, 2, 2, 10, 10): "SDXL", (0, 0, 2, 2, 4, 4): "SSD1B", (0, 0, 1, 1, 2, 2): "Segmind_Vega"}
 
 # ComfyUI (supported_models.SD20.model_type) calls a 4-channel SD2 UNet v-prediction when the std of this
 # bias exceeds 0.09; A1111 reaches the same verdict for the published files by running the model.
@@ -38,16 +55,17 @@ SD2_V_STD_THRESHOLD = 0.09
 
 @dataclass(frozen=True)
 class TextEncoderSlot:
-    kind: str          # "clip_l" | "open_clip_h"
+    kind: str          # "clip_l" | "open_clip_h" | "open_clip_g" | "clip_g" | "t5xxl" (models.text kinds)
     prefix: str        # key prefix in the checkpoint, stripped before the encoder sees its state dict
+    behaviour: tuple[tuple[str, object], ...] = ()   # models.text.load_text_encoder overrides (SDXL's CLIP-L)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    family: str                    # "sd1" | "sd2"
-    variant: str                   # "base" | "inpaint" | "in<N>" for other input-channel counts
-    prediction_type: str           # "eps" | "v"
-    unet: UNetConfig
+    family: str                    # "sd1" | "sd2" | "sdxl" | "sdxl_refiner" | "sd3" (SD3 and SD3.5)
+    variant: str                   # "base" | "inpaint" | "in<N>"; SD3: see `mmdit_variant`
+    prediction_type: str           # "eps" | "v" | "flow"
+    unet: UNetConfig | MMDiTConfig  # the diffusion model's config (an MM-DiT for "sd3")
     vae: VAEConfig
     latent_channels: int
     latent_scale_factor: float
@@ -57,17 +75,27 @@ class ModelConfig:
     unet_prefix: str = UNET_PREFIX
     vae_prefix: str = VAE_PREFIX
     has_ema: bool = False          # the file carries `model_ema.*` shadows of the UNet
+    zero_terminal_snr: bool = False  # `ztsnr` key: the sigma table is rescaled to zero terminal SNR
+    architecture: str = ""         # ComfyUI's model class name where it names a shape ("SDXL", "SSD1B", ...)
 
 
 def detect(shapes: Shapes) -> ModelConfig:
     """Full configuration of a single-file SD checkpoint from its key -> shape map."""
-    _reject_unsupported(shapes)
+    if is_mmdit(shapes, UNET_PREFIX):
+        return detect_sd3(shapes)
     if UNET_PREFIX + "input_blocks.0.0.weight" not in shapes:
         raise UnknownModelError(
             "Unknown checkpoint layout: no LDM UNet (`model.diffusion_model.input_blocks.0.0.weight`) found",
             f"{len(shapes)} tensors; key prefixes found: {summarise_keys(sorted(_prefixes(shapes)))}")
-    unet = detect_unet(shapes, UNET_PREFIX)
+    try:
+        unet = detect_unet(shapes, UNET_PREFIX)
+    except KeyError as missing:
+        raise UnknownModelError(f"Incomplete LDM UNet: no {missing.args[0]}",
+                                f"{len(shapes)} tensors; key prefixes found: "
+                                f"{summarise_keys(sorted(_prefixes(shapes)))}") from None
     vae = detect_vae(shapes, VAE_PREFIX)
+    if unet.adm_in_channels:
+        return _detect_sdxl(shapes, unet, vae)
     slots = _text_encoder_slots(shapes)
     family = "sd2" if unet.use_linear_in_transformer else "sd1"
     expected_slot = {"sd1": "clip_l", "sd2": "open_clip_h"}[family]
@@ -85,6 +113,40 @@ def detect(shapes: Shapes) -> ModelConfig:
                        latent_downscale=vae.downscale_factor, text_encoders=tuple(slots), has_ema=has_ema)
 
 
+def _detect_sdxl(shapes: Shapes, unet: UNetConfig, vae: VAEConfig) -> ModelConfig:
+    family = SDXL_ADM_FAMILIES.get(unet.adm_in_channels)
+    if family is None:
+        raise UnsupportedModelError(
+            f"Checkpoint has a class-conditioned UNet (label_emb input {unet.adm_in_channels}) that is not SDXL",
+            "SDXL base files have 2816, the refiner 2560; SD2 unCLIP (1536/2048) is not supported yet")
+    slots = _sdxl_text_encoder_slots(shapes, family)
+    variant = {4: "base", 9: "inpaint"}.get(unet.in_channels, f"in{unet.in_channels}")
+    if family == "sdxl":
+        architecture = SDXL_ARCHITECTURES.get(unet.transformer_depth, "SDXL")
+    else:
+        architecture = "SDXLRefiner"
+    return ModelConfig(family=family, variant=variant, prediction_type="v" if "v_pred" in shapes else "eps",
+                       unet=unet, vae=vae, latent_channels=vae.embed_dim, latent_scale_factor=SDXL_LATENT_SCALE,
+                       latent_downscale=vae.downscale_factor, text_encoders=slots,
+                       has_ema=any(k.startswith(EMA_PREFIX + "diffusion_model") for k in shapes),
+                       zero_terminal_snr="v_pred" in shapes and "ztsnr" in shapes, architecture=architecture)
+
+
+def _sdxl_text_encoder_slots(shapes: Shapes, family: str) -> tuple[TextEncoderSlot, ...]:
+    """Base: CLIP-L (HF layout) at embedders.0, bigG (OpenCLIP layout) at embedders.1; refiner: bigG alone at
+    embedders.0 (sgm's GeneralConditioner numbering; ComfyUI supported_models SDXL / SDXLRefiner)."""
+    penultimate = (("default_clip_skip", -2), ("norm_hidden_state", False))   # models.text.CLIP_L_PENULTIMATE
+    wanted = ([TextEncoderSlot("clip_l", "conditioner.embedders.0.transformer.", penultimate),
+               TextEncoderSlot("open_clip_g", "conditioner.embedders.1.model.")] if family == "sdxl"
+              else [TextEncoderSlot("open_clip_g", "conditioner.embedders.0.model.")])
+    present = [s for s in wanted if any(k.startswith(s.prefix) for k in shapes)]
+    if present and len(present) != len(wanted):
+        missing = [s.prefix for s in wanted if s not in present]
+        raise UnknownModelError(f"Incomplete {family} checkpoint: a text encoder is missing",
+                                f"nothing under {', '.join(missing)}")
+    return tuple(present)          # none at all: a UNet+VAE file, text encoders come from a CLIP loader
+
+
 def sd2_prediction_probe(unet: UNetConfig, prefix: str = UNET_PREFIX) -> str | None:
     """The key ComfyUI sniffs (`output_blocks.11.1.transformer_blocks.0.norm1.bias` at full size)."""
     with_attention = [i for i, d in enumerate(unet.transformer_depth_output) if d]
@@ -98,20 +160,6 @@ def sniff_sd2_prediction(probe_std: float) -> str:
 
 def _prefixes(shapes: Shapes) -> set[str]:
     return {".".join(k.split(".")[:2]) for k in shapes}
-
-
-def _reject_unsupported(shapes: Shapes) -> None:
-    if UNET_PREFIX + "joint_blocks.0.x_block.attn.qkv.weight" in shapes or \
-            UNET_PREFIX + "x_embedder.proj.weight" in shapes:
-        hidden = shapes.get(UNET_PREFIX + "x_embedder.proj.weight", (0,))[0]
-        raise UnsupportedModelError(
-            "Checkpoint recognised as SD3/SD3.5 (MM-DiT), which is not supported yet",
-            f"MM-DiT depth {hidden // 64}; SD3 support is planned in a later milestone")
-    if UNET_PREFIX + "label_emb.0.0.weight" in shapes or any(k.startswith("conditioner.embedders.")
-                                                             for k in shapes):
-        raise UnsupportedModelError(
-            "Checkpoint recognised as SDXL, which is not supported yet",
-            "SDXL support (two text encoders, size conditioning) is planned in a later milestone")
 
 
 def _block_indices(shapes: Shapes, prefix: str) -> list[int]:
@@ -159,10 +207,17 @@ def detect_unet(shapes: Shapes, prefix: str = UNET_PREFIX) -> UNetConfig:
     context_dim = shapes[transformer_keys[0]][1]
     proj_in = next(shapes[k] for k in shapes if k.startswith(p) and k.endswith(".proj_in.weight"))
     use_linear = len(proj_in) == 2
+    if p + "middle_block.1.proj_in.weight" in shapes:
+        middle_depth = _transformer_depth(shapes, p + "middle_block.")
+    elif p + "middle_block.1.in_layers.0.weight" in shapes:
+        middle_depth = 0                                                 # two res blocks, no transformer
+    else:
+        middle_depth = -1                                                # one res block (SSD-1B, Vega)
+    adm = shapes.get(p + "label_emb.0.0.weight", (0, 0))[1]
     return UNetConfig(
         in_channels=in_channels, out_channels=out_channels, model_channels=model_channels,
         channel_mult=tuple(mults), num_res_blocks=tuple(res_per_level), transformer_depth=tuple(depths),
-        transformer_depth_middle=_transformer_depth(shapes, p + "middle_block."),
+        transformer_depth_middle=middle_depth, adm_in_channels=adm,
         transformer_depth_output=tuple(output_depths), context_dim=context_dim,
         # SD1 uses 8 heads; SD2 fixes the head width at 64 (v2-inference.yaml num_head_channels: 64).
         num_heads=-1 if use_linear else 8, head_dim=64 if use_linear else -1,
@@ -203,3 +258,70 @@ def _text_encoder_slots(shapes: Shapes) -> list[TextEncoderSlot]:
     if any(k.startswith("cond_stage_model.model.") for k in shapes):
         slots.append(TextEncoderSlot("open_clip_h", "cond_stage_model.model."))
     return slots
+
+
+# --- SD3 / SD3.5 (MM-DiT) ---------------------------------------------------------------------------------
+
+# SD3's 16-channel VAE: latent_in = (z - 0.0609) * 1.5305 (the `scaling_factor` / `shift_factor` of
+# stabilityai/stable-diffusion-3-medium-diffusers vae/config.json; not stored in the file).
+SD3_LATENT_SCALE = 1.5305
+SD3_LATENT_SHIFT = 0.0609
+MMDIT_HEAD_DIM = 64        # every released MM-DiT: width 64 * depth, heads = depth (Esser et al. 2024, sec. 5.1)
+
+# Text encoders bundled in the all-in-one SD3 files (sd3_medium_incl_clips*.safetensors), HF layouts.
+SD3_TEXT_SLOTS = (TextEncoderSlot("clip_l", "text_encoders.clip_l.transformer."),
+                  TextEncoderSlot("clip_g", "text_encoders.clip_g.transformer."),
+                  TextEncoderSlot("t5xxl", "text_encoders.t5xxl.transformer."))
+
+
+def is_mmdit(shapes: Shapes, prefix: str = UNET_PREFIX) -> bool:
+    return prefix + "x_embedder.proj.weight" in shapes and prefix + "joint_blocks.0.x_block.attn.qkv.weight" in shapes
+
+
+def detect_mmdit(shapes: Shapes, prefix: str = UNET_PREFIX) -> MMDiTConfig:
+    """MMDiTConfig of an SD3-layout diffusion model whose keys start with `prefix`.
+
+    Depth is the number of joint blocks (= width / 64 in the released models); the stored position grid is
+    pos_embed_max_size^2 tokens; QK-norm shows as `attn.ln_q`; MM-DiT-X blocks carry `x_block.attn2`."""
+    p = prefix
+    hidden, in_channels, patch, _ = shapes[p + "x_embedder.proj.weight"]           # [D, C, p, p]
+    depth = len(_block_indices(shapes, p + "joint_blocks."))
+    if hidden % MMDIT_HEAD_DIM:
+        raise UnknownModelError(f"Unknown MM-DiT layout: width {hidden} is not a multiple of the 64-wide heads")
+    positions = shapes[p + "pos_embed"][1]
+    grid = math.isqrt(positions)
+    if grid * grid != positions:
+        raise UnknownModelError(f"Unknown MM-DiT layout: pos_embed holds {positions} positions, not a square grid")
+    out_channels = shapes[p + "final_layer.linear.weight"][0] // (patch * patch)
+    dual = tuple(i for i in range(depth) if f"{p}joint_blocks.{i}.x_block.attn2.qkv.weight" in shapes)
+    return MMDiTConfig(
+        depth=depth, hidden_size=hidden, num_heads=hidden // MMDIT_HEAD_DIM, patch_size=patch,
+        in_channels=in_channels, out_channels=out_channels, context_in_dim=shapes[p + "context_embedder.weight"][1],
+        adm_in_dim=shapes[p + "y_embedder.mlp.0.weight"][1], pos_embed_max_size=grid,
+        qk_norm=p + "joint_blocks.0.x_block.attn.ln_q.weight" in shapes, dual_attention_blocks=dual,
+        mlp_ratio=shapes[p + "joint_blocks.0.x_block.mlp.fc1.weight"][0] / hidden)
+
+
+def mmdit_variant(config: MMDiTConfig) -> str:
+    """"sd3_medium", "sd35_medium", "sd35_large" (also large-turbo: same layout), or "mmdit_d<N>"."""
+    name = "sd35" if config.qk_norm else "sd3"
+    size = {24: "medium", 38: "large"}.get(config.depth)
+    return f"{name}_{size}" if size else f"{name}_d{config.depth}"
+
+
+def sd3_model_config(unet: MMDiTConfig, vae: VAEConfig | None = None,
+                     text_encoders: tuple[TextEncoderSlot, ...] = ()) -> ModelConfig:
+    vae = vae or VAEConfig(z_channels=16, embed_dim=16, has_quant_conv=False)
+    return ModelConfig(family="sd3", variant=mmdit_variant(unet), prediction_type="flow", unet=unet, vae=vae,
+                       latent_channels=vae.embed_dim, latent_scale_factor=SD3_LATENT_SCALE,
+                       latent_shift=SD3_LATENT_SHIFT, latent_downscale=vae.downscale_factor,
+                       text_encoders=text_encoders)
+
+
+def detect_sd3(shapes: Shapes) -> ModelConfig:
+    """A single-file SD3 / SD3.5 checkpoint: MM-DiT, the 16-channel VAE, and whichever of CLIP-L, CLIP-G
+    and T5-XXL it bundles."""
+    unet = detect_mmdit(shapes, UNET_PREFIX)
+    vae = detect_vae(shapes, VAE_PREFIX) if VAE_PREFIX + "decoder.conv_in.weight" in shapes else None
+    slots = tuple(s for s in SD3_TEXT_SLOTS if any(k.startswith(s.prefix) for k in shapes))
+    return sd3_model_config(unet, vae, slots)

@@ -208,3 +208,205 @@ def write_random_vae(path: str | Path, config: VAEConfig, dtype: torch.dtype = t
     layout = {k: (s, dtype) for k, s in shapes.items()}
     write_safetensors_streaming(path, layout, lambda n: random_tensor(n, layout[n][0], dtype, seed))
     return Path(path)
+
+
+# --- SD3 / SD3.5 (MM-DiT) ----------------------------------------------------------------------------------
+
+SD3_TEXT_PREFIXES = {"clip_l": "text_encoders.clip_l.transformer.", "clip_g": "text_encoders.clip_g.transformer.",
+                     "t5xxl": "text_encoders.t5xxl.transformer."}
+
+
+@dataclass
+class Sd3CheckpointSpec:
+    """An SD3-layout single file: `model.diffusion_model.*` MM-DiT, `first_stage_model.*` 16-channel VAE and
+    the bundled text encoders named in `text_encoders` (HF layouts under `text_encoders.<kind>.transformer.`)."""
+
+    mmdit: object                                  # models.mmdit.MMDiTConfig
+    vae: VAEConfig
+    text_configs: dict = field(default_factory=dict)   # kind -> ClipTextConfig / T5Config
+    dtype: torch.dtype = torch.float32
+    t5_dtype: torch.dtype | None = None            # e.g. torch.float8_e4m3fn as in the all-in-one fp8 file
+    with_vae: bool = True
+    seed: int = 0
+
+
+def tiny_sd3_spec(*, qk_norm: bool = False, dual: tuple[int, ...] = (), text: tuple[str, ...] = ("clip_l", "clip_g", "t5xxl"),
+                  **fields) -> Sd3CheckpointSpec:
+    """A few-MB SD3 file: 2 joint blocks 128 wide (64 x depth, as the released models), CLIP-L and CLIP-G 32
+    wide (pooled 32 + 32 = the MM-DiT's y), T5 64 wide (= its context width), an 8x 16-channel VAE."""
+    from models.mmdit import MMDiTConfig
+    from models.text import ClipTextConfig
+    from models.text.t5 import T5Config
+    configs = {"clip_l": ClipTextConfig.of_kind("clip_l", hidden_size=32, num_layers=2, num_heads=1, intermediate_size=64),
+               "clip_g": ClipTextConfig.of_kind("clip_g", hidden_size=32, num_layers=2, num_heads=1, intermediate_size=64,
+                                                projection_dim=32),
+               "t5xxl": T5Config(d_model=64, d_kv=16, num_heads=4, d_ff=96, num_layers=2)}
+    mmdit = MMDiTConfig(depth=2, hidden_size=128, num_heads=2, context_in_dim=64, adm_in_dim=64, pos_embed_max_size=32,
+                        qk_norm=qk_norm, dual_attention_blocks=dual)
+    vae = VAEConfig(ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1, z_channels=16, embed_dim=16, has_quant_conv=False)
+    return Sd3CheckpointSpec(mmdit, vae, {k: configs[k] for k in text}, **fields)
+
+
+def sd3_text_state(kind: str, config, seed: int = 0, dtype: torch.dtype = torch.float32, *,
+                   with_embed_tokens_copy: bool = True) -> dict[str, Tensor]:
+    """One text tower's random weights in the layout SD3 files store (prefix stripped)."""
+    if kind == "t5xxl":
+        from models.text.t5 import random_t5_state_dict
+        return random_t5_state_dict(config, seed=seed, dtype=dtype, with_embed_tokens_copy=with_embed_tokens_copy)
+    from models.text import random_text_encoder_state_dict
+    state = random_text_encoder_state_dict(kind, config, seed=seed, dtype=dtype)
+    state.pop("text_model.embeddings.position_ids", None)       # SD3's bundled CLIPs carry none
+    return state
+
+
+def sd3_checkpoint_tensors(spec: Sd3CheckpointSpec) -> tuple[Layout, Callable[[str], Tensor]]:
+    from models.mmdit import MMDiT
+    layout: Layout = {k: (s, spec.dtype) for k, s in module_layout(MMDiT, spec.mmdit, "model.diffusion_model.").items()}
+    if spec.with_vae:
+        layout.update({k: (s, spec.dtype) for k, s in module_layout(AutoencoderKL, spec.vae, "first_stage_model.").items()})
+    fixed: dict[str, Tensor] = {}
+    t5_keys: dict[str, str] = {}                   # T5 is made tensor by tensor (4.9 B parameters at full size)
+    for kind, config in spec.text_configs.items():
+        dtype = spec.t5_dtype if kind == "t5xxl" and spec.t5_dtype is not None else spec.dtype
+        if kind == "t5xxl":
+            from models.text.t5 import T5EncoderModel
+            with torch.device("meta"):
+                shapes = {k: tuple(v.shape) for k, v in T5EncoderModel(config).state_dict().items()}
+            shapes["encoder.embed_tokens.weight"] = shapes["shared.weight"]
+            for k, shape in shapes.items():
+                layout[SD3_TEXT_PREFIXES[kind] + k] = (shape, dtype)
+                t5_keys[SD3_TEXT_PREFIXES[kind] + k] = "shared.weight" if k == "encoder.embed_tokens.weight" else k
+            continue
+        for k, t in sd3_text_state(kind, config, spec.seed, torch.float32).items():
+            fixed[SD3_TEXT_PREFIXES[kind] + k] = t.to(dtype)
+    layout.update({k: (tuple(t.shape), t.dtype) for k, t in fixed.items()})
+
+    def make(name: str) -> Tensor:
+        if name in fixed:
+            return fixed[name]
+        if name in t5_keys:                        # the values random_t5_state_dict gives
+            key = t5_keys[name]
+            return random_tensor(key, layout[name][0], torch.float32, spec.seed,
+                                 1.0 if key == "shared.weight" else None).to(layout[name][1])
+        shape, dtype = layout[name]
+        return random_tensor(name, shape, dtype, spec.seed, 0.5 if name.endswith("pos_embed") else None)
+    return layout, make
+
+
+def write_random_sd3_checkpoint(path: str | Path, spec: Sd3CheckpointSpec) -> Path:
+    layout, make = sd3_checkpoint_tensors(spec)
+    write_safetensors_streaming(path, layout, make)
+    return Path(path)
+
+
+def write_random_text_encoder(path: str | Path, kind: str, config, dtype: torch.dtype = torch.float32,
+                              seed: int = 0) -> Path:
+    """A standalone text-encoder file (clip_l / clip_g / t5xxl, as in models/text_encoders)."""
+    state = sd3_text_state(kind, config, seed, torch.float32, with_embed_tokens_copy=False)
+    layout = {k: (tuple(t.shape), dtype) for k, t in state.items()}
+    write_safetensors_streaming(path, layout, lambda n: state[n])
+    return Path(path)
+
+
+# --- SDXL-family layouts -----------------------------------------------------------------------------------
+# Full-size UNet configs. Base: Stability's sd_xl_base.yaml (generative-models configs/inference), which the
+# tests check against the sd_xl_base_1.0 manifest. Refiner: sd_xl_refiner.yaml (model_channels 384,
+# channel_mult 1,2,4,4, transformer depth 4, context 1280, adm 2560). SSD-1B and Segmind Vega: the depth
+# lists ComfyUI's model_detection records for them (SSD_1B / Segmind_Vega unet configs; ComfyUI pops its
+# output list from the end, so output_blocks.0 is its last entry), consistent with
+# the segmind/SSD-1B and segmind/Segmind-Vega diffusers configs (transformer_layers_per_block 2,4 / 1,2 on
+# the attention levels; mid block without attention).
+_SDXL_COMMON = dict(num_heads=-1, head_dim=64, use_linear_in_transformer=True)
+SDXL_UNET_CONFIGS = {
+    "base": UNetConfig(model_channels=320, channel_mult=(1, 2, 4), num_res_blocks=(2, 2, 2),
+                       transformer_depth=(0, 0, 2, 2, 10, 10), transformer_depth_middle=10,
+                       transformer_depth_output=(10, 10, 10, 2, 2, 2, 0, 0, 0), context_dim=2048,
+                       adm_in_channels=2816, **_SDXL_COMMON),
+    "refiner": UNetConfig(model_channels=384, channel_mult=(1, 2, 4, 4), num_res_blocks=(2, 2, 2, 2),
+                          transformer_depth=(0, 0, 4, 4, 4, 4, 0, 0), transformer_depth_middle=4,
+                          transformer_depth_output=(0, 0, 0, 4, 4, 4, 4, 4, 4, 0, 0, 0), context_dim=1280,
+                          adm_in_channels=2560, **_SDXL_COMMON),
+    "ssd1b": UNetConfig(model_channels=320, channel_mult=(1, 2, 4), num_res_blocks=(2, 2, 2),
+                        transformer_depth=(0, 0, 2, 2, 4, 4), transformer_depth_middle=-1,
+                        transformer_depth_output=(4, 4, 10, 2, 1, 1, 0, 0, 0), context_dim=2048,
+                        adm_in_channels=2816, **_SDXL_COMMON),
+    "vega": UNetConfig(model_channels=320, channel_mult=(1, 2, 4), num_res_blocks=(2, 2, 2),
+                       transformer_depth=(0, 0, 1, 1, 2, 2), transformer_depth_middle=-1,
+                       transformer_depth_output=(2, 2, 2, 1, 1, 1, 0, 0, 0), context_dim=2048,
+                       adm_in_channels=2816, **_SDXL_COMMON),
+}
+SDXL_VAE_CONFIG = VAEConfig()          # the SD VAE layout (ch 128, mults 1,2,4,4), retrained weights
+
+
+def sdxl_text_configs():
+    """(CLIP-L, bigG) full-size configs as SDXL files store them."""
+    from models.text import ClipTextConfig
+    return (ClipTextConfig.of_kind("clip_l"),
+            ClipTextConfig.of_kind("open_clip_g", hidden_size=1280, num_layers=32, num_heads=20,
+                                   intermediate_size=5120, projection_dim=1280))
+
+
+def sdxl_layout(unet: UNetConfig, *, refiner: bool = False, text: tuple | None = None,
+                vae: VAEConfig = SDXL_VAE_CONFIG, dtype: torch.dtype = torch.float16) -> Layout:
+    """{key: (shape, dtype)} of an SDXL-family single-file checkpoint (nothing allocated). `text`: the
+    (CLIP-L, bigG) configs, full size unless given; the refiner stores bigG alone at embedders.0."""
+    from models.text import random_text_encoder_state_dict
+    clip_l, big_g = text or sdxl_text_configs()
+    towers = ([("conditioner.embedders.0.model.", "open_clip_g", big_g)] if refiner else
+              [("conditioner.embedders.0.transformer.", "clip_l", clip_l),
+               ("conditioner.embedders.1.model.", "open_clip_g", big_g)])
+    layout: Layout = {k: (s, dtype) for k, s in {**module_layout(UNetModel, unet, "model.diffusion_model."),
+                                                  **module_layout(AutoencoderKL, vae, "first_stage_model.")}.items()}
+    for prefix, kind, config in towers:
+        for k, t in random_text_encoder_state_dict(kind, config, device="meta", dtype=dtype).items():
+            layout[prefix + k] = (tuple(t.shape), t.dtype)
+    return layout
+
+
+def tiny_sdxl_unet_config(*, refiner: bool = False, in_channels: int = 4) -> UNetConfig:
+    """A few-MB UNet in SDXL's layout: no attention at level 0, linear proj, head width 64, label_emb at
+    the real width (so detection takes the real path): 2816 base / 2560 refiner."""
+    return UNetConfig(in_channels=in_channels, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=(1, 1, 1),
+                      transformer_depth=(0, 1, 2), transformer_depth_middle=1,
+                      transformer_depth_output=(2, 2, 1, 1, 0, 0), context_dim=32 if refiner else 64,
+                      adm_in_channels=2560 if refiner else 2816, **_SDXL_COMMON)
+
+
+def tiny_sdxl_text_configs():
+    """(CLIP-L, bigG) 2-layer towers 32 wide; bigG keeps the real 1280-wide projection (the pooled width)."""
+    clip_l, big_g = sdxl_text_configs()
+    small = dict(hidden_size=32, num_layers=2, num_heads=1, intermediate_size=64)
+    return replace(clip_l, **small), replace(big_g, **small, projection_dim=1280)
+
+
+def write_sdxl_checkpoint(path: str | Path, unet: UNetConfig, *, refiner: bool = False, text: tuple | None = None,
+                          vae: VAEConfig | None = None, dtype: torch.dtype = torch.float32, seed: int = 0,
+                          extra_keys: Mapping[str, Tensor] | None = None) -> Path:
+    """An SDXL-family single-file checkpoint with random weights, streamed (full size works: nothing is
+    held but one tensor). `extra_keys`: marker tensors such as `v_pred` / `ztsnr`."""
+    from models.text import random_text_encoder_state_dict
+    path = Path(path)
+    text = text or sdxl_text_configs()
+    vae = vae or SDXL_VAE_CONFIG
+    layout = sdxl_layout(unet, refiner=refiner, text=text, vae=vae, dtype=dtype)
+    extra = dict(extra_keys or {})
+    layout.update({k: (tuple(v.shape), v.dtype) for k, v in extra.items()})
+    clip_l, big_g = text
+    towers = ([("conditioner.embedders.0.model.", "open_clip_g", big_g)] if refiner else
+              [("conditioner.embedders.0.transformer.", "clip_l", clip_l),
+               ("conditioner.embedders.1.model.", "open_clip_g", big_g)])
+    cache: dict[str, dict[str, Tensor]] = {}
+
+    def make(name: str) -> Tensor:
+        if name in extra:
+            return extra[name]
+        for prefix, kind, config in towers:
+            if name.startswith(prefix):
+                if prefix not in cache:            # one tower at a time (bigG is 1.4 GB in fp16)
+                    cache.clear()
+                    cache[prefix] = random_text_encoder_state_dict(kind, config, seed=seed, dtype=dtype)
+                return cache[prefix][name[len(prefix):]]
+        shape, tensor_dtype = layout[name]
+        return random_tensor(name, shape, tensor_dtype, seed)
+    write_safetensors_streaming(path, layout, make)
+    return path

@@ -1,4 +1,9 @@
-"""The latent-diffusion UNet in the LDM single-file layout (SD1.x, SD2.x, their inpainting variants).
+"""The latent-diffusion UNet in the LDM single-file layout (SD1.x, SD2.x, SDXL, their inpainting variants).
+
+SDXL (Podell et al. 2023, arXiv:2307.01952, sec. 2.1-2.2) is this UNet with other sizes (no attention at
+level 0, transformer depths 2/10, linear proj, 2048-wide context) plus `label_emb`: an MLP on the "ADM"
+vector (pooled text embedding and the size/crop/aesthetic embeddings, built in models/sdxl.py) added to
+the time embedding. `adm_in_channels` > 0 turns it on.
 
 Architecture: Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models"
 (arXiv:2112.10752), appendix; the module names follow CompVis/stable-diffusion
@@ -17,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models import unet_patches
 from models.attention import DEFAULT_ATTENTION, AttentionFn, attention_backend
 
 
@@ -28,7 +34,7 @@ class UNetConfig:
     channel_mult: tuple[int, ...] = (1, 2, 4, 4)
     num_res_blocks: tuple[int, ...] = (2, 2, 2, 2)                     # per level
     transformer_depth: tuple[int, ...] = (1, 1, 1, 1, 1, 1, 0, 0)      # per input res block
-    transformer_depth_middle: int = 1                                  # 0: middle block has no transformer
+    transformer_depth_middle: int = 1                 # 0: no transformer; -1: one res block only (SSD-1B, Vega)
     transformer_depth_output: tuple[int, ...] = (0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1)  # per output block
     context_dim: int = 768
     num_heads: int = 8                            # SD1: fixed head count; -1 when head_dim is fixed instead
@@ -36,6 +42,7 @@ class UNetConfig:
     use_linear_in_transformer: bool = False       # SD2: proj_in/proj_out are Linear, SD1: 1x1 Conv
     upcast_attention: bool = False                # fp32 attention scores (SD2.x in fp16)
     norm_groups: int = 32
+    adm_in_channels: int = 0                      # SDXL: width of the label_emb input (2816 base, 2560 refiner)
 
     @property
     def time_embed_dim(self) -> int:
@@ -149,6 +156,8 @@ class BasicTransformerBlock(nn.Module):
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        if (patch_options := unet_patches.active()) is not None:     # a patched call (models/unet_patches)
+            return unet_patches.transformer_block(self, x, context, patch_options)
         x = x + self.attn1(self.norm1(x))
         x = x + self.attn2(self.norm2(x), context)
         return x + self.ff(self.norm3(x))
@@ -230,6 +239,7 @@ class UNetModel(nn.Module):
     """eps/v prediction network: (x [B, Cin, H, W], timesteps [B], context [B, T, ctx]) -> [B, Cout, H, W]."""
 
     OFFLOAD_BLOCKS = ("input_blocks", "middle_block", "output_blocks")
+    EXTRA_INPUTS = {"y": "y"}        # forward keyword <- conditioning input (SDXL's ADM vector, when present)
 
     def __init__(self, config: UNetConfig, attention: str = DEFAULT_ATTENTION):
         super().__init__()
@@ -238,6 +248,9 @@ class UNetModel(nn.Module):
         self.attention_backend_name = attention
         mc, ted, groups = config.model_channels, config.time_embed_dim, config.norm_groups
         self.time_embed = nn.Sequential(nn.Linear(mc, ted), nn.SiLU(), nn.Linear(ted, ted))
+        if config.adm_in_channels:          # SDXL: `label_emb.0.0` / `label_emb.0.2` (LDM's "sequential" ADM)
+            self.label_emb = nn.Sequential(nn.Sequential(nn.Linear(config.adm_in_channels, ted), nn.SiLU(),
+                                                         nn.Linear(ted, ted)))
 
         self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(config.in_channels, mc, 3,
                                                                              padding=1))])
@@ -258,9 +271,10 @@ class UNetModel(nn.Module):
                 skip_channels.append(ch)
 
         middle: list[nn.Module] = [ResBlock(ch, ted, ch, groups)]
-        if config.transformer_depth_middle:
+        if config.transformer_depth_middle > 0:
             middle.append(SpatialTransformer(ch, config.transformer_depth_middle, config, fn))
-        middle.append(ResBlock(ch, ted, ch, groups))
+        if config.transformer_depth_middle >= 0:          # -1: a single res block (SSD-1B, Segmind Vega)
+            middle.append(ResBlock(ch, ted, ch, groups))
         self.middle_block = TimestepEmbedSequential(*middle)
 
         self.output_blocks = nn.ModuleList()
@@ -279,18 +293,43 @@ class UNetModel(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(groups, ch), nn.SiLU(),
                                  nn.Conv2d(mc, config.out_channels, 3, padding=1))
 
-    def forward(self, x: Tensor, timesteps: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor | None = None) -> Tensor:
+        """y [B, adm_in_channels]: the ADM vector, required when the config has `adm_in_channels` (SDXL)."""
         dtype = self.out[2].weight.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))  # [B, ted]
+        if self.config.adm_in_channels:
+            emb = emb + self._label_embedding(y, len(x), dtype)
         h = x.to(dtype)
         context = context.to(dtype)
         skips: list[Tensor] = []
-        for block in self.input_blocks:
+        patch = unet_patches.active()                                    # None outside a patched call
+        if patch is not None:
+            unet_patches.begin(self, patch, x)
+        for i, block in enumerate(self.input_blocks):
+            if patch is not None:
+                unet_patches.enter(patch, "input", i)
             h = block(h, emb, context)
+            if patch is not None:
+                h = unet_patches.after_input_block(patch, h)
             skips.append(h)
+            if patch is not None:
+                h = unet_patches.after_skip(patch, h)
+        if patch is not None:
+            unet_patches.enter(patch, "middle", 0)
         h = self.middle_block(h, emb, context)
-        for block in self.output_blocks:
+        for i, block in enumerate(self.output_blocks):
             skip = skips.pop()
+            if patch is not None:
+                unet_patches.enter(patch, "output", i)
+                h, skip = unet_patches.before_output_block(patch, h, skip)
             h = torch.cat([h, skip], dim=1)                              # [B, C + Cskip, H, W]
             h = block(h, emb, context, size=tuple(skips[-1].shape[-2:]) if skips else None)
         return self.out(h)
+
+    def _label_embedding(self, y: Tensor | None, batch: int, dtype: torch.dtype) -> Tensor:
+        """label_emb(y) [B, ted]; y [B, adm_in_channels] (SDXL's pooled text + size embeddings)."""
+        if y is None or y.shape != (batch, self.config.adm_in_channels):
+            got = None if y is None else tuple(y.shape)
+            raise ValueError(f"this UNet needs an ADM vector y of shape ({batch}, {self.config.adm_in_channels}) "
+                             f"(SDXL size conditioning), got {got}")
+        return self.label_emb(y.to(dtype))

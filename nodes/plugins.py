@@ -140,14 +140,28 @@ def candidates(folder: Path, disable_all: bool = False, whitelist: Iterable[str]
     return found
 
 
+def add_import_paths(paths: Iterable[Path | str]) -> None:
+    """Put ``paths`` at the front of ``sys.path`` (once each), for plugins' imports."""
+    for path in reversed([str(p) for p in paths]):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
 def load_plugins(folders: Iterable[Path | str], *, builtin_names: Iterable[str] = (),
-                 disable_all: bool = False, whitelist: Iterable[str] = ()) -> PluginScan:
-    """Import every plugin of ``folders`` (in order) and report each one. Never raises for a plugin."""
+                 disable_all: bool = False, whitelist: Iterable[str] = (),
+                 import_paths: Iterable[Path | str] = ()) -> PluginScan:
+    """Import every plugin of ``folders`` (in order) and report each one. Never raises for a plugin.
+    ``import_paths`` are put on ``sys.path`` before the first plugin is imported (and stay there:
+    plugins import lazily while they run)."""
     scan = PluginScan()
     reserved = set(builtin_names)
     owners: dict[str, str] = {}  # node name -> pack that registered it so far
+    import_paths = list(import_paths)
     for folder in folders:
         for path in candidates(Path(folder), disable_all, whitelist, scan.skipped):
+            if import_paths:
+                add_import_paths(import_paths)
+                import_paths = []
             report = load_plugin(path)
             _claim_names(report, reserved, owners)
             scan.plugins.append(report)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
+from nodes import comfy_methods, services
 from nodes.builtin import BUILTIN_MODULES
 from nodes.plugins import PluginScan, load_plugins
 from nodes.spec import module_mappings
@@ -65,6 +66,7 @@ def register_builtins(registry: Registry, modules: Iterable[str] = BUILTIN_MODUL
                                                           traceback.format_exc()))
             continue
         for name, cls in classes.items():
+            comfy_methods.attach(cls, name)      # ComfyUI's method name (encode, sample, ...) for plugins
             registry.register(name, cls, display_name=display_names.get(name), python_module="nodes")
             report.builtin_names.append(name)
     return report
@@ -72,11 +74,15 @@ def register_builtins(registry: Registry, modules: Iterable[str] = BUILTIN_MODUL
 
 def register_plugins(registry: Registry, custom_node_dirs: Iterable[Path | str], *,
                      disable_all: bool = False, whitelist: Iterable[str] = (),
+                     import_paths: Iterable[Path | str] = (),
                      report: RegistryReport | None = None) -> RegistryReport:
     report = report or RegistryReport()
     scan = load_plugins(custom_node_dirs, builtin_names=report.builtin_names,
-                        disable_all=disable_all, whitelist=whitelist)
+                        disable_all=disable_all, whitelist=whitelist, import_paths=import_paths)
     display_names = scan.display_names()
+    current = services.installed()
+    if current is not None:    # nodes.EXTENSION_WEB_DIRS, as ComfyUI fills it
+        current.extension_web_dirs.update({name: str(path) for name, path in scan.web_directories().items()})
     for name, (cls, plugin) in scan.node_classes().items():
         registry.register(name, cls, display_name=display_names.get(name), python_module=plugin.python_module)
     report.plugins = scan
@@ -85,11 +91,13 @@ def register_plugins(registry: Registry, custom_node_dirs: Iterable[Path | str],
 
 def build_registry(registry: Registry, *, custom_node_dirs: Iterable[Path | str] = (),
                    disable_all_custom_nodes: bool = False, whitelist_custom_nodes: Iterable[str] = (),
-                   builtin_modules: Iterable[str] = BUILTIN_MODULES) -> RegistryReport:
-    """Register the built-in nodes, then the plugins (which cannot replace built-ins)."""
+                   builtin_modules: Iterable[str] = BUILTIN_MODULES,
+                   import_paths: Iterable[Path | str] = ()) -> RegistryReport:
+    """Register the built-in nodes, then the plugins (which cannot replace built-ins). ``import_paths``
+    go on ``sys.path`` when there is a plugin to load (main.py: ComfyUI's module names, compat/)."""
     report = register_builtins(registry, builtin_modules)
     return register_plugins(registry, custom_node_dirs, disable_all=disable_all_custom_nodes,
-                            whitelist=whitelist_custom_nodes, report=report)
+                            whitelist=whitelist_custom_nodes, import_paths=import_paths, report=report)
 
 
 def describe(report: RegistryReport) -> dict[str, Any]:

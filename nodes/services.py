@@ -19,6 +19,11 @@ from storage.folders import Folders
 class NodeServices:
     folders: Folders
     settings: Any = None   # model_management.MemorySettings from main.py's device flags
+    registry: Any = None   # the execution.registry.NodeRegistry being filled (nodes.NODE_CLASS_MAPPINGS)
+    events: Any = None     # the execution.events.EventBus (plugins' messages to the editor)
+    web_api: Any = None    # web.plugin_api.PluginWebAPI when serving (plugin routes, on-prompt handlers)
+    args: Any = None       # the parsed command line (argparse.Namespace), for plugins that read flags
+    extension_web_dirs: dict[str, str] = field(default_factory=dict)   # pack -> web folder (ComfyUI's EXTENSION_WEB_DIRS)
     _model_manager: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -57,6 +62,11 @@ def current() -> NodeServices:
 
 def folders() -> Folders:
     return current().folders
+
+
+def installed() -> NodeServices | None:
+    """The installed services, or None (never raises)."""
+    return _installed
 
 
 def file_list(kind: str) -> Callable[[], list[str]]:

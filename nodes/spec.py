@@ -124,9 +124,11 @@ class Output:
 def node(name: str, *, category: str, display_name: str | None = None, output_node: bool = False,
          description: str | None = None, deprecated: bool = False, experimental: bool = False,
          input_is_list: bool = False, not_idempotent: bool = False,
-         search_aliases: Sequence[str] | None = None) -> Callable[[type], type]:
+         search_aliases: Sequence[str] | None = None, function: str | None = None) -> Callable[[type], type]:
     """Class decorator: collect the input descriptors (in declaration order), ``RETURNS`` and
-    ``run``, and set the classic protocol attributes on the class."""
+    ``run``, and set the classic protocol attributes on the class. ``function`` is ComfyUI's
+    ``FUNCTION`` name for the node (plugins call it, e.g. ``ImageBlur().blur``); ``run`` stays
+    callable under both names."""
 
     def decorate(cls: type) -> type:
         if "INPUT_TYPES" in vars(cls) or "RETURN_TYPES" in vars(cls):
@@ -147,7 +149,9 @@ def node(name: str, *, category: str, display_name: str | None = None, output_no
         cls.INPUT_TYPES = classmethod(INPUT_TYPES)
         cls.RETURN_TYPES = tuple(out.io_type for out in outputs)
         cls.RETURN_NAMES = tuple(out.name or out.io_type for out in outputs)
-        cls.FUNCTION = "run"
+        cls.FUNCTION = function or "run"
+        if function and function != "run":
+            setattr(cls, function, cls.run)
         cls.CATEGORY = category
         cls.OUTPUT_NODE = output_node
         if description is not None:

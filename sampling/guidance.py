@@ -32,7 +32,7 @@ from .model_sampling import ModelSampling
 ModelFn = Callable[[Tensor, Tensor, dict], Tensor]
 FitsFn = Callable[[tuple[int, ...]], bool]
 
-FEATHER_PX = 8   # ComfyUI blends area conditioning over 8 latent pixels at inner edges
+FEATHER_PX = 8   # ComfyUI blends area conditioning over up to 8 latent pixels (a quarter of the side) at inner edges
 
 
 @dataclass(frozen=True)
@@ -156,29 +156,35 @@ class _Chunk:
 
 
 def _chunk_for(c: Cond, x: Tensor, sigma: Tensor) -> _Chunk | None:
+    """The latent crop, blend weights and inputs of one entry at this sigma (ComfyUI get_area_and_mult):
+    an area is clamped to end at the latent's edge; without a mask its weights fall off linearly over
+    r = min(FEATHER_PX, crop side // 4) pixels at every edge that is inside the latent."""
     s = float(sigma[0])
     if s > c.sigma_start or s < c.sigma_end:
         return None
     b, _, h, w = x.shape
     ah, aw, ay, ax = c.area if c.area is not None else (h, w, 0, 0)
+    ah, aw = min(h - ay, ah), min(w - ax, aw)
     x_crop = x[:, :, ay:ay + ah, ax:ax + aw]
     if c.mask is not None:
-        m = c.mask[:, ay:ay + ah, ax:ax + aw].to(x) * c.mask_strength
+        m = c.mask[:x_crop.shape[0], ay:ay + ah, ax:ax + aw].to(x) * c.mask_strength
         mult = m.unsqueeze(1).repeat(x_crop.shape[0] // m.shape[0], x_crop.shape[1], 1, 1) * c.strength
     else:
         mult = torch.ones_like(x_crop) * c.strength
-        # feather inner edges of an area over FEATHER_PX pixels (ComfyUI get_area_and_mult)
-        r = FEATHER_PX
-        for t in range(r):
-            f = (1.0 / r) * (t + 1)
-            if ay != 0:
-                mult[:, :, t:1 + t, :] *= f
-            if ah + ay < h:
-                mult[:, :, ah - 1 - t:ah - t, :] *= f
-            if ax != 0:
-                mult[:, :, :, t:1 + t] *= f
-            if aw + ax < w:
-                mult[:, :, :, aw - 1 - t:aw - t] *= f
+        if c.area is not None:
+            r_h, r_w = min(FEATHER_PX, ah // 4), min(FEATHER_PX, aw // 4)
+            for t in range(r_h):
+                f = (t + 1) / r_h
+                if ay != 0:
+                    mult[:, :, t:t + 1, :] *= f
+                if ah + ay < h:
+                    mult[:, :, ah - 1 - t:ah - t, :] *= f
+            for t in range(r_w):
+                f = (t + 1) / r_w
+                if ax != 0:
+                    mult[:, :, :, t:t + 1] *= f
+                if aw + ax < w:
+                    mult[:, :, :, aw - 1 - t:aw - t] *= f
     inputs = {k: _repeat_to_batch(v.to(x.device), b) for k, v in c.inputs.items()}
     return _Chunk(x_crop, mult, inputs, (ah, aw, ay, ax))
 
@@ -243,7 +249,10 @@ def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists:
                 break
         batch = [to_run.pop(k) for k in chosen]
         x_in = torch.cat([c.x for c, _ in batch])
-        out = apply(x_in, torch.cat([sigma] * len(batch)), _concat_inputs([c.inputs for c, _ in batch]))
+        inputs = _concat_inputs([c.inputs for c, _ in batch])
+        # which list each chunk comes from (0 positive, 1 negative), for patches (ComfyUI cond_or_uncond)
+        inputs["transformer_options"] = {"cond_or_uncond": [li for _, li in batch], "sigmas": sigma}
+        out = apply(x_in, torch.cat([sigma] * len(batch)), inputs)
         for o, (c, li) in zip(out.chunk(len(batch)), batch):
             ah, aw, ay, ax = c.area
             outs[li][:, :, ay:ay + ah, ax:ax + aw] += o * c.mult
@@ -257,15 +266,24 @@ def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists:
 
 @dataclass(frozen=True)
 class CfgArgs:
+    """What a CFG function sees. `conds` are the prepared (positive, negative) Cond lists and
+    `evaluate(cond_lists, x, sigma, transformer_options)` runs the model again on them with other
+    per-call patch options (SAG/PAG-style guidance): list of x0, None lists giving zeros."""
     x: Tensor
     sigma: Tensor
     cond_x0: Tensor
     uncond_x0: Tensor
     cond_scale: float
+    conds: tuple = ()
+    evaluate: Callable | None = None
+    # recomputes cond_x0 (the same conds, x and sigma) under whatever model-call options are in force;
+    # post-CFG hooks such as Skip Layer Guidance use it for their extra pass
+    cond_denoise: Callable[[], Tensor] | None = None
 
 
 CfgFunction = Callable[[CfgArgs], Tensor]          # -> guided x0
 PostCfgFunction = Callable[[CfgArgs, Tensor], Tensor]  # (args, guided x0) -> x0
+PreCfgFunction = Callable[[CfgArgs], tuple[Tensor, Tensor]]  # args -> (cond_x0, uncond_x0) before CFG
 
 
 def plain_cfg(a: CfgArgs) -> Tensor:
@@ -298,22 +316,37 @@ class CFGDenoiser:
 
     def __init__(self, model_fn: ModelFn, ms: ModelSampling, positive: Sequence[Cond], negative: Sequence[Cond] | None,
                  cfg: float, latent_shape: Sequence[int], *, fits: FitsFn | None = None,
-                 cfg_function: CfgFunction = plain_cfg, post_cfg: Sequence[PostCfgFunction] = ()) -> None:
+                 cfg_function: CfgFunction = plain_cfg, post_cfg: Sequence[PostCfgFunction] = (),
+                 pre_cfg: Sequence[PreCfgFunction] = ()) -> None:
+        self.model_fn, self.ms = model_fn, ms
         self.apply = model_x0(model_fn, ms)
         self.positive, self.negative = prepare_conds([positive, negative or []], latent_shape, ms)
         self.cfg = cfg
         self.fits = fits
         self.cfg_function = cfg_function
         self.post_cfg = tuple(post_cfg)
+        self.pre_cfg = tuple(pre_cfg)
 
     @property
     def is_uncond_skipped(self) -> bool:
-        return math.isclose(self.cfg, 1.0) and not self.post_cfg and self.cfg_function is plain_cfg
+        return (math.isclose(self.cfg, 1.0) and not self.post_cfg and not self.pre_cfg
+                and self.cfg_function is plain_cfg)
+
+    def evaluate(self, cond_lists: Sequence, x: Tensor, sigma: Tensor, transformer_options: dict | None = None):
+        """x0 of each Cond list with other per-call patch options (the model function's `with_options`)."""
+        model_fn = self.model_fn
+        if transformer_options is not None and hasattr(model_fn, "with_options"):
+            model_fn = model_fn.with_options(transformer_options)
+        return calc_cond_batch(model_x0(model_fn, self.ms), cond_lists, x, sigma, self.fits)
 
     def _guide(self, x: Tensor, sigma: Tensor, is_uncond_needed: bool) -> tuple[Tensor, Tensor]:
         uncond = None if (self.is_uncond_skipped and not is_uncond_needed) else self.negative
         cond_x0, uncond_x0 = calc_cond_batch(self.apply, [self.positive, uncond], x, sigma, self.fits)
-        args = CfgArgs(x, sigma, cond_x0, uncond_x0, self.cfg)
+        args = CfgArgs(x, sigma, cond_x0, uncond_x0, self.cfg, (self.positive, uncond), self.evaluate,
+                       cond_denoise=lambda: calc_cond_batch(self.apply, [self.positive], x, sigma, self.fits)[0])
+        for fn in self.pre_cfg:
+            cond_x0, uncond_x0 = fn(args)
+            args = replace(args, cond_x0=cond_x0, uncond_x0=uncond_x0)
         x0 = self.cfg_function(args)
         for fn in self.post_cfg:
             x0 = fn(args, x0)

@@ -35,6 +35,25 @@ SD15 = LatentFormat(
     taesd_decoder_name="taesd_decoder",
 )
 
-# SDXL: scale 0.13025 (sgm configs). SD3: 16 channels, scale 1.5305, shift 0.0609 (SD3 VAE config).
-SDXL = LatentFormat(scale_factor=0.13025, taesd_decoder_name="taesdxl_decoder")
-SD3 = LatentFormat(scale_factor=1.5305, shift_factor=0.0609, latent_channels=16, taesd_decoder_name="taesd3_decoder")
+# SDXL: scale 0.13025 (sgm configs); RGB factors and bias as in ComfyUI's SDXL format.
+# SD3: 16 channels, scale 1.5305, shift 0.0609 (SD3 VAE config).
+SDXL = LatentFormat(
+    scale_factor=0.13025,
+    rgb_factors=((0.3651, 0.4232, 0.4341),
+                 (-0.2533, -0.0042, 0.1068),
+                 (0.1076, 0.1111, -0.0362),
+                 (-0.3165, -0.2492, -0.2188)),
+    rgb_bias=(0.1084, -0.0175, -0.0011),
+    taesd_decoder_name="taesdxl_decoder",
+)
+# SD3 latent -> RGB preview factors and bias: ComfyUI's latent_formats.SD3 (a least-squares fit, data).
+SD3 = LatentFormat(
+    scale_factor=1.5305, shift_factor=0.0609, latent_channels=16,
+    rgb_factors=((-0.0922, -0.0175, 0.0749), (0.0311, 0.0633, 0.0954), (0.1994, 0.0927, 0.0458),
+                 (0.0856, 0.0339, 0.0902), (0.0587, 0.0272, -0.0496), (-0.0006, 0.1104, 0.0309),
+                 (0.0978, 0.0306, 0.0427), (-0.0042, 0.1038, 0.1358), (-0.0194, 0.0020, 0.0669),
+                 (-0.0488, 0.0130, -0.0268), (0.0922, 0.0988, 0.0951), (-0.0278, 0.0524, -0.0542),
+                 (0.0332, 0.0456, 0.0895), (-0.0069, -0.0030, -0.0810), (-0.0596, -0.0465, -0.0293),
+                 (-0.1448, -0.1463, -0.1189)),
+    rgb_bias=(0.2394, 0.2135, 0.1925),
+    taesd_decoder_name="taesd3_decoder")

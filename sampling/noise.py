@@ -3,8 +3,11 @@
 - `prepare_noise`: the initial latent noise (ComfyUI `comfy.sample.prepare_noise`): a CPU generator
   seeded with `seed`, one float32 `randn` of the full latent shape; with `batch_index`, one draw per
   index 0..max(batch_index) and the requested ones kept, so batch position k is reproducible alone.
-- `gaussian_noise_sampler`: per-step noise for ancestral samplers (k-diffusion `default_noise_sampler`
-  as ComfyUI seeds it: seed + 1 on CPU).
+- `gaussian_noise_sampler`: per-step noise for ancestral and other samplers that draw fresh noise
+  (k-diffusion `default_noise_sampler` as ComfyUI 0.3.64 seeds it: the sampler's own `seed` from
+  `extra_args`, one generator on x's device, one `randn` of x's full shape and dtype per call, so a
+  batch draws all its items together and item k of a batch of 2 differs from a batch of 1. On the CPU
+  the first draw therefore equals the initial noise of `prepare_noise` for a batch of one).
 - `BrownianTreeNoiseSampler`: per-interval Brownian increments for SDE samplers (torchsde
   `BrownianTree`, Li et al. 2020, "Scalable gradients for SDEs"), seeded with the same seed; the tree
   lives on the CPU, or on x's device for ComfyUI's `*_gpu` sampler names.
@@ -52,9 +55,9 @@ def inpaint_noise(shape: Sequence[int], seed: int) -> Tensor:
 
 
 def gaussian_noise_sampler(x: Tensor, seed: int) -> NoiseSampler:
-    """Fresh standard normal noise like `x` at each call, from one generator seeded with
-    seed + 1 on CPU (seed on other devices), as ComfyUI seeds k-diffusion's default sampler."""
-    generator = _generator(seed + 1 if x.device.type == "cpu" else seed, x.device)
+    """Fresh standard normal noise of x's shape, dtype and device at each call, from one generator
+    on x's device seeded with `seed` (ComfyUI `default_noise_sampler(x, seed=extra_args["seed"])`)."""
+    generator = _generator(seed, x.device)
 
     def sample(sigma: Tensor, sigma_next: Tensor) -> Tensor:
         return torch.randn(x.size(), dtype=x.dtype, layout=x.layout, device=x.device, generator=generator)

@@ -91,10 +91,11 @@ def slice_sigmas(sigmas: Tensor, start_step: int | None, last_step: int | None,
 
 
 def prepare_mask(noise_mask: Tensor, shape: Sequence[int]) -> Tensor:
-    """[H, W] / [B, H, W] / [B, 1, H, W] mask (any size) -> [B, C, h, w] of 0/1 at latent size
-    (bilinear resize then round, as ComfyUI prepare_mask)."""
+    """[H, W] / [B, H, W] / [B, 1, H, W] mask (any size) -> [B, C, h, w] at latent size: a bilinear resize
+    that keeps the fractional values at the edges (no rounding), the one channel repeated to C and the
+    batch repeated or cut to B (ComfyUI `sampler_helpers.prepare_mask` / `utils.reshape_mask`)."""
     m = noise_mask.reshape((-1, 1, noise_mask.shape[-2], noise_mask.shape[-1])).float()
-    m = F.interpolate(m, size=(shape[2], shape[3]), mode="bilinear").round()
+    m = F.interpolate(m, size=(shape[2], shape[3]), mode="bilinear")
     m = torch.cat([m] * shape[1], dim=1)
     if m.shape[0] < shape[0]:
         m = m.repeat([-(-shape[0] // m.shape[0]), 1, 1, 1])[:shape[0]]
@@ -129,19 +130,22 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
            batch_index: Sequence[int] | None = None, latent_format: LatentFormat | None = None,
            sigmas: Tensor | None = None, on_progress: ProgressHook | None = None, fits: FitsFn | None = None,
            cfg_function: CfgFunction = plain_cfg, post_cfg: Sequence[PostCfgFunction] = (),
-           sampler_options: dict | None = None, device: torch.device | str | None = None,
-           make_denoiser: DenoiserFactory | None = None) -> Tensor:
+           pre_cfg: Sequence = (), sampler_options: dict | None = None, device: torch.device | str | None = None,
+           make_denoiser: DenoiserFactory | None = None, noise: Tensor | None = None) -> Tensor:
     """KSampler (defaults) or KSamplerAdvanced (add_noise, start/last step, leftover noise) on a latent.
 
     Noise is drawn on the CPU; with `device` the sampling runs there and the result comes back to the
     latent's device. `make_denoiser` replaces the CFG denoiser (positive, negative and cfg are then
-    unused), e.g. for ComfyUI's DualCFGGuider."""
+    unused), e.g. for ComfyUI's DualCFGGuider. `noise`: the initial noise to use instead of the seeded
+    draw (ComfyUI's `comfy.sample.sample` takes it as an argument); the seed still drives the samplers'
+    own noise."""
     get_sampler(sampler_name)   # fail early, with a did-you-mean hint
     if latent_format is not None and latent.shape[1] != latent_format.latent_channels \
             and torch.count_nonzero(latent) == 0:
         latent = torch.zeros([latent.shape[0], latent_format.latent_channels, *latent.shape[2:]], dtype=latent.dtype)
 
-    noise = prepare_noise(latent, seed, batch_index) if add_noise else zero_noise(latent)
+    if noise is None or not add_noise:
+        noise = prepare_noise(latent, seed, batch_index) if add_noise else zero_noise(latent)
     if sigmas is None:
         sigmas = compute_sigmas(ms, scheduler, steps, sampler_name, denoise)
     sliced = slice_sigmas(sigmas, start_step, last_step, is_full_denoise_forced=not return_with_leftover_noise)
@@ -160,7 +164,7 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
 
     if make_denoiser is None:
         guider = CFGDenoiser(model_fn, ms, positive, negative, cfg, latent.shape, fits=fits,
-                             cfg_function=cfg_function, post_cfg=post_cfg)
+                             cfg_function=cfg_function, post_cfg=post_cfg, pre_cfg=pre_cfg)
     else:
         guider = make_denoiser(model_fn, ms, latent.shape, fits=fits, cfg_function=cfg_function, post_cfg=post_cfg)
     is_guided = sampler_name in CFG_PP_SAMPLERS

@@ -142,6 +142,27 @@ class Folders:
                                                  frozenset(e.lower() for e in extensions))
             self._cache.pop(canonical_kind(kind), None)
 
+    def set_paths(self, kind: str, paths: list[Path | str]) -> None:
+        """Replace the folders of ``kind`` (created, with no extension filter, if unknown)."""
+        kind = canonical_kind(kind)
+        with self._lock:
+            _, extensions = self._kinds.get(kind, ([], frozenset()))
+            self._kinds[kind] = ([Path(os.path.abspath(os.path.expanduser(p))) for p in paths], extensions)
+            self._cache.pop(kind, None)
+
+    def set_extensions(self, kind: str, extensions: set[str] | frozenset[str]) -> None:
+        """Replace the accepted extensions of ``kind`` (empty: every file)."""
+        kind = canonical_kind(kind)
+        with self._lock:
+            paths, _ = self._entry(kind)
+            self._kinds[kind] = (paths, frozenset(e.lower() for e in extensions))
+            self._cache.pop(kind, None)
+
+    def remove_kind(self, kind: str) -> None:
+        with self._lock:
+            self._kinds.pop(canonical_kind(kind), None)
+            self._cache.pop(canonical_kind(kind), None)
+
     def model_folders(self) -> dict[str, tuple[list[Path], set[str]]]:
         """Every kind except custom_nodes, as ``{kind: (paths, extensions)}`` (the server's view)."""
         with self._lock:

@@ -5,7 +5,10 @@
   every other path is a file below it, registered after all API routes. Hashed ``/assets/*`` are
   cached for a year; the rest revalidates (``If-Modified-Since`` gives 304).
 * ``/templates/`` serves Plexus's own templates (``web/templates/``: the SD1.5 demo first), then the
-  optional ``comfyui-workflow-templates`` package; ``index.json`` lists ours first.
+  official ones: workflows and ``index*.json`` from ``comfyui-workflow-templates-json``, thumbnails from
+  whichever ``comfyui-workflow-templates-media-*`` bundles are installed (or the old single
+  ``comfyui-workflow-templates`` 0.1.x package). ``index.json`` lists ours first; an official template
+  whose nodes or model family this server lacks is marked unsupported (``web.template_catalog``).
 * ``/docs/`` serves the optional ``comfyui-embedded-docs`` package.
 * ``/extensions/<plugin>/...`` serves each plugin's ``WEB_DIRECTORY``.
 """
@@ -25,10 +28,15 @@ from storage.errors import StorageError
 from storage.safe_paths import resolve_inside
 
 from .services import Plugin
+from .template_catalog import mark_index, read_workflow
 
 log = logging.getLogger("plexus.web")
 
 OWN_TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATE_PACKAGES = ("comfyui_workflow_templates_json", "comfyui_workflow_templates_media_image",
+                     "comfyui_workflow_templates_media_video", "comfyui_workflow_templates_media_api",
+                     "comfyui_workflow_templates_media_other", "comfyui_workflow_templates_media_assets_01",
+                     "comfyui_workflow_templates_media_assets_02", "comfyui_workflow_templates")
 # Plexus's own editor extensions, served and listed like a plugin's WEB_DIRECTORY.
 OWN_EXTENSIONS = Plugin(
     "plexus-core",
@@ -93,28 +101,45 @@ def _safe_file(root: Path, relative: str) -> Path | None:
 
 
 class TemplateSources:
-    """Plexus's own templates plus the optional templates package, one URL space."""
+    """Plexus's own templates plus the installed template packages, one URL space. With
+    `registered` (the node types this server has) the packages' index entries are marked by
+    `template_catalog.mark_index`; the marked index is computed once per locale file."""
 
-    def __init__(self) -> None:
-        self.roots = [
-            p
-            for p in (OWN_TEMPLATES, package_dir("comfyui_workflow_templates", "templates"))
-            if p is not None and p.is_dir()
-        ]
+    def __init__(self, registered: Any = None, own: Path = OWN_TEMPLATES,
+                 packages: tuple[str, ...] = TEMPLATE_PACKAGES) -> None:
+        package_roots = [package_dir(name, "templates") for name in packages]
+        self.own = own if own.is_dir() else None
+        self.package_roots = [p for p in package_roots if p is not None]
+        self.roots = [p for p in (self.own, *self.package_roots) if p is not None]
+        self.registered = registered
+        self._marked: dict[str, list[Any]] = {}
+
+    def workflow(self, name: str) -> dict[str, Any] | None:
+        for root in self.package_roots:
+            found = read_workflow(root, name)
+            if found is not None:
+                return found
+        return None
+
+    def _read_index(self, root: Path, name: str) -> list[Any]:
+        path = root / name
+        if not path.is_file() and name != "index.json":
+            path = root / "index.json"  # a locale we lack: fall back to English for these entries
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return data if isinstance(data, list) else []
 
     def index(self, name: str) -> list[Any]:
-        merged: list[Any] = []
-        for root in self.roots:
-            path = root / name
-            if not path.is_file() and name != "index.json":
-                path = root / "index.json"  # a locale we lack: fall back to English for our entries
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(data, list):
-                merged += data
-        return merged
+        merged = self._read_index(self.own, name) if self.own is not None else []
+        if name not in self._marked:
+            official = next((entries for root in self.package_roots
+                             if (entries := self._read_index(root, name))), [])
+            if self.registered is not None:
+                official = mark_index(official, self.workflow, self.registered)
+            self._marked[name] = official
+        return merged + self._marked[name]
 
     def file(self, relative: str) -> Path | None:
         for root in self.roots:
@@ -124,9 +149,11 @@ class TemplateSources:
         return None
 
 
-def add_editor_routes(app: web.Application, static_root: Path | None, plugins: list[Plugin]) -> None:
-    """Register templates, docs, plugin web directories and (last) the editor's static files."""
-    templates = TemplateSources()
+def add_editor_routes(app: web.Application, static_root: Path | None, plugins: list[Plugin],
+                      registered: Any = None) -> None:
+    """Register templates, docs, plugin web directories and (last) the editor's static files.
+    `registered` (a container of node type names) marks the templates this server cannot run."""
+    templates = TemplateSources(registered)
     docs_root = package_dir("comfyui_embedded_docs", "docs")
     plugin_dirs = {
         p.name: Path(p.web_directory)

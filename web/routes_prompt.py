@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from execution.errors import PlexusError
+from execution.replacements import replace_in_prompt
 
 from . import jobs as J
 from .security import BadRequest, read_json_object
@@ -160,11 +161,15 @@ async def post_prompt(request: web.Request) -> web.StreamResponse:
         body = await read_json_object(request)
     except BadRequest as exc:
         return _prompt_error(exc.message, exc.details, exc.type)
+    plugin_api = getattr(state.services, "plugin_api", None)
+    if plugin_api is not None and plugin_api.on_prompt_handlers:
+        body = await state.call(plugin_api.trigger_on_prompt, body)
     asked = _read_prompt_body(body)
     if isinstance(asked, tuple):
         return _prompt_error(*asked)
 
-    result = await state.call(state.services.engine.validate, asked.prompt, asked.targets)
+    prompt = replace_in_prompt(asked.prompt, state.services.registry)  # renamed ComfyUI classes
+    result = await state.call(state.services.engine.validate, prompt, asked.targets)
     if not result.ok:
         return web.json_response(
             {"error": _error_json(result.error), "node_errors": result.node_errors or {}}, status=400
@@ -178,7 +183,7 @@ async def post_prompt(request: web.Request) -> web.StreamResponse:
     record = {
         "prompt_id": prompt_id,
         "number": asked.number,
-        "prompt": asked.prompt,
+        "prompt": prompt,
         "extra_data": extra_data,
         "client_id": asked.client_id,
         "outputs_to_execute": list(result.outputs_to_execute),

@@ -49,10 +49,16 @@ def create_app(services: Services, settings: ServerSettings | None = None) -> we
         app.router.add_get(prefix + "/ws", state.hub.handle)
     for route in routes_info.internal:
         app.router.add_route(route.method, "/internal" + route.path, route.handler)  # type: ignore[attr-defined]
-    add_editor_routes(app, static_root, services.plugins)
+    plugin_api = getattr(services, "plugin_api", None)
+    if plugin_api is not None:
+        state.feature_flags.update(plugin_api.feature_flags)
+        plugin_api.mount(app)          # plugin routes before the editor's files, which match anything
+    add_editor_routes(app, static_root, services.plugins, services.registry)
 
     async def on_startup(_: web.Application) -> None:
         await state.start()
+        if plugin_api is not None:
+            plugin_api.loop = asyncio.get_running_loop()
 
     async def on_shutdown(_: web.Application) -> None:
         await state.stop()

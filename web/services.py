@@ -86,3 +86,4 @@ class Services:
     plugins: list[Plugin] = field(default_factory=list)
     system_stats: Callable[[], dict[str, Any]] = default_system_stats
     free_memory: Callable[..., None] | None = None  # free_memory(unload_models=bool, free_memory=bool)
+    plugin_api: Any = None  # web.plugin_api.PluginWebAPI: the plugins' routes, messages, on-prompt handlers

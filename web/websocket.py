@@ -169,6 +169,10 @@ class ClientHub:
                 if flag not in frames:
                     frames[flag] = encode_preview(preview, meta, flag)
                 client.put(frames[flag], droppable=True)
+        elif event.type == "binary" and isinstance(event.data, dict):  # a plugin's ComfyUI binary event
+            frame = struct.pack(">I", int(event.data.get("event", 0))) + bytes(event.data.get("bytes", b""))
+            for client in targets:
+                client.put(frame, droppable=True)
         else:
             text = json.dumps({"type": event.type, "data": event.data}, default=str)
             for client in targets:

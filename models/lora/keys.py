@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 
 from torch import nn
 
+from models.lora.mmdit_keys import mmdit_lora_names
+from models.mmdit import MMDiT
 from models.text.clip import ClipTextModel
 from models.unet import UNetConfig, UNetModel
 
@@ -83,9 +85,10 @@ def diffusers_unet_module_map(config: UNetConfig) -> dict[str, str]:
             block += 1
 
     _resnet(out, "mid_block.resnets.0", "middle_block.0")
-    if config.transformer_depth_middle:
+    if config.transformer_depth_middle > 0:
         _transformer(out, "mid_block.attentions.0", "middle_block.1", config.transformer_depth_middle)
-    _resnet(out, "mid_block.resnets.1", f"middle_block.{2 if config.transformer_depth_middle else 1}")
+    if config.transformer_depth_middle >= 0:           # -1: one res block only (SSD-1B, Segmind Vega)
+        _resnet(out, "mid_block.resnets.1", f"middle_block.{2 if config.transformer_depth_middle else 1}")
 
     depths = iter(config.transformer_depth_output)
     block = 0
@@ -170,6 +173,8 @@ def lora_names_for(module: nn.Module, *, text_encoder_index: int | None = None,
     for path, sub in module.named_modules():
         if isinstance(sub, UNetModel):
             names.update(unet_lora_names(sub.config, keys, f"{path}." if path else ""))
+        if isinstance(sub, MMDiT):                        # SD3 / SD3.5 (models/lora/mmdit_keys.py)
+            names.update(mmdit_lora_names(sub.config, keys, f"{path}." if path else ""))
     count = text_encoder_count if text_encoder_count is not None else len(towers)
     for i, (path, _) in enumerate(towers):
         index = text_encoder_index if text_encoder_index is not None else i

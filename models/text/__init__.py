@@ -1,9 +1,12 @@
-"""Text encoders: CLIP ViT-L/14 (SD1.x) and OpenCLIP ViT-H/14 (SD2.x), with ComfyUI's prompt syntax.
+"""Text encoders: CLIP ViT-L/14 (SD1.x, SDXL), OpenCLIP ViT-H/14 (SD2.x) and ViT-bigG/14 (SDXL, SD3),
+with ComfyUI's prompt syntax.
 
 The interface the checkpoint loader and the nodes use:
 
-- `text_encoder_config_from_shapes(kind, shapes) -> ClipTextConfig` (pure; kinds "clip_l", "open_clip_h")
-- `load_text_encoder(kind, state_dict, *, dtype=None) -> TextEncoder` (checkpoint prefix already stripped)
+- `text_encoder_config_from_shapes(kind, shapes) -> ClipTextConfig` (pure; kinds "clip_l", "open_clip_h",
+  "open_clip_g" (bigG in OpenCLIP layout, SDXL checkpoints), "clip_g" (bigG in HF layout, clip_g files))
+- `load_text_encoder(kind, state_dict, *, dtype=None, **behaviour) -> TextEncoder` (checkpoint prefix
+  already stripped; `behaviour`: per-family overrides, e.g. `**CLIP_L_PENULTIMATE` for SDXL/SD3's CLIP-L)
 - `random_text_encoder_state_dict(kind, config, *, seed=0, dtype=torch.float32)` (real layout)
 - `TextEncoder.tokenize(text, embeddings=None)`, `.encode(text_or_tokens, *, clip_skip=None,
   embeddings=None) -> (cond [1, 77k, C], pooled [1, P])`, `.default_clip_skip`, `.dtype`
@@ -15,9 +18,10 @@ Module map: `bpe.py` tokenizer and vocabulary, `prompt.py` weights / embeddings 
 `clip.py` the transformer, `convert.py` layouts and key conversion, `encoder.py` TextEncoder.
 """
 from .bpe import END_TOKEN, START_TOKEN, BPETokenizer
-from .clip import ClipTextConfig, ClipTextModel
+from .clip import BEHAVIOUR_FIELDS, CLIP_L_PENULTIMATE, ClipTextConfig, ClipTextModel
 from .convert import (
     KINDS,
+    LAYOUTS,
     convert_state_dict,
     random_text_encoder_state_dict,
     text_encoder_config_from_shapes,
@@ -26,8 +30,11 @@ from .encoder import TextEncoder, load_text_encoder
 from .prompt import EmbeddingLookup, TokenChunk, parse_weights, tokenize_prompt
 
 __all__ = [
+    "BEHAVIOUR_FIELDS",
+    "CLIP_L_PENULTIMATE",
     "END_TOKEN",
     "KINDS",
+    "LAYOUTS",
     "START_TOKEN",
     "BPETokenizer",
     "ClipTextConfig",

@@ -2,7 +2,7 @@
 Language Supervision"; architecture of GPT-2, Radford et al. 2019: pre-LayerNorm blocks, causal mask).
 
 One module for every CLIP text tower Stable Diffusion uses: OpenAI CLIP ViT-L/14 (SD1.x, SDXL's first
-tower) and OpenCLIP ViT-H/14 (SD2.x), later bigG (SDXL). Parameter names follow the Hugging Face
+tower), OpenCLIP ViT-H/14 (SD2.x) and OpenCLIP ViT-bigG/14 (SDXL's second tower, SD3's clip_g). Parameter names follow the Hugging Face
 `CLIPTextModel` layout (`text_model.embeddings...`, `encoder.layers.N.self_attn.q_proj` ...), the
 layout SD1 checkpoints store; OpenCLIP checkpoints are converted to it in `convert.py`.
 
@@ -40,7 +40,21 @@ KIND_DEFAULTS: dict[str, dict] = {
     "clip_l": {"activation": "quick_gelu", "default_clip_skip": -1, "pad_token": 49407},
     # SD2: OpenCLIP ViT-H, exact gelu, penultimate layer, padded with 0 (ComfyUI sd2_clip.py)
     "open_clip_h": {"activation": "gelu", "default_clip_skip": -2, "pad_token": 0},
+    # SDXL / SD3: OpenCLIP ViT-bigG, exact gelu, penultimate layer *without* final_layer_norm, padded with 0;
+    # pooled = text_projection(final_layer_norm(last layer) at the end token) (ComfyUI sdxl_clip.py
+    # SDXLClipG: layer="penultimate", layer_norm_hidden_state=False; tokenizer pad_with_end=False).
+    # "open_clip_g": OpenCLIP layout, as SDXL checkpoints store it (`conditioner.embedders.1.model.`);
+    # "clip_g": Hugging Face CLIPTextModelWithProjection layout, as standalone clip_g files store it.
+    "open_clip_g": {"activation": "gelu", "default_clip_skip": -2, "norm_hidden_state": False, "pad_token": 0},
+    "clip_g": {"activation": "gelu", "default_clip_skip": -2, "norm_hidden_state": False, "pad_token": 0},
 }
+
+# Behaviour a model family sets on a tower beyond its kind's defaults (`load_text_encoder(..., **behaviour)`).
+BEHAVIOUR_FIELDS = ("default_clip_skip", "norm_hidden_state", "pad_token")
+# SDXL and SD3 run CLIP-L at the penultimate layer without final_layer_norm (ComfyUI sdxl_clip.py /
+# sd3_clip.py: SDClipModel(layer="hidden", layer_idx=-2, layer_norm_hidden_state=False)); padding stays
+# the end token.
+CLIP_L_PENULTIMATE = {"default_clip_skip": -2, "norm_hidden_state": False}
 
 
 @dataclass(frozen=True)
@@ -48,7 +62,7 @@ class ClipTextConfig:
     """Sizes and behaviour of one text tower. `text_encoder_config_from_shapes` derives it from a file;
     `ClipTextConfig.of_kind("open_clip_h", hidden_size=...)` builds one by hand with the kind's defaults."""
 
-    kind: str = "clip_l"                # "clip_l" (HF layout) or "open_clip_h" (OpenCLIP layout)
+    kind: str = "clip_l"                # "clip_l", "clip_g" (HF layout); "open_clip_h", "open_clip_g" (OpenCLIP)
     vocab_size: int = 49408
     max_positions: int = 77
     hidden_size: int = 768

@@ -1,12 +1,14 @@
 """Text-encoder checkpoint layouts: sizes from shapes, key conversion, random weights in the real layout.
 
-Two layouts, with the checkpoint prefix (`cond_stage_model.transformer.` / `cond_stage_model.model.`)
-already stripped:
-- "clip_l": Hugging Face CLIPTextModel names, as SD1.x files store them (`text_model.embeddings.
+Two layouts, with the checkpoint prefix (`cond_stage_model.transformer.` / `cond_stage_model.model.`,
+SDXL's `conditioner.embedders.0.transformer.` / `conditioner.embedders.1.model.`) already stripped; each
+kind has one (`LAYOUTS`): "clip_l" and "clip_g" the HF layout, "open_clip_h" and "open_clip_g" OpenCLIP's.
+- HF layout ("clip_l", "clip_g"): Hugging Face CLIPTextModel names, as SD1.x files store them (`text_model.embeddings.
   token_embedding.weight`, `text_model.encoder.layers.N.self_attn.q_proj.weight` ...). SD1.5 also
   stores `text_model.embeddings.position_ids` (I64 0..76, sometimes a drifted float); some old files
-  lack the `text_model.` level. An optional `text_projection.weight` is [out, in] (nn.Linear).
-- "open_clip_h": OpenCLIP names, as SD2.x files store them: `token_embedding.weight`,
+  lack the `text_model.` level. An optional `text_projection.weight` is [out, in] (nn.Linear); standalone
+  bigG files (`clip_g.safetensors`, transformers' CLIPTextModelWithProjection) always carry it.
+- OpenCLIP layout ("open_clip_h", "open_clip_g"): OpenCLIP names, as SD2.x and SDXL files store them: `token_embedding.weight`,
   `positional_embedding` (no `.weight`), `transformer.resblocks.N.{ln_1, attn.in_proj_weight/bias
   (q, k, v stacked on dim 0), attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj}`, `ln_final`,
   `text_projection` [in, out] used as `x @ W` (so the Linear weight is its transpose), `logit_scale`.
@@ -27,6 +29,7 @@ from ..errors import KeyMismatchError, UnknownModelError, summarise_keys
 from .clip import KIND_DEFAULTS, ClipTextConfig
 
 KINDS = tuple(KIND_DEFAULTS)
+LAYOUTS = {"clip_l": "hf", "clip_g": "hf", "open_clip_h": "open_clip", "open_clip_g": "open_clip"}
 HEAD_DIM = 64         # every CLIP text tower SD uses: L 768/12, H 1024/16, bigG 1280/20
 
 # OpenCLIP resblock names -> HF layer names (weight and bias each)
@@ -38,7 +41,7 @@ _HF_LAYER_PARAMS = [f"{m}.{p}" for m in ("self_attn.q_proj", "self_attn.k_proj",
                                           "self_attn.out_proj", "layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2")
                     for p in ("weight", "bias")]
 # stored in real files, not needed to run (constants or training-only)
-_IGNORED = {"clip_l": {"text_model.embeddings.position_ids", "logit_scale"}, "open_clip_h": {"logit_scale"}}
+_IGNORED = {"hf": {"text_model.embeddings.position_ids", "logit_scale"}, "open_clip": {"logit_scale"}}
 
 
 def _check_kind(kind: str) -> None:
@@ -70,7 +73,7 @@ def text_encoder_config_from_shapes(kind: str, shapes: Mapping[str, tuple[int, .
     """The config of a text tower from its (prefix-stripped) key -> shape map; pure, no tensors needed."""
     _check_kind(kind)
     shapes = {k: tuple(v) for k, v in shapes.items()}
-    if kind == "clip_l":
+    if LAYOUTS[kind] == "hf":
         p = "text_model." if _with_text_model_prefix(shapes) else ""
         needed = [f"{p}embeddings.token_embedding.weight", f"{p}embeddings.position_embedding.weight",
                   f"{p}encoder.layers.0.mlp.fc1.weight"]
@@ -126,12 +129,13 @@ def convert_state_dict(kind: str, state_dict: Mapping[str, Tensor], config: Clip
     names in the file. The known unused keys (`position_ids`, `logit_scale`) may be absent and are dropped."""
     _check_kind(kind)
     tensors = dict(state_dict)
-    if kind == "clip_l" and not _with_text_model_prefix(tensors):          # old files: no `text_model.` level
+    layout = LAYOUTS[kind]
+    if layout == "hf" and not _with_text_model_prefix(tensors):          # old files: no `text_model.` level
         tensors = {k if k in ("text_projection.weight", "logit_scale") else "text_model." + k: v
                    for k, v in tensors.items()}
-    _check_against(tensors, checkpoint_shapes(kind, config), _IGNORED[kind], kind)
-    kept = {k: v for k, v in tensors.items() if k not in _IGNORED[kind]}
-    if kind == "clip_l":
+    _check_against(tensors, checkpoint_shapes(kind, config), _IGNORED[layout], kind)
+    kept = {k: v for k, v in tensors.items() if k not in _IGNORED[layout]}
+    if layout == "hf":
         return kept
     return dict(pair for key, tensor in kept.items() for pair in _open_clip_key(key, tensor))
 
@@ -191,8 +195,10 @@ def random_text_encoder_state_dict(kind: str, config: ClipTextConfig, *, seed: i
         else:
             t = torch.randn(shape, generator=gen) / math.sqrt(shape[-1])
         hf[name] = t.to(device=device, dtype=dtype)
+    if kind == "clip_g":
+        return dict(sorted(hf.items()))          # transformers >= 4.31 saves no position_ids buffer
     if kind == "clip_l":
-        # SD1.5 stores the position ids: I64 [1, P] holding 0..P-1
+        # SD1.5 and SDXL store the position ids: I64 [1, P] holding 0..P-1
         hf["text_model.embeddings.position_ids"] = torch.arange(config.max_positions, device=device).unsqueeze(0)
         return dict(sorted(hf.items()))
     return dict(sorted(_to_open_clip(hf, config, dtype, device).items()))
@@ -200,7 +206,7 @@ def random_text_encoder_state_dict(kind: str, config: ClipTextConfig, *, seed: i
 
 def to_open_clip_layout(hf: Mapping[str, Tensor], config: ClipTextConfig, dtype: torch.dtype,
                         device: torch.device | str = "cpu") -> dict[str, Tensor]:
-    """HF-named OpenCLIP text weights (as the encoder holds them) -> the names SD2.x files store."""
+    """HF-named OpenCLIP text weights (as the encoder holds them) -> the names SD2.x / SDXL files store."""
     return _to_open_clip(dict(hf), config, dtype, device)
 
 

@@ -15,6 +15,7 @@ Textual inversion: `tokenize(..., embeddings=lookup)` puts the looked-up vectors
 """
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Mapping
 
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 from ..errors import ModelError
 from ..files import cast
 from .bpe import END_TOKEN, START_TOKEN, BPETokenizer
-from .clip import ClipTextConfig, ClipTextModel
+from .clip import BEHAVIOUR_FIELDS, ClipTextConfig, ClipTextModel
 from .convert import convert_state_dict, text_encoder_config_from_shapes
 from .prompt import CHUNK_LENGTH, EmbeddingLookup, TokenChunk, tokenize_prompt
 
@@ -116,10 +117,17 @@ def _is_id(token: object) -> bool:
     return isinstance(token, numbers.Integral) or (isinstance(token, Tensor) and token.ndim == 0)
 
 
-def load_text_encoder(kind: str, state_dict: Mapping[str, Tensor], *, dtype: torch.dtype | None = None) -> TextEncoder:
+def load_text_encoder(kind: str, state_dict: Mapping[str, Tensor], *, dtype: torch.dtype | None = None,
+                      **behaviour) -> TextEncoder:
     """Build a text encoder from checkpoint tensors (prefix already stripped), converting the layout and
-    checking every key. dtype None keeps the checkpoint's floating dtype. Meta tensors give a meta model."""
+    checking every key. dtype None keeps the checkpoint's floating dtype. Meta tensors give a meta model.
+    `behaviour` overrides the kind's defaults for a model family (`BEHAVIOUR_FIELDS`: default_clip_skip,
+    norm_hidden_state, pad_token), e.g. `**CLIP_L_PENULTIMATE` for SDXL's CLIP-L."""
+    unknown = set(behaviour) - set(BEHAVIOUR_FIELDS)
+    if unknown:
+        raise ModelError(f"unknown text encoder behaviour {sorted(unknown)}; choose from {list(BEHAVIOUR_FIELDS)}")
     config = text_encoder_config_from_shapes(kind, {k: tuple(v.shape) for k, v in state_dict.items()})
+    config = dataclasses.replace(config, **behaviour)
     params = convert_state_dict(kind, state_dict, config)
     with torch.device("meta"):
         model = ClipTextModel(config)                                # no random init: weights come next

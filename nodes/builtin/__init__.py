@@ -17,4 +17,13 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.vae",
     "nodes.builtin.lora",
     "nodes.builtin.upscale",
+    "nodes.builtin.latent_math",
+    "nodes.builtin.image_filters",
+    "nodes.builtin.image_transform",
+    "nodes.builtin.masks",
+    "nodes.builtin.strings",
+    "nodes.builtin.logic",
+    "nodes.builtin.model_patches_unet",
+    "nodes.builtin.sd3",
+    "nodes.builtin.sdxl",
 )

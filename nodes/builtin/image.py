@@ -111,10 +111,22 @@ class SaveImage:
     extra_pnginfo = Hidden("EXTRA_PNGINFO")
     RETURNS = ()
 
+    # ComfyUI's instance attributes, which plugin subclasses set in their own __init__
+    output_dir: str | None = None      # None: the folder of ``type``
+    type = "output"
+    prefix_append = ""
+    compress_level = 4
+
     def run(self, images: torch.Tensor, filename_prefix: str = "ComfyUI", prompt: dict | None = None,
             extra_pnginfo: dict | None = None) -> dict:
-        return save_images(images, filename_prefix, services.folders().output, "output", prompt,
-                           extra_pnginfo, compress_level=4)
+        return self.save_images(images, filename_prefix, prompt, extra_pnginfo)
+
+    def save_images(self, images: torch.Tensor, filename_prefix: str = "ComfyUI", prompt: dict | None = None,
+                    extra_pnginfo: dict | None = None) -> dict:
+        """ComfyUI's method: writes into ``self.output_dir`` (or the ``self.type`` folder)."""
+        folder = Path(self.output_dir) if self.output_dir else services.folders().directory(self.type)
+        return save_images(images, filename_prefix + self.prefix_append, folder, self.type, prompt,
+                           extra_pnginfo, compress_level=self.compress_level)
 
 
 @node("PreviewImage", category="image", display_name="Preview Image", output_node=True,
@@ -125,10 +137,17 @@ class PreviewImage:
     extra_pnginfo = Hidden("EXTRA_PNGINFO")
     RETURNS = ()
 
+    type = "temp"
+    compress_level = 1
+
+    def __init__(self) -> None:
+        self.prefix_append = "_temp_" + "".join(random.choice(string.ascii_lowercase) for _ in range(5))
+
     def run(self, images: torch.Tensor, prompt: dict | None = None, extra_pnginfo: dict | None = None) -> dict:
-        suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
-        return save_images(images, f"ComfyUI_temp_{suffix}", services.folders().temp, "temp", prompt,
-                           extra_pnginfo, compress_level=1)
+        return self.save_images(images, "ComfyUI", prompt, extra_pnginfo)
+
+    save_images = SaveImage.save_images
+    output_dir = None
 
 
 @node("ImageScale", category="image/upscaling", display_name="Upscale Image")

@@ -10,6 +10,12 @@ Refresh it from a running ComfyUI (any machine; ComfyUI itself is never needed b
 
     python -m tests.compat.core_specs --url http://127.0.0.1:8188 --version 0.8.0 --commit <sha>
 
+and the whole core set of a release (``--all`` writes ``tests/data/comfyui_core_specs_0364.json``)::
+
+    python -m tests.compat.core_specs --all --url http://127.0.0.1:8190 --version 0.3.64 --commit a125cd84
+
+``python -m tests.compat.core_specs --coverage`` counts the core nodes Plexus registers.
+
 The same module turns a fixture entry and a Plexus ``NodeRegistry.object_info`` entry into one
 canonical form (``canonical``) so the test compares them field by field.
 """
@@ -57,7 +63,43 @@ FILE_LISTS: dict[str, str] = {
     "LoraLoader.lora_name": "loras",
     "LoraLoaderModelOnly.lora_name": "loras",
     "HypernetworkLoader.hypernetwork_name": "hypernetworks",
+    # Further file lists of the whole core set (ALL_CORE_FIXTURE).
+    "LoadImageOutput.image": "output",
+    "DualCLIPLoader.clip_name1": "text_encoders",
+    "DualCLIPLoader.clip_name2": "text_encoders",
+    "TripleCLIPLoader.clip_name1": "text_encoders",
+    "TripleCLIPLoader.clip_name2": "text_encoders",
+    "TripleCLIPLoader.clip_name3": "text_encoders",
+    "QuadrupleCLIPLoader.clip_name1": "text_encoders",
+    "QuadrupleCLIPLoader.clip_name2": "text_encoders",
+    "QuadrupleCLIPLoader.clip_name3": "text_encoders",
+    "QuadrupleCLIPLoader.clip_name4": "text_encoders",
+    "ControlNetLoader.control_net_name": "controlnet",
+    "DiffControlNetLoader.control_net_name": "controlnet",
+    "StyleModelLoader.style_model_name": "style_models",
+    "CLIPVisionLoader.clip_name": "clip_vision",
+    "unCLIPCheckpointLoader.ckpt_name": "checkpoints",
+    "GLIGENLoader.gligen_name": "gligen",
+    "CheckpointLoader.config_name": "configs",
+    "CheckpointLoader.ckpt_name": "checkpoints",
+    "DiffusersLoader.model_path": "diffusers",
+    "ImageOnlyCheckpointLoader.ckpt_name": "checkpoints",
+    "PhotoMakerLoader.photomaker_model_name": "photomaker",
+    "CreateHookLora.lora_name": "loras",
+    "CreateHookLoraModelOnly.lora_name": "loras",
+    "CreateHookModelAsLora.ckpt_name": "checkpoints",
+    "CreateHookModelAsLoraModelOnly.ckpt_name": "checkpoints",
+    "Load3D.model_file": "input/3d",
+    "Load3DAnimation.model_file": "input/3d",
+    "LoadVideo.file": "input",
+    "ModelPatchLoader.name": "model_patches",
 }
+
+# The whole core node set of one ComfyUI release (its `nodes` and `comfy_extras` modules; the paid
+# cloud nodes of `comfy_api_nodes` are left out), for nodes beyond CORE_NODES. See
+# tests/compat/test_all_core_specs.py.
+ALL_CORE_FIXTURE = Path(__file__).resolve().parents[1] / "data" / "comfyui_core_specs_0364.json"
+CORE_MODULE_PREFIXES = ("nodes", "comfy_extras")
 
 # Widget option keys that describe structure. Everything else (tooltip, placeholder, and any key a
 # later ComfyUI adds) is dropped, so the fixture never carries ComfyUI's wording.
@@ -204,16 +246,62 @@ def build_fixture(object_info: dict[str, Any], *, version: str, commit: str | No
     }
 
 
+def build_all_core_fixture(object_info: dict[str, Any], *, version: str, commit: str | None) -> dict[str, Any]:
+    """Every core node of ``object_info`` (python_module ``nodes`` or ``comfy_extras.*``), stripped."""
+    names = sorted(name for name, entry in object_info.items()
+                   if str(entry.get("python_module", "")).split(".")[0] in CORE_MODULE_PREFIXES)
+    fixture = build_fixture(object_info, version=version, commit=commit)
+    fixture["_source"]["selection"] = ("every node whose python_module is `nodes` or `comfy_extras.*` "
+                                       "(the comfy_api_nodes cloud nodes are left out)")
+    fixture["nodes"] = {name: strip_entry(name, object_info[name]) for name in names}
+    return fixture
+
+
+def coverage_report() -> str:
+    """How many of the release's core nodes Plexus registers, and which are missing (by module)."""
+    import tempfile
+
+    from execution.registry import NodeRegistry
+    from nodes import services
+    from nodes.registry import register_builtins
+    from storage.folders import Folders
+
+    everything = load_fixture(ALL_CORE_FIXTURE)["nodes"]
+    registry = NodeRegistry()
+    with tempfile.TemporaryDirectory() as root:
+        services.install(services.NodeServices(Folders(Path(root))))
+        try:
+            register_builtins(registry)
+        finally:
+            services.install(None)
+    have = sorted(name for name in everything if name in registry)
+    missing = sorted(name for name in everything if name not in registry)
+    lines = [f"Plexus registers {len(have)} of the {len(everything)} core nodes of ComfyUI "
+             f"{load_fixture(ALL_CORE_FIXTURE)['_source']['version']} "
+             f"({len(registry.names())} node classes in all)", "missing:"]
+    lines += [f"  {name}" for name in missing]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:] == ["--coverage"] or argv == ["--coverage"]:
+        print(coverage_report())
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--all", action="store_true",
+                        help="every core node (write ALL_CORE_FIXTURE unless --out is given)")
     parser.add_argument("--url", default="http://127.0.0.1:8188", help="a running ComfyUI")
     parser.add_argument("--version", required=True, help="ComfyUI version, e.g. 0.8.0")
     parser.add_argument("--commit", default=None, help="the ComfyUI commit it runs")
-    parser.add_argument("--out", type=Path, default=FIXTURE)
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     with urllib.request.urlopen(f"{args.url.rstrip('/')}/object_info", timeout=60) as response:
         object_info = json.load(response)
-    fixture = build_fixture(object_info, version=args.version, commit=args.commit)
+    if args.all:
+        fixture = build_all_core_fixture(object_info, version=args.version, commit=args.commit)
+    else:
+        fixture = build_fixture(object_info, version=args.version, commit=args.commit)
+    args.out = args.out or (ALL_CORE_FIXTURE if args.all else FIXTURE)
     args.out.write_text(json.dumps(fixture, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {len(fixture['nodes'])} node specs to {args.out}", file=sys.stderr)
     return 0

@@ -265,4 +265,4 @@ def test_standalone_vae_unet_and_text_encoder_files(tiny_sd15, manager, tmp_path
                               sampler_name="euler", scheduler="normal")
     assert vae_ops.decode(vae, latent["samples"]).shape == (1, 64, 64, 3)
     with pytest.raises(Exception, match="not supported yet"):
-        loading.load_text_encoder_file(tmp_path / "clip_l.safetensors", manager, "sd3")
+        loading.load_text_encoder_file(tmp_path / "clip_l.safetensors", manager, "flux")

@@ -448,3 +448,14 @@ def test_a_subgraph_that_contains_itself_is_refused(registry):
     workflow["definitions"] = {"subgraphs": [definition]}
     with pytest.raises(PlexusError, match="a subgraph contains itself"):
         workflow_to_prompt(workflow, registry)
+
+
+def test_subgraph_instance_inputs_match_the_definition_by_name(registry):
+    # The editor may save an instance's inputs in another order than the definition's slots (or
+    # only some of them): the definition's "clip" slot 0 must find the instance's "clip" input.
+    workflow = subgraph_workflow()
+    instance = workflow["nodes"][1]
+    instance["inputs"] = list(reversed(instance["inputs"]))       # [text, clip]
+    workflow["links"] = [[1, 1, 1, 2, 1, "CLIP"], [2, 2, 0, 3, 0, "CONDITIONING"]]
+    prompt = workflow_to_prompt(workflow, registry)
+    assert inputs_of(prompt, "2:1") == {"text": "outer text", "clip": ["1", 1]}

@@ -56,7 +56,8 @@ def test_specs_match_comfyui(folders) -> None:
     options = spec["strength_model"][1]
     assert spec["strength_model"][0] == "FLOAT" and {k: options[k] for k in ("default", "min", "max", "step")} == \
         {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}
-    assert (LoraLoader.RETURN_TYPES, LoraLoader.CATEGORY, LoraLoader.FUNCTION) == (("MODEL", "CLIP"), "loaders", "run")
+    assert (LoraLoader.RETURN_TYPES, LoraLoader.CATEGORY) == (("MODEL", "CLIP"), "loaders")
+    assert LoraLoader.FUNCTION in ("run", "load_lora")   # ComfyUI's name once registered (nodes.comfy_methods)
     assert list(LoraLoaderModelOnly.INPUT_TYPES()["required"]) == ["model", "lora_name", "strength_model"]
     assert LoraLoaderModelOnly.RETURN_TYPES == ("MODEL",)
     hyper = HypernetworkLoader.INPUT_TYPES()["required"]

@@ -127,9 +127,9 @@ def test_unknown_extra_keys_are_reported_not_fatal(tiny_checkpoint, tmp_path):
     assert ckpt.unconsumed == ["some_training_state.step"]
 
 
-def test_sdxl_file_is_refused_clearly(tmp_path):
+def test_a_label_emb_without_the_rest_of_sdxl_is_refused_clearly(tmp_path):
     path = tmp_path / "xl.safetensors"
     save_file({"model.diffusion_model.label_emb.0.0.weight": torch.zeros(2, 2),
                "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 4, 3, 3)}, path)
-    with pytest.raises(UnsupportedModelError, match="SDXL"):
+    with pytest.raises(ModelError, match="Incomplete LDM UNet: no model.diffusion_model.out.2.weight"):
         load_checkpoint(path)

@@ -54,12 +54,6 @@ def test_sd2_prediction_statistic_follows_comfyui():
     assert sniff_sd2_prediction(0.15) == "v" and sniff_sd2_prediction(0.0) == "eps"
 
 
-@pytest.mark.parametrize("name,family", [("sdxl_base", "SDXL"), ("sd3_medium", "SD3"), ("sd35_medium", "SD3")])
-def test_later_families_are_recognised_but_refused(name, family):
-    with pytest.raises(UnsupportedModelError, match=f"recognised as {family}.*not supported yet"):
-        detect(manifest_shapes(name))
-
-
 def test_inpainting_variant_from_nine_input_channels():
     shapes = dict(manifest_shapes("sd15_emaonly"))
     shapes["model.diffusion_model.input_blocks.0.0.weight"] = (320, 9, 3, 3)

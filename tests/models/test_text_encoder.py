@@ -35,7 +35,13 @@ TINY = {
     "clip_l": ClipTextConfig.of_kind("clip_l", hidden_size=128, num_layers=3, num_heads=2, intermediate_size=256),
     "open_clip_h": ClipTextConfig.of_kind("open_clip_h", hidden_size=128, num_layers=3, num_heads=2,
                                           intermediate_size=256, projection_dim=96),
+    # bigG (SDXL's second tower, SD3's clip_g): OpenCLIP layout as in SDXL checkpoints, HF layout as in clip_g files
+    "open_clip_g": ClipTextConfig.of_kind("open_clip_g", hidden_size=128, num_layers=3, num_heads=2,
+                                          intermediate_size=256, projection_dim=96),
+    "clip_g": ClipTextConfig.of_kind("clip_g", hidden_size=128, num_layers=3, num_heads=2,
+                                     intermediate_size=256, projection_dim=96),
 }
+OPEN_CLIP_KINDS = ("open_clip_h", "open_clip_g")
 PROMPT = "a photo of a cat, (masterpiece:1.2), best quality"
 
 
@@ -98,24 +104,30 @@ def transformers_reference(kind: str, sd: dict[str, torch.Tensor], config: ClipT
     if kind == "clip_l":
         model = transformers.CLIPTextModel(hf_config)
         weights = {k: v for k, v in sd.items() if k != "text_model.embeddings.position_ids"}
+    elif kind == "clip_g":
+        model = transformers.CLIPTextModelWithProjection(hf_config)
+        weights = dict(sd)
     else:
         model = transformers.CLIPTextModelWithProjection(hf_config)
         weights = open_clip_to_transformers(sd, config.num_layers)
     wanted = set(model.state_dict())
     if not any(k.startswith("text_model.") for k in wanted):          # transformers 5.x has no text_model level
         weights = {k.removeprefix("text_model."): v for k, v in weights.items()}
-    elif kind == "open_clip_h":
+    elif kind in OPEN_CLIP_KINDS:
         weights = {(k if k.startswith("text_projection") else "text_model." + k): v for k, v in weights.items()}
     model.load_state_dict(weights, strict=True)
     return model.eval()
 
 
-def run_transformers(model: nn.Module, ids: torch.Tensor, clip_skip: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (final_layer_norm(hidden state after layer `clip_skip`), pooled [projected if the model has it])."""
+def run_transformers(model: nn.Module, ids: torch.Tensor, clip_skip: int,
+                     norm_hidden: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (final_layer_norm(hidden state after layer `clip_skip`) (unnormalised if not `norm_hidden`),
+    pooled [projected if the model has it])."""
     with torch.no_grad():
         out = model(input_ids=ids, output_hidden_states=True)
         norm = model.final_layer_norm if hasattr(model, "final_layer_norm") else model.text_model.final_layer_norm
-        hidden = norm(out.hidden_states[clip_skip])      # hidden_states[0] = embeddings, [-1] = last layer
+        hidden = out.hidden_states[clip_skip]            # hidden_states[0] = embeddings, [-1] = last layer
+        hidden = norm(hidden) if norm_hidden else hidden
         pooled = out.text_embeds if hasattr(out, "text_embeds") else out.pooler_output
     return hidden, pooled
 
@@ -166,7 +178,8 @@ def unweighted(chunks):
 def test_hidden_states_and_pooled_match_transformers(kind, reference, encoder, clip_skip) -> None:
     chunks = unweighted(encoder.tokenize("a photo of a cat, best quality"))
     cond, pooled = encoder.encode(chunks, clip_skip=clip_skip)
-    ref_hidden, ref_pooled = run_transformers(reference, chunk_ids(chunks), clip_skip)
+    ref_hidden, ref_pooled = run_transformers(reference, chunk_ids(chunks), clip_skip,
+                                              norm_hidden=TINY[kind].norm_hidden_state)
     assert cond.shape == (1, 77, 128) and cond.dtype == torch.float32
     assert (cond - ref_hidden).abs().max() < ATOL
     assert pooled.shape == (1, TINY[kind].pooled_dim)
@@ -186,9 +199,10 @@ def test_open_clip_layout_matches_a_multihead_attention_reference() -> None:
 
 
 def test_default_clip_skip_and_padding_per_kind(kind, encoder) -> None:
-    assert encoder.default_clip_skip == {"clip_l": -1, "open_clip_h": -2}[kind]
+    assert encoder.default_clip_skip == {"clip_l": -1, "open_clip_h": -2, "open_clip_g": -2, "clip_g": -2}[kind]
     (chunk,) = encoder.tokenize("cat")
-    assert chunk[-1][0] == {"clip_l": END_TOKEN, "open_clip_h": 0}[kind]
+    assert chunk[-1][0] == {"clip_l": END_TOKEN, "open_clip_h": 0, "open_clip_g": 0, "clip_g": 0}[kind]
+    assert encoder.config.norm_hidden_state == (kind in ("clip_l", "open_clip_h"))
     assert torch.equal(encoder.encode("cat")[0], encoder.encode("cat", clip_skip=encoder.default_clip_skip)[0])
 
 
@@ -283,7 +297,7 @@ def test_a_wrong_shape_is_named(kind, state_dict) -> None:
 
 
 def test_the_wrong_layout_lists_what_was_found(state_dict, kind) -> None:
-    other = "open_clip_h" if kind == "clip_l" else "clip_l"
+    other = "open_clip_h" if kind in ("clip_l", "clip_g") else "clip_l"
     with pytest.raises(UnknownModelError, match="found"):
         text_encoder_config_from_shapes(other, {k: tuple(v.shape) for k, v in state_dict.items()})
 
@@ -311,3 +325,46 @@ def test_an_hf_layout_projection_is_loaded_and_applied_to_pooled() -> None:
     base_cond, base_pooled = encoder.encode("a cat")
     assert torch.equal(cond, base_cond)
     assert torch.allclose(pooled, base_pooled @ projection.T, atol=1e-5, rtol=0)
+
+
+# --- bigG (SDXL / SD3 clip_g) and per-family behaviour ------------------------------------------------------
+
+def test_big_g_in_both_layouts_gives_the_same_encoding() -> None:
+    """An SDXL checkpoint's OpenCLIP-layout bigG and the same weights as an HF-layout clip_g file encode alike."""
+    open_clip_sd, open_clip = tiny("open_clip_g")
+    hf_sd = {k: v for k, v in open_clip_to_transformers(open_clip_sd, 3).items()}
+    hf_sd = {(k if k.startswith("text_projection") else "text_model." + k): v for k, v in hf_sd.items()}
+    as_hf = load_text_encoder("clip_g", hf_sd)
+    for prompt in ("a photo of a cat", "a (photo:1.3) of a cat, " + "dog " * 80):
+        a, a_pooled = open_clip.encode(prompt)
+        b, b_pooled = as_hf.encode(prompt)
+        assert a.shape == b.shape and (a - b).abs().max() < 1e-5 and (a_pooled - b_pooled).abs().max() < 1e-5
+
+
+def test_big_g_penultimate_is_unnormalised_and_pooled_is_normed_and_projected() -> None:
+    """ComfyUI SDXLClipG: hidden = penultimate layer output as is; pooled = ln_final(last)[eot] @ projection."""
+    state_dict, encoder = tiny("open_clip_g")
+    chunks = unweighted(encoder.tokenize("a photo of a cat"))
+    cond, pooled = encoder.encode(chunks)
+    ref = OpenClipReference(state_dict, layers=3, heads=2)
+    ids = chunk_ids(chunks)
+    ln = lambda t: F.layer_norm(t, (128,), state_dict["ln_final.weight"], state_dict["ln_final.bias"])
+    normed, ref_pooled = ref(ids, stop_after=1)
+    assert (pooled - ref_pooled).abs().max() < ATOL
+    assert (ln(cond) - normed).abs().max() < ATOL and (cond - normed).abs().max() > 1e-2
+
+
+def test_behaviour_overrides_give_sdxl_clip_l() -> None:
+    """SDXL/SD3 run CLIP-L at the penultimate layer without final_layer_norm (CLIP_L_PENULTIMATE)."""
+    from models.text import CLIP_L_PENULTIMATE
+
+    state_dict, _ = tiny("clip_l")
+    encoder = load_text_encoder("clip_l", state_dict, **CLIP_L_PENULTIMATE)
+    assert encoder.default_clip_skip == -2 and encoder.config.pad_token == END_TOKEN
+    reference = transformers_reference("clip_l", state_dict, TINY["clip_l"])
+    chunks = unweighted(encoder.tokenize("a photo of a cat"))
+    cond, _ = encoder.encode(chunks)
+    ref_hidden, _ = run_transformers(reference, chunk_ids(chunks), -2, norm_hidden=False)
+    assert (cond - ref_hidden).abs().max() < ATOL
+    with pytest.raises(Exception, match="behaviour"):
+        load_text_encoder("clip_l", state_dict, clip_skip=-2)

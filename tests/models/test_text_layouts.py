@@ -1,4 +1,4 @@
-"""Full-size text-encoder layouts against the key manifests of real SD1.5 / SD2.1 files (meta tensors only)."""
+"""Full-size text-encoder layouts against the key manifests of real SD1.5 / SD2.1 / SDXL files (meta tensors only)."""
 from __future__ import annotations
 
 import json
@@ -24,6 +24,13 @@ CASES = {
     "sd21": ("sd21_768v.json", "cond_stage_model.model.", "open_clip_h", ClipTextConfig.of_kind(
         "open_clip_h", hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096,
         projection_dim=1024)),
+    # SDXL base 1.0: CLIP-L in HF layout without text_projection, bigG (1280 wide, 32 layers, 20 heads,
+    # 5120 MLP, 1280 projection) in OpenCLIP layout
+    "sdxl_clip_l": ("sdxl_base.json", "conditioner.embedders.0.transformer.", "clip_l", ClipTextConfig.of_kind(
+        "clip_l", hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072)),
+    "sdxl_big_g": ("sdxl_base.json", "conditioner.embedders.1.model.", "open_clip_g", ClipTextConfig.of_kind(
+        "open_clip_g", hidden_size=1280, num_layers=32, num_heads=20, intermediate_size=5120,
+        projection_dim=1280)),
 }
 
 
@@ -56,6 +63,7 @@ def test_every_real_key_maps(case: str) -> None:
 def test_random_full_size_weights_have_the_real_layout(case: str) -> None:
     name, prefix, kind, expected = CASES[case]
     real = {k: (tuple(v.shape), v.dtype) for k, v in manifest_tensors(name, prefix).items()}
+    dtype = next(d for _, d in real.values() if d.is_floating_point)
     ours = {k: (tuple(v.shape), v.dtype) for k, v in
-            random_text_encoder_state_dict(kind, expected, device="meta").items()}
+            random_text_encoder_state_dict(kind, expected, device="meta", dtype=dtype).items()}
     assert ours == real

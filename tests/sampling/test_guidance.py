@@ -86,11 +86,28 @@ def test_area_conditioning_is_feathered_and_mirrored_into_uncond() -> None:
     positive = [cond(1.0), cond(5.0, area=(16, 16, 0, 0))]
     den = CFGDenoiser(model, ms, positive, [cond(0.0)], cfg=1.0, latent_shape=SHAPE)
     out = den(torch.zeros(SHAPE), torch.full((2,), 3.0))
-    assert torch.allclose(out[:, :, :8, :8], torch.tensor(3.0))            # (1 + 5) / 2 away from inner edges
+    assert torch.allclose(out[:, :, :12, :12], torch.tensor(3.0))          # (1 + 5) / 2 away from inner edges
     assert torch.allclose(out[:, :, 16:, :], torch.tensor(1.0))            # outside the area
-    assert torch.allclose(out[:, :, 15, :8], torch.tensor((1 + 5 / 8) / (1 + 1 / 8)))   # last row: weight 1/8
+    # ComfyUI feathers over r = min(8, side // 4) = 4 rows here: the last row has weight 1/4, the one
+    # above it 2/4
+    assert torch.allclose(out[:, :, 15, :12], torch.tensor((1 + 5 / 4) / (1 + 1 / 4)))
+    assert torch.allclose(out[:, :, 14, :12], torch.tensor((1 + 5 * 2 / 4) / (1 + 2 / 4)))
+    assert torch.allclose(out[:, :, 15, 15], torch.tensor((1 + 5 / 16) / (1 + 1 / 16)))   # corner: 1/4 * 1/4
     assert len(den.negative) == 2 and den.negative[1].area == (16, 16, 0, 0)
     assert torch.equal(den.negative[1].inputs["c_crossattn"], den.negative[0].inputs["c_crossattn"])
+
+
+def test_area_past_the_edge_is_clamped_and_feathered_on_its_inner_edges_only() -> None:
+    """ComfyUI get_area_and_mult: the area's size is cut to end at the latent edge (an 24x24 area at (20, 20)
+    of a 32x32 latent covers 12x12), and the feather (r = 12 // 4 = 3) is applied at the top/left only."""
+    model, ms = _x0_model()
+    positive = [cond(1.0), cond(5.0, area=(24, 24, 20, 20))]
+    den = CFGDenoiser(model, ms, positive, [cond(0.0)], cfg=1.0, latent_shape=SHAPE)
+    out = den(torch.zeros(SHAPE), torch.full((2,), 3.0))
+    assert torch.allclose(out[:, :, 23:, 23:], torch.tensor(3.0))          # full weight up to the edges
+    assert torch.allclose(out[:, :, 20, 23:], torch.tensor((1 + 5 / 3) / (1 + 1 / 3)))
+    assert torch.allclose(out[:, :, 21, 23:], torch.tensor((1 + 5 * 2 / 3) / (1 + 2 / 3)))
+    assert torch.allclose(out[:, :, :20, :], torch.tensor(1.0))
 
 
 def test_percentage_area_and_strength() -> None:

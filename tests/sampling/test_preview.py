@@ -1,11 +1,15 @@
 """Latent -> RGB previews and latent formats."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from sampling.latent_format import SD3, SD15
 from sampling.preview import latent_to_rgb
+
+NO_FACTORS = replace(SD3, rgb_factors=None, rgb_bias=None)
 
 
 def test_linear_preview_projects_with_the_sd15_factors() -> None:
@@ -23,7 +27,16 @@ def test_preview_is_downscaled_to_max_size() -> None:
 
 def test_formats_without_factors_say_so() -> None:
     with pytest.raises(ValueError, match="TAESD"):
-        latent_to_rgb(torch.randn(1, 16, 8, 8), SD3)
+        latent_to_rgb(torch.randn(1, 16, 8, 8), NO_FACTORS)
+
+
+def test_sd3_preview_uses_its_factors() -> None:
+    z = torch.randn(1, 16, 8, 8)
+    z[:, 0] = 1.0
+    z[:, 1:] = 0.0
+    rgb = latent_to_rgb(z, SD3)                         # one channel set: rgb = factors[0] + bias
+    expected = (((torch.tensor(SD3.rgb_factors[0]) + torch.tensor(SD3.rgb_bias)) + 1) / 2 * 255).to(torch.uint8)
+    assert rgb.shape == (8, 8, 3) and (rgb[3, 3].int() - expected.int()).abs().max() <= 1
 
 
 def test_latent_format_round_trip() -> None:

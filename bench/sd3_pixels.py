@@ -1,0 +1,117 @@
+"""Plexus against ComfyUI on the same random-weight SD3 / SD3.5 files, pixel for pixel, in --force-fp32.
+
+    .venv/bin/python bench/sd3_pixels.py --peer-dir ../peer/ComfyUI [--peer-python ../peer/venv/bin/python]
+
+Writes (once, under --work) an SD3-layout single file with a small MM-DiT (2 joint blocks, 128 wide, SD3's
+context 4096 and pooled 2048 inputs; `--sd35` adds QK-norm and dual attention in block 0) and the
+full-size 16-channel VAE, plus a full-size random CLIP-L file; both sides load them (checkpoint +
+CLIPLoader type sd3: CLIP-L alone, so CLIP-G's pooled half is zeros and T5 is absent), encode the same
+prompts, sample 64x64 with the same seed and sampler, decode, and the 8-bit pixels are compared. The
+ComfyUI side runs in a subprocess of the peer's own interpreter through its Python API
+(comfy.sd.load_checkpoint_guess_config, comfy.sd.load_clip, nodes.common_ksampler), CPU, fp32.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PEER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    cfg = json.loads(sys.argv[1])
+    sys.path.insert(0, cfg["peer_dir"])
+    from comfy.cli_args import args
+    args.cpu = True
+    args.force_fp32 = True
+    import torch
+    torch.set_grad_enabled(False)
+    import comfy.sd, nodes
+    model, _, vae = comfy.sd.load_checkpoint_guess_config(cfg["ckpt"], output_vae=True, output_clip=False)[:3]
+    clip = comfy.sd.load_clip([cfg["clip"]], clip_type=comfy.sd.CLIPType.SD3)
+    pos = clip.encode_from_tokens_scheduled(clip.tokenize(cfg["positive"]))
+    neg = clip.encode_from_tokens_scheduled(clip.tokenize(cfg["negative"]))
+    latent = {"samples": torch.zeros(1, 16, cfg["size"] // 8, cfg["size"] // 8)}
+    out = nodes.common_ksampler(model, cfg["seed"], cfg["steps"], cfg["cfg"], cfg["sampler"], cfg["scheduler"],
+                                pos, neg, latent)[0]
+    image = vae.decode(out["samples"])
+    pixels = np.clip(255.0 * image[0].cpu().numpy(), 0, 255).astype(np.uint8)
+    np.save(cfg["out"], pixels)
+""")
+
+
+def write_files(work: Path, is_sd35: bool) -> tuple[Path, Path]:
+    import torch
+
+    from models.mmdit import MMDiTConfig
+    from models.testing import Sd3CheckpointSpec, text_encoder_config, write_random_sd3_checkpoint, write_random_text_encoder
+    from models.vae import VAEConfig
+    work.mkdir(parents=True, exist_ok=True)
+    name = "sd35" if is_sd35 else "sd3"
+    ckpt, clip = work / f"{name}-small-mmdit.safetensors", work / "clip_l-random.safetensors"
+    if not ckpt.exists():
+        mmdit = MMDiTConfig(depth=2, hidden_size=128, num_heads=2, pos_embed_max_size=32, qk_norm=is_sd35,
+                            dual_attention_blocks=(0,) if is_sd35 else ())
+        vae = VAEConfig(z_channels=16, embed_dim=16, has_quant_conv=False)
+        write_random_sd3_checkpoint(ckpt, Sd3CheckpointSpec(mmdit, vae, seed=3))
+    if not clip.exists():
+        write_random_text_encoder(clip, "clip_l", text_encoder_config("sd1"), torch.float16, seed=5)
+    return ckpt, clip
+
+
+def plexus_pixels(cfg: dict) -> np.ndarray:
+    import torch
+
+    from diffusion import conditioning, ksampler, loading, sd3, vae_ops
+    from model_management import MemorySettings, ModelManager
+    manager = ModelManager(MemorySettings(force_fp32=not cfg.get("plexus_default")))
+    model, _, vae = loading.load_checkpoint_file(cfg["ckpt"], manager)
+    clip = sd3.load_text_encoder_files([cfg["clip"]], manager)
+    pos, neg = conditioning.encode_text(clip, cfg["positive"]), conditioning.encode_text(clip, cfg["negative"])
+    latent = {"samples": torch.zeros(1, 16, cfg["size"] // 8, cfg["size"] // 8)}
+    out = ksampler.ksample(model, latent, pos, neg, seed=cfg["seed"], steps=cfg["steps"], cfg=cfg["cfg"],
+                           sampler_name=cfg["sampler"], scheduler=cfg["scheduler"])
+    image = vae_ops.decode(vae, out["samples"])
+    return np.clip(255.0 * image[0].cpu().numpy(), 0, 255).astype(np.uint8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--peer-dir", type=Path, required=True)
+    parser.add_argument("--peer-python", type=Path)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/plexus-sd3-pixels"))
+    parser.add_argument("--sd35", action="store_true")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--sampler", default="euler")
+    parser.add_argument("--scheduler", default="simple")
+    parser.add_argument("--plexus-default", action="store_true",
+                        help="Plexus in its default dtypes (bf16 on a CPU) against ComfyUI in fp32: the distance")
+    args = parser.parse_args(argv)
+    ckpt, clip = write_files(args.work, args.sd35)
+    cfg = {"peer_dir": str(args.peer_dir.resolve()), "ckpt": str(ckpt), "clip": str(clip), "size": args.size,
+           "seed": 42, "steps": args.steps, "cfg": 4.5, "sampler": args.sampler, "scheduler": args.scheduler,
+           "positive": "a (red:1.2) photo of a cat", "negative": "blurry",
+           "out": str(args.work / "peer.npy"), "plexus_default": args.plexus_default}
+    python = args.peer_python or args.peer_dir.parent / "venv" / "bin" / "python"
+    subprocess.run([str(python), "-c", PEER_SCRIPT, json.dumps(cfg)], check=True)
+    theirs = np.load(cfg["out"]).astype(np.int16)
+    ours = plexus_pixels(cfg).astype(np.int16)
+    diff = np.abs(ours - theirs)
+    print(json.dumps({"model": "sd35" if args.sd35 else "sd3", "plexus": "default" if args.plexus_default else "fp32", "shape": list(ours.shape), "sampler": args.sampler,
+                      "scheduler": args.scheduler, "steps": args.steps, "max_abs_diff": int(diff.max()),
+                      "mean_abs_diff": float(diff.mean()), "ours_std": float(ours.std()),
+                      "peer_std": float(theirs.std())}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

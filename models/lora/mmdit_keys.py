@@ -1,0 +1,65 @@
+"""LoRA module names of SD3 / SD3.5 (MM-DiT) -> Plexus weight keys (the single-file names of models/mmdit.py).
+
+Trainers name an MM-DiT module in one of two layouts:
+- the single-file (Stability AI reference) layout: kohya sd-scripts' SD3 LoRAs underscore it under
+  `lora_unet_` (`lora_unet_joint_blocks_0_x_block_attn_qkv`); ComfyUI-trained files use it dotted under
+  `diffusion_model.` (`diffusion_model.joint_blocks.0.x_block.attn.qkv`).
+- diffusers' SD3Transformer2DModel names (diffusers / PEFT / SimpleTuner), under `transformer.`, optionally
+  below PEFT's `base_model.model.`: `transformer.transformer_blocks.0.attn.to_out.0`.
+
+Where diffusers splits one fused single-file weight (`attn.to_q` / `to_k` / `to_v` are row blocks of
+`attn.qkv`, `add_{q,k,v}_proj` of the context block's), the patch would address a slice of a weight; the
+patch tables take whole weights only, so those keys are reported as unmatched by the loader (not dropped
+silently). The pre-only last context block's adaLN is (scale, shift) in diffusers and (shift, scale) here,
+so it is left out for the same reason. Module correspondences: diffusers' single-file converter
+(`convert_sd3_transformer_checkpoint_to_diffusers`), read for facts.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from models.mmdit import MMDiTConfig
+
+_DIFFUSERS_PREFIXES = ("transformer.", "", "base_model.model.", "transformer.base_model.model.")
+_SINGLE_FILE_PREFIXES = ("diffusion_model.", "model.diffusion_model.")
+
+_TOP = {
+    "x_embedder.proj": "pos_embed.proj", "context_embedder": "context_embedder", "final_layer.linear": "proj_out",
+    "t_embedder.mlp.0": "time_text_embed.timestep_embedder.linear_1",
+    "t_embedder.mlp.2": "time_text_embed.timestep_embedder.linear_2",
+    "y_embedder.mlp.0": "time_text_embed.text_embedder.linear_1",
+    "y_embedder.mlp.2": "time_text_embed.text_embedder.linear_2",
+}
+
+
+def _diffusers_modules(config: MMDiTConfig) -> dict[str, str]:
+    """{single-file module path: diffusers module path} for every whole-weight correspondence."""
+    out = dict(_TOP)
+    for i in range(config.depth):
+        s, d = f"joint_blocks.{i}", f"transformer_blocks.{i}"
+        out |= {f"{s}.x_block.attn.proj": f"{d}.attn.to_out.0", f"{s}.x_block.mlp.fc1": f"{d}.ff.net.0.proj",
+                f"{s}.x_block.mlp.fc2": f"{d}.ff.net.2", f"{s}.x_block.adaLN_modulation.1": f"{d}.norm1.linear"}
+        if i in config.dual_attention_blocks:
+            out[f"{s}.x_block.attn2.proj"] = f"{d}.attn2.to_out.0"
+        if i < config.depth - 1:
+            out |= {f"{s}.context_block.attn.proj": f"{d}.attn.to_add_out",
+                    f"{s}.context_block.mlp.fc1": f"{d}.ff_context.net.0.proj",
+                    f"{s}.context_block.mlp.fc2": f"{d}.ff_context.net.2",
+                    f"{s}.context_block.adaLN_modulation.1": f"{d}.norm1_context.linear"}
+    return out
+
+
+def mmdit_lora_names(config: MMDiTConfig, weight_keys: Iterable[str], prefix: str = "") -> dict[str, str]:
+    """{LoRA module name: weight key} for an MM-DiT whose state-dict keys start with `prefix`."""
+    modules = {k[len(prefix):-len(".weight")] for k in weight_keys if k.startswith(prefix) and k.endswith(".weight")}
+    names: dict[str, str] = {}
+    for module in modules:
+        key = f"{prefix}{module}.weight"
+        names["lora_unet_" + module.replace(".", "_")] = key
+        for p in _SINGLE_FILE_PREFIXES:
+            names[p + module] = key
+    for single, diffusers in _diffusers_modules(config).items():
+        if single in modules:
+            for p in _DIFFUSERS_PREFIXES:
+                names[p + diffusers] = f"{prefix}{single}.weight"
+    return names

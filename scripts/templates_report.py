@@ -1,0 +1,270 @@
+"""How many official workflow templates this Plexus checks and runs; which node types the rest lack.
+
+Walks every template of the installed ``comfyui-workflow-templates-json`` package (its ``index.json``).
+For each template whose node types Plexus registers, it converts the editor workflow to a prompt and
+validates it as ``main.py check`` does, with an empty placeholder file for every model the workflow
+names (from the nodes' ``properties.models`` and the loaders' file widgets). Rerun it after adding
+nodes (other helpers add them in parallel)::
+
+    .venv/bin/python scripts/templates_report.py                 # counts and the top missing types
+    .venv/bin/python scripts/templates_report.py --write-docs    # also rewrite docs/templates.md
+    .venv/bin/python scripts/templates_report.py --json          # machine-readable
+
+``--run`` also executes, end to end, every template that passes check and names no model file
+(those that need checkpoints need a family Plexus loads and random-weight files in its layout, which
+this script does not write).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from execution.errors import PlexusError  # noqa: E402
+from execution.events import EventBus  # noqa: E402
+from execution.executor import Engine  # noqa: E402
+from execution.registry import NodeRegistry  # noqa: E402
+from execution.workflow import workflow_to_prompt  # noqa: E402
+from nodes import services  # noqa: E402
+from nodes.registry import register_builtins  # noqa: E402
+from storage.folders import Folders  # noqa: E402
+from web.editor import package_dir  # noqa: E402
+from web.template_catalog import assess, read_workflow  # noqa: E402
+
+DOCS = ROOT / "docs" / "templates.md"
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
+# Loader inputs that name a file in a models/ folder ("<class>.<input>" -> folder).
+LOADER_FOLDERS: dict[str, str] = {
+    "CheckpointLoaderSimple.ckpt_name": "checkpoints", "CheckpointLoader.ckpt_name": "checkpoints",
+    "ImageOnlyCheckpointLoader.ckpt_name": "checkpoints", "unCLIPCheckpointLoader.ckpt_name": "checkpoints",
+    "VAELoader.vae_name": "vae", "UNETLoader.unet_name": "diffusion_models",
+    "CLIPLoader.clip_name": "text_encoders", "DualCLIPLoader.clip_name1": "text_encoders",
+    "DualCLIPLoader.clip_name2": "text_encoders", "TripleCLIPLoader.clip_name1": "text_encoders",
+    "TripleCLIPLoader.clip_name2": "text_encoders", "TripleCLIPLoader.clip_name3": "text_encoders",
+    "QuadrupleCLIPLoader.clip_name1": "text_encoders", "QuadrupleCLIPLoader.clip_name2": "text_encoders",
+    "QuadrupleCLIPLoader.clip_name3": "text_encoders", "QuadrupleCLIPLoader.clip_name4": "text_encoders",
+    "LoraLoader.lora_name": "loras", "LoraLoaderModelOnly.lora_name": "loras",
+    "UpscaleModelLoader.model_name": "upscale_models", "ControlNetLoader.control_net_name": "controlnet",
+    "DiffControlNetLoader.control_net_name": "controlnet", "CLIPVisionLoader.clip_name": "clip_vision",
+    "StyleModelLoader.style_model_name": "style_models", "HypernetworkLoader.hypernetwork_name": "hypernetworks",
+    "GLIGENLoader.gligen_name": "gligen", "PhotoMakerLoader.photomaker_model_name": "photomaker",
+}
+FOLDER_ALIASES = {"clip": "text_encoders", "unet": "diffusion_models"}
+
+
+@dataclass
+class Outcome:
+    name: str
+    title: str
+    missing_types: list[str]
+    unsupported_models: list[str]
+    checked: bool = False
+    check_errors: list[str] = field(default_factory=list)
+    ran: bool | None = None          # None: not attempted
+
+
+def templates_dir() -> Path | None:
+    return package_dir("comfyui_workflow_templates_json", "templates")
+
+
+def index_entries(folder: Path) -> list[dict[str, Any]]:
+    index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    return [entry for category in index for entry in category.get("templates") or []]
+
+
+def _walk_nodes(graph: dict[str, Any]):
+    yield from graph.get("nodes") or []
+    for definition in (graph.get("definitions") or {}).get("subgraphs") or []:
+        yield from _walk_nodes(definition)
+
+
+def named_models(workflow: dict[str, Any]) -> set[tuple[str, str]]:
+    """(folder, file name) of every model the workflow's nodes list in ``properties.models``."""
+    found = set()
+    for node in _walk_nodes(workflow):
+        for model in (node.get("properties") or {}).get("models") or []:
+            if isinstance(model, dict) and model.get("name") and model.get("directory"):
+                folder = str(model["directory"]).split("/")[0]
+                found.add((FOLDER_ALIASES.get(folder, folder), str(model["name"])))
+    return found
+
+
+def prompt_models(prompt: dict[str, Any]) -> set[tuple[str, str]]:
+    found = set()
+    for node in prompt.values():
+        for name, value in (node.get("inputs") or {}).items():
+            folder = LOADER_FOLDERS.get(f"{node.get('class_type')}.{name}")
+            if folder and isinstance(value, str) and value:
+                found.add((folder, value))
+    return found
+
+
+def write_placeholders(folders: Folders, models: set[tuple[str, str]]) -> None:
+    for folder, name in models:
+        if not name.lower().endswith(MODEL_SUFFIXES) or ".." in Path(name).parts:
+            continue
+        roots = folders.paths(folder) if folder in folders.kinds() else []
+        if not roots:
+            continue
+        path = roots[0] / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        folders.invalidate(folder)
+
+
+def check_template(workflow: dict[str, Any], registry: NodeRegistry, engine: Engine, folders: Folders) -> list[str]:
+    """`main.py check`'s verdict with placeholder models: [] when valid, else the error lines."""
+    try:
+        write_placeholders(folders, named_models(workflow))
+        prompt = workflow_to_prompt(workflow, registry)
+        write_placeholders(folders, prompt_models(prompt))
+    except PlexusError as exc:
+        return [f"conversion: {exc.message} {exc.details}".strip()]
+    result = engine.validate(prompt)
+    if result.ok and not result.node_errors:
+        return []
+    lines = []
+    if result.error and result.error.get("type") != "prompt_outputs_failed_validation":
+        lines.append(f"{result.error.get('type')}: {result.error.get('message')} {result.error.get('details', '')}")
+    for node_id, entry in (result.node_errors or {}).items():
+        for error in entry.get("errors", []):
+            lines.append(f"#{node_id} {entry.get('class_type')}: {error.get('message')} {error.get('details', '')}".strip())
+    return lines or ["invalid"]
+
+
+def run_template(workflow: dict[str, Any], registry: NodeRegistry, engine: Engine) -> bool:
+    import uuid
+
+    from execution.executor import PromptRecord
+
+    prompt = workflow_to_prompt(workflow, registry)
+    checked = engine.validate(prompt)
+    record = PromptRecord(prompt_id=str(uuid.uuid4()), prompt=prompt,
+                          extra_data={"extra_pnginfo": {"workflow": workflow}},
+                          outputs_to_execute=checked.outputs_to_execute)
+    return engine.execute(record).status == "success"
+
+
+def survey(base: Path, *, run: bool = False) -> list[Outcome]:
+    folder = templates_dir()
+    if folder is None:
+        raise SystemExit("comfyui-workflow-templates-json is not installed (pip install -r requirements.txt)")
+    folders = Folders(base)
+    folders.ensure_dirs()
+    services.install(services.NodeServices(folders))
+    try:
+        registry = NodeRegistry()
+        register_builtins(registry)
+        engine = Engine(registry, EventBus())
+        outcomes = []
+        for entry in index_entries(folder):
+            workflow = read_workflow(folder, str(entry["name"]))
+            support = assess(entry, workflow, registry)
+            outcome = Outcome(support.name, str(entry.get("title") or support.name), support.missing_types,
+                              support.unsupported_models)
+            if workflow is not None and not support.missing_types:
+                outcome.check_errors = check_template(workflow, registry, engine, folders)
+                outcome.checked = not outcome.check_errors
+                if run and outcome.checked and not named_models(workflow) and not outcome.unsupported_models:
+                    outcome.ran = run_template(workflow, registry, engine)
+            elif workflow is None:
+                outcome.check_errors = ["workflow file missing from the package"]
+            outcomes.append(outcome)
+        engine.close()
+        return outcomes
+    finally:
+        services.install(None)
+
+
+def summary(outcomes: list[Outcome]) -> dict[str, Any]:
+    have_types = [o for o in outcomes if not o.missing_types and not o.check_errors[:1] == ["workflow file missing from the package"]]
+    missing = collections.Counter(t for o in outcomes for t in o.missing_types)
+    return {
+        "templates": len(outcomes),
+        "all_node_types_present": len(have_types),
+        "pass_check": sum(o.checked for o in outcomes),
+        "pass_check_and_supported_family": sum(o.checked and not o.unsupported_models for o in outcomes),
+        "ran_end_to_end": [o.name for o in outcomes if o.ran],
+        "run_failed": [o.name for o in outcomes if o.ran is False],
+        "fail_check": [(o.name, o.check_errors[:3]) for o in have_types if not o.checked],
+        "missing_types_by_templates": missing.most_common(),
+    }
+
+
+def markdown(outcomes: list[Outcome], facts: dict[str, Any], version: str) -> str:
+    lines = [
+        "# Official workflow templates in Plexus",
+        "",
+        f"Generated by `scripts/templates_report.py --write-docs` from `comfyui-workflow-templates-json` {version}.",
+        "Rerun it after adding nodes; the counts below are the state of the commit that wrote this file.",
+        "",
+        f"- templates in the index: {facts['templates']}",
+        f"- templates whose node types Plexus registers: {facts['all_node_types_present']}",
+        f"- of those, passing `main.py check` with placeholder model files: {facts['pass_check']}",
+        f"- passing check with a model family Plexus loads: {facts['pass_check_and_supported_family']}",
+        f"- run end to end (model-free templates, `--run`): {len(facts['ran_end_to_end'])}"
+        + (f" ({', '.join(facts['ran_end_to_end'])})" if facts["ran_end_to_end"] else ""),
+        "",
+        "## Missing node types, by the number of templates that need them",
+        "",
+        "| node type | templates |",
+        "|---|---|",
+        *[f"| {t} | {n} |" for t, n in facts["missing_types_by_templates"]],
+        "",
+        "## Templates and what they lack",
+        "",
+        "| template | model family not supported | missing node types / check errors |",
+        "|---|---|---|",
+    ]
+    for o in sorted(outcomes, key=lambda o: o.name):
+        if o.checked and not o.unsupported_models:
+            continue
+        lacking = ", ".join(o.missing_types) if o.missing_types else "; ".join(o.check_errors[:2]) or "-"
+        lines.append(f"| {o.name} | {', '.join(o.unsupported_models) or '-'} | {lacking.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("comfyui-workflow-templates-json")
+    except PackageNotFoundError:
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write-docs", action="store_true", help=f"rewrite {DOCS.relative_to(ROOT)}")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--run", action="store_true", help="also run the model-free templates that pass check")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="plexus-templates-") as base:
+        outcomes = survey(Path(base), run=args.run)
+    facts = summary(outcomes)
+    if args.json:
+        print(json.dumps(facts, indent=2))
+    else:
+        print(f"templates: {facts['templates']}; all node types present: {facts['all_node_types_present']}; "
+              f"pass check: {facts['pass_check']} (with a supported model family: "
+              f"{facts['pass_check_and_supported_family']})")
+        if args.run:
+            print(f"ran end to end: {facts['ran_end_to_end']}; failed to run: {facts['run_failed']}")
+        for name, errors in facts["fail_check"]:
+            print(f"  FAILS CHECK {name}: {errors}")
+        print("most needed missing node types:", ", ".join(f"{t} ({n})" for t, n in facts["missing_types_by_templates"][:25]))
+    if args.write_docs:
+        DOCS.write_text(markdown(outcomes, facts, package_version()), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

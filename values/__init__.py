@@ -1,0 +1,1 @@
+"""Operations on plain values (strings, numbers, JSON) that text and logic nodes wrap. Stdlib only."""
