@@ -32,6 +32,7 @@ from execution.caching import CachePolicy
 from execution.errors import PlexusError
 from execution.events import EventBus
 from execution.executor import Engine, PromptRecord
+from execution.protocol import PREVIEW_METHODS
 from execution.registry import NodeRegistry
 from execution.replacements import replace_in_prompt
 from execution.workflow import workflow_to_prompt
@@ -155,6 +156,12 @@ def add_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None
     for flag, backend in COMFY_ATTENTION_FLAGS.items():
         attention.add_argument(flag, dest="attention", action="store_const", const=backend,
                                default=default("auto"), help=f"ComfyUI's name for --attention {backend}")
+
+    previews = parser.add_argument_group("previews")
+    previews.add_argument("--preview-method", choices=PREVIEW_METHODS, default=default("none"),
+                          help="latent previews of sampler steps over the websocket (ComfyUI's option; default "
+                               "none). A prompt's extra_data 'preview_method' (the editor's 'Live preview "
+                               "method' setting) overrides it for that prompt")
 
     parser.add_argument("--verbose", default=default("INFO"), const="DEBUG", nargs="?",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
@@ -286,7 +293,8 @@ def build_app(args: argparse.Namespace) -> App:
     for line in report.lines():
         print(line, file=sys.stderr)
     log.info("%d nodes registered in %.2f s", len(registry.names()), time.perf_counter() - started)
-    return App(args, folders, registry, report, events, Engine(registry, events, cache_policy(args)))
+    return App(args, folders, registry, report, events, Engine(registry, events, cache_policy(args),
+                                                               preview_method=args.preview_method))
 
 
 # -- run / check ----------------------------------------------------------------------------------------

@@ -143,8 +143,12 @@ def encode_jpeg(rgb: Tensor) -> bytes:
 
 
 def _previewer(model: DiffusionModel, folders: Sequence) -> previews.Previewer | None:
-    """Only inside a node that reports progress (no preview work in library calls and tests)."""
-    return previews.previewer_for(model, folders) if current_context() is not None else None
+    """Only inside a node that reports progress (no preview work in library calls and tests), and only
+    when the prompt asked for previews (its preview method; ComfyUI's default is none)."""
+    context = current_context()
+    if context is None:
+        return None
+    return previews.previewer_for(model, folders, getattr(context, "preview_method", "none"))
 
 
 class StepReporter:
@@ -163,7 +167,7 @@ class StepReporter:
             return
         context.check_interrupted()
         preview = None
-        if self.previewer is not None and getattr(context, "wants_previews", True):
+        if self.previewer is not None:
             preview = Preview("JPEG", encode_jpeg(self.previewer(step.x0)), PREVIEW_MAX_PX)
         context.report_progress(value, maximum, preview=preview)
 

@@ -1,14 +1,17 @@
 """Step previews for the editor: x0 (model space) -> [H, W, 3] uint8.
 
-Two kinds, picked per model:
+Made only when the prompt's preview method (ComfyUI's --preview-method, or the editor's per-prompt
+``extra_data["preview_method"]``) is not "none", the default. Two kinds:
 - TAESD (madebyollin/taesd, "Tiny AutoEncoder for Stable Diffusion", MIT): a ~2 MB decoder that turns a
-  model-space latent into an image at full resolution, used when its decoder file
+  model-space latent into an image at full resolution, for the method "taesd" when its decoder file
   (`LatentFormat.taesd_decoder_name`, e.g. `taesd_decoder.safetensors`) is in one of the given folders
   (models/vae_approx);
-- otherwise the linear latent -> RGB projection of sampling.preview (no network at all).
+- otherwise ("auto", "latent2rgb", or "taesd" without its file) the linear latent -> RGB projection of
+  sampling.preview (no network at all).
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +21,8 @@ from torch import Tensor, nn
 
 from models.files import load_state_dict
 from sampling.preview import latent_to_rgb
+
+log = logging.getLogger(__name__)
 
 Previewer = Callable[[Tensor], Tensor]        # x0 [B, C, h, w] -> [H, W, 3] uint8 (first batch item)
 PREVIEW_MAX_PX = 512
@@ -105,12 +110,20 @@ def taesd_previewer(decoder: nn.Module, max_px: int = PREVIEW_MAX_PX) -> Preview
     return preview
 
 
-def previewer_for(model, folders: Sequence[Path] = ()) -> Previewer | None:
-    """TAESD when its decoder file is in `folders`, else the linear projection, else None."""
+def previewer_for(model, folders: Sequence[Path] = (), method: str = "auto") -> Previewer | None:
+    """The step previewer for a preview `method` (ComfyUI's --preview-method values): None for "none";
+    for "taesd" TAESD when its decoder file is in `folders`, else (with a warning, as ComfyUI) the linear
+    projection; "auto" and "latent2rgb" the linear projection (ComfyUI 0.3.64 maps auto to latent2rgb).
+    None where the latent format has no projection."""
+    if method == "none":
+        return None
     fmt = model.latent_format
-    path = find_taesd_decoder(fmt.taesd_decoder_name, folders)
-    if path is not None:
-        return taesd_previewer(load_taesd_decoder(path, fmt.latent_channels))
+    if method == "taesd":
+        path = find_taesd_decoder(fmt.taesd_decoder_name, folders)
+        if path is not None:
+            return taesd_previewer(load_taesd_decoder(path, fmt.latent_channels))
+        log.warning("TAESD previews asked for, but %s is in none of %s; using the linear preview",
+                    fmt.taesd_decoder_name, [str(f) for f in folders])
     if fmt.rgb_factors is None:
         return None
     return lambda x0: latent_to_rgb(x0, fmt, PREVIEW_MAX_PX)

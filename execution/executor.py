@@ -19,6 +19,7 @@ from execution.compiled import CompileMemo
 from execution.events import EventBus
 from execution.failures import now_ms
 from execution.loop import EngineLoop
+from execution.protocol import PREVIEW_METHODS
 from execution.registry import NodeRegistry
 from execution.run import PromptRun
 from execution.validation import full_type_name, validate_prompt
@@ -76,8 +77,12 @@ class Engine:
     """Validates and executes prompts against a :class:`NodeRegistry`, emitting to an :class:`EventBus`."""
 
     def __init__(self, registry: NodeRegistry, events: EventBus | None = None,
-                 cache_policy: CachePolicy | None = None, *, free_bytes: Any = free_ram_bytes):
+                 cache_policy: CachePolicy | None = None, *, free_bytes: Any = free_ram_bytes,
+                 preview_method: str = "none"):
+        if preview_method not in PREVIEW_METHODS:
+            raise ValueError(f"preview_method {preview_method!r} is not one of {', '.join(PREVIEW_METHODS)}")
         self.registry = registry
+        self.preview_method = preview_method   # the server's default; a prompt's extra_data may override it
         self.events = events if events is not None else EventBus()
         self.cache_policy = cache_policy or CachePolicy.keep_last()
         self.cache = self.cache_policy.make(free_bytes)

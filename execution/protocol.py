@@ -8,6 +8,8 @@ here they may use:
 - :class:`GraphBuilder` -- build a subgraph to return as ``{"result": ..., "expand": g.finalize()}``;
 - :func:`current_context` -- the running node's :class:`NodeContext` (progress, interruption);
 - :class:`Preview` -- an already-encoded preview image to send with progress;
+- :data:`PREVIEW_METHODS` -- the latent preview methods; ``NodeContext.preview_method`` is the one this
+  prompt asked for (a sampler makes step previews only when it is not ``"none"``);
 - :data:`ANY` and :func:`types_compatible` -- the socket-type rules the validator applies.
 """
 from __future__ import annotations
@@ -73,18 +75,31 @@ class Preview:
     max_size: int | None = None
 
 
+# ComfyUI's latent preview methods (its --preview-method; the editor's "Live preview method" setting
+# sends one as extra_data["preview_method"], "default" meaning the server's own).
+PREVIEW_METHODS = ("none", "auto", "latent2rgb", "taesd")
+
+
+def resolve_preview_method(asked: Any, server_default: str) -> str:
+    """The preview method of one prompt: the one its ``extra_data["preview_method"]`` names, else (absent,
+    ``"default"`` or unknown) the server's."""
+    return asked if isinstance(asked, str) and asked in PREVIEW_METHODS else server_default
+
+
 class NodeContext:
     """What the executor offers the node that is running now (see :func:`current_context`)."""
 
-    __slots__ = ("_interrupted", "_report", "class_type", "display_node_id", "node_id", "prompt_id")
+    __slots__ = ("_interrupted", "_report", "class_type", "display_node_id", "node_id", "preview_method",
+                 "prompt_id")
 
     def __init__(self, prompt_id: str, node_id: str, class_type: str, display_node_id: str,
                  report: Callable[[str, float, float, Preview | None], None],
-                 interrupted: Callable[[], bool]):
+                 interrupted: Callable[[], bool], preview_method: str = "none"):
         self.prompt_id = prompt_id
         self.node_id = node_id
         self.class_type = class_type
         self.display_node_id = display_node_id
+        self.preview_method = preview_method
         self._report = report
         self._interrupted = interrupted
 

@@ -27,6 +27,7 @@ from execution.protocol import (
     _enter_context,
     _leave_context,
     is_link,
+    resolve_preview_method,
 )
 from execution.specs import SpecCache
 from execution.validation import full_type_name
@@ -43,6 +44,8 @@ class PromptRun:
         self.client_id = record.client_id
         self.prompt = record.prompt
         self.extra_data = record.extra_data or {}
+        self.preview_method = resolve_preview_method(self.extra_data.get("preview_method"),
+                                                     engine.preview_method)
         self.requested_outputs = list(record.outputs_to_execute or [])
         self.has_listeners = self.events.has_subscribers
         self.specs = SpecCache(engine.registry)
@@ -322,7 +325,7 @@ class PromptRun:
         is_async = spec.is_async if function == spec.function else inspect.iscoroutinefunction(method)
         is_input_list = spec.is_input_list
         context = NodeContext(self.prompt_id, node.id, node.class_type, node.display_id, self.report_progress,
-                              self.is_interrupted)
+                              self.is_interrupted, self.preview_method)
         token = _enter_context(context)
         prefix_token = _PREFIX.set((node.id, 0, 0))
         try:

@@ -30,16 +30,21 @@ class Outcome:
     outputs: list[str] = field(default_factory=list)
 
 
-def did_you_mean(value: Any, choices: list[Any]) -> str:
-    """``"; did you mean 'x'?"`` for the closest string choice, or ``""``."""
+def closest_name(value: Any, choices: list[Any]) -> str | None:
+    """The string choice closest to ``value`` (difflib, then a case-insensitive match), or None."""
     names = [c for c in choices if isinstance(c, str)]
     if not isinstance(value, str) or not names:
-        return ""
+        return None
     close = difflib.get_close_matches(value, names, n=1, cutoff=0.6)
-    if not close:
-        lowered = {n.lower(): n for n in names}
-        close = [lowered[value.lower()]] if value.lower() in lowered else []
-    return f"; did you mean '{close[0]}'?" if close else ""
+    if close:
+        return close[0]
+    return {n.lower(): n for n in names}.get(value.lower())
+
+
+def did_you_mean(value: Any, choices: list[Any]) -> str:
+    """``"; did you mean 'x'?"`` for the closest string choice, or ``""``."""
+    close = closest_name(value, choices)
+    return f"; did you mean '{close}'?" if close else ""
 
 
 def full_type_name(kind: type) -> str:
@@ -74,25 +79,23 @@ def parse_prompt(prompt: Any) -> tuple[dict[str, Any] | None, Outcome | None]:
     return prompt, None
 
 
-def _class_issues(prompt: dict[str, Any], registry: Any) -> list[ValidationIssue]:
-    issues = []
-    names = None
+def _class_error(prompt: dict[str, Any], registry: Any) -> Outcome | None:
+    """ComfyUI's prompt-level ``invalid_prompt`` for the first node (in prompt order) whose ``class_type``
+    is missing or unknown: its exact messages, which clients match on, and ``details`` naming the node.
+    ``extra_info`` adds the node, the class and the closest registered name."""
     for node_id, node in prompt.items():
-        class_type = node.get("class_type")
-        title = (node.get("_meta") or {}).get("title") if isinstance(node.get("_meta"), dict) else None
-        if not isinstance(class_type, str):
-            issues.append(ValidationIssue(
-                "missing_node_type", f"Node '{title or f'ID #{node_id}'}' has no class_type; the workflow "
-                "may be corrupted or a custom node is missing", f"Node ID '#{node_id}'", node_id,
-                extra_info={"node_id": node_id, "class_type": None, "node_title": title}))
-        elif class_type not in registry:
-            names = registry.names() if names is None else names
-            hint = did_you_mean(class_type, names)
-            issues.append(ValidationIssue(
-                "missing_node_type", f"Node '{title or class_type}' not found. The custom node may not be "
-                f"installed{hint or '.'}", f"Node ID '#{node_id}'", node_id,
-                extra_info={"node_id": node_id, "class_type": class_type, "node_title": title or class_type}))
-    return issues
+        if "class_type" not in node:
+            return _prompt_error("invalid_prompt", "Cannot execute because a node is missing the class_type "
+                                 "property.", f"Node ID '#{node_id}'", node_id=node_id, class_type=None)
+        class_type = node["class_type"]
+        if not isinstance(class_type, str) or class_type not in registry:
+            extra: dict[str, Any] = {"node_id": node_id, "class_type": class_type}
+            close = closest_name(class_type, registry.names())
+            if close:
+                extra["did_you_mean"] = close
+            return _prompt_error("invalid_prompt", f"Cannot execute because node {class_type} does not exist.",
+                                 f"Node ID '#{node_id}'", **extra)
+    return None
 
 
 class _NodeChecker:
@@ -321,11 +324,9 @@ def validate_prompt(registry: Any, prompt: Any, partial_targets: list[str] | Non
     if failure is not None:
         return failure
     prompt = parsed
-    missing = _class_issues(prompt, registry)
-    if missing:
-        node_errors = {i.node_id: {"errors": [i.to_json()], "dependent_outputs": [],
-                                   "class_type": prompt[i.node_id].get("class_type")} for i in missing}
-        return Outcome(False, missing[0].to_json(), node_errors)
+    failure = _class_error(prompt, registry)
+    if failure is not None:
+        return failure
 
     specs = SpecCache(registry)
     checker = _NodeChecker(prompt, specs, registry.output_types())
@@ -342,9 +343,10 @@ def validate_prompt(registry: Any, prompt: Any, partial_targets: list[str] | Non
         if spec.is_output and (targets is None or node_id in targets):
             outputs.append(node_id)
     if not outputs:
-        return _prompt_error("prompt_no_outputs", "Prompt has no outputs; add an output node (one with "
-                             "OUTPUT_NODE = True, e.g. SaveImage)" if targets is None else
-                             "Prompt has no outputs among the partial execution targets")
+        # ComfyUI's exact message (clients match on it); the details say how to fix it.
+        return _prompt_error("prompt_no_outputs", "Prompt has no outputs",
+                             "add an output node (one with OUTPUT_NODE = True, e.g. SaveImage)" if targets is None
+                             else "none of the partial execution targets is an output node")
 
     components = strongly_connected(outputs, lambda n: _links(prompt[n], prompt))
     is_valid: dict[str, bool] = {}

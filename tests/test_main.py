@@ -119,7 +119,8 @@ def test_check_invalid_prints_comfyui_error(tmp_path: Path, dirs: list[str], cap
     captured = capsys.readouterr()
     body = json.loads(captured.out)
     assert set(body) == {"error", "node_errors"} and body["error"]["type"]
-    assert "6" in body["node_errors"] or body["error"]["type"] == "missing_node_type"
+    assert body["error"]["type"] == "invalid_prompt"
+    assert body["error"]["message"] == "Cannot execute because node NoSuchNode does not exist."
     assert "invalid workflow" in captured.err
 
 

@@ -3,8 +3,9 @@
 ComfyUI's routes with its shapes, plus two Plexus additions for clients without a websocket:
 ``GET /prompt/{id}/status`` and ``POST /prompt?wait=true[&timeout=S]``, which answers when the prompt
 has ended (200 with its outputs) or when the timeout passes (202 with its current status).
-``GET /history/{id}`` answers 404 for an id the server never saw and ``{}`` for one still queued or
-running, so a client can tell a typo from a wait.
+``GET /history/{id}`` answers 200 ``{}`` for any id not (or no longer) in the history, as ComfyUI does:
+clients poll it until the id appears. ``GET /prompt/{id}/status`` is the one that tells a typo (404)
+from a wait.
 """
 
 from __future__ import annotations
@@ -68,13 +69,13 @@ def _is_finite_json(value: Any, depth: int = 0) -> bool:
 
 
 def _check_prompt_shape(prompt: Any) -> str | None:
-    if not isinstance(prompt, dict) or not prompt:
-        return "'prompt' must be a non-empty object mapping node ids to {class_type, inputs}."
+    """The request-level shape only; empty prompts and missing or unknown ``class_type`` are the engine's
+    (ComfyUI's ``prompt_no_outputs`` and ``invalid_prompt`` answers)."""
+    if not isinstance(prompt, dict):
+        return "'prompt' must be an object mapping node ids to {class_type, inputs}."
     for node_id, node in prompt.items():
         if not isinstance(node, dict):
             return f"node {node_id!r} must be an object with 'class_type' and 'inputs'."
-        if not isinstance(node.get("class_type"), str):
-            return f"node {node_id!r} has no 'class_type' string."
         if not isinstance(node.get("inputs", {}), dict):
             return f"node {node_id!r}: 'inputs' must be an object."
     return None
@@ -327,11 +328,7 @@ async def get_history_item(request: web.Request) -> web.Response:
     state = _state(request)
     prompt_id = request.match_info["prompt_id"]
     entry = await state.call(state.services.store.history_item, prompt_id)
-    if entry is not None:
-        return web.json_response({prompt_id: entry})
-    if await state.call(state.services.store.status_of, prompt_id) is None:
-        raise web.HTTPNotFound(text=f"No prompt with id {prompt_id!r}.")
-    return web.json_response({})
+    return web.json_response({prompt_id: entry} if entry is not None else {})
 
 
 @routes.post("/history")

@@ -210,13 +210,16 @@ def test_vae_falls_back_to_tiles_when_memory_runs_out(loaded, monkeypatch):
 def test_previews_linear_and_taesd(loaded, tmp_path):
     model, _, _ = loaded
     x0 = torch.randn(1, 4, 8, 8)
-    linear = previews.previewer_for(model, [tmp_path])
+    assert previews.previewer_for(model, [tmp_path], "none") is None
+    linear = previews.previewer_for(model, [tmp_path], "taesd")   # no decoder file yet: linear
     assert linear(x0).shape == (8, 8, 3) and linear(x0).dtype == torch.uint8
     decoder = previews.taesd_decoder()
     layout = {k: (tuple(v.shape), torch.float32) for k, v in decoder.state_dict().items()}
     write_safetensors_streaming(tmp_path / "taesd_decoder.safetensors", layout,
                                 lambda k: random_tensor(k, layout[k][0], torch.float32, 0))
-    taesd = previews.previewer_for(model, [tmp_path])
+    for method in ("auto", "latent2rgb"):            # ComfyUI 0.3.64: auto is latent2rgb
+        assert previews.previewer_for(model, [tmp_path], method)(x0).shape == (8, 8, 3)
+    taesd = previews.previewer_for(model, [tmp_path], "taesd")
     rgb = taesd(x0)
     assert rgb.shape == (64, 64, 3) and rgb.dtype == torch.uint8
     assert len(ksampler.encode_jpeg(rgb)) > 100

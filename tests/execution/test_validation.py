@@ -48,18 +48,37 @@ def test_a_json_text_prompt_is_accepted(engine):
     assert engine.validate(json.dumps({"1": {"class_type": "Const", "inputs": {"value": 1}}, "2": out("1")})).ok
 
 
-def test_unknown_class_suggests_the_closest_name(engine):
+def test_unknown_class_is_comfyuis_invalid_prompt_naming_node_and_class(engine):
     result = engine.validate({"1": {"class_type": "Cnst", "inputs": {"value": 1}}, "2": out("1"),
                               "3": {"inputs": {}}})
-    assert not result.ok and result.error["type"] == "missing_node_type"
-    assert "did you mean 'Const'?" in result.error["message"]
-    assert result.error["details"] == "Node ID '#1'"
-    assert node_error_types(result) == {"1": ["missing_node_type"], "3": ["missing_node_type"]}
+    assert not result.ok and result.node_errors == {}
+    assert result.error == {"type": "invalid_prompt",
+                            "message": "Cannot execute because node Cnst does not exist.",
+                            "details": "Node ID '#1'",
+                            "extra_info": {"node_id": "1", "class_type": "Cnst", "did_you_mean": "Const"}}
 
 
-def test_no_output_node(engine):
-    result = engine.validate({"1": {"class_type": "Const", "inputs": {"value": 1}}})
-    assert not result.ok and result.error["type"] == "prompt_no_outputs"
+def test_missing_class_type_is_comfyuis_invalid_prompt_naming_the_node(engine):
+    result = engine.validate({"1": {"class_type": "Const", "inputs": {"value": 1}}, "2": out("1"),
+                              "3": {"inputs": {}}, "4": {"class_type": "Nope", "inputs": {}}})
+    assert not result.ok and result.node_errors == {}
+    assert result.error["type"] == "invalid_prompt"
+    assert result.error["message"] == "Cannot execute because a node is missing the class_type property."
+    assert result.error["details"] == "Node ID '#3'"
+
+
+def test_a_class_type_that_is_not_a_string_is_an_unknown_class(engine):
+    result = engine.validate({"1": {"class_type": 7, "inputs": {}}})
+    assert result.error["message"] == "Cannot execute because node 7 does not exist."
+    assert "did_you_mean" not in result.error["extra_info"]
+
+
+@pytest.mark.parametrize("prompt", [{}, {"1": {"class_type": "Const", "inputs": {"value": 1}}}])
+def test_an_empty_prompt_or_one_without_output_nodes_has_no_outputs(engine, prompt):
+    result = engine.validate(prompt)
+    assert not result.ok and result.node_errors == {}
+    assert result.error["type"] == "prompt_no_outputs" and result.error["message"] == "Prompt has no outputs"
+    assert "OUTPUT_NODE" in result.error["details"]
 
 
 def test_required_input_missing(engine):

@@ -22,7 +22,10 @@ from . import fakes
 
 
 class Harness:
-    """One server: ``start()`` / ``stop()`` (restartable on the same folders and database)."""
+    """One server: ``start()`` / ``stop()`` (restartable on the same folders and database). It starts as
+    with ``--preview-method auto`` (``preview_method``), so the fake sampler sends step previews."""
+
+    preview_method = "auto"
 
     def __init__(self, base: Path, **settings: Any):
         self.base = base
@@ -39,7 +42,7 @@ class Harness:
         """The test stack: real engine, store, worker and events; the test nodes of fakes.py."""
         self.events = EventBus()
         self.registry = fakes.make_registry(self.folders)
-        self.engine = Engine(self.registry, self.events)
+        self.engine = Engine(self.registry, self.events, preview_method=self.preview_method)
         self.store = PromptStore(self.db_path)
         self.worker = Worker(self.store, self.engine, self.events)
         return Services(

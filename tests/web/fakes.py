@@ -25,7 +25,8 @@ def _png(image: Image.Image) -> bytes:
 
 
 class MakeImage:
-    """'Generates' an image: a colour from the seed, with progress and a JPEG preview per step."""
+    """'Generates' an image: a colour from the seed, with progress and, like a sampler, a JPEG preview
+    per step when the prompt's preview method is not "none"."""
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -50,7 +51,8 @@ class MakeImage:
             out = io.BytesIO()
             image.save(out, format="JPEG")
             if context is not None:
-                context.report_progress(step + 1, steps, Preview("JPEG", out.getvalue()))
+                wants = context.preview_method != "none"
+                context.report_progress(step + 1, steps, Preview("JPEG", out.getvalue()) if wants else None)
         return (image,)
 
 

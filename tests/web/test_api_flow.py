@@ -109,9 +109,21 @@ def test_validation_errors_answer_400_in_comfyui_shape(harness) -> None:
             assert body["error"]["type"] == "prompt_outputs_failed_validation"
             assert body["node_errors"]["1"]["class_type"] == "MakeImage"
             assert body["node_errors"]["1"]["dependent_outputs"] == ["9"]
-            prompt = {"1": {"class_type": "NoSuchNode", "inputs": {}}}
-            status, body = await post(s, harness.url + "/prompt", {"prompt": prompt})
-            assert status == 400 and "error" in body and "node_errors" in body
+            # Prompt-level errors: ComfyUI's types and exact messages (clients match on them).
+            for prompt, error in (
+                ({"1": {"class_type": "NoSuchNode", "inputs": {}}},
+                 ("invalid_prompt", "Cannot execute because node NoSuchNode does not exist.", "Node ID '#1'")),
+                ({**fakes.txt2img(), "7": {"inputs": {}}},
+                 ("invalid_prompt", "Cannot execute because a node is missing the class_type property.",
+                  "Node ID '#7'")),
+                ({}, ("prompt_no_outputs", "Prompt has no outputs", None)),
+                ({"1": fakes.txt2img()["1"]}, ("prompt_no_outputs", "Prompt has no outputs", None)),
+            ):
+                status, body = await post(s, harness.url + "/api/prompt", {"prompt": prompt})
+                assert status == 400 and body["node_errors"] == {}, prompt
+                got = body["error"]
+                assert (got["type"], got["message"]) == error[:2], prompt
+                assert error[2] is None or got["details"] == error[2]
             status, body = await post(s, harness.url + "/prompt", {"client_id": "x"})
             assert status == 400 and body["error"]["type"] == "no_prompt" and body["node_errors"] == {}
             status, queue_state = await get(s, harness.url + "/queue")
@@ -134,7 +146,9 @@ def test_wait_true_answers_with_outputs_and_status_endpoint_tells_states_apart(h
                 {"prompt_id": pid, "status": "success"},
             )
             assert (await get(s, f"{harness.url}/prompt/nope/status"))[0] == 404
-            assert (await get(s, f"{harness.url}/history/nope"))[0] == 404
+            # Unknown ids answer 200 {} as in ComfyUI (clients poll until the id appears), also under /api.
+            assert (await get(s, f"{harness.url}/history/nope")) == (200, {})
+            assert (await get(s, f"{harness.url}/api/history/nope")) == (200, {})
             assert (await get(s, f"{harness.url}/api/jobs/nope"))[0] == 404
 
             status, body = await post(
