@@ -15,10 +15,14 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+import io
 import importlib.resources
 import json
 import logging
 import mimetypes
+import re
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +143,7 @@ class TemplateSources:
             if self.registered is not None:
                 official = mark_index(official, self.workflow, self.registered)
             self._marked[name] = official
-        return merged + self._marked[name]
+        return _ranked_first(merged, self._marked[name]) + self._marked[name]
 
     def file(self, relative: str) -> Path | None:
         for root in self.roots:
@@ -147,6 +151,32 @@ class TemplateSources:
             if found is not None:
                 return found
         return None
+
+
+_THUMBNAIL = re.compile(r"[A-Za-z0-9_.\-]+-\d+\.webp")
+
+
+@functools.cache
+def _placeholder_thumbnail() -> bytes:
+    """A small neutral-grey WebP, written once with Pillow."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (58, 58, 62)).save(buffer, format="WEBP")
+    return buffer.getvalue()
+
+
+def _ranked_first(own: list[Any], official: list[Any]) -> list[Any]:
+    """Our entries with a `usage` above every official template's, so that the editor's first view
+    ("Popular", sorted by usage) shows Plexus's demo first, as it does in the "Plexus" category."""
+    usages = [t.get("usage", 0) for module in official if isinstance(module, dict)
+              for t in module.get("templates", []) if isinstance(t, dict) and isinstance(t.get("usage"), int)]
+    top = max(usages, default=0) + 1
+    ranked = copy.deepcopy(own)
+    for module in ranked:
+        for template in module.get("templates", []) if isinstance(module, dict) else []:
+            template["usage"] = top
+    return ranked
 
 
 def add_editor_routes(app: web.Application, static_root: Path | None, plugins: list[Plugin],
@@ -175,6 +205,11 @@ def add_editor_routes(app: web.Application, static_root: Path | None, plugins: l
         if found is None:
             if relative in ("index_logo.json", "fuse_options.json"):
                 return web.json_response({}, headers={"Cache-Control": "no-cache"})
+            if _THUMBNAIL.fullmatch(relative):
+                # the official templates' thumbnails live in the optional media packages
+                # (comfyui-workflow-templates-media-*); without them the browser shows a neutral tile
+                return web.Response(body=_placeholder_thumbnail(), content_type="image/webp",
+                                    headers={"Cache-Control": "no-cache"})
             raise web.HTTPNotFound(text=f"No template file {relative!r}.")
         return _file_response(found, cache="no-cache")
 

@@ -119,7 +119,9 @@ def test_specs_match_comfyui(harness):
 # --- txt2img, determinism, batches, progress ---------------------------------------------------------------
 
 def test_txt2img_is_deterministic_and_reports_progress_with_previews(harness):
-    first = run_ok(harness, base_prompt(steps=3))
+    # previews only when asked for (ComfyUI's default preview method is none): the editor's setting
+    first = harness.run(base_prompt(steps=3), extra_data={"preview_method": "latent2rgb"})
+    assert first.status == "success", first.error
     progress = [(e.data["value"], e.data["max"]) for e in harness.seen if e.type == "progress"]
     assert progress == [(1, 3), (2, 3), (3, 3)]
     previews = [e.data["preview"] for e in harness.seen if e.type == "preview"]

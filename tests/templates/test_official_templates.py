@@ -38,9 +38,12 @@ def test_every_template_with_known_node_types_passes_check(outcomes) -> None:
     # PreviewAny than ComfyUI 0.3.64's (which Plexus follows), so its widgets_values do not map;
     # image_boogu_image_0_1_turbo_t2i needs CLIPLoader type 'boogu' (a model family Plexus lacks);
     # utility_interpolation_image_upscale saved ImageCompare's slider state as a widget value (the
-    # other 62 ImageCompare templates save none), which the converter does not map yet.
+    # other 62 ImageCompare templates save none), which the converter does not map yet;
+    # basic_switch_node saves the same newer PreviewAny widgets as basic_datatype_conversion;
+    # image_kandinsky5_t2i needs DualCLIPLoader type 'kandinsky5_image' (a family Plexus lacks).
     assert set(failing) <= {"basic_datatype_conversion", "image_boogu_image_0_1_turbo_t2i",
-                            "utility_interpolation_image_upscale"}, failing
+                            "utility_interpolation_image_upscale", "basic_switch_node",
+                            "image_kandinsky5_t2i"}, failing
 
 
 def test_model_free_templates_that_pass_check_run_end_to_end(outcomes) -> None:
