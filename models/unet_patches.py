@@ -151,25 +151,22 @@ def transformer_block(block: nn.Module, x: Tensor, context: Tensor, options: dic
     extra["dim_head"] = block.attn1.to_q.out_features // block.attn1.heads
     block_key = options.get("block")
 
+    def attend(kind: str, attention, n: Tensor, context_in: Tensor) -> Tensor:
+        """One attention of the block with its patches (`<kind>_patch` on (n, context, value), the
+        replacement, `<kind>_output_patch`), as ComfyUI's BasicTransformerBlock applies them."""
+        ctx = val = context_in
+        for fn in _patch_list(options, f"{kind}_patch"):
+            n, ctx, val = fn(n, ctx, val, extra)
+        out = _attend_with(attention, n, ctx, val, _replacement(options, kind, block_key, position), extra)
+        for fn in _patch_list(options, f"{kind}_output_patch"):
+            out = fn(out, extra)
+        return out
+
     n = block.norm1(x)
-    ctx1 = val1 = n
-    for fn in _patch_list(options, "attn1_patch"):
-        n, ctx1, val1 = fn(n, ctx1, val1, extra)
-    out = _attend_with(block.attn1, n, ctx1, val1, _replacement(options, "attn1", block_key, position), extra)
-    for fn in _patch_list(options, "attn1_output_patch"):
-        out = fn(out, extra)
-    x = x + out
+    x = x + attend("attn1", block.attn1, n, n)
     for fn in _patch_list(options, "middle_patch"):
         x = fn(x, extra)
-
-    n = block.norm2(x)
-    ctx2 = val2 = context
-    for fn in _patch_list(options, "attn2_patch"):
-        n, ctx2, val2 = fn(n, ctx2, val2, extra)
-    out = _attend_with(block.attn2, n, ctx2, val2, _replacement(options, "attn2", block_key, position), extra)
-    for fn in _patch_list(options, "attn2_output_patch"):
-        out = fn(out, extra)
-    x = x + out
+    x = x + attend("attn2", block.attn2, block.norm2(x), context)
     return x + block.ff(block.norm3(x))
 
 
