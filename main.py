@@ -105,6 +105,9 @@ def add_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None
                          help="CPUs reserved per worker actor (fractions allowed)")
     cluster.add_argument("--ray-worker-gpus", type=float, default=default(None), metavar="N",
                          help="GPUs per worker actor (default: 1 when the cluster has GPUs and --cpu is not given)")
+    cluster.add_argument("--ray-worker-threads", type=int, default=default(None), metavar="N",
+                         help="torch CPU threads per worker actor (default: the front end's OMP_NUM_THREADS, else "
+                              "what single-machine mode uses on the worker's node; Ray's own default is dropped)")
 
     paths = parser.add_argument_group("folders")
     paths.add_argument("--base-directory", type=str, default=default(None),
@@ -566,7 +569,7 @@ def start_cluster(app: App, store: Any) -> Any:
     try:
         pool = RayPool(functools.partial(build_worker_parts, args), address=address, target=target,
                        num_cpus=args.ray_worker_cpus, num_gpus=args.ray_worker_gpus,
-                       cpu_only=args.cpu)
+                       cpu_only=args.cpu, threads=args.ray_worker_threads)
     except ImportError as exc:
         raise UsageError("ray_missing", "--ray needs Ray", "pip install -r requirements-ray.txt") from exc
     dispatcher = Dispatcher(store, app.events, pool, OutputWriter(app.folders.directory)).start()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,8 +29,10 @@ ACTOR_CONCURRENCY = 4   # run + interrupt / free / stats at the same time
 class _WorkerActor:
     """The actor body (wrapped with ``ray.remote`` at pool start)."""
 
-    def __init__(self, worker_id: str, build: Callable[..., Any]):
+    def __init__(self, worker_id: str, build: Callable[..., Any], threads: int | None = None):
         from cluster.runtime import WorkerRuntime
+
+        use_threads(threads)   # before the runtime imports torch
 
         scratch = Path(tempfile.gettempdir()) / f"plexus-{worker_id}-{os.getpid()}"
         self.runtime = WorkerRuntime(worker_id, build, scratch)
@@ -60,13 +63,15 @@ class RayPool:
 
     def __init__(self, build: Callable[..., Any], *, address: str | None = None, target: int | None = None,
                  num_cpus: float = 1.0, num_gpus: float | None = 0.0, cpu_only: bool = False,
-                 namespace: str = "plexus", init_kwargs: dict[str, Any] | None = None):
+                 namespace: str = "plexus", init_kwargs: dict[str, Any] | None = None,
+                 threads: int | None = None):
         import ray
 
         self.ray = ray
         self.build = build
         self.target = target
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
+        self.threads = threads if threads is not None else _env_threads()
         self._owns_ray = False
         if not ray.is_initialized():
             kwargs = {"namespace": namespace, "log_to_driver": False, "include_dashboard": False,
@@ -98,7 +103,7 @@ class RayPool:
         options: dict[str, Any] = {"num_cpus": self.num_cpus, "name": worker_id, "max_restarts": 0}
         if self.num_gpus:
             options["num_gpus"] = self.num_gpus
-        actor = self._actor_class.options(**options).remote(worker_id, self.build)
+        actor = self._actor_class.options(**options).remote(worker_id, self.build, self.threads)
         self._starting[worker_id] = (actor, actor.ready.remote())
         return worker_id
 
@@ -172,6 +177,30 @@ class RayPool:
         self._starting.clear()
         if self._owns_ray:
             self.ray.shutdown()
+
+
+def _env_threads() -> int | None:
+    """The front end's own ``OMP_NUM_THREADS``, when set: its workers use the same."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def use_threads(threads: int | None) -> None:
+    """Give the worker the intra-op thread count single-machine mode would use on its node.
+
+    Ray sets ``OMP_NUM_THREADS`` in an actor to its CPU reservation (1 for a fraction of a CPU) when
+    the node's environment has none, so torch in a worker would run with another thread count than
+    a single-machine Plexus on the same machine — and float reductions split differently give
+    different pixels. ``threads`` (``--ray-worker-threads``, or the front end's ``OMP_NUM_THREADS``)
+    sets the count; None drops Ray's default so torch picks its own, as it does on one machine.
+    """
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    else:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    torch = sys.modules.get("torch")
+    if torch is not None and threads:   # imported already (a custom build): set it directly
+        torch.set_num_threads(threads)
 
 
 def _program_path() -> str:

@@ -74,6 +74,8 @@ def system_stats(state: AppState) -> dict[str, Any]:
     answer = {"system": system, "devices": list(stats.get("devices") or [])}
     if "plexus" in stats:  # memory mode, dtype choices and loaded models (beyond ComfyUI's shape)
         answer["plexus"] = stats["plexus"]
+    if "workers" in stats:  # --ray: the cluster's worker actors (id, device, memory, resident models)
+        answer["workers"] = list(stats["workers"])
     return answer
 
 

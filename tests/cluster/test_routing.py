@@ -115,3 +115,18 @@ def test_scheduler_tracks_switches_and_reports() -> None:
     scheduler.finished("w1", now_s=10.0, resident=needs("a", "l"))
     assert scheduler.plan([prompt("p3", "a", "l"), prompt("p4", "b")], now_s=10.0) == [("p3", "w1")]
     assert scheduler.workers["w1"].model_loads == 1
+
+
+def test_worker_threads_drop_rays_default_or_take_the_given_count(monkeypatch) -> None:
+    from cluster.ray_pool import use_threads
+
+    import os
+    import sys
+
+    monkeypatch.delitem(sys.modules, "torch", raising=False)   # this process's torch keeps its threads
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")      # what Ray sets for a fractional-CPU actor
+    use_threads(None)
+
+    assert "OMP_NUM_THREADS" not in os.environ       # torch picks its single-machine default
+    use_threads(3)
+    assert os.environ["OMP_NUM_THREADS"] == "3"
