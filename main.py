@@ -561,6 +561,7 @@ def start_cluster(app: App, store: Any) -> Any:
     except ImportError as exc:
         raise UsageError("ray_missing", "--ray needs Ray", "pip install -r requirements-ray.txt") from exc
     from cluster.dispatcher import Dispatcher
+    from cluster.inputs import input_files
     from cluster.outputs import OutputWriter
 
     args = app.args
@@ -572,7 +573,8 @@ def start_cluster(app: App, store: Any) -> Any:
                        cpu_only=args.cpu, threads=args.ray_worker_threads)
     except ImportError as exc:
         raise UsageError("ray_missing", "--ray needs Ray", "pip install -r requirements-ray.txt") from exc
-    dispatcher = Dispatcher(store, app.events, pool, OutputWriter(app.folders.directory)).start()
+    dispatcher = Dispatcher(store, app.events, pool, OutputWriter(app.folders.directory),
+                            input_files=functools.partial(input_files, folders=app.folders)).start()
     log.info("Ray cluster: %s, %s worker(s) wanted", args.ray, target if target is not None else "one per GPU/node")
     return dispatcher
 
@@ -586,6 +588,7 @@ def build_worker_parts(args: argparse.Namespace, scratch_dir: Path) -> Any:
     worker_args.command, worker_args.ray = "worker", None
     worker_args.output_directory = str(Path(scratch_dir) / "output")
     worker_args.temp_directory = str(Path(scratch_dir) / "temp")
+    worker_args.input_directory = str(Path(scratch_dir) / "input")   # filled with the files each prompt names
     app = build_app(worker_args)
     app.folders.ensure_dirs()
 

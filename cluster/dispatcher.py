@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any
 
+from cluster.inputs import INPUTS_KEY
 from cluster.needs import ModelNeeds, pinned_worker, prompt_needs
 from cluster.outputs import OutputWriter
 from cluster.pool import WorkerLost, WorkerPool
@@ -30,11 +31,13 @@ log = logging.getLogger(__name__)
 
 class Dispatcher:
     def __init__(self, store: Any, events: Any, pool: WorkerPool, outputs: OutputWriter, *,
-                 policy: str = "residency", heartbeat_interval_s: float = 5.0, poll_interval_s: float = 1.0):
+                 policy: str = "residency", heartbeat_interval_s: float = 5.0, poll_interval_s: float = 1.0,
+                 input_files: Any = None):
         self.store = store
         self.events = events
         self.pool = pool
         self.outputs = outputs
+        self.input_files = input_files   # prompt -> [[type, relative path, bytes]] shipped with the record
         self.scheduler = Scheduler(policy)
         self.heartbeat_interval_s = heartbeat_interval_s
         self.poll_interval_s = poll_interval_s
@@ -182,7 +185,10 @@ class Dispatcher:
         beat.start()
         try:
             result = None
-            for message in self.pool.run(worker_id, record.to_json()):
+            payload = record.to_json()
+            if self.input_files is not None:
+                payload[INPUTS_KEY] = self.input_files(record.prompt)
+            for message in self.pool.run(worker_id, payload):
                 kind = message[0]
                 if kind == "started":
                     is_started = True

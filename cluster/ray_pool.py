@@ -34,6 +34,7 @@ class _WorkerActor:
 
         use_threads(threads)   # before the runtime imports torch
 
+        remove_stale_scratch(Path(tempfile.gettempdir()))
         scratch = Path(tempfile.gettempdir()) / f"plexus-{worker_id}-{os.getpid()}"
         self.runtime = WorkerRuntime(worker_id, build, scratch)
 
@@ -177,6 +178,28 @@ class RayPool:
         self._starting.clear()
         if self._owns_ray:
             self.ray.shutdown()
+
+
+def remove_stale_scratch(root: Path) -> list[Path]:
+    """Scratch folders (``plexus-<worker>-<pid>``) of worker processes that are gone (a killed actor
+    leaves its folder behind): removed when a worker starts on that machine."""
+    import shutil
+
+    removed = []
+    for folder in root.glob("plexus-plexus-worker-*-*"):
+        pid = folder.name.rpartition("-")[2]
+        if not (pid.isdigit() and folder.is_dir()) or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue                  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue                  # another user's process
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def _env_threads() -> int | None:

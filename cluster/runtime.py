@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cluster.inputs import INPUTS_KEY, write_input_files
 from cluster.needs import ModelNeeds, prompt_needs
 from cluster.outputs import file_entries
 
@@ -49,6 +50,8 @@ class WorkerRuntime:
     def run(self, record: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
         with self._run_lock:
             yield ("started", self.worker_id)
+            record = dict(record)
+            inputs = write_input_files(record.pop(INPUTS_KEY, None) or [], self.parts.directory)
             messages: queue.Queue = queue.Queue()
             unsubscribe = self.parts.events.subscribe(lambda event: messages.put(event))
             box: dict[str, Any] = {}
@@ -65,6 +68,8 @@ class WorkerRuntime:
             finally:
                 unsubscribe()
                 thread.join()
+                for path in inputs:   # scratch: the front end's input folder stays the only copy
+                    path.unlink(missing_ok=True)
             result = box["result"]
             for ui in (result.get("outputs") or {}).values():
                 yield from self._files_of(ui, only_new=True)

@@ -262,11 +262,30 @@ def test_main_with_ray_serves_the_api_and_matches_single_machine_output(ray_inst
                 png = await r.read()
             _, history = await get(s, server.url + f"/api/history/{pid}")
             _, stats = await get(s, server.url + "/api/system_stats")
-            return png, {"history": history[pid], "stats": stats}
+            # an uploaded input image reaches the worker (shipped as bytes; its input folder is scratch)
+            picture = io.BytesIO()
+            Image.new("RGB", (8, 6), (200, 30, 90)).save(picture, "PNG")
+            form = aiohttp.FormData()
+            form.add_field("image", picture.getvalue(), filename="up.png", content_type="image/png")
+            form.add_field("subfolder", "mine")
+            status, uploaded = await post(s, server.url + "/api/upload/image", data=form)
+            assert status == 200, uploaded
+            load = {"1": {"class_type": "LoadImage", "inputs": {"image": "mine/up.png"}},
+                    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "up"}}}
+            status, body = await post(s, server.url + "/api/prompt", {"prompt": load, "client_id": ws.sid})
+            assert status == 200, body
+            assert await ws.until_recorded(body["prompt_id"], timeout_s=120) == "execution_success", \
+                ws.of(body["prompt_id"])[-1][1]["exception_message"]
+            saved = next(d for k, d in ws.of(body["prompt_id"]) if k == "executed")["output"]["images"][0]
+            async with s.get(server.url + "/api/view", params=saved) as r:
+                assert r.status == 200
+                loaded = await r.read()
+            assert Image.open(io.BytesIO(loaded)).convert("RGB").getpixel((3, 2)) == (200, 30, 90)
+            return png, {"history": history[pid], "stats": stats, "loaded": loaded}
 
     single = RealHarness(tmp_path / "single").start()
     try:
-        expected, _ = asyncio.run(generate(single))
+        expected, single_info = asyncio.run(generate(single))
     finally:
         single.stop()
     cluster = RayHarness(tmp_path / "cluster").start()
@@ -277,6 +296,8 @@ def test_main_with_ray_serves_the_api_and_matches_single_machine_output(ray_inst
     # byte-identical: the worker runs torch with the thread count single-machine mode uses (Ray's
     # OMP_NUM_THREADS=1 for a fractional-CPU actor gave other float reductions, other pixels)
     assert png == expected
+    assert info["loaded"] == single_info["loaded"]
+    assert not list((tmp_path / "cluster").rglob("input/mine/up.png"))[1:]   # only the front end's copy
     worker = info["history"]["plexus"]["worker"]
     assert worker.startswith("plexus-worker-") and info["history"]["plexus"]["attempts"] == 1
     workers = info["stats"]["workers"]           # GET /system_stats over HTTP

@@ -130,3 +130,44 @@ def test_worker_threads_drop_rays_default_or_take_the_given_count(monkeypatch) -
     assert "OMP_NUM_THREADS" not in os.environ       # torch picks its single-machine default
     use_threads(3)
     assert os.environ["OMP_NUM_THREADS"] == "3"
+
+
+def test_stale_scratch_of_dead_workers_is_removed(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from cluster.ray_pool import remove_stale_scratch
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = tmp_path / f"plexus-plexus-worker-3-{dead.stdout.strip()}"
+    alive = tmp_path / f"plexus-plexus-worker-4-{os.getppid()}"
+    for folder in (gone, alive):
+        (folder / "output").mkdir(parents=True)
+    assert remove_stale_scratch(tmp_path) == [gone]
+    assert not gone.exists() and alive.exists()
+
+
+def test_input_files_named_by_a_prompt_are_shipped_and_written_inside_the_folder(tmp_path) -> None:
+    from cluster.inputs import input_files, write_input_files
+    from storage.folders import Folders
+
+    folders = Folders(tmp_path / "front")
+    folders.ensure_dirs()
+    (folders.input / "sub").mkdir()
+    (folders.input / "sub" / "a.png").write_bytes(b"A")
+    (folders.output / "o.png").write_bytes(b"O")
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "sub/a.png"}},
+              "2": {"class_type": "LoadImage", "inputs": {"image": "o.png [output]"}},
+              "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
+              "4": {"class_type": "LoadImage", "inputs": {"image": "../../etc/passwd"}}}
+    files = sorted(input_files(prompt, folders))
+    assert files == [["input", "sub/a.png", b"A"], ["output", "o.png", b"O"]]
+    worker = Folders(tmp_path / "worker")
+    written = write_input_files(files, worker.directory)
+    assert (worker.input / "sub" / "a.png").read_bytes() == b"A" and (worker.output / "o.png").read_bytes() == b"O"
+    assert len(written) == 2
+    import pytest
+
+    with pytest.raises(ValueError):
+        write_input_files([["input", "../x.png", b"X"]], worker.directory)
