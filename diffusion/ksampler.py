@@ -305,7 +305,7 @@ def sample_custom(guider: Guider | DualCFGGuider, noise: NoiseSource, sampler: S
     if len(sigmas) == 0:
         return latent, latent
     reporter = StepReporter(_previewer(model, preview_folders))
-    if isinstance(guider, DualCFGGuider):
+    if hasattr(guider, "make_denoiser"):        # DualCFGGuider, custom_sampling.PerpNegGuider
         guidance = {"positive": [], "negative": None, "cfg": 1.0, "make_denoiser": guider.make_denoiser}
     else:
         guidance = {"positive": guider.positive, "negative": guider.negative, "cfg": guider.cfg}

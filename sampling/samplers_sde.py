@@ -7,6 +7,8 @@ For flow models the driver moves a first sigma of 1 to just below 1 (lambda woul
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -219,9 +221,22 @@ def _er_noise_scaler(v: Tensor) -> Tensor:
     return v * ((v ** 0.3).exp() + 10.0)
 
 
+@dataclass(frozen=True)
+class reverse_time_sde_noise_scaler:   # noqa: N801 - used like a function: reverse_time_sde_noise_scaler(eta)
+    """The noise scale of the plain reverse-time SDE in ER-SDE's family (Cui et al. 2023, eq. 12):
+    lambda^(eta + 1); eta = 0 is the probability-flow ODE. A value object, so a SAMPLER holding it
+    compares, hashes and pickles."""
+    eta: float
+
+    def __call__(self, v: Tensor) -> Tensor:
+        return v ** (self.eta + 1)
+
+
 def er_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: NoiseSampler,
            on_step: StepHook | None = None, s_noise: float = 1.0, max_stage: int = 3,
-           is_rectified_flow: bool = False) -> Tensor:
+           is_rectified_flow: bool = False, noise_scaler=None) -> Tensor:
+    """`noise_scaler(lambda)`: the solver's noise-scale function (default the paper's)."""
+    scaler = noise_scaler if noise_scaler is not None else _er_noise_scaler
     s_in = x.new_ones([x.shape[0]])
     n_points = 200.0
     points = torch.arange(0, n_points, dtype=torch.float32, device=x.device)
@@ -236,20 +251,20 @@ def er_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: Noise
         else:
             er_s, er_t = er_lambdas[i], er_lambdas[i + 1]
             alpha_s, alpha_t = sigmas[i] / er_s, sigmas[i + 1] / er_t
-            r = _er_noise_scaler(er_t) / _er_noise_scaler(er_s)
+            r = scaler(er_t) / scaler(er_s)
             x = (alpha_t / alpha_s) * r * x + alpha_t * (1 - r) * x0           # stage 1 (Euler)
             if stage >= 2:
                 dt = er_t - er_s
                 step = -dt / n_points
                 lam_pos = er_t + points * step
-                scaled = _er_noise_scaler(lam_pos)
+                scaled = scaler(lam_pos)
                 integral = torch.sum(1 / scaled) * step
                 x0_d = (x0 - old_x0) / (er_s - er_lambdas[i - 1])
-                x = x + alpha_t * (dt + integral * _er_noise_scaler(er_t)) * x0_d
+                x = x + alpha_t * (dt + integral * scaler(er_t)) * x0_d
                 if stage >= 3:
                     integral_u = torch.sum((lam_pos - er_s) / scaled) * step
                     x0_u = (x0_d - old_x0_d) / ((er_s - er_lambdas[i - 2]) / 2)
-                    x = x + alpha_t * ((dt ** 2) / 2 + integral_u * _er_noise_scaler(er_t)) * x0_u
+                    x = x + alpha_t * ((dt ** 2) / 2 + integral_u * scaler(er_t)) * x0_u
                 old_x0_d = x0_d
             if s_noise > 0:
                 std = (er_t ** 2 - er_s ** 2 * r ** 2).sqrt().nan_to_num(nan=0.0)
