@@ -58,3 +58,15 @@ class PerpNegDenoiser:
 
     def with_uncond(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         return self._guide(x, sigma, is_uncond_needed=True)
+
+
+def perp_neg_cfg(empty: Sequence[Cond], ms: ModelSampling, neg_scale: float):
+    """The deprecated PerpNeg model patch as a CFG function: the empty prompt's x0 comes from one more
+    model pass (`CfgArgs.evaluate`), the cond / uncond x0 from the usual CFG pair."""
+    def cfg(a: CfgArgs) -> Tensor:
+        if a.evaluate is None:
+            raise ValueError("PerpNeg needs a guider that can re-run the model (CFGGuider / KSampler)")
+        (prepared,) = prepare_conds([empty], a.x.shape, ms)
+        (empty_x0,) = a.evaluate([prepared], a.x, a.sigma)
+        return perp_neg(a.cond_x0, a.uncond_x0, empty_x0, neg_scale, a.cond_scale)
+    return cfg

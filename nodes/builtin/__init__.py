@@ -27,4 +27,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.sd3",
     "nodes.builtin.sdxl",
     "nodes.builtin.custom_sampling",
+    "nodes.builtin.guidance",
 )
