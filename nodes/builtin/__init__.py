@@ -28,4 +28,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.sdxl",
     "nodes.builtin.custom_sampling",
     "nodes.builtin.guidance",
+    "nodes.builtin.merging",
 )
