@@ -169,3 +169,12 @@ def with_perp_neg(model: DiffusionModel, empty_conditioning: list, neg_scale: fl
     twin = model.clone()
     twin.set_cfg_function(perp_neg_cfg(empty, model.model_sampling, neg_scale))
     return twin
+
+
+def with_differential_diffusion(model: DiffusionModel, strength: float = 1.0) -> DiffusionModel:
+    """DifferentialDiffusion: the noise mask thresholded by sampling progress at each step
+    (sampling.differential_diffusion); only acts when the latent has a noise mask."""
+    from sampling.differential_diffusion import differential_mask
+    twin = model.clone()
+    twin.options["denoise_mask_function"] = differential_mask(model.model_sampling, strength)
+    return twin

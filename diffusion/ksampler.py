@@ -221,7 +221,8 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                         batch_index=latent.get("batch_index"), latent_format=model.latent_format, sigmas=sigmas,
                         on_progress=reporter, fits=_fits(model, attention, bool(options.get(IS_CFG_SPLIT))),
                         cfg_function=cfg_function, post_cfg=post_cfg, pre_cfg=pre_cfg, sampler_options=sampler_options,
-                        device=manager.device, make_denoiser=make_denoiser, noise=noise)
+                        device=manager.device, make_denoiser=make_denoiser, noise=noise,
+                        mask_function=model.options.get("denoise_mask_function"))
         finally:
             if ATTENTION_BACKEND in options:
                 set_attention_backend(model.module, configured_attention)

@@ -4,7 +4,7 @@ attention multipliers and Kohya's Deep Shrink. One call each into diffusion.guid
 from __future__ import annotations
 
 from diffusion import guidance_patches as gp
-from nodes.spec import Boolean, Combo, Float, Input, Int, Output, node
+from nodes.spec import Boolean, Combo, Float, Input, Int, Output, node, optional
 from sampling import guidance_variants as gv
 from sampling.model_sampling_continuous import CONTINUOUS_EDM_TYPES
 
@@ -186,3 +186,14 @@ class PatchModelAddDownscale:
             downscale_after_skip: bool, downscale_method: str, upscale_method: str) -> tuple:
         return (gp.with_downscale(model, block_number, downscale_factor, start_percent, end_percent,
                                   downscale_after_skip, downscale_method, upscale_method),)
+
+
+@node("DifferentialDiffusion", category="_for_testing", display_name="Differential Diffusion", experimental=True,
+      function="execute")
+class DifferentialDiffusion:
+    model = Input("MODEL")
+    strength = optional(Float(1.0, min=0.0, max=1.0, step=0.01))
+    RETURNS = ("MODEL",)
+
+    def run(self, model, strength: float = 1.0) -> tuple:
+        return (gp.with_differential_diffusion(model, strength),)

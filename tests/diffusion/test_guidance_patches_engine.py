@@ -160,3 +160,39 @@ def test_model_sampling_patches_sample_with_their_schedules(parts):
     outs = [_sample(m, pos, neg, steps=2) for m in (edm, v, aura)]
     assert all(torch.isfinite(o).all() for o in outs)
     assert not torch.allclose(outs[0], outs[1])
+
+
+# --- Differential Diffusion --------------------------------------------------------------------------------
+
+def test_differential_mask_thresholds_by_sampling_progress():
+    from sampling.differential_diffusion import differential_mask
+    from sampling.model_sampling import DiscreteSampling
+    from sampling.schedules import karras_sigmas
+    ms = DiscreteSampling()
+    sigmas = karras_sigmas(5, float(ms.sigma_min), float(ms.sigma_max))
+    mask = torch.tensor([0.0, 0.3, 0.6, 1.0]).view(1, 1, 2, 2)
+    fn = differential_mask(ms)
+    first = fn(sigmas[:1], mask, sigmas)
+    assert first.flatten().tolist() == [0.0, 0.0, 0.0, 1.0]          # threshold 1 at the start
+    t = lambda s: float(ms.timestep(torch.tensor([s])))
+    tau = (t(float(sigmas[2])) - t(float(ms.sigma_min))) / (t(float(sigmas[0])) - t(float(ms.sigma_min)))
+    middle = fn(sigmas[2:3], mask, sigmas)
+    assert middle.flatten().tolist() == [float(v >= tau) for v in (0.0, 0.3, 0.6, 1.0)]
+    blended = differential_mask(ms, 0.25)(sigmas[2:3], mask, sigmas)
+    torch.testing.assert_close(blended, 0.25 * middle + 0.75 * mask)
+
+
+def test_differential_diffusion_changes_masked_sampling_only(parts):
+    """Without a noise mask the function is never consulted; with one, pixels join as progress passes
+    their mask value (at the last step, sigma_min, every pixel is regenerated, as in ComfyUI)."""
+    model, _, pos, neg = parts
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+
+    def run(m, mask=None):
+        samples = {"samples": latent} if mask is None else {"samples": latent, "noise_mask": mask}
+        return ksampler.ksample(m, samples, pos, neg, seed=3, steps=3, cfg=4.0, sampler_name="euler",
+                                scheduler="normal", denoise=0.8)["samples"]
+    dd = gp.with_differential_diffusion(model)
+    torch.testing.assert_close(run(dd), run(model))
+    soft = torch.linspace(0, 1, 64).view(1, 8, 8)
+    assert not torch.allclose(run(dd, soft), run(model, soft), atol=1e-3)
