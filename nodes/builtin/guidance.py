@@ -4,6 +4,7 @@ attention multipliers and Kohya's Deep Shrink. One call each into diffusion.guid
 from __future__ import annotations
 
 from diffusion import guidance_patches as gp
+from diffusion import sag
 from nodes.spec import Boolean, Combo, Float, Input, Int, Output, node, optional
 from sampling import guidance_variants as gv
 from sampling.model_sampling_continuous import CONTINUOUS_EDM_TYPES
@@ -197,3 +198,15 @@ class DifferentialDiffusion:
 
     def run(self, model, strength: float = 1.0) -> tuple:
         return (gp.with_differential_diffusion(model, strength),)
+
+
+@node("SelfAttentionGuidance", category="_for_testing", display_name="Self-Attention Guidance", experimental=True,
+      function="execute")
+class SelfAttentionGuidance:
+    model = Input("MODEL")
+    scale = Float(0.5, min=-2.0, max=5.0, step=0.01)
+    blur_sigma = Float(2.0, min=0.0, max=10.0, step=0.1)
+    RETURNS = ("MODEL",)
+
+    def run(self, model, scale: float, blur_sigma: float) -> tuple:
+        return (sag.with_self_attention_guidance(model, scale, blur_sigma),)

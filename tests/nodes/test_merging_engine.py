@@ -71,6 +71,7 @@ def test_guidance_nodes_run_in_a_graph(harness):
                               ("APG", {"eta": 0.5, "norm_threshold": 2.0, "momentum": 0.2}),
                               ("Epsilon Scaling", {"scaling_factor": 1.02}), ("Mahiro", {}),
                               ("PerturbedAttentionGuidance", {"scale": 2.0}),
+                              ("SelfAttentionGuidance", {"scale": 0.8, "blur_sigma": 2.0}),
                               ("UNetSelfAttentionMultiply", {"q": 1.2, "k": 1.0, "v": 1.0, "out": 1.0}),
                               ("UNetCrossAttentionMultiply", {"q": 1.0, "k": 1.0, "v": 0.8, "out": 1.0}),
                               ("ModelSamplingContinuousEDM", {"sampling": "v_prediction", "sigma_max": 120.0,
