@@ -3,9 +3,9 @@
 SDXL, SD3_2B, ...) take one ratio per key prefix, with the prefixes themselves as input names."""
 from __future__ import annotations
 
-from diffusion import merging, saving_parts
+from diffusion import lora_extract, merging, saving_parts
 from nodes import services
-from nodes.spec import Float, Hidden, Input, String, node
+from nodes.spec import Boolean, Combo, Float, Hidden, Input, Int, String, node, optional
 
 MERGING = "advanced/model_merging"
 
@@ -168,4 +168,25 @@ class CLIPSave:
         folders = services.folders()
         saving_parts.save_clip(lambda tower: folders.save_target(f"{filename_prefix}_{tower}").path("safetensors"),
                                clip, prompt=prompt, extra_pnginfo=extra_pnginfo)
+        return {}
+
+
+@node("LoraSave", category="_for_testing", display_name="Extract and Save Lora", output_node=True,
+      experimental=True, function="execute")
+class LoraSave:
+    filename_prefix = String("loras/ComfyUI_extracted_lora", multiline=False)
+    rank = Int(8, min=1, max=4096, step=1)
+    lora_type = Combo(lora_extract.LORA_TYPES)
+    bias_diff = Boolean(True)
+    model_diff = optional(Input("MODEL", tooltip="The ModelMergeSubtract output to turn into a LoRA."))
+    text_encoder_diff = optional(Input("CLIP", tooltip="The CLIPMergeSubtract output to turn into a LoRA."))
+    prompt = Hidden("PROMPT")
+    extra_pnginfo = Hidden("EXTRA_PNGINFO")
+    RETURNS = ()
+
+    def run(self, filename_prefix: str, rank: int, lora_type: str, bias_diff: bool, model_diff=None,
+            text_encoder_diff=None, prompt=None, extra_pnginfo=None) -> dict:
+        target = services.folders().save_target(filename_prefix)
+        lora_extract.extract_lora_file(target.path("safetensors"), model_diff, text_encoder_diff, rank=rank,
+                                       lora_type=lora_type, bias_diff=bias_diff)
         return {}

@@ -57,12 +57,16 @@ def test_savers_write_comfyui_named_files(harness):
         "41": {"class_type": "ModelSave", "inputs": {"model": ["4", 0], "filename_prefix": "diffusion_models/t"}},
         "42": {"class_type": "CLIPSave", "inputs": {"clip": ["40", 0], "filename_prefix": "clip/t"}},
         "43": {"class_type": "VAESave", "inputs": {"vae": ["4", 2], "filename_prefix": "vae/t"}},
+        "44": {"class_type": "ModelMergeSubtract", "inputs": {"model1": ["4", 0], "model2": ["4", 0], "multiplier": 1.0}},
+        "45": {"class_type": "LoraSave", "inputs": {"filename_prefix": "loras/x", "rank": 4, "lora_type": "standard",
+                                                  "bias_diff": True, "model_diff": ["44", 0]}},
     }
     run_ok(harness, prompt)
     out = harness.folders.output
     assert (out / "diffusion_models" / "t_00001_.safetensors").is_file()
     assert (out / "clip" / "t_clip_l_00001_.safetensors").is_file()
     assert (out / "vae" / "t_00001_.safetensors").is_file()
+    assert (out / "loras" / "x_00001_.safetensors").is_file()
 
 
 def test_guidance_nodes_run_in_a_graph(harness):
