@@ -196,6 +196,55 @@ def seeds_2(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: Nois
     return x
 
 
+def seeds_3(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: NoiseSampler | None,
+            on_step: StepHook | None = None, eta: float = 1.0, s_noise: float = 1.0, r_1: float = 1.0 / 3,
+            r_2: float = 2.0 / 3, is_rectified_flow: bool = False) -> Tensor:
+    """SEEDS-3 (Gonzalez et al. 2023, algorithm 4, VP data prediction): three stages at lambda_s + r_1 h,
+    lambda_s + r_2 h and lambda_t; the second combines the first two x0 with phi_1 / phi_2 weights, the
+    last the first and third; each stage's noise continues the previous one's Brownian path."""
+    s_in = x.new_ones([x.shape[0]])
+    is_noise_injected = eta > 0 and s_noise > 0
+    phi_1 = torch.expm1                                              # h phi_1(h)
+    phi_2 = lambda v: (torch.expm1(v) - v) / v                      # h phi_2(h)
+    for i in range(len(sigmas) - 1):
+        x0 = denoise(x, sigmas[i] * s_in)
+        report(on_step, i, x, sigmas[i], x0)
+        if sigmas[i + 1] == 0:
+            x = x0
+            continue
+        lam_s = sigma_to_half_log_snr(sigmas[i], is_rectified_flow)
+        lam_t = sigma_to_half_log_snr(sigmas[i + 1], is_rectified_flow)
+        h = lam_t - lam_s
+        h_eta = h * (eta + 1)
+        lam_1, lam_2 = torch.lerp(lam_s, lam_t, r_1), torch.lerp(lam_s, lam_t, r_2)
+        sigma_1, sigma_2 = half_log_snr_to_sigma(lam_1, is_rectified_flow), half_log_snr_to_sigma(lam_2, is_rectified_flow)
+        alpha_1, alpha_2, alpha_t = sigma_1 * lam_1.exp(), sigma_2 * lam_2.exp(), sigmas[i + 1] * lam_t.exp()
+        # stage 1
+        x_2 = sigma_1 / sigmas[i] * (-r_1 * h * eta).exp() * x - alpha_1 * phi_1(-r_1 * h_eta) * x0
+        if is_noise_injected:
+            sde_noise = (-2 * r_1 * h * eta).expm1().neg().sqrt() * noise_sampler(sigmas[i], sigma_1)
+            x_2 = x_2 + sde_noise * sigma_1 * s_noise
+        x0_2 = denoise(x_2, sigma_1 * s_in)
+        # stage 2
+        a2 = r_2 / r_1 * phi_2(-r_2 * h_eta)
+        a1 = phi_1(-r_2 * h_eta) - a2
+        x_3 = sigma_2 / sigmas[i] * (-r_2 * h * eta).exp() * x - alpha_2 * (a1 * x0 + a2 * x0_2)
+        if is_noise_injected:
+            segment = (r_1 - r_2) * h * eta
+            sde_noise = sde_noise * segment.exp() + segment.mul(2).expm1().neg().sqrt() * noise_sampler(sigma_1, sigma_2)
+            x_3 = x_3 + sde_noise * sigma_2 * s_noise
+        x0_3 = denoise(x_3, sigma_2 * s_in)
+        # stage 3
+        b3 = phi_2(-h_eta) / r_2
+        b1 = phi_1(-h_eta) - b3
+        x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * (b1 * x0 + b3 * x0_3)
+        if is_noise_injected:
+            segment = (r_2 - 1) * h * eta
+            sde_noise = sde_noise * segment.exp() + segment.mul(2).expm1().neg().sqrt() * noise_sampler(sigma_2, sigmas[i + 1])
+            x = x + sde_noise * sigmas[i + 1] * s_noise
+    return x
+
+
 def exp_heun_2_x0(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, on_step: StepHook | None = None,
                   is_rectified_flow: bool = False) -> Tensor:
     """Deterministic exponential Heun (2nd order) in data prediction and log-SNR time: SEEDS-2 with

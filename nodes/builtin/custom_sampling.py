@@ -299,3 +299,22 @@ class PerpNegGuider:
     def run(self, model, positive: list, negative: list, empty_conditioning: list, cfg: float,
             neg_scale: float) -> tuple:
         return (cs.PerpNegGuider(model, positive, negative, empty_conditioning, cfg, neg_scale),)
+
+
+@node("SamplerSASolver", category=SAMPLERS, function="get_sampler")
+class SamplerSASolver:
+    model = Input("MODEL")
+    eta = Float(1.0, min=0.0, max=10.0, step=0.01, round=False)
+    sde_start_percent = Float(0.2, min=0.0, max=1.0, step=0.001)
+    sde_end_percent = Float(0.8, min=0.0, max=1.0, step=0.001)
+    s_noise = _unit(1.0)
+    predictor_order = Int(3, min=1, max=6)
+    corrector_order = Int(4, min=0, max=6)
+    use_pece = Boolean()
+    simple_order_2 = Boolean()
+    RETURNS = ("SAMPLER",)
+
+    def run(self, model, eta: float, sde_start_percent: float, sde_end_percent: float, s_noise: float,
+            predictor_order: int, corrector_order: int, use_pece: bool, simple_order_2: bool) -> tuple:
+        return (cs.sa_solver_choice(model, eta, sde_start_percent, sde_end_percent, s_noise, predictor_order,
+                                    corrector_order, use_pece, simple_order_2),)

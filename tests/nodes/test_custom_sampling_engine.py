@@ -132,3 +132,15 @@ def test_schedulers_and_sigma_tools_in_a_graph(harness):
     torch.testing.assert_close(low, torch.tensor([float(ms.sigmas[899]), 0.0]))
     assert sigma_max == pytest.approx(float(ms.sigma_max))
     assert float(beta[0]) == pytest.approx(float(ms.sigma_max)) and float(beta[-1]) == 0.0
+
+
+def test_new_ksampler_samplers_and_the_sa_solver_node(harness):
+    for name in ("seeds_3", "sa_solver", "sa_solver_pece"):
+        assert torch.isfinite(_latent(harness, base_prompt(steps=3, sampler=name))).all()
+    default = _latent(harness, base_prompt(steps=3, sampler="sa_solver"))
+    node = {"class_type": "SamplerSASolver", "inputs": {
+        "model": ["4", 0], "eta": 1.0, "sde_start_percent": 0.2, "sde_end_percent": 0.8, "s_noise": 1.0,
+        "predictor_order": 3, "corrector_order": 4, "use_pece": False, "simple_order_2": False}}
+    torch.testing.assert_close(_latent(harness, _custom(node)), default)   # the node's defaults = KSampler's
+    node["inputs"]["eta"] = 0.0
+    assert not torch.allclose(_latent(harness, _custom(node)), default, atol=1e-4)
