@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from models.lora.extract import extract_lora
+from models.lora.extract import extract_lora, write_lora_file
 from models.lora.keys import COMFY_TOWER_NAMES
 
 from .saving import _patched
@@ -76,8 +76,7 @@ def extract_lora_file(path: str | Path, model_diff=None, text_encoder_diff=None,
         _lora_entries(model_diff, _unet_name, rank, lora_type, bias_diff, tensors)
     if text_encoder_diff is not None:
         _lora_entries(text_encoder_diff, _text_name, rank, lora_type, bias_diff, tensors)
-    from safetensors.torch import save_file
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path))
+    write_lora_file(path, tensors)
     return path

@@ -32,3 +32,9 @@ def extract_lora(diff: Tensor, rank: int, clamp_quantile: float | None = CLAMP_Q
         up = up.reshape(out_dim, rank, 1, 1)
         down = down.reshape(rank, in_dim, *kernel)
     return up, down
+
+
+def write_lora_file(path, tensors: dict[str, Tensor]) -> None:
+    """The extracted tensors as one .safetensors file (no metadata, as ComfyUI's LoraSave)."""
+    from safetensors.torch import save_file
+    save_file(tensors, str(path))
