@@ -31,7 +31,7 @@ from typing import Any
 from execution.caching import CachePolicy
 from execution.errors import PlexusError
 from execution.events import EventBus
-from execution.executor import Engine, PromptRecord
+from execution.executor import Engine, PromptRecord, RunResult
 from execution.protocol import PREVIEW_METHODS
 from execution.registry import NodeRegistry
 from execution.replacements import replace_in_prompt
@@ -455,7 +455,7 @@ def output_files(outputs: dict[str, Any], folders: Any) -> list[Path]:
     return found
 
 
-def interrupt_on_ctrl_c(engine: Engine) -> Callable[[], None]:
+def interrupt_on_ctrl_c(engine: Any) -> Callable[[], None]:
     """First Ctrl+C interrupts the prompt cleanly (nodes stop at their next check); a second one
     aborts. Returns the function that restores the previous handler."""
     if threading.current_thread() is not threading.main_thread():
@@ -484,7 +484,7 @@ def cmd_run(app: App) -> int:
     restore_sigint = interrupt_on_ctrl_c(app.engine)
     started = time.perf_counter()
     try:
-        result = app.engine.execute(record)
+        result = run_on_cluster(app, record) if app.args.ray else app.engine.execute(record)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:
@@ -511,6 +511,33 @@ def cmd_run(app: App) -> int:
     print(f"error in node {error.get('node_id')} ({error.get('node_type')}): {error.get('exception_message')}",
           file=sys.stderr)
     return EXIT_FAILED
+
+
+def run_on_cluster(app: App, record: PromptRecord) -> RunResult:
+    """``run --ray``: the prompt goes through the same dispatcher as the server's (a throwaway in-memory
+    store, one of the cluster's workers); its outputs are written into this machine's output folder."""
+    from execution.store import PromptStore
+
+    store = PromptStore(None)
+    dispatcher = start_cluster(app, store)
+    restore_sigint = interrupt_on_ctrl_c(dispatcher)    # the first Ctrl+C reaches the worker running it
+    try:
+        store.put(record)
+        while not dispatcher.wait_idle(timeout_s=1.0) or store.history_item(record.prompt_id) is None:
+            pass
+        item = store.history_item(record.prompt_id) or {}
+    except KeyboardInterrupt:
+        dispatcher.interrupt(record.prompt_id)
+        raise
+    finally:
+        restore_sigint()
+        dispatcher.stop()
+        store.close()
+    plexus = item.get("plexus") or {}
+    return RunResult(status=plexus.get("status", "error"), outputs=item.get("outputs") or {},
+                     messages=(item.get("status") or {}).get("messages") or [],
+                     node_timings_s=plexus.get("node_timings_s") or {}, error=plexus.get("error"),
+                     meta=item.get("meta") or {})
 
 
 # -- serve ----------------------------------------------------------------------------------------------

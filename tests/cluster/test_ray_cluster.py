@@ -309,3 +309,31 @@ def test_main_with_ray_serves_the_api_and_matches_single_machine_output(ray_inst
     assert ran["resident"]["files"] == [RayHarness.DEMO_CHECKPOINT] and ran["prompts_run"] == 1
     assert any(RayHarness.DEMO_CHECKPOINT in str(m.get("source_key")) for m in ran["models"])
     assert info["stats"]["system"]["comfyui_version"] and info["stats"]["devices"]
+
+
+def test_main_run_with_ray_writes_the_single_machine_png(ray_instance, tmp_path, capsys) -> None:
+    """``main.py run --ray``: the workflow runs on a worker actor through the dispatcher, its PNG lands in
+    this machine's output folder, byte-identical to ``main.py run`` without Ray."""
+    import json
+
+    import main
+    from models.testing import CheckpointSpec, tiny_unet_config, tiny_vae_config, write_random_checkpoint
+    from tests.web.conftest import RealHarness
+    from tests.web.test_real_txt2img import demo_prompt
+
+    workflow = tmp_path / "wf.json"
+    workflow.write_text(json.dumps(demo_prompt()))
+    outputs = []
+    for name, extra in (("single", []), ("cluster", ["--ray", "auto", "--ray-workers", "1",
+                                                     "--ray-worker-cpus", "0.25"])):
+        base = tmp_path / name
+        (base / "models" / "checkpoints").mkdir(parents=True)
+        write_random_checkpoint(base / "models" / "checkpoints" / RealHarness.DEMO_CHECKPOINT,
+                                CheckpointSpec("sd1", tiny_unet_config("sd1"), tiny_vae_config()))
+        code = main.main(["--base-directory", str(base), "--cpu", "run", str(workflow), "--no-progress", *extra])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        written = [Path(line) for line in captured.out.split()]
+        assert len(written) == 1 and written[0].is_relative_to(base / "output"), written
+        outputs.append(written[0].read_bytes())
+    assert outputs[0] == outputs[1]
