@@ -35,6 +35,9 @@ def calculate_sigmas(model_sampling: Any, scheduler_name: str, steps: int) -> to
     return _calculate_sigmas(model_sampling, scheduler_name, steps)
 
 
+NOISE_SAMPLER_KEY = "plexus_noise_sampler"
+
+
 def _plexus_sampler(fn: Callable) -> Callable:
     """A k-diffusion style sampler function as a Plexus sampler (denoise, x, sigmas, *, on_step, ...)."""
 
@@ -47,7 +50,9 @@ def _plexus_sampler(fn: Callable) -> Callable:
                 on_step(Step(index=int(info["i"]), x=info["x"], sigma=info["sigma"], x0=info["denoised"]))
 
         extra = {"noise_sampler": noise_sampler} if noise_sampler is not None and _takes(fn, "noise_sampler") else {}
-        return fn(model, x, sigmas, extra_args={}, callback=callback, disable=True, **extra, **options)
+        # the run's seeded noise, for comfy.k_diffusion.sampling functions the plugin's sampler calls
+        extra_args = {NOISE_SAMPLER_KEY: noise_sampler} if noise_sampler is not None else {}
+        return fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=True, **extra, **options)
 
     run.__name__ = getattr(fn, "__name__", "plugin_sampler")
     run.plugin_function = fn

@@ -38,6 +38,7 @@ def _k_function(name: str) -> Callable:
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, **options):
         extra_args = dict(extra_args or {})
         seed = int(extra_args.get("seed") or 0)
+        noise_sampler = noise_sampler or extra_args.pop("plexus_noise_sampler", None)
 
         def denoise(x_in, sigma):
             return model(x_in, sigma, **extra_args)
