@@ -221,7 +221,8 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                         batch_index=latent.get("batch_index"), latent_format=model.latent_format, sigmas=sigmas,
                         on_progress=reporter, fits=_fits(model, attention, bool(options.get(IS_CFG_SPLIT))),
                         cfg_function=cfg_function, post_cfg=post_cfg, pre_cfg=pre_cfg, sampler_options=sampler_options,
-                        device=manager.device, make_denoiser=make_denoiser, noise=noise)
+                        device=manager.device, make_denoiser=make_denoiser, noise=noise,
+                        mask_function=model.options.get("denoise_mask_function"))
         finally:
             if ATTENTION_BACKEND in options:
                 set_attention_backend(model.module, configured_attention)
@@ -305,7 +306,7 @@ def sample_custom(guider: Guider | DualCFGGuider, noise: NoiseSource, sampler: S
     if len(sigmas) == 0:
         return latent, latent
     reporter = StepReporter(_previewer(model, preview_folders))
-    if isinstance(guider, DualCFGGuider):
+    if hasattr(guider, "make_denoiser"):        # DualCFGGuider, custom_sampling.PerpNegGuider
         guidance = {"positive": [], "negative": None, "cfg": 1.0, "make_denoiser": guider.make_denoiser}
     else:
         guidance = {"positive": guider.positive, "negative": guider.negative, "cfg": guider.cfg}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import time
 import traceback
@@ -200,26 +201,31 @@ def missing_requirements(pack: Path) -> list[str]:
     path = pack / "requirements.txt"
     if not path.is_file():
         return []
-    try:
-        from packaging.requirements import InvalidRequirement, Requirement
-    except ImportError:          # packaging absent: nothing can be judged
-        return []
     missing = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         line = line.split(" #")[0].strip()
         if not line or line.startswith(("#", "-", "git+", "http:", "https:")):
             continue
-        try:
-            requirement = Requirement(line)
-        except InvalidRequirement:
+        name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)
+        if name is None:
             continue
-        if requirement.marker is not None and not requirement.marker.evaluate():
+        if ";" in line and not _marker_applies(line.split(";", 1)[1].strip()):
             continue
         try:
-            metadata.distribution(requirement.name)
+            metadata.distribution(name.group(0))
         except metadata.PackageNotFoundError:
             missing.append(line)
     return missing
+
+
+def _marker_applies(marker: str) -> bool:
+    """An environment marker (``sys_platform == 'win32'``) holds here; evaluated with ``packaging`` when it
+    is installed, else assumed to hold."""
+    try:
+        markers = importlib.import_module("packaging.markers")
+        return bool(markers.Marker(marker).evaluate())
+    except Exception:
+        return True
 
 
 def pyproject_web_directory(pack: Path) -> Path | None:

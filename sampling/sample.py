@@ -58,6 +58,8 @@ ProgressHook = Callable[[int, int, Step], None]   # (value, max, step); may rais
 # (model_fn, ms, latent_shape, *, fits, cfg_function, post_cfg) -> a guided denoiser with `with_uncond`
 # (e.g. a DualCFGDenoiser); `sample` builds a CFGDenoiser over positive/negative/cfg when none is given.
 DenoiserFactory = Callable[..., CFGDenoiser | DualCFGDenoiser]
+# (sigma[B], prepared noise mask [B, C, h, w], the run's sigmas) -> the mask to use at that sigma
+MaskFunction = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 def compute_sigmas(ms: ModelSampling, scheduler: str, steps: int, sampler_name: str = "euler",
@@ -102,24 +104,30 @@ def prepare_mask(noise_mask: Tensor, shape: Sequence[int]) -> Tensor:
     return m[:shape[0]]
 
 
-def _inpainting(denoise, ms: ModelSampling, latent: Tensor, noise: Tensor, mask: Tensor, is_guided: bool):
+def _inpainting(denoise, ms: ModelSampling, latent: Tensor, noise: Tensor, mask: Tensor, is_guided: bool,
+                mask_at: Callable[[Tensor], Tensor] | None = None):
     """Keep the unmasked region on the noisy trajectory of the source latent (ComfyUI KSamplerX0Inpaint):
     before each call x = x * mask + noise_scaling(sigma, noise, latent) * (1 - mask); after it the
-    x0 outside the mask is the source latent."""
-    keep = 1.0 - mask
+    x0 outside the mask is the source latent. `mask_at(sigma)`: the mask to use at this sigma instead
+    (a model's denoise-mask function, e.g. Differential Diffusion)."""
+    def masks(sigma: Tensor) -> tuple[Tensor, Tensor]:
+        m = mask if mask_at is None else mask_at(sigma)
+        return m, 1.0 - m
 
-    def paste(x: Tensor, sigma: Tensor) -> Tensor:
+    def paste(x: Tensor, sigma: Tensor, m: Tensor, keep: Tensor) -> Tensor:
         s = sigma.reshape([sigma.shape[0]] + [1] * (noise.ndim - 1))
-        return x * mask + ms.noise_scaling(s, noise, latent) * keep
+        return x * m + ms.noise_scaling(s, noise, latent) * keep
 
     if is_guided:
         def guided(x: Tensor, sigma: Tensor):
-            x0, uncond = denoise(paste(x, sigma), sigma)
-            return x0 * mask + latent * keep, uncond * mask + latent * keep
+            m, keep = masks(sigma)
+            x0, uncond = denoise(paste(x, sigma, m, keep), sigma)
+            return x0 * m + latent * keep, uncond * m + latent * keep
         return guided
 
     def plain(x: Tensor, sigma: Tensor) -> Tensor:
-        return denoise(paste(x, sigma), sigma) * mask + latent * keep
+        m, keep = masks(sigma)
+        return denoise(paste(x, sigma, m, keep), sigma) * m + latent * keep
     return plain
 
 
@@ -131,7 +139,8 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
            sigmas: Tensor | None = None, on_progress: ProgressHook | None = None, fits: FitsFn | None = None,
            cfg_function: CfgFunction = plain_cfg, post_cfg: Sequence[PostCfgFunction] = (),
            pre_cfg: Sequence = (), sampler_options: dict | None = None, device: torch.device | str | None = None,
-           make_denoiser: DenoiserFactory | None = None, noise: Tensor | None = None) -> Tensor:
+           make_denoiser: DenoiserFactory | None = None, noise: Tensor | None = None,
+           mask_function: MaskFunction | None = None) -> Tensor:
     """KSampler (defaults) or KSamplerAdvanced (add_noise, start/last step, leftover noise) on a latent.
 
     Noise is drawn on the CPU; with `device` the sampling runs there and the result comes back to the
@@ -172,7 +181,8 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
     if noise_mask is not None:
         mask = prepare_mask(noise_mask, latent.shape).to(x)
         known_noise = inpaint_noise(noise.shape, seed).to(x) if sampler_name == "ddim" else noise
-        denoiser = _inpainting(denoiser, ms, model_latent, known_noise, mask, is_guided)
+        mask_at = None if mask_function is None else (lambda sigma: mask_function(sigma, mask, sigmas))
+        denoiser = _inpainting(denoiser, ms, model_latent, known_noise, mask, is_guided, mask_at)
 
     if sampler_name in BROWNIAN_SAMPLERS:
         noise_sampler = BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed,
@@ -192,7 +202,7 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
             on_progress(min(step.index + 1, total), total, step)
 
     samples = run_sampler(sampler_name, denoiser, x, sampler_sigmas, on_step=on_step, noise_sampler=noise_sampler,
-                          is_rectified_flow=ms.is_rectified_flow, **(sampler_options or {}))
+                          is_rectified_flow=ms.is_rectified_flow, model_sampling=ms, **(sampler_options or {}))
     samples = ms.inverse_noise_scaling(sigmas[-1], samples)
     if latent_format is not None:
         samples = latent_format.process_out(samples)

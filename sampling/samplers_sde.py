@@ -7,6 +7,8 @@ For flow models the driver moves a first sigma of 1 to just below 1 (lambda woul
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -194,6 +196,55 @@ def seeds_2(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: Nois
     return x
 
 
+def seeds_3(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: NoiseSampler | None,
+            on_step: StepHook | None = None, eta: float = 1.0, s_noise: float = 1.0, r_1: float = 1.0 / 3,
+            r_2: float = 2.0 / 3, is_rectified_flow: bool = False) -> Tensor:
+    """SEEDS-3 (Gonzalez et al. 2023, algorithm 4, VP data prediction): three stages at lambda_s + r_1 h,
+    lambda_s + r_2 h and lambda_t; the second combines the first two x0 with phi_1 / phi_2 weights, the
+    last the first and third; each stage's noise continues the previous one's Brownian path."""
+    s_in = x.new_ones([x.shape[0]])
+    is_noise_injected = eta > 0 and s_noise > 0
+    phi_1 = torch.expm1                                              # h phi_1(h)
+    phi_2 = lambda v: (torch.expm1(v) - v) / v                      # h phi_2(h)
+    for i in range(len(sigmas) - 1):
+        x0 = denoise(x, sigmas[i] * s_in)
+        report(on_step, i, x, sigmas[i], x0)
+        if sigmas[i + 1] == 0:
+            x = x0
+            continue
+        lam_s = sigma_to_half_log_snr(sigmas[i], is_rectified_flow)
+        lam_t = sigma_to_half_log_snr(sigmas[i + 1], is_rectified_flow)
+        h = lam_t - lam_s
+        h_eta = h * (eta + 1)
+        lam_1, lam_2 = torch.lerp(lam_s, lam_t, r_1), torch.lerp(lam_s, lam_t, r_2)
+        sigma_1, sigma_2 = half_log_snr_to_sigma(lam_1, is_rectified_flow), half_log_snr_to_sigma(lam_2, is_rectified_flow)
+        alpha_1, alpha_2, alpha_t = sigma_1 * lam_1.exp(), sigma_2 * lam_2.exp(), sigmas[i + 1] * lam_t.exp()
+        # stage 1
+        x_2 = sigma_1 / sigmas[i] * (-r_1 * h * eta).exp() * x - alpha_1 * phi_1(-r_1 * h_eta) * x0
+        if is_noise_injected:
+            sde_noise = (-2 * r_1 * h * eta).expm1().neg().sqrt() * noise_sampler(sigmas[i], sigma_1)
+            x_2 = x_2 + sde_noise * sigma_1 * s_noise
+        x0_2 = denoise(x_2, sigma_1 * s_in)
+        # stage 2
+        a2 = r_2 / r_1 * phi_2(-r_2 * h_eta)
+        a1 = phi_1(-r_2 * h_eta) - a2
+        x_3 = sigma_2 / sigmas[i] * (-r_2 * h * eta).exp() * x - alpha_2 * (a1 * x0 + a2 * x0_2)
+        if is_noise_injected:
+            segment = (r_1 - r_2) * h * eta
+            sde_noise = sde_noise * segment.exp() + segment.mul(2).expm1().neg().sqrt() * noise_sampler(sigma_1, sigma_2)
+            x_3 = x_3 + sde_noise * sigma_2 * s_noise
+        x0_3 = denoise(x_3, sigma_2 * s_in)
+        # stage 3
+        b3 = phi_2(-h_eta) / r_2
+        b1 = phi_1(-h_eta) - b3
+        x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * (b1 * x0 + b3 * x0_3)
+        if is_noise_injected:
+            segment = (r_2 - 1) * h * eta
+            sde_noise = sde_noise * segment.exp() + segment.mul(2).expm1().neg().sqrt() * noise_sampler(sigma_2, sigmas[i + 1])
+            x = x + sde_noise * sigmas[i + 1] * s_noise
+    return x
+
+
 def exp_heun_2_x0(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, on_step: StepHook | None = None,
                   is_rectified_flow: bool = False) -> Tensor:
     """Deterministic exponential Heun (2nd order) in data prediction and log-SNR time: SEEDS-2 with
@@ -219,9 +270,22 @@ def _er_noise_scaler(v: Tensor) -> Tensor:
     return v * ((v ** 0.3).exp() + 10.0)
 
 
+@dataclass(frozen=True)
+class reverse_time_sde_noise_scaler:   # noqa: N801 - used like a function: reverse_time_sde_noise_scaler(eta)
+    """The noise scale of the plain reverse-time SDE in ER-SDE's family (Cui et al. 2023, eq. 12):
+    lambda^(eta + 1); eta = 0 is the probability-flow ODE. A value object, so a SAMPLER holding it
+    compares, hashes and pickles."""
+    eta: float
+
+    def __call__(self, v: Tensor) -> Tensor:
+        return v ** (self.eta + 1)
+
+
 def er_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: NoiseSampler,
            on_step: StepHook | None = None, s_noise: float = 1.0, max_stage: int = 3,
-           is_rectified_flow: bool = False) -> Tensor:
+           is_rectified_flow: bool = False, noise_scaler=None) -> Tensor:
+    """`noise_scaler(lambda)`: the solver's noise-scale function (default the paper's)."""
+    scaler = noise_scaler if noise_scaler is not None else _er_noise_scaler
     s_in = x.new_ones([x.shape[0]])
     n_points = 200.0
     points = torch.arange(0, n_points, dtype=torch.float32, device=x.device)
@@ -236,20 +300,20 @@ def er_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: Noise
         else:
             er_s, er_t = er_lambdas[i], er_lambdas[i + 1]
             alpha_s, alpha_t = sigmas[i] / er_s, sigmas[i + 1] / er_t
-            r = _er_noise_scaler(er_t) / _er_noise_scaler(er_s)
+            r = scaler(er_t) / scaler(er_s)
             x = (alpha_t / alpha_s) * r * x + alpha_t * (1 - r) * x0           # stage 1 (Euler)
             if stage >= 2:
                 dt = er_t - er_s
                 step = -dt / n_points
                 lam_pos = er_t + points * step
-                scaled = _er_noise_scaler(lam_pos)
+                scaled = scaler(lam_pos)
                 integral = torch.sum(1 / scaled) * step
                 x0_d = (x0 - old_x0) / (er_s - er_lambdas[i - 1])
-                x = x + alpha_t * (dt + integral * _er_noise_scaler(er_t)) * x0_d
+                x = x + alpha_t * (dt + integral * scaler(er_t)) * x0_d
                 if stage >= 3:
                     integral_u = torch.sum((lam_pos - er_s) / scaled) * step
                     x0_u = (x0_d - old_x0_d) / ((er_s - er_lambdas[i - 2]) / 2)
-                    x = x + alpha_t * ((dt ** 2) / 2 + integral_u * _er_noise_scaler(er_t)) * x0_u
+                    x = x + alpha_t * ((dt ** 2) / 2 + integral_u * scaler(er_t)) * x0_u
                 old_x0_d = x0_d
             if s_noise > 0:
                 std = (er_t ** 2 - er_s ** 2 * r ** 2).sqrt().nan_to_num(nan=0.0)

@@ -179,7 +179,24 @@ def lora_names_for(module: nn.Module, *, text_encoder_index: int | None = None,
     for i, (path, _) in enumerate(towers):
         index = text_encoder_index if text_encoder_index is not None else i
         names.update(text_encoder_lora_names(keys, f"{path}." if path else "", index=index, count=count))
+        names.update(comfy_text_encoder_lora_names(keys, path))
     return names
+
+
+# Plexus text tower kind -> ComfyUI's name for it (`text_encoders.<name>.transformer.<HF name>` LoRA keys,
+# as ComfyUI's LoraSave writes them)
+COMFY_TOWER_NAMES = {"clip_l": "clip_l", "open_clip_h": "clip_h", "open_clip_g": "clip_g", "clip_g": "clip_g"}
+
+
+def comfy_text_encoder_lora_names(weight_keys: Iterable[str], tower_path: str) -> dict[str, str]:
+    """ComfyUI's spelling for the tower at `tower_path` ("towers.<kind>.model"): text_encoders.<name>.transformer.<hf>."""
+    parts = tower_path.split(".")
+    if len(parts) != 3 or parts[0] != "towers" or parts[1] not in COMFY_TOWER_NAMES:
+        return {}
+    prefix = tower_path + "."
+    head = f"text_encoders.{COMFY_TOWER_NAMES[parts[1]]}.transformer."
+    return {head + key[len(prefix):-len(".weight")]: key for key in weight_keys
+            if key.startswith(prefix) and key.endswith(".weight")}
 
 
 def module_weight_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -26,4 +26,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.model_patches_unet",
     "nodes.builtin.sd3",
     "nodes.builtin.sdxl",
+    "nodes.builtin.custom_sampling",
+    "nodes.builtin.guidance",
+    "nodes.builtin.merging",
 )

@@ -169,6 +169,7 @@ def test_euler_cfg_pp_renoises_along_the_unconditional_prediction() -> None:
 
 
 def test_every_sampler_reports_each_step() -> None:
+    from sampling.model_sampling import DiscreteSampling
     from sampling.samplers import BROWNIAN_SAMPLERS, CFG_PP_SAMPLERS, SAMPLERS, run_sampler
     sigmas = karras_sigmas(6, 0.0292, 14.6146)
     x_T = torch.randn(1, 4, 8, 8) * 14.6
@@ -178,7 +179,9 @@ def test_every_sampler_reports_each_step() -> None:
         den = _guided(d, d) if name in CFG_PP_SAMPLERS else d
         noise = BrownianTreeNoiseSampler(x_T, 0.0292, 14.6146, seed=0) if name in BROWNIAN_SAMPLERS \
             else gaussian_noise_sampler(x_T, 0)
-        out = run_sampler(name, den, x_T, sigmas, on_step=seen.append, noise_sampler=noise)
+        # model_sampling: what the driver passes (SA-Solver's default SDE interval reads it)
+        out = run_sampler(name, den, x_T, sigmas, on_step=seen.append, noise_sampler=noise,
+                          model_sampling=DiscreteSampling())
         assert torch.isfinite(out).all(), name
         assert len(seen) >= 1 and [s.index for s in seen][:2] == list(range(min(2, len(seen)))), name
         if name not in ("dpm_fast", "dpm_adaptive"):

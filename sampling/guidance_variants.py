@@ -1,0 +1,121 @@
+"""Variants of classifier-free guidance as pre- / post-CFG functions over x0 (sampling.guidance's
+`CfgArgs`: x, sigma, cond_x0, uncond_x0, cond_scale). Pre-CFG functions return a new (cond_x0, uncond_x0)
+pair for the CFG step; post-CFG functions take the guided x0 and return a new one. ComfyUI's choices are
+kept where the node there departs from the paper (noted at each function), so a workflow gives the same
+image in both.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .guidance import CfgArgs
+
+
+def _per_sample_dot(a: Tensor, b: Tensor) -> Tensor:
+    """<a_i, b_i> for each batch item, shaped [B, 1, 1, ...]."""
+    out = (a.flatten(1) * b.flatten(1)).sum(dim=1)
+    return out.reshape([a.shape[0]] + [1] * (a.ndim - 1))
+
+
+# --- post-CFG ----------------------------------------------------------------------------------------
+
+def cfg_zero_star(a: CfgArgs, x0: Tensor) -> Tensor:
+    """CFG-Zero* (Fan et al. 2025, arXiv:2503.18886, eq. 6-8): the unconditional branch is scaled by the
+    least-squares factor s* = <v_c, v_u> / |v_u|^2 per sample before guiding, x0 = s* u + w (c - s* u).
+    As ComfyUI: s* from the noise-side vectors x - x0 of each branch, applied to the x0 predictions,
+    without the paper's zero-init of the first steps."""
+    alpha = _per_sample_dot(a.x - a.cond_x0, a.x - a.uncond_x0) / (_per_sample_dot(a.x - a.uncond_x0, a.x - a.uncond_x0) + 1e-8)
+    return x0 + a.uncond_x0 * (alpha - 1.0) + a.cond_scale * a.uncond_x0 * (1.0 - alpha)
+
+
+def cfg_norm(strength: float):
+    """CFGNorm (ComfyUI; the norm-capping used by HiDream / Lumina-style guidance): the guided x0 is scaled
+    per pixel so its channel norm never exceeds the conditional one, then by `strength`:
+    x0 * clamp(|c|_C / |x0|_C, 0, 1) * strength."""
+    def post(a: CfgArgs, x0: Tensor) -> Tensor:
+        scale = (a.cond_x0.norm(dim=1, keepdim=True) / (x0.norm(dim=1, keepdim=True) + 1e-8)).clamp(0.0, 1.0)
+        return x0 * scale * strength
+    return post
+
+
+def epsilon_scaling(factor: float):
+    """Epsilon Scaling (Ning et al. 2024, "Elucidating the exposure bias in diffusion models",
+    arXiv:2308.15321, eq. 15, uniform schedule): the predicted noise divided by `factor`,
+    x0' = x - (x - x0) / factor."""
+    factor = factor if factor != 0 else 1e-9
+
+    def post(a: CfgArgs, x0: Tensor) -> Tensor:
+        return a.x - (a.x - x0) / factor
+    return post
+
+
+def mahiro(a: CfgArgs, x0: Tensor) -> Tensor:
+    """ComfyUI's Mahiro guidance (no paper): mix the guided x0 with the scaled conditional x0 by the
+    cosine similarity of the signed square roots of the scaled unconditional x0 and their mean:
+    leap = w c, merge = (leap + x0) / 2, k = 2 (1 + cos(sqrt±(w u), sqrt±(merge))),
+    out = (k x0 + (4 - k) leap) / 4."""
+    leap = a.cond_x0 * a.cond_scale
+    u_leap = a.uncond_x0 * a.cond_scale
+    merge = (leap + x0) / 2
+    norm_u = u_leap.abs().sqrt() * u_leap.sign()
+    norm_m = merge.abs().sqrt() * merge.sign()
+    sim = 2 * (F.cosine_similarity(norm_u, norm_m).mean() + 1)
+    return (sim * x0 + (4 - sim) * leap) / 4
+
+
+# --- pre-CFG -----------------------------------------------------------------------------------------
+
+def _project(v: Tensor, onto: Tensor) -> tuple[Tensor, Tensor]:
+    """(parallel, orthogonal) parts of v against `onto`, per sample over its last three dims."""
+    unit = F.normalize(onto, dim=[-1, -2, -3])
+    parallel = (v * unit).sum(dim=[-1, -2, -3], keepdim=True) * unit
+    return parallel, v - parallel
+
+
+class AdaptiveProjectedGuidance:
+    """APG (Sadat et al. 2024, "Eliminating oversaturation and artifacts of high guidance scales",
+    arXiv:2410.02416, algorithm 1) as a pre-CFG function: the update D = c - u gets a momentum running
+    average (beta = `momentum`, reset when sigma rises, i.e. a new run), a norm cap r = `norm_threshold`
+    (0: off), and its part parallel to c scaled by `eta`: D' = D_perp + eta D_par. The CFG step then gives
+    x0 = c + w D' (the returned cond is u + D' + (c - u) / w). This is ComfyUI's reading: the paper's
+    x0 = c + (w - 1) D' with w = the node's cfg + 1."""
+
+    def __init__(self, eta: float, norm_threshold: float, momentum: float) -> None:
+        self.eta, self.norm_threshold, self.momentum = eta, norm_threshold, momentum
+        self.running: Tensor | None = None
+        self.previous_sigma: float | None = None
+
+    def __call__(self, a: CfgArgs) -> tuple[Tensor, Tensor]:
+        cond, uncond = a.cond_x0, a.uncond_x0
+        sigma = float(a.sigma.flatten()[0])
+        if self.previous_sigma is not None and sigma > self.previous_sigma:
+            self.running = None
+        self.previous_sigma = sigma
+        update = cond - uncond
+        if self.momentum != 0:
+            self.running = update if self.running is None else self.momentum * self.running + update
+            update = self.running
+        if self.norm_threshold > 0:
+            norm = update.norm(p=2, dim=[-1, -2, -3], keepdim=True)
+            update = update * torch.minimum(torch.ones_like(norm), self.norm_threshold / norm)
+        parallel, orthogonal = _project(update, cond)
+        modified = orthogonal + self.eta * parallel
+        return uncond + modified + (cond - uncond) / a.cond_scale, uncond
+
+
+def tangential_damping(a: CfgArgs) -> tuple[Tensor, Tensor]:
+    """TCFG (Kwon et al. 2025, "Tangentially aligned CFG", arXiv:2503.18137, algorithm 1): the
+    unconditional score is replaced by its projection on the first right-singular vector of the 2 x N
+    matrix [s_u; s_c] per sample (scores taken as x - x0), dropping its tangential part."""
+    if len(a.conds) > 1 and a.conds[1] is None:                        # no unconditional pass to damp
+        return a.cond_x0, a.uncond_x0
+    x = a.x
+    b = x.shape[0]
+    s_u = (x - a.uncond_x0).reshape(b, 1, -1).float()
+    s_c = (x - a.cond_x0).reshape(b, 1, -1).float()
+    _, _, vh = torch.linalg.svd(torch.cat([s_u, s_c], dim=1), full_matrices=False)
+    v1 = vh[:, 0:1, :]                                                   # [B, 1, N]
+    damped = ((s_u @ v1.transpose(-2, -1)) * v1).reshape_as(x).to(x.dtype)
+    return a.cond_x0, x - damped

@@ -1,0 +1,63 @@
+"""SA-Solver and SEEDS-3: coefficients against SciPy's quadrature, first-order steps against Euler
+(the exponential integrator's data-prediction step in VE is the DDIM / Euler step), convergence on the
+Gaussian toy to the exact probability-flow ODE solution."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.integrate
+import torch
+
+from sampling import samplers
+from sampling.noise import gaussian_noise_sampler
+from sampling.sa_solver import adams_coefficients, sa_solver, tau_interval
+from sampling.samplers_sde import seeds_3
+from sampling.schedules import karras_sigmas
+
+from .toys import exact_pf_ode, gaussian_denoiser, wiggly_denoiser
+
+SMIN, SMAX = 0.0291675, 14.614642
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.7])
+def test_adams_coefficients_are_the_lagrange_integrals(tau) -> None:
+    nodes = torch.tensor([-2.3, -1.9, -1.4], dtype=torch.float64)
+    lam_s, lam_t, sigma_next = torch.tensor(-1.4, dtype=torch.float64), torch.tensor(-0.8, dtype=torch.float64), \
+        torch.tensor(0.45, dtype=torch.float64)
+    b = adams_coefficients(sigma_next, nodes, lam_s, lam_t, tau)
+    rate = 1 + tau ** 2
+    for j in range(3):
+        others = [float(nodes[m]) for m in range(3) if m != j]
+        basis = lambda v: np.prod([(v - o) / (float(nodes[j]) - o) for o in others])
+        integral, _ = scipy.integrate.quad(lambda v: rate * np.exp(-rate * (-0.8 - v)) * basis(v), -1.4, -0.8)
+        assert float(b[j]) == pytest.approx(0.45 * np.exp(-0.8) * integral, rel=1e-9, abs=1e-12)
+
+
+def test_first_order_ode_sa_solver_is_euler() -> None:
+    denoise, sigmas = wiggly_denoiser(), karras_sigmas(7, SMIN, SMAX)
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0)) * SMAX
+    out = sa_solver(denoise, x, sigmas, noise_sampler=gaussian_noise_sampler(x, 1), tau_func=tau_interval(0, 0, 0.0),
+                    predictor_order=1, corrector_order=0)
+    torch.testing.assert_close(out, samplers.euler(denoise, x, sigmas), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["sa_solver", "sa_solver_pece", "seeds_3"])
+def test_deterministic_runs_converge_to_the_exact_pf_ode(name) -> None:
+    denoise = gaussian_denoiser()
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(3)).double() * SMAX
+    sigmas = karras_sigmas(30, SMIN, SMAX).double()
+    kwargs = {"tau_func": tau_interval(0, 0, 0.0)} if name.startswith("sa") else {"eta": 0.0}
+    out = samplers.run_sampler(name, denoise, x, sigmas[:-1], noise_sampler=gaussian_noise_sampler(x, 1), **kwargs)
+    torch.testing.assert_close(out, exact_pf_ode(x, SMAX, float(sigmas[-2])), rtol=5e-3, atol=5e-3)
+
+
+def test_stochastic_runs_are_seeded_and_stay_finite() -> None:
+    denoise, sigmas = wiggly_denoiser(), karras_sigmas(8, SMIN, SMAX)
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0)) * SMAX
+    run = lambda fn, **kw: fn(denoise, x, sigmas, noise_sampler=gaussian_noise_sampler(x, 5), **kw)
+    a = run(sa_solver, tau_func=tau_interval(10.0, 0.1, 1.0))
+    torch.testing.assert_close(a, run(sa_solver, tau_func=tau_interval(10.0, 0.1, 1.0)))
+    assert torch.isfinite(a).all()
+    assert not torch.allclose(a, run(sa_solver, tau_func=tau_interval(0, 0, 0.0)), atol=1e-3)
+    b = run(seeds_3)
+    assert torch.isfinite(b).all() and not torch.allclose(b, run(seeds_3, eta=0.0), atol=1e-3)
