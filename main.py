@@ -296,8 +296,9 @@ def build_app(args: argparse.Namespace) -> App:
     for line in report.lines():
         print(line, file=sys.stderr)
     log.info("%d nodes registered in %.2f s", len(registry.names()), time.perf_counter() - started)
-    return App(args, folders, registry, report, events, Engine(registry, events, cache_policy(args),
-                                                               preview_method=args.preview_method))
+    engine = Engine(registry, events, cache_policy(args), preview_method=args.preview_method)
+    services.current().interrupt = engine.interrupt     # comfy.model_management.interrupt_current_processing
+    return App(args, folders, registry, report, events, engine)
 
 
 # -- run / check ----------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from model_management import ModelHandle
 from models.text.prompt import EmbeddingLookup
 
 from . import patch_api
+from .patcher_surface import ClipSurface, PatcherSurface, VaeSurface
 
 ModelFunctionWrapper = Callable[[Callable, dict], torch.Tensor]   # (apply_model, {"input", "timestep", "c"}) -> out
 
@@ -57,7 +58,7 @@ class ManagedHandle(ModelHandle):
         return twin
 
 
-class DiffusionModel(ManagedHandle):
+class DiffusionModel(PatcherSurface, ManagedHandle):
     """MODEL: the denoiser (UNet) with its model sampling and latent format."""
 
     @property
@@ -173,7 +174,7 @@ class TextEncoderStack(nn.Module):
         return len(self.towers)
 
 
-class TextEncoders(ManagedHandle):
+class TextEncoders(ClipSurface, ManagedHandle):
     """CLIP: the text towers plus clip skip (None = each tower's default) and an embedding lookup
     (`name -> Tensor [n, C] | None`, used for `embedding:name` in prompts; set by whoever loads embeddings)."""
 
@@ -204,7 +205,7 @@ class TextEncoders(ManagedHandle):
         return twin
 
 
-class Autoencoder(ManagedHandle):
+class Autoencoder(VaeSurface, ManagedHandle):
     """VAE: images [B, H, W, 3] in [0, 1] <-> raw (unscaled) latents; see diffusion.vae_ops."""
 
     @property

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import time
 import traceback
@@ -51,6 +52,9 @@ class PluginReport:
     traceback: str | None = None
     warnings: list[str] = field(default_factory=list)
     classes: dict[str, type] = field(default_factory=dict, repr=False)
+    missing_requirements: list[str] = field(default_factory=list)   # requirements.txt lines not installed
+    prestartup_s: float | None = None          # prestartup_script.py run time (None: the pack has none)
+    prestartup_error: str | None = None
 
     @property
     def python_module(self) -> str:
@@ -66,7 +70,9 @@ class PluginReport:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "path": str(self.path), "ok": self.is_ok, "import_s": self.import_s,
                 "node_names": list(self.node_names), "web_directory": str(self.web_directory or "") or None,
-                "error": self.error, "traceback": self.traceback, "warnings": list(self.warnings)}
+                "error": self.error, "traceback": self.traceback, "warnings": list(self.warnings),
+                "missing_requirements": list(self.missing_requirements), "prestartup_s": self.prestartup_s,
+                "prestartup_error": self.prestartup_error}
 
 
 @dataclass
@@ -157,15 +163,83 @@ def load_plugins(folders: Iterable[Path | str], *, builtin_names: Iterable[str] 
     reserved = set(builtin_names)
     owners: dict[str, str] = {}  # node name -> pack that registered it so far
     import_paths = list(import_paths)
-    for folder in folders:
-        for path in candidates(Path(folder), disable_all, whitelist, scan.skipped):
-            if import_paths:
-                add_import_paths(import_paths)
-                import_paths = []
-            report = load_plugin(path)
-            _claim_names(report, reserved, owners)
-            scan.plugins.append(report)
+    entries = [path for folder in folders for path in candidates(Path(folder), disable_all, whitelist, scan.skipped)]
+    if entries and import_paths:
+        add_import_paths(import_paths)
+    prestartup = {path: run_prestartup_script(path) for path in entries if (path / PRESTARTUP_SCRIPT).is_file()}
+    for path in entries:
+        report = load_plugin(path)
+        if path in prestartup:
+            report.prestartup_s, report.prestartup_error = prestartup[path]
+        _claim_names(report, reserved, owners)
+        scan.plugins.append(report)
     return scan
+
+
+PRESTARTUP_SCRIPT = "prestartup_script.py"
+
+
+def run_prestartup_script(pack: Path) -> tuple[float, str | None]:
+    """Run a pack's ``prestartup_script.py`` before any pack loads (ComfyUI does this at start-up, under the
+    script's path as module name). Returns (seconds, error or None); never raises."""
+    script = pack / PRESTARTUP_SCRIPT
+    started = time.perf_counter()
+    try:
+        spec = importlib.util.spec_from_file_location(str(script.with_suffix("")), script)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        return time.perf_counter() - started, None
+    except Exception as exc:  # a broken script must not stop start-up
+        return time.perf_counter() - started, f"{type(exc).__name__}: {exc}"
+
+
+def missing_requirements(pack: Path) -> list[str]:
+    """The lines of the pack's ``requirements.txt`` whose distribution is not installed (Plexus never
+    installs them; the user does, with ``pip install -r``). Markers that exclude this platform, options
+    and URLs are skipped."""
+    from importlib import metadata
+
+    path = pack / "requirements.txt"
+    if not path.is_file():
+        return []
+    missing = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.split(" #")[0].strip()
+        if not line or line.startswith(("#", "-", "git+", "http:", "https:")):
+            continue
+        name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)
+        if name is None:
+            continue
+        if ";" in line and not _marker_applies(line.split(";", 1)[1].strip()):
+            continue
+        try:
+            metadata.distribution(name.group(0))
+        except metadata.PackageNotFoundError:
+            missing.append(line)
+    return missing
+
+
+def _marker_applies(marker: str) -> bool:
+    """An environment marker (``sys_platform == 'win32'``) holds here; evaluated with ``packaging`` when it
+    is installed, else assumed to hold."""
+    try:
+        markers = importlib.import_module("packaging.markers")
+        return bool(markers.Marker(marker).evaluate())
+    except Exception:
+        return True
+
+
+def pyproject_web_directory(pack: Path) -> Path | None:
+    """``[tool.comfy] web`` of the pack's pyproject.toml, if that folder exists (ComfyUI serves it)."""
+    path = pack / "pyproject.toml"
+    if not path.is_file():
+        return None
+    try:
+        import tomllib
+        web = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("comfy", {}).get("web")
+    except Exception:
+        return None
+    folder = pack / str(web) if web else None
+    return folder if folder is not None and folder.is_dir() else None
 
 
 def module_name_for(path: Path) -> str:
@@ -202,6 +276,15 @@ def load_plugin(path: Path) -> PluginReport:
         report.error = f"{type(exc).__name__}: {exc}"
         report.traceback = traceback.format_exc()
     report.import_s = time.perf_counter() - started
+    if not is_file:
+        report.missing_requirements = missing_requirements(path)
+        if report.missing_requirements:
+            note = (f"requirements.txt lists packages that are not installed: {', '.join(report.missing_requirements)}"
+                    f" (install them with: pip install -r {path / 'requirements.txt'})")
+            if report.is_ok:
+                report.warnings.append(note)
+            else:
+                report.error += f"; {note}"
     return report
 
 
@@ -213,6 +296,8 @@ def _collect(module: Any, report: PluginReport, module_dir: Path) -> None:
             report.web_directory = web_dir
         else:
             report.warnings.append(f"WEB_DIRECTORY {web!r} is not a directory ({web_dir}); ignored")
+    if report.web_directory is None:
+        report.web_directory = pyproject_web_directory(module_dir)
     mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
     if mappings is None:
         hint = " (comfy_entrypoint / V3 plugins are not supported yet)" if hasattr(module, "comfy_entrypoint") else ""

@@ -48,6 +48,9 @@ class RegistryReport:
                 out.append((plugin.traceback or "").rstrip())
                 out.append(f"Cannot import {plugin.path} module for custom nodes: {plugin.error}")
             out += [f"{plugin.name}: {warning}" for warning in plugin.warnings]
+            if plugin.prestartup_error:
+                out.append(f"Failed to execute startup-script: {plugin.path / 'prestartup_script.py'} / "
+                           f"{plugin.prestartup_error}")
         times = self.plugins.import_times_text()
         if times:
             out += ["", times, ""]

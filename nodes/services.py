@@ -24,6 +24,7 @@ class NodeServices:
     web_api: Any = None    # web.plugin_api.PluginWebAPI when serving (plugin routes, on-prompt handlers)
     args: Any = None       # the parsed command line (argparse.Namespace), for plugins that read flags
     extension_web_dirs: dict[str, str] = field(default_factory=dict)   # pack -> web folder (ComfyUI's EXTENSION_WEB_DIRS)
+    interrupt: Any = None  # () -> None: stop the running prompt (the Engine's interrupt; plugins' interrupt_current_processing)
     _model_manager: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -387,7 +387,10 @@ DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset({"dpm_2", "dpm_2_ancestral", "uni
 
 
 def get_sampler(name: str) -> SamplerFn:
-    """SAMPLERS[name] (or a custom-sampling-only sampler), or a ValueError that suggests the closest name."""
+    """SAMPLERS[name] (or a custom-sampling-only sampler), or a ValueError that suggests the closest name.
+    A callable with a sampler's signature (a plugin's own sampler function) is returned as it is."""
+    if callable(name):
+        return name
     fn = SAMPLERS.get(name) or CUSTOM_SAMPLERS.get(name)
     if fn is None:
         hint = difflib.get_close_matches(name, list(SAMPLERS), n=1)

@@ -37,8 +37,28 @@ def _encode_image(image_data: Any) -> tuple[str, bytes]:
     return image_type, buffer.getvalue()
 
 
+class PromptQueue:
+    """``PromptServer.instance.prompt_queue``: ``currently_running`` holds the running prompt as ComfyUI's
+    ``(number, prompt_id, prompt, extra_data, outputs_to_execute)`` (prompt and extra_data are not
+    exposed to plugins by Plexus's executor yet: empty dicts); queueing from a plugin is not supported."""
+
+    @property
+    def currently_running(self) -> dict:
+        from execution.protocol import current_context
+        context = current_context()
+        return {} if context is None else {0: (0, context.prompt_id, {}, {}, [])}
+
+    def put(self, item: Any) -> None:
+        raise NotImplementedError("PromptServer.instance.prompt_queue.put: plugins cannot queue prompts in "
+                                  "Plexus yet; POST /prompt instead")
+
+    def get_tasks_remaining(self) -> int:
+        return len(self.currently_running)
+
+
 class PromptServer:
     instance: PromptServer | None = None
+    prompt_queue = PromptQueue()
 
     def __init__(self, api: PluginWebAPI):
         self._api = api

@@ -98,8 +98,12 @@ def test_prompt_server_instance_routes_messages_and_prompt_hooks(served) -> None
                     messages.append((data["type"], data["data"]))
                     if data["type"] == "execution_success":
                         break
-            async with session.get(server.url + f"/history/{prompt_id}") as response:
-                history = await response.json()
+            for _ in range(100):   # the worker stores the history entry just after execution_success
+                async with session.get(server.url + f"/history/{prompt_id}") as response:
+                    history = await response.json()
+                if history:
+                    break
+                await asyncio.sleep(0.05)
         return messages, history
 
     messages, history = asyncio.run(scenario())

@@ -1,0 +1,1 @@
+"""ComfyUI's ``comfy.k_diffusion`` for plugins (``sampling``: the sampler functions by name)."""
