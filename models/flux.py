@@ -268,9 +268,7 @@ class Flux(nn.Module):
         dtype = self.img_in.weight.dtype
         emb = lambda t: timestep_embedding(t.float() * TIME_FACTOR, 256).to(dtype)    # noqa: E731
         vec = self.time_in(emb(timesteps))
-        if self.guidance_in is not None:
-            if guidance is None:
-                guidance = torch.zeros_like(timesteps)     # FluxDisableGuidance / no FluxGuidance: 0 as ComfyUI
+        if self.guidance_in is not None and guidance is not None:   # None: FluxDisableGuidance
             vec = vec + self.guidance_in(emb(guidance.to(timesteps.device).reshape(-1).expand(timesteps.shape[0])))
         vec = vec + self.vector_in(y.to(dtype))
         img, txt = self.img_in(img.to(dtype)), self.txt_in(txt.to(dtype))
