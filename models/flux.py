@@ -251,6 +251,10 @@ class Flux(nn.Module):
         self.single_blocks = nn.ModuleList(SingleStreamBlock(config) for _ in range(config.depth_single_blocks))
         self.final_layer = LastLayer(config)
 
+    @property
+    def latent_in_channels(self) -> int:
+        return self.config.in_channels // self.config.patch_size ** 2
+
     def patchify(self, x: Tensor) -> Tensor:
         """[B, C, H, W] -> [B, (H/p)(W/p), C*p*p], values of a token ordered (channel, row, column)."""
         p = self.config.patch_size
