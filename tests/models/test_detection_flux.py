@@ -79,3 +79,25 @@ def test_scaled_fp8_is_dequantised(tmp_path):
     got = module.img_in.weight
     assert (got - want).abs().max() <= want.abs().max() * 2 ** -3 and (got - want).abs().max() > 0
     assert (got - want).abs().mean() < want.abs().mean() * 0.05       # fp8 rounding only, scale applied
+
+
+def test_all_in_one_tiny_file_loads_every_part(tmp_path):
+    """model.diffusion_model.* + vae.* + text_encoders.{clip_l,t5xxl}.transformer.* (ComfyUI's layout)."""
+    from models.checkpoint import load_checkpoint
+    from models.testing import (flux_vae_config, module_layout, sd3_text_state, tiny_sd3_spec,
+                                write_safetensors_streaming)
+    from models.vae import AutoencoderKL
+    config = tiny_flux_config()
+    state = {k: random_tensor(k, s, torch.float32, 0) for k, s in flux_layout(config, "model.diffusion_model.").items()}
+    state.update({k: random_tensor(k, s, torch.float32, 0)
+                  for k, s in module_layout(AutoencoderKL, flux_vae_config(), "vae.").items()})
+    for kind, text_config in tiny_sd3_spec(text=("clip_l", "t5xxl")).text_configs.items():
+        state.update({f"text_encoders.{kind}.transformer.{k}": v
+                      for k, v in sd3_text_state(kind, text_config, with_embed_tokens_copy=False).items()})
+    path = tmp_path / "flux-aio.safetensors"
+    write_safetensors_streaming(path, {k: (tuple(v.shape), v.dtype) for k, v in state.items()}, lambda n: state[n])
+    loaded = load_checkpoint(path, dtype=torch.float32)
+    assert loaded.config.family == "flux" and loaded.config.variant == "dev"
+    assert loaded.unet.config == config and loaded.vae is not None
+    assert [e.kind for e in loaded.text_encoders] == ["clip_l", "t5xxl"] and not loaded.unconsumed
+    assert torch.equal(loaded.unet.img_in.weight, state["model.diffusion_model.img_in.weight"])
