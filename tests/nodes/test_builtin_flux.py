@@ -113,3 +113,26 @@ def test_disable_guidance_changes_dev_output(harness):
     prompt["12"] = {"class_type": "FluxDisableGuidance", "inputs": {"conditioning": ["4", 0]}}
     prompt["8"]["inputs"]["positive"] = ["12", 0]
     assert not np.array_equal(base, pixels(harness, prompt))
+
+
+def test_kohya_flux_lora_changes_the_image_and_comes_off(harness):
+    from safetensors.torch import save_file
+    loras = harness.folders.paths("loras")[0]
+    loras.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    save_file({"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": torch.randn(4, 64, generator=g),
+               "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": torch.randn(192, 4, generator=g),
+               "lora_unet_double_blocks_0_img_attn_qkv.alpha": torch.tensor(4.0),
+               "lora_unet_single_blocks_0_linear2.lora_down.weight": torch.randn(4, 320, generator=g),
+               "lora_unet_single_blocks_0_linear2.lora_up.weight": torch.randn(64, 4, generator=g)},
+              str(loras / "flux-lora.safetensors"))
+    base = pixels(harness, txt2img())
+    prompt = txt2img()
+    prompt["13"] = {"class_type": "LoraLoaderModelOnly",
+                    "inputs": {"model": ["1", 0], "lora_name": "flux-lora.safetensors", "strength_model": 1.0}}
+    prompt["7"]["inputs"]["model"] = ["13", 0]
+    patched = pixels(harness, prompt)
+    assert not np.array_equal(base, patched)
+    assert np.array_equal(pixels(harness, prompt), patched)
+    harness.engine.clear_cache()
+    assert np.array_equal(pixels(harness, txt2img()), base)              # the patch comes off exactly
