@@ -32,6 +32,9 @@ def encode_text(clip: TextEncoders, text: str) -> Conditioning:
     clip.manager.load_models_for([clip])
     if getattr(clip.module, "layout", None) == "sd3":
         return encode_sd3(clip, {kind: text for kind in sd3_text.SD3_KINDS})
+    if getattr(clip.module, "layout", None) == "flux":
+        from . import flux
+        return flux.encode(clip, text, text)
     conds, pooled = [], None
     for tower in clip.towers:
         cond, pooled = tower.encode(text, clip_skip=clip.clip_skip, embeddings=clip.embedding_lookup)

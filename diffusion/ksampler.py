@@ -73,7 +73,10 @@ def _inpaint_concat(model: DiffusionModel, x: Tensor, inputs: dict) -> Tensor:
 
 def _conds(model: DiffusionModel, conditioning: list, prompt_type: str) -> list:
     """CONDITIONING -> sampling Conds, with SDXL's ADM vector `y` added where the model takes one."""
-    return conds_from_conditioning(sdxl.with_adm(model.options.get("model_config"), conditioning, prompt_type))
+    from . import flux          # FLUX: the guidance value as a model input
+    config = model.options.get("model_config")
+    conditioning = flux.model_inputs(config, conditioning)
+    return conds_from_conditioning(sdxl.with_adm(config, conditioning, prompt_type))
 
 
 def model_function(model: DiffusionModel,

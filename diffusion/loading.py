@@ -96,6 +96,9 @@ def model_sampling_for(config: ModelConfig):
     rectified flow with ComfyUI's default shift 3.0 (supported_models.SD3 `sampling_settings`)."""
     if config is not None and config.family == "sd3":
         return FlowSampling(shift=SD3_SHIFT)
+    if config is not None and config.family == "flux":
+        from .flux import default_sampling
+        return default_sampling(config)
     prediction = VPrediction() if config.prediction_type == "v" else Eps()
     return DiscreteSampling(prediction, zero_terminal_snr=getattr(config, "zero_terminal_snr", False))
 
@@ -106,6 +109,8 @@ def latent_format_for(config: ModelConfig | None) -> latent_formats.LatentFormat
         return base
     if config.family == "sd3":
         return latent_formats.SD3
+    if config.family == "flux":
+        return latent_formats.FLUX
     if config.family in ("sdxl", "sdxl_refiner"):
         base = latent_formats.SDXL
     is_rgb_ok = config.latent_channels == base.latent_channels
@@ -209,7 +214,7 @@ def load_checkpoint_file(path: str | os.PathLike, manager: Any, *, attention: st
                           rebuilder=_rebuilder(path, loaded, "unet")),
                 wrap_text_encoders(loaded.text_encoders, manager, source_key=source + "#text",
                                    rebuilder=_text_rebuilder(path, loaded),
-                                   layout="sd3" if loaded.config.family == "sd3" else None),
+                                   layout=loaded.config.family if loaded.config.family in ("sd3", "flux") else None),
                 wrap_vae(loaded.vae, manager, source_key=source + "#vae", rebuilder=_rebuilder(path, loaded, "vae")))
 
     model, clip, vae = cached_load(manager, "checkpoint", path, load, (attention,))
@@ -239,6 +244,9 @@ def load_unet_file(path: str | os.PathLike, manager: Any, *, prediction_type: st
     from . import sd3
     if sd3.is_mmdit_file(path):                       # SD3 / SD3.5 diffusion model alone
         return sd3.load_diffusion_model_file(path, manager, attention=attention)
+    from . import flux
+    if flux.is_flux_file(path):                       # FLUX.1 transformer alone
+        return flux.load_diffusion_model_file(path, manager, attention=attention)
 
     def load() -> tuple:
         with load_state_dict(path) as source:

@@ -80,7 +80,8 @@ class DiffusionModel(PatcherSurface, ManagedHandle):
 
     @property
     def in_channels(self) -> int:
-        return self.module.config.in_channels
+        # latent channels the model takes (FLUX's config counts 2x2-patch values: 64 for 16 channels)
+        return getattr(self.module, "latent_in_channels", self.module.config.in_channels)
 
     def get_model_object(self, name: str) -> Any:
         """`model_sampling`, `latent_format`, `model_config`, or an attribute of the module."""

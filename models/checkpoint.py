@@ -82,7 +82,7 @@ def load_checkpoint(path: str | os.PathLike, *, use_ema: bool = False, predictio
     with load_state_dict(path) as source:
         shapes = source.shapes()
         config = detect(shapes)
-        if config.family == "sd3":
+        if config.family in ("sd3", "flux"):
             return _load_sd3(path, source, config, dtype=dtype, dtypes=dtypes or ComponentDtypes(),
                              attention=attention, load_text_encoders=load_text_encoders)
         config, prediction_source = _decide_prediction(config, source, prediction_override)
@@ -115,7 +115,10 @@ def _load_sd3(path, source: StateDictSource, config: ModelConfig, *, dtype, dtyp
               load_text_encoders: bool) -> LoadedCheckpoint:
     """SD3 / SD3.5 single file (models/sd3_checkpoint.py); `vae` is None when the file has none."""
     from models.sd3_checkpoint import load_sd3_parts
-    stored = _stored_float_dtype(source, config.unet_prefix + "x_embedder.proj.weight")
+    if config.family == "flux":                      # FLUX.1 all-in-one (models/flux_checkpoint.py)
+        from models.flux_checkpoint import load_flux_parts as load_sd3_parts
+    probe = "img_in.weight" if config.family == "flux" else "x_embedder.proj.weight"
+    stored = _stored_float_dtype(source, config.unet_prefix + probe)
     if dtype is not None:
         dtypes = ComponentDtypes(unet=dtype, vae=dtype, text=dtype)
     parts = load_sd3_parts(source, config, attention=attention, dtypes=dtypes, stored=stored,

@@ -83,6 +83,8 @@ def detect(shapes: Shapes) -> ModelConfig:
     """Full configuration of a single-file SD checkpoint from its key -> shape map."""
     if is_mmdit(shapes, UNET_PREFIX):
         return detect_sd3(shapes)
+    if is_flux(shapes, UNET_PREFIX):
+        return detect_flux_checkpoint(shapes)
     if UNET_PREFIX + "input_blocks.0.0.weight" not in shapes:
         raise UnknownModelError(
             "Unknown checkpoint layout: no LDM UNet (`model.diffusion_model.input_blocks.0.0.weight`) found",
@@ -325,3 +327,72 @@ def detect_sd3(shapes: Shapes) -> ModelConfig:
     vae = detect_vae(shapes, VAE_PREFIX) if VAE_PREFIX + "decoder.conv_in.weight" in shapes else None
     slots = tuple(s for s in SD3_TEXT_SLOTS if any(k.startswith(s.prefix) for k in shapes))
     return sd3_model_config(unet, vae, slots)
+
+
+# --- FLUX.1 -----------------------------------------------------------------------------------------------
+
+# FLUX.1's VAE: latent_in = (z - 0.1159) * 0.3611 (`scaling_factor` / `shift_factor` of
+# black-forest-labs/FLUX.1-dev vae/config.json; not stored in ae.safetensors).
+FLUX_LATENT_SCALE = 0.3611
+FLUX_LATENT_SHIFT = 0.1159
+FLUX_AXES_128 = (16, 56, 56)      # rotary axes of the released 128-wide heads (BFL flux/util.py configs)
+# Text encoders bundled in ComfyUI-saved all-in-one FLUX files; the VAE under `vae.` (ComfyUI
+# supported_models.Flux vae_key_prefix / text_encoder_key_prefix).
+FLUX_TEXT_SLOTS = (TextEncoderSlot("clip_l", "text_encoders.clip_l.transformer."),
+                   TextEncoderSlot("t5xxl", "text_encoders.t5xxl.transformer."))
+FLUX_VAE_PREFIXES = ("vae.", VAE_PREFIX)
+# img_in input width (C x 2 x 2) -> variant: latent alone; + masked-image latent and 8x8 mask (Fill);
+# + control latent (Depth / Canny)
+FLUX_VARIANTS = {64: "base", 384: "fill", 128: "control"}
+
+
+def is_flux(shapes: Shapes, prefix: str = UNET_PREFIX) -> bool:
+    return prefix + "img_in.weight" in shapes and prefix + "double_blocks.0.img_attn.qkv.weight" in shapes
+
+
+def detect_flux(shapes: Shapes, prefix: str = UNET_PREFIX):
+    """FluxConfig of a BFL-layout FLUX transformer whose keys start with `prefix`: widths from img_in,
+    txt_in and vector_in, heads from the per-head QK-norm scale, depths from the block indices, [dev]
+    by guidance_in. The rotary split is not stored: (16, 56, 56) for 128-wide heads, the same
+    proportions (1/8, 7/16, 7/16) otherwise."""
+    from models.flux import FluxConfig
+    p = prefix
+    hidden, in_channels = shapes[p + "img_in.weight"]
+    head_dim = shapes[p + "double_blocks.0.img_attn.norm.query_norm.scale"][0]
+    if hidden % head_dim or head_dim % 16:
+        raise UnknownModelError(f"Unknown FLUX layout: width {hidden} with {head_dim}-wide heads")
+    axes = FLUX_AXES_128 if head_dim == 128 else (head_dim // 8, head_dim * 7 // 16, head_dim * 7 // 16)
+    return FluxConfig(
+        in_channels=in_channels, out_channels=shapes[p + "final_layer.linear.weight"][0], hidden_size=hidden,
+        num_heads=hidden // head_dim, depth=len(_block_indices(shapes, p + "double_blocks.")),
+        depth_single_blocks=len(_block_indices(shapes, p + "single_blocks.")),
+        context_in_dim=shapes[p + "txt_in.weight"][1], vec_in_dim=shapes[p + "vector_in.in_layer.weight"][1],
+        mlp_ratio=shapes[p + "double_blocks.0.img_mlp.0.weight"][0] / hidden, axes_dim=axes,
+        qkv_bias=p + "double_blocks.0.img_attn.qkv.bias" in shapes,
+        guidance_embed=p + "guidance_in.in_layer.weight" in shapes)
+
+
+def flux_variant(config) -> str:
+    """"dev" / "schnell" (guidance embedding or not), with "-fill" / "-control" by input width."""
+    name = "dev" if config.guidance_embed else "schnell"
+    extra = FLUX_VARIANTS.get(config.in_channels, f"in{config.in_channels}")
+    return name if extra == "base" else f"{name}-{extra}"
+
+
+def flux_model_config(unet, vae: VAEConfig | None = None,
+                      text_encoders: tuple[TextEncoderSlot, ...] = (), vae_prefix: str = "vae.") -> ModelConfig:
+    vae = vae or VAEConfig(z_channels=16, embed_dim=16, has_quant_conv=False)
+    return ModelConfig(family="flux", variant=flux_variant(unet), prediction_type="flow", unet=unet, vae=vae,
+                       latent_channels=vae.embed_dim, latent_scale_factor=FLUX_LATENT_SCALE,
+                       latent_shift=FLUX_LATENT_SHIFT, latent_downscale=vae.downscale_factor,
+                       text_encoders=text_encoders, vae_prefix=vae_prefix)
+
+
+def detect_flux_checkpoint(shapes: Shapes) -> ModelConfig:
+    """An all-in-one FLUX file: the transformer under model.diffusion_model., the VAE under vae. (or
+    first_stage_model.), CLIP-L and T5-XXL under text_encoders.*."""
+    unet = detect_flux(shapes, UNET_PREFIX)
+    vae_prefix = next((p for p in FLUX_VAE_PREFIXES if p + "decoder.conv_in.weight" in shapes), None)
+    vae = detect_vae(shapes, vae_prefix) if vae_prefix else None
+    slots = tuple(s for s in FLUX_TEXT_SLOTS if any(k.startswith(s.prefix) for k in shapes))
+    return flux_model_config(unet, vae, slots, vae_prefix or "vae.")

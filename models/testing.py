@@ -410,3 +410,49 @@ def write_sdxl_checkpoint(path: str | Path, unet: UNetConfig, *, refiner: bool =
         return random_tensor(name, shape, tensor_dtype, seed)
     write_safetensors_streaming(path, layout, make)
     return path
+
+
+# --- FLUX.1 ------------------------------------------------------------------------------------------------
+
+def tiny_flux_config(*, guidance: bool = True, in_channels: int = 64):
+    """A 1 + 2 block FLUX 64 wide (2 heads of 32), taking tiny_sd3_spec's T5 (64) and CLIP-L (32)."""
+    from models.flux import FluxConfig
+    return FluxConfig(in_channels=in_channels, hidden_size=64, num_heads=2, depth=1, depth_single_blocks=2,
+                      context_in_dim=64, vec_in_dim=32, axes_dim=(4, 14, 14), guidance_embed=guidance)
+
+
+def flux_layout(config, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """{file key: shape} of a FLUX transformer in the BFL layout (the module layout) under `prefix`."""
+    from models.flux import Flux
+    return module_layout(Flux, config, prefix)
+
+
+def write_random_flux(path: str | Path, config, *, prefix: str = "", dtype: torch.dtype = torch.float32,
+                      scaled_fp8: bool = False, seed: int = 0) -> Path:
+    """A FLUX diffusion-model file in the BFL layout. `scaled_fp8`: ComfyUI's scaled fp8 form (2-D weights
+    as fp8 e4m3fn with a float32 `.scale_weight` each, a `scaled_fp8` marker); the scale is chosen so the
+    dequantised weights are the same random values as in the plain file up to fp8 rounding."""
+    shapes = flux_layout(config, prefix)
+    layout = {k: (s, dtype) for k, s in shapes.items()}
+    scale = 0.05
+    if scaled_fp8:
+        for k, s in shapes.items():
+            if k.endswith(".weight") and len(s) == 2:
+                layout[k] = (s, torch.float8_e4m3fn)
+                layout[k[: -len(".weight")] + ".scale_weight"] = ((), torch.float32)
+        layout[prefix + "scaled_fp8"] = ((0,), torch.float8_e4m3fn)
+
+    def make(name: str) -> Tensor:
+        if name.endswith(".scale_weight"):
+            return torch.tensor(scale)
+        if name == prefix + "scaled_fp8":
+            return torch.zeros(0)
+        t = random_tensor(name.removeprefix(prefix), layout[name][0], torch.float32, seed)
+        return t / scale if scaled_fp8 and layout[name][1] == torch.float8_e4m3fn else t
+    write_safetensors_streaming(path, layout, make)
+    return Path(path)
+
+
+def flux_vae_config() -> VAEConfig:
+    """The FLUX VAE's layout at a tiny width: 16 latent channels, no quant convs (ae.safetensors)."""
+    return VAEConfig(ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1, z_channels=16, embed_dim=16, has_quant_conv=False)

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 
 from torch import nn
 
+from models.flux import Flux
+from models.lora.flux_keys import flux_lora_names
 from models.lora.mmdit_keys import mmdit_lora_names
 from models.mmdit import MMDiT
 from models.text.clip import ClipTextModel
@@ -175,6 +177,8 @@ def lora_names_for(module: nn.Module, *, text_encoder_index: int | None = None,
             names.update(unet_lora_names(sub.config, keys, f"{path}." if path else ""))
         if isinstance(sub, MMDiT):                        # SD3 / SD3.5 (models/lora/mmdit_keys.py)
             names.update(mmdit_lora_names(sub.config, keys, f"{path}." if path else ""))
+        if isinstance(sub, Flux):                         # FLUX.1 (models/lora/flux_keys.py)
+            names.update(flux_lora_names(sub.config, keys, f"{path}." if path else ""))
     count = text_encoder_count if text_encoder_count is not None else len(towers)
     for i, (path, _) in enumerate(towers):
         index = text_encoder_index if text_encoder_index is not None else i

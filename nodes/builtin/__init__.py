@@ -29,4 +29,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.custom_sampling",
     "nodes.builtin.guidance",
     "nodes.builtin.merging",
+    "nodes.builtin.flux",
 )

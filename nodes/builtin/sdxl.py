@@ -3,6 +3,7 @@ the work is in diffusion.sdxl."""
 from __future__ import annotations
 
 from diffusion import sdxl as sdxl_ops
+from diffusion import flux as flux_ops
 from diffusion import sd3 as sd3_ops
 from nodes import services
 from nodes.spec import Combo, Float, Input, Int, String, node, optional
@@ -59,8 +60,12 @@ class DualCLIPLoader:
     RETURNS = ("CLIP",)
 
     def run(self, clip_name1: str, clip_name2: str, type: str, device: str = "default") -> tuple:
+        if type == "flux":
+            return (flux_ops.load_text_encoder_files(
+                [services.folders().find("text_encoders", n) for n in (clip_name1, clip_name2)],
+                services.current().model_manager(), embedding_dirs=services.folders().paths("embeddings")),)
         if type not in ("sdxl", "sd3"):
-            raise ValueError(f"DualCLIPLoader type {type!r} is not supported yet; 'sdxl' (clip_l + clip_g) and "
+            raise ValueError(f"DualCLIPLoader type {type!r} is not supported yet; 'sdxl' (clip_l + clip_g), 'flux' (clip_l + t5xxl) and "
                              "'sd3' (any two of clip_l, clip_g, t5xxl) are")
         folders = services.folders()
         paths = [folders.find("text_encoders", clip_name1), folders.find("text_encoders", clip_name2)]

@@ -1,0 +1,300 @@
+"""FLUX.1 ([dev], [schnell], Fill, Depth/Canny): the rectified-flow transformer in the single-file layout
+Black Forest Labs publish (`flux1-dev.safetensors`, keys `double_blocks.N.img_attn.qkv.weight`, ...).
+
+Architecture (Black Forest Labs, "FLUX.1" model cards and their reference code `flux/model.py`,
+`flux/modules/layers.py`; behaviour, not code): latents are cut into 2x2 patches (16 channels -> 64 values
+per token), the image and text tokens carry 3-axis rotary position embeddings over (index, row, column)
+ids (Su et al. 2021, RoFormer, applied per axis to slices of each head of 16 + 56 + 56 values). N
+double-stream blocks keep separate image and text weights and attend jointly (as MM-DiT, Esser et al.
+2024), with per-head RMS-normalised q and k; M single-stream blocks run on the concatenated sequence
+with one fused linear for q, k, v and the MLP input and one for the attention + MLP output (parallel
+layers, Dehghani et al. 2023, ViT-22B). The timestep, the pooled CLIP-L vector and, in the
+guidance-distilled [dev], the guidance value are summed into one conditioning vector that modulates
+every block (adaLN, Peebles & Xie 2023). Every size comes from the config, so a 1+1-block test model
+takes the path of the 19+38-block released ones.
+
+Shapes: B batch, C latent channels, H/W latent sides, N = (H/2)(W/2) image tokens, T text tokens,
+D hidden width, h heads, d = D / h head width.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.attention import DEFAULT_ATTENTION, AttentionFn, attention_backend
+from models.mmdit import RMSNorm
+from models.unet import timestep_embedding
+
+NORM_EPS = 1e-6
+TIME_FACTOR = 1000.0          # the sinusoidal embeddings take t * 1000 (t, guidance in sigma units)
+
+
+@dataclass(frozen=True)
+class FluxConfig:
+    in_channels: int = 64                 # img_in input: C * p * p (384 for Fill, 128 for Depth/Canny)
+    out_channels: int = 64                # final layer output: 16 latent channels * p * p
+    hidden_size: int = 3072
+    num_heads: int = 24
+    depth: int = 19                       # double-stream blocks
+    depth_single_blocks: int = 38
+    context_in_dim: int = 4096            # T5-XXL width
+    vec_in_dim: int = 768                 # pooled CLIP-L
+    mlp_ratio: float = 4.0
+    axes_dim: tuple[int, ...] = (16, 56, 56)
+    theta: float = 10000.0
+    qkv_bias: bool = True
+    guidance_embed: bool = True           # [dev]; [schnell] has no guidance_in
+    patch_size: int = 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.hidden_size * self.mlp_ratio)
+
+
+# --- rotary position embeddings ----------------------------------------------------------------------
+
+def rope_frequencies(ids: Tensor, axes_dim: tuple[int, ...], theta: float) -> tuple[Tensor, Tensor]:
+    """ids [B, L, n_axes] -> (cos, sin) each [B, 1, L, d/2]: axis i rotates axes_dim[i]/2 value pairs at
+    frequencies theta^(-2j/axes_dim[i]) times the id on that axis (computed in float64)."""
+    angles = []
+    for i, dim in enumerate(axes_dim):
+        omega = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device=ids.device) / dim)
+        angles.append(ids[..., i].to(torch.float64).unsqueeze(-1) * omega)          # [B, L, dim/2]
+    a = torch.cat(angles, dim=-1).unsqueeze(1)                                       # [B, 1, L, d/2]
+    return a.cos().float(), a.sin().float()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate adjacent value pairs (x[2j], x[2j+1]) of each head by the pair's angle; x [B, h, L, d]."""
+    xf = x.float().unflatten(-1, (-1, 2))                                            # [B, h, L, d/2, 2]
+    x0, x1 = xf[..., 0], xf[..., 1]
+    out = torch.stack([cos * x0 - sin * x1, sin * x0 + cos * x1], dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+def image_ids(h: int, w: int, batch: int, *, index: float = 0.0, device=None) -> Tensor:
+    """[B, h*w, 3] ids (index, row, column) of an h x w grid of patches."""
+    ids = torch.zeros(h, w, 3, device=device)
+    ids[..., 0] = index
+    ids[..., 1] = torch.arange(h, device=device, dtype=torch.float32)[:, None]
+    ids[..., 2] = torch.arange(w, device=device, dtype=torch.float32)[None, :]
+    return ids.reshape(1, h * w, 3).expand(batch, -1, -1)
+
+
+# --- layers --------------------------------------------------------------------------------------------
+
+class MLPEmbedder(nn.Module):
+    """in_layer -> SiLU -> out_layer (time_in, vector_in, guidance_in)."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.in_layer = nn.Linear(in_dim, dim)
+        self.out_layer = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out_layer(F.silu(self.in_layer(x)))
+
+
+class QKNorm(nn.Module):
+    """Per-head RMSNorm of q and k (`norm.query_norm.scale`, `norm.key_norm.scale` in the file)."""
+
+    def __init__(self, head_dim: int):
+        super().__init__()
+        self.query_norm = _ScaleRMSNorm(head_dim)
+        self.key_norm = _ScaleRMSNorm(head_dim)
+
+    def forward(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        return self.query_norm(q), self.key_norm(k)
+
+
+class _ScaleRMSNorm(RMSNorm):
+    """RMSNorm whose gain is stored as `scale` (the FLUX name) instead of `weight`."""
+
+    def __init__(self, dim: int):
+        nn.Module.__init__(self)
+        self.eps = NORM_EPS
+        self.scale = nn.Parameter(torch.ones(dim))
+
+    @property
+    def weight(self) -> Tensor:   # type: ignore[override]
+        return self.scale
+
+
+class Modulation(nn.Module):
+    """lin(SiLU(vec)) -> `n` D-wide vectors [B, 1, D] (shift, scale, gate per sub-layer)."""
+
+    def __init__(self, dim: int, n: int):
+        super().__init__()
+        self.n = n
+        self.lin = nn.Linear(dim, n * dim)
+
+    def forward(self, vec: Tensor) -> tuple[Tensor, ...]:
+        return self.lin(F.silu(vec)).unsqueeze(1).chunk(self.n, dim=-1)
+
+
+class SelfAttention(nn.Module):
+    """The qkv / norm / proj of one stream of a double block (the attention itself is joint)."""
+
+    def __init__(self, config: FluxConfig):
+        super().__init__()
+        d = config.hidden_size
+        self.qkv = nn.Linear(d, 3 * d, bias=config.qkv_bias)
+        self.norm = QKNorm(config.head_dim)
+        self.proj = nn.Linear(d, d)
+
+
+def _heads(x: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """[B, L, 3D] -> q, k, v each [B, h, L, d]."""
+    b, n, _ = x.shape
+    return x.view(b, n, 3, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    return torch.addcmul(shift, F.layer_norm(x, x.shape[-1:], eps=NORM_EPS), 1 + scale)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, rope: tuple[Tensor, Tensor], attention_fn: AttentionFn) -> Tensor:
+    q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+    return attention_fn(q, k, v, False).transpose(1, 2).flatten(2)                   # [B, L, D]
+
+
+class DoubleStreamBlock(nn.Module):
+    def __init__(self, config: FluxConfig):
+        super().__init__()
+        d, m = config.hidden_size, config.mlp_hidden
+        self.num_heads = config.num_heads
+        for stream in ("img", "txt"):
+            setattr(self, f"{stream}_mod", Modulation(d, 6))
+            setattr(self, f"{stream}_attn", SelfAttention(config))
+            setattr(self, f"{stream}_mlp", nn.Sequential(nn.Linear(d, m), nn.GELU(approximate="tanh"), nn.Linear(m, d)))
+
+    def _pre(self, stream: str, x: Tensor, vec: Tensor):
+        mod = getattr(self, f"{stream}_mod")(vec)
+        attn = getattr(self, f"{stream}_attn")
+        q, k, v = _heads(attn.qkv(_modulate(x, mod[0], mod[1])), self.num_heads)
+        q, k = attn.norm(q, k)
+        return (q, k, v), mod
+
+    def _post(self, stream: str, x: Tensor, attn_out: Tensor, mod) -> Tensor:
+        x = x + mod[2] * getattr(self, f"{stream}_attn").proj(attn_out)
+        return x + mod[5] * getattr(self, f"{stream}_mlp")(_modulate(x, mod[3], mod[4]))
+
+    def forward(self, img: Tensor, txt: Tensor, vec: Tensor, rope, attention_fn: AttentionFn) -> tuple[Tensor, Tensor]:
+        (iq, ik, iv), img_mod = self._pre("img", img, vec)
+        (tq, tk, tv), txt_mod = self._pre("txt", txt, vec)
+        q, k, v = (torch.cat(pair, dim=2) for pair in ((tq, iq), (tk, ik), (tv, iv)))  # text first
+        out = _attend(q, k, v, rope, attention_fn)
+        t = txt.shape[1]
+        return self._post("img", img, out[:, t:], img_mod), self._post("txt", txt, out[:, :t], txt_mod)
+
+
+class SingleStreamBlock(nn.Module):
+    """linear1: x -> [q, k, v, mlp_in]; linear2: [attention, GELU(mlp_in)] -> D; one gated residual."""
+
+    def __init__(self, config: FluxConfig):
+        super().__init__()
+        d, m = config.hidden_size, config.mlp_hidden
+        self.num_heads, self.hidden, self.mlp_hidden = config.num_heads, d, m
+        self.linear1 = nn.Linear(d, 3 * d + m)
+        self.linear2 = nn.Linear(d + m, d)
+        self.norm = QKNorm(config.head_dim)
+        self.modulation = Modulation(d, 3)
+
+    def forward(self, x: Tensor, vec: Tensor, rope, attention_fn: AttentionFn) -> Tensor:
+        shift, scale, gate = self.modulation(vec)
+        qkv, mlp = self.linear1(_modulate(x, shift, scale)).split([3 * self.hidden, self.mlp_hidden], dim=-1)
+        q, k, v = _heads(qkv, self.num_heads)
+        q, k = self.norm(q, k)
+        out = _attend(q, k, v, rope, attention_fn)
+        return x + gate * self.linear2(torch.cat([out, F.gelu(mlp, approximate="tanh")], dim=-1))
+
+
+class LastLayer(nn.Module):
+    def __init__(self, config: FluxConfig):
+        super().__init__()
+        d = config.hidden_size
+        self.linear = nn.Linear(d, config.out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+
+    def forward(self, x: Tensor, vec: Tensor) -> Tensor:
+        shift, scale = self.adaLN_modulation(vec).unsqueeze(1).chunk(2, dim=-1)
+        return self.linear(_modulate(x, shift, scale))
+
+
+class Flux(nn.Module):
+    """forward(x [B, C, H, W], timesteps [B] (sigma), context [B, T, 4096], y [B, 768] pooled CLIP-L,
+    guidance [B] (dev)) -> velocity [B, out_channels / 4, H, W]."""
+
+    OFFLOAD_BLOCKS = ("double_blocks", "single_blocks")
+    EXTRA_INPUTS = {"y": "pooled_output", "guidance": "guidance"}
+
+    def __init__(self, config: FluxConfig, attention: str = DEFAULT_ATTENTION):
+        super().__init__()
+        if sum(config.axes_dim) != config.head_dim:
+            raise ValueError(f"rotary axes {config.axes_dim} do not add up to the head width {config.head_dim}")
+        self.config = config
+        self.attention_fn = attention_backend(attention)
+        d = config.hidden_size
+        self.img_in = nn.Linear(config.in_channels, d)
+        self.time_in = MLPEmbedder(256, d)
+        self.vector_in = MLPEmbedder(config.vec_in_dim, d)
+        self.guidance_in = MLPEmbedder(256, d) if config.guidance_embed else None
+        self.txt_in = nn.Linear(config.context_in_dim, d)
+        self.double_blocks = nn.ModuleList(DoubleStreamBlock(config) for _ in range(config.depth))
+        self.single_blocks = nn.ModuleList(SingleStreamBlock(config) for _ in range(config.depth_single_blocks))
+        self.final_layer = LastLayer(config)
+
+    @property
+    def latent_in_channels(self) -> int:
+        return self.config.in_channels // self.config.patch_size ** 2
+
+    def patchify(self, x: Tensor) -> Tensor:
+        """[B, C, H, W] -> [B, (H/p)(W/p), C*p*p], values of a token ordered (channel, row, column)."""
+        p = self.config.patch_size
+        b, c, h, w = x.shape
+        return x.view(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // p) * (w // p), c * p * p)
+
+    def unpatchify(self, x: Tensor, h: int, w: int) -> Tensor:
+        p = self.config.patch_size
+        b = x.shape[0]
+        return x.view(b, h, w, -1, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, -1, h * p, w * p)
+
+    def forward_tokens(self, img: Tensor, img_ids: Tensor, txt: Tensor, txt_ids: Tensor, timesteps: Tensor,
+                       y: Tensor, guidance: Tensor | None = None) -> Tensor:
+        """The transformer on packed tokens: img [B, N, in_channels] -> [B, N, out_channels]."""
+        dtype = self.img_in.weight.dtype
+        emb = lambda t: timestep_embedding(t.float() * TIME_FACTOR, 256).to(dtype)    # noqa: E731
+        vec = self.time_in(emb(timesteps))
+        if self.guidance_in is not None and guidance is not None:   # None: FluxDisableGuidance
+            vec = vec + self.guidance_in(emb(guidance.to(timesteps.device).reshape(-1).expand(timesteps.shape[0])))
+        vec = vec + self.vector_in(y.to(dtype))
+        img, txt = self.img_in(img.to(dtype)), self.txt_in(txt.to(dtype))
+        rope = rope_frequencies(torch.cat([txt_ids, img_ids], dim=1), self.config.axes_dim, self.config.theta)
+        for block in self.double_blocks:
+            img, txt = block(img, txt, vec, rope, self.attention_fn)
+        x = torch.cat([txt, img], dim=1)
+        for block in self.single_blocks:
+            x = block(x, vec, rope, self.attention_fn)
+        return self.final_layer(x[:, txt.shape[1]:], vec)
+
+    def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor | None = None,
+                guidance: Tensor | None = None, **_: object) -> Tensor:
+        p = self.config.patch_size
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % p, -width % p          # odd sides: circular pad, cropped again (as ComfyUI)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="circular")
+        b, h, w = x.shape[0], x.shape[-2] // p, x.shape[-1] // p
+        if y is None:
+            y = torch.zeros(b, self.config.vec_in_dim, device=x.device)
+        img_ids = image_ids(h, w, b, device=x.device)
+        txt_ids = torch.zeros(b, context.shape[1], 3, device=x.device)
+        out = self.forward_tokens(self.patchify(x), img_ids, context, txt_ids, timesteps, y, guidance)
+        return self.unpatchify(out, h, w)[:, :, :height, :width]
