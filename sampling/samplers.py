@@ -22,6 +22,7 @@ from torch import Tensor
 from . import dpm_solver, unipc
 from . import samplers_multistep as ms
 from . import samplers_sde as sde
+from . import sa_solver as sa
 from .core import Denoiser, GuidedDenoiser, Step, StepHook, ancestral_split, ancestral_step, flow_ancestral_step, report, to_d
 from .model_sampling import sigma_to_half_log_snr
 from .noise import NoiseSampler
@@ -363,6 +364,9 @@ SAMPLERS: dict[str, SamplerFn] = {
     "gradient_estimation_cfg_pp": ms.gradient_estimation_cfg_pp,
     "er_sde": sde.er_sde,
     "seeds_2": sde.seeds_2,
+    "seeds_3": sde.seeds_3,
+    "sa_solver": sa.sa_solver,
+    "sa_solver_pece": sa.sa_solver_pece,
     "ddim": euler,   # ComfyUI's ddim is Euler plus seed+1 inpaint noise (see sample.py)
     "uni_pc": unipc.uni_pc,
     "uni_pc_bh2": unipc.uni_pc_bh2,
@@ -373,7 +377,7 @@ BROWNIAN_SAMPLERS = frozenset({"dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dp
                                "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu"})
 # Samplers working in half-log-SNR, infinite at sigma = 1 for flow: the driver starts them just below 1.
 HALF_LOG_SNR_SAMPLERS = BROWNIAN_SAMPLERS | {"euler_ancestral_cfg_pp", "er_sde", "seeds_2", "exp_heun_2_x0",
-                                             "exp_heun_2_x0_sde"}
+                                             "exp_heun_2_x0_sde", "seeds_3", "sa_solver", "sa_solver_pece"}
 # Samplers that need the unconditional x0 too (their first argument is a GuidedDenoiser).
 CFG_PP_SAMPLERS = frozenset({"euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_2m_cfg_pp",
                              "res_multistep_cfg_pp", "res_multistep_ancestral_cfg_pp", "gradient_estimation_cfg_pp"})

@@ -194,6 +194,64 @@ def seeds_2(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: Nois
     return x
 
 
+def _h_phi_2(z: Tensor) -> Tensor:
+    """h * phi_2(h) at z = h: (e^z - 1 - z) / z (the second exponential-integrator weight)."""
+    return (torch.expm1(z) - z) / z
+
+
+def seeds_3(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: NoiseSampler | None,
+            on_step: StepHook | None = None, eta: float = 1.0, s_noise: float = 1.0, r_1: float = 1.0 / 3,
+            r_2: float = 2.0 / 3, is_rectified_flow: bool = False) -> Tensor:
+    """SEEDS-3 (Gonzalez et al. 2023, VP data prediction, stage 3): two intermediate points at
+    lambda_s + r_1 h and lambda_s + r_2 h; the second uses the phi_2 correction from the first, the final
+    step the phi_2 correction from the second. The SDE noise of the three segments is one chained
+    Brownian-like increment (each segment decays the previous noise and adds a fresh draw)."""
+    s_in = x.new_ones([x.shape[0]])
+    is_noise_injected = eta > 0 and s_noise > 0
+    for i in range(len(sigmas) - 1):
+        x0 = denoise(x, sigmas[i] * s_in)
+        report(on_step, i, x, sigmas[i], x0)
+        if sigmas[i + 1] == 0:
+            x = x0
+            continue
+        sigma_s, sigma_t = sigmas[i], sigmas[i + 1]
+        lam_s = sigma_to_half_log_snr(sigma_s, is_rectified_flow)
+        lam_t = sigma_to_half_log_snr(sigma_t, is_rectified_flow)
+        h = lam_t - lam_s
+        h_eta = h * (eta + 1)
+        lam_1, lam_2 = torch.lerp(lam_s, lam_t, r_1), torch.lerp(lam_s, lam_t, r_2)
+        sigma_1 = half_log_snr_to_sigma(lam_1, is_rectified_flow)
+        sigma_2 = half_log_snr_to_sigma(lam_2, is_rectified_flow)
+        alpha_1, alpha_2, alpha_t = sigma_1 * lam_1.exp(), sigma_2 * lam_2.exp(), sigma_t * lam_t.exp()
+
+        # stage 1: first order to lambda_1
+        x_1 = sigma_1 / sigma_s * (-r_1 * h * eta).exp() * x - alpha_1 * torch.expm1(-r_1 * h_eta) * x0
+        if is_noise_injected:
+            sde_noise = (-2 * r_1 * h * eta).expm1().neg().sqrt() * noise_sampler(sigma_s, sigma_1)
+            x_1 = x_1 + sde_noise * sigma_1 * s_noise
+        x0_1 = denoise(x_1, sigma_1 * s_in)
+
+        # stage 2: to lambda_2, x0 linear between lambda_s and lambda_1
+        w_1 = r_2 / r_1 * _h_phi_2(-r_2 * h_eta)
+        w_0 = torch.expm1(-r_2 * h_eta) - w_1
+        x_2 = sigma_2 / sigma_s * (-r_2 * h * eta).exp() * x - alpha_2 * (w_0 * x0 + w_1 * x0_1)
+        if is_noise_injected:
+            segment = (r_1 - r_2) * h * eta
+            sde_noise = sde_noise * segment.exp() + segment.mul(2).expm1().neg().sqrt() * noise_sampler(sigma_1, sigma_2)
+            x_2 = x_2 + sde_noise * sigma_2 * s_noise
+        x0_2 = denoise(x_2, sigma_2 * s_in)
+
+        # stage 3: to lambda_t, x0 linear between lambda_s and lambda_2
+        w_2 = _h_phi_2(-h_eta) / r_2
+        w_0 = torch.expm1(-h_eta) - w_2
+        x = sigma_t / sigma_s * (-h * eta).exp() * x - alpha_t * (w_0 * x0 + w_2 * x0_2)
+        if is_noise_injected:
+            segment = (r_2 - 1) * h * eta
+            sde_noise = sde_noise * segment.exp() + segment.mul(2).expm1().neg().sqrt() * noise_sampler(sigma_2, sigma_t)
+            x = x + sde_noise * sigma_t * s_noise
+    return x
+
+
 def exp_heun_2_x0(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, on_step: StepHook | None = None,
                   is_rectified_flow: bool = False) -> Tensor:
     """Deterministic exponential Heun (2nd order) in data prediction and log-SNR time: SEEDS-2 with
