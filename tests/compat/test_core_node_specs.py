@@ -30,13 +30,7 @@ NOT_YET_IMPLEMENTED: frozenset[str] = frozenset()
 # Fields (paths as produced by core_specs.differences) where a registered node still differs from
 # ComfyUI 0.8.0, as found when this test was written. Each is a bug to fix in the node module named;
 # remove the entry in the same change.
-KNOWN_MISMATCHES: dict[str, frozenset[str]] = {
-    # sampling.samplers.SAMPLERS lacks "seeds_3", "sa_solver", "sa_solver_pece" (ComfyUI: 44 names,
-    # ours 41; the 41 are in ComfyUI's order).
-    "KSampler": frozenset({"input.required.sampler_name.choices"}),
-    "KSamplerAdvanced": frozenset({"input.required.sampler_name.choices"}),
-    "KSamplerSelect": frozenset({"input.required.sampler_name.choices"}),
-}
+KNOWN_MISMATCHES: dict[str, frozenset[str]] = {}
 
 # Differences kept on purpose (checked like KNOWN_MISMATCHES: listed fields must still differ).
 DELIBERATE_DIFFERENCES: dict[str, frozenset[str]] = {
