@@ -7,8 +7,8 @@ Stochastic samplers take a `noise_sampler(sigma, sigma_next)` (see `noise.py`); 
 global random state (except Karras' `s_churn` without a noise sampler, kept for k-diffusion parity).
 
 This file holds the single-step ODE and ancestral samplers and the registry `SAMPLERS`; multistep
-methods are in `samplers_multistep.py`, SDE solvers in `samplers_sde.py`, DPM-Solver fast/adaptive in
-`dpm_solver.py`, UniPC in `unipc.py`.
+methods are in `samplers_multistep.py`, SDE solvers (DPM-Solver++ SDEs, SEEDS, ER-SDE) in `samplers_sde.py`,
+SA-Solver in `sa_solver.py`, DPM-Solver fast/adaptive in `dpm_solver.py`, UniPC in `unipc.py`.
 """
 from __future__ import annotations
 
