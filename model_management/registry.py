@@ -311,6 +311,8 @@ class ModelManager:
             try:
                 plan = plan_load(record.units, weight_budget, prefetch=is_async, max_resident_bytes=cap)
             except BudgetTooSmall:
+                if not getattr(type(record.shared.module), "OFFLOAD_LAYERS", False):
+                    raise
                 plan = plan_load(self._layer_units(record, weight_budget, is_async), weight_budget,
                                  prefetch=is_async, max_resident_bytes=cap)   # may raise: one layer too big
             if plan.is_full:

@@ -3,8 +3,10 @@
 A model is cut into *offload units*. The blocks named by the model class's `OFFLOAD_BLOCKS`
 attribute (e.g. `("input_blocks", "middle_block", "output_blocks")`) give one unit per child block;
 every other module that owns weights directly is a unit of its own (its direct weights only). When a
-budget cannot hold the largest block, the registry cuts again at layer granularity (`max_unit_bytes`):
-the blocks too large to stream whole become one unit per layer.
+budget cannot hold the largest block and the model class sets `OFFLOAD_LAYERS = True` (its layers'
+weights are read only inside the layers' own forward, where the hooks see them), the registry cuts
+again at layer granularity (`max_unit_bytes`): the blocks too large to stream whole become one unit per
+layer.
 :func:`plan_load` keeps units resident, in module order, while they fit the budget less room for
 the largest streamed unit (twice that with prefetch). A :class:`Streamer` installs forward hooks on
 the streamed units: the pre-hook puts the unit's weights on the device (cast and patched, through the

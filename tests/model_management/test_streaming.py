@@ -129,3 +129,18 @@ def test_a_budget_below_the_largest_block_streams_layers_bit_identically(mode: V
     streamed_names = {u.name for u in record.streamer.units}
     assert "input_blocks.0.conv" in streamed_names or "input_blocks.0.to_kv" in streamed_names
     manager.free()
+
+
+def test_layer_streaming_only_for_models_that_declare_it() -> None:
+    class Opaque(ToyUNet):            # e.g. a parent that reads a child layer's weight itself (T5)
+        OFFLOAD_LAYERS = False
+
+    torch.manual_seed(0)
+    module = Opaque().eval()
+    units = offload_units(module, ModuleWeights(module), ToyUNet.OFFLOAD_BLOCKS)
+    largest_block = max(u.nbytes for u in units if u.name.startswith(("input_blocks.", "output_blocks.")))
+    containers = sum(u.nbytes for u in units if u.is_container)
+    manager = ModelManager(MemorySettings(vram_mode=VramMode.NO, device="cpu",
+                                          vram_budget_bytes=containers + largest_block - 1))
+    with pytest.raises(BudgetTooSmall):
+        manager.load_models_for([ModelHandle(module)])
