@@ -216,7 +216,11 @@ class Server:
         self.base.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [str(spec.python), "main.py", "--cpu", "--disable-all-custom-nodes",
+        # a VRAM mode in the extra arguments replaces --cpu (they exclude each other; without a GPU the
+        # device is the CPU anyway, with --vram-budget simulating a small one)
+        vram_modes = {"--cpu", "--highvram", "--normalvram", "--lowvram", "--novram"}
+        device = [] if vram_modes & set(spec.extra_args) else ["--cpu"]
+        self.command = [str(spec.python), "main.py", *device, "--disable-all-custom-nodes",
                         "--listen", "127.0.0.1", "--port", str(self.port),
                         "--base-directory", str(self.base), "--extra-model-paths-config", str(model_paths),
                         *spec.extra_args]

@@ -5,6 +5,7 @@
     ... --family sd15 -k sampler/ -k inpaint/    # a subset (substring match on case names)
     ... --only plexus                            # compare against the cached ComfyUI images only
     ... --only peer                              # fill the ComfyUI image cache only
+    ... --plexus-arg=--novram --plexus-arg=--vram-budget --plexus-arg=0.3   # Plexus-only server flags
 
 The cases live in `bench/fidelity_cases/` (one module per model family: its random-weight model files and
 its list of API prompts; see that package's docstring to add a family). Each family's files are written
@@ -211,6 +212,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer-cache", type=Path, default=RESULTS / "fidelity-peer-cache")
     parser.add_argument("--no-peer-cache", action="store_true", help="always run ComfyUI")
     parser.add_argument("--no-fp32", action="store_true", help="run both servers in their default precision")
+    parser.add_argument("--plexus-arg", dest="plexus_args", action="append", default=[],
+                        help="an extra argument for the Plexus server only (repeatable), e.g. "
+                             "--plexus-arg=--novram --plexus-arg=--vram-budget --plexus-arg=0.3")
     parser.add_argument("--port-base", type=int, help="Plexus on this port, ComfyUI on the next")
     parser.add_argument("--threads", type=int, help="OMP/MKL threads for both servers")
     parser.add_argument("--max-bar", type=float, default=2.0)
@@ -261,9 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         model_paths = write_model_paths(work, models_dir)
         ours = SideOutput(errors={c.name: "not run (--only peer)" for c in cases})
         if args.only != "peer":
-            ours = run_side(ServerSpec("plexus", args.plexus_python, ROOT, server_args), cases, work, model_paths,
-                            env, out.with_name(f"{out.stem}-plexus.log"), port(0), args.prompt_timeout_s,
-                            args.start_timeout_s)
+            plexus = ServerSpec("plexus", args.plexus_python, ROOT, server_args + args.plexus_args)
+            ours = run_side(plexus, cases, work, model_paths, env, out.with_name(f"{out.stem}-plexus.log"),
+                            port(0), args.prompt_timeout_s, args.start_timeout_s)
         keys = {c.name: case_key(c, peer_version, server_args) for c in cases}
         theirs: dict[str, list[bytes]] = {}
         if not args.no_peer_cache:

@@ -10,7 +10,8 @@ The prompt is bench/txt2img.py's (CheckpointLoaderSimple -> CLIPTextEncode x2 ->
 a fresh subprocess (peak RSS only ever grows in a process) whose app is built the way main.py builds it:
 `main.build_app(main.parse_args([*mode flags, "--base-directory", tmp]))`, with the checkpoint symlinked
 into tmp/models/checkpoints. Modes: normal (no flag), `--lowvram --vram-budget 1`,
-`--novram --vram-budget 1`, `--highvram`. Reported per mode:
+`--novram --vram-budget 1`, `--highvram`, `--novram --vram-budget 0.3 --force-fp32` (below the largest
+block: layer streaming). Reported per mode:
 - `peak_rss_mib`: VmHWM from /proc/self/status;
 - `models_device_peak_mib`: the ModelManager's `models_device_peak_bytes` (on the CPU the simulated
   device ledger: the model bytes it counted as "on the device" at peak);
@@ -47,6 +48,8 @@ MODES = {
     "lowvram": ["--lowvram", "--vram-budget", "1"],
     "novram": ["--novram", "--vram-budget", "1"],
     "highvram": ["--highvram"],
+    # issue 14: a budget below the largest UNet block (345 MiB in fp32): streams single layers
+    "novram-0.3-fp32": ["--novram", "--vram-budget", "0.3", "--force-fp32"],
 }
 GROWTH_LIMIT_MIB = 64
 

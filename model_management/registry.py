@@ -38,6 +38,7 @@ from model_management.dtypes import DtypeChoice, ModelPart, choose_dtypes, descr
 from model_management.handle import ModelHandle, SharedModule, apply_patches
 from model_management.settings import MemorySettings, VramMode
 from model_management.streaming import (
+    BudgetTooSmall,
     LoadPlan,
     OffloadUnit,
     Streamer,
@@ -86,6 +87,7 @@ class ModelRecord:
     last_used: int = 0
     why: str = "registered"
     units: list[OffloadUnit] = field(default_factory=list)
+    layer_units: tuple[int, list[OffloadUnit]] = (-1, [])    # (size limit, units cut at layers above it)
     resident_keys: set[str] = field(default_factory=set)
     applied: dict[str, tuple] = field(default_factory=dict)     # patches merged into resident weights
     active_patches: dict[str, tuple] = field(default_factory=dict)
@@ -306,7 +308,13 @@ class ModelManager:
                 cap = 0
             elif mode is VramMode.LOW and weight_budget is not None:
                 cap = max(weight_budget, 0) // 2        # the other half is slack for activations
-            plan = plan_load(record.units, weight_budget, prefetch=is_async, max_resident_bytes=cap)
+            try:
+                plan = plan_load(record.units, weight_budget, prefetch=is_async, max_resident_bytes=cap)
+            except BudgetTooSmall:
+                if not getattr(type(record.shared.module), "OFFLOAD_LAYERS", False):
+                    raise
+                plan = plan_load(self._layer_units(record, weight_budget, is_async), weight_budget,
+                                 prefetch=is_async, max_resident_bytes=cap)   # may raise: one layer too big
             if plan.is_full:
                 why = "full (fits)"
             else:
@@ -320,6 +328,18 @@ class ModelManager:
                 self._unload(record, why=f"load failed: {type(exc).__name__}")
             raise
         record.why = why
+
+    def _layer_units(self, record: ModelRecord, weight_budget: int | None, is_async: bool) -> list[OffloadUnit]:
+        """The units again, with every block that cannot stream whole under `weight_budget` (room for it,
+        twice with prefetch, next to the enclosing units) cut into its layers; kept per size limit."""
+        in_flight = 2 if is_async else 1
+        containers = sum(u.nbytes for u in record.units if u.is_container)
+        limit = max((weight_budget or 0) - containers, 0) // in_flight
+        if record.layer_units[0] != limit:
+            record.layer_units = (limit, offload_units(record.shared.module, record.weights,
+                                                       record.shared.offload_blocks, record.dtype,
+                                                       max_unit_bytes=limit))
+        return record.layer_units[1]
 
     def _apply_plan(self, record: ModelRecord, handle: ModelHandle, plan: LoadPlan, is_async: bool) -> None:
         weights, patches = record.weights, handle.patches

@@ -2,7 +2,11 @@
 
 A model is cut into *offload units*. The blocks named by the model class's `OFFLOAD_BLOCKS`
 attribute (e.g. `("input_blocks", "middle_block", "output_blocks")`) give one unit per child block;
-every other module that owns weights directly is a unit of its own (its direct weights only).
+every other module that owns weights directly is a unit of its own (its direct weights only). When a
+budget cannot hold the largest block and the model class sets `OFFLOAD_LAYERS = True` (its layers'
+weights are read only inside the layers' own forward, where the hooks see them), the registry cuts
+again at layer granularity (`max_unit_bytes`): the blocks too large to stream whole become one unit per
+layer.
 :func:`plan_load` keeps units resident, in module order, while they fit the budget less room for
 the largest streamed unit (twice that with prefetch). A :class:`Streamer` installs forward hooks on
 the streamed units: the pre-hook puts the unit's weights on the device (cast and patched, through the
@@ -55,14 +59,24 @@ class LoadPlan:
 
 
 def offload_units(module: nn.Module, weights: ModuleWeights, block_names: tuple[str, ...],
-                  dtype: torch.dtype | None = None) -> list[OffloadUnit]:
-    """Cut `module` into units, in the order its weights were registered (about forward order)."""
+                  dtype: torch.dtype | None = None, max_unit_bytes: int | None = None) -> list[OffloadUnit]:
+    """Cut `module` into units, in the order its weights were registered (about forward order).
+
+    `max_unit_bytes`: a block larger than this is not one unit but one unit per layer inside it (per
+    module that owns weights directly), so a budget that holds the largest single layer can stream it."""
     blocks: dict[str, nn.Module] = {}
     for name in block_names:
         block = module.get_submodule(name)
         children = list(block.named_children()) if isinstance(block, (nn.ModuleList, nn.Sequential)) else []
         for child_name, child in children or [("", block)]:
             blocks[f"{name}.{child_name}" if child_name else name] = child
+    if max_unit_bytes is not None:
+        size: dict[str, int] = {}
+        for key in weights.keys():
+            block_name = next((b for b in blocks if key.startswith(b + ".")), None)
+            if block_name is not None:
+                size[block_name] = size.get(block_name, 0) + weights.nbytes(key, dtype)
+        blocks = {b: m for b, m in blocks.items() if size.get(b, 0) <= max_unit_bytes}
 
     keys_of: dict[str, list[str]] = {}
     for key in weights.keys():

@@ -172,7 +172,7 @@ class SpatialTransformer(nn.Module):
         self.use_linear = config.use_linear_in_transformer
         self.norm = nn.GroupNorm(config.norm_groups, channels, eps=1e-6)
         make_proj = (lambda: nn.Linear(channels, channels)) if self.use_linear \
-            else (lambda: nn.Conv2d(channels, channels, 1))
+            else (lambda: TokenConv1x1(channels, channels, 1))
         self.proj_in = make_proj()
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(channels, config.context_dim, heads, head_dim, config.upcast_attention,
@@ -193,10 +193,19 @@ class SpatialTransformer(nn.Module):
         return x + residual
 
     def _project(self, proj: nn.Module, x: Tensor) -> Tensor:
-        """proj_in/proj_out on tokens [B, N, C]: a 1x1 conv (SD1) is the same map as a Linear."""
-        if self.use_linear:
-            return proj(x)
-        return F.linear(x, proj.weight[:, :, 0, 0], proj.bias)
+        """proj_in/proj_out on tokens [B, N, C] (a Linear, or SD1's 1x1 conv applied as one)."""
+        return proj(x)
+
+
+class TokenConv1x1(nn.Conv2d):
+    """SD1's 1x1-conv proj_in / proj_out (the file's [C, C, 1, 1] weight), applied to tokens [B, N, C] as the
+    Linear it is. Through its own forward, so the module's hooks (layer streaming) see every use of
+    its weight; not the plain Conv2d that weight prepacking would take over."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 3:
+            return F.linear(x, self.weight[:, :, 0, 0], self.bias)
+        return super().forward(x)
 
 
 class Downsample(nn.Module):
@@ -239,6 +248,8 @@ class UNetModel(nn.Module):
     """eps/v prediction network: (x [B, Cin, H, W], timesteps [B], context [B, T, ctx]) -> [B, Cout, H, W]."""
 
     OFFLOAD_BLOCKS = ("input_blocks", "middle_block", "output_blocks")
+    # their layers' weights are read only inside the layers' own forward: streamable layer by layer
+    OFFLOAD_LAYERS = True
     EXTRA_INPUTS = {"y": "y"}        # forward keyword <- conditioning input (SDXL's ADM vector, when present)
 
     def __init__(self, config: UNetConfig, attention: str = DEFAULT_ATTENTION):

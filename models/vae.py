@@ -222,6 +222,8 @@ def run_tiled(fn, x: Tensor, tile: int, overlap: int, scale: float, out_channels
 
 class AutoencoderKL(nn.Module):
     OFFLOAD_BLOCKS = ("encoder", "decoder")
+    # their layers' weights are read only inside the layers' own forward: streamable layer by layer
+    OFFLOAD_LAYERS = True
 
     def __init__(self, config: VAEConfig, attention: str = DEFAULT_ATTENTION):
         super().__init__()

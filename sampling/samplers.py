@@ -7,8 +7,8 @@ Stochastic samplers take a `noise_sampler(sigma, sigma_next)` (see `noise.py`); 
 global random state (except Karras' `s_churn` without a noise sampler, kept for k-diffusion parity).
 
 This file holds the single-step ODE and ancestral samplers and the registry `SAMPLERS`; multistep
-methods are in `samplers_multistep.py`, SDE solvers in `samplers_sde.py`, DPM-Solver fast/adaptive in
-`dpm_solver.py`, UniPC in `unipc.py`.
+methods are in `samplers_multistep.py`, SDE solvers (DPM-Solver++ SDEs, SEEDS, ER-SDE) in `samplers_sde.py`,
+SA-Solver in `sa_solver.py`, DPM-Solver fast/adaptive in `dpm_solver.py`, UniPC in `unipc.py`.
 """
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from . import dpm_solver, sa_solver, unipc
+from . import dpm_solver, unipc
 from . import samplers_multistep as ms
 from . import samplers_sde as sde
+from . import sa_solver as sa
 from .core import Denoiser, GuidedDenoiser, Step, StepHook, ancestral_split, ancestral_step, flow_ancestral_step, report, to_d
 from .model_sampling import sigma_to_half_log_snr
 from .noise import NoiseSampler
@@ -308,14 +309,39 @@ def euler_cfg_pp(denoise: GuidedDenoiser, x: Tensor, sigmas: Tensor, *, on_step:
 def dpmpp_2s_ancestral_cfg_pp(denoise: GuidedDenoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: NoiseSampler,
                               on_step: StepHook | None = None, eta: float = 1.0, s_noise: float = 1.0,
                               is_rectified_flow: bool = False) -> Tensor:
-    """DPM-Solver++(2S) ancestral with CFG++: both substeps follow the unconditional x0, and the guidance
-    vector x0 - x0_uncond is added back (times alpha = 1 - sigma_next in flow) after each step
-    (ComfyUI `sample_dpmpp_2s_ancestral_cfg_pp`)."""
-    def evaluate(x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        x0, uncond = denoise(x, sigma)
-        return x0, uncond, x0 - uncond
+    """DPM-Solver++(2S) ancestral with CFG++ (Chung et al. 2024: the state is re-expressed with the
+    unconditional noise estimate before each exponential substep).
 
-    return _dpmpp_2s_ancestral(evaluate, x, sigmas, noise_sampler, on_step, eta, s_noise, is_rectified_flow)
+    VE, as ComfyUI 0.3.64 `sample_dpmpp_2s_ancestral_cfg_pp` computes it: with the guided x0 `d` and the
+    unconditional `u` of the last evaluation, each substep is x' = r (x + d_1 - u) + (1 - r) d, where d_1
+    is the guided x0 at the step's start and u is the unconditional x0 of the latest call (so the second
+    substep mixes the first call's d_1 with the midpoint's u_2); r = sigma' / sigma. Flow: both substeps
+    follow the unconditional x0 in flow coordinates and the guidance d - u is added back times
+    (1 - sigma_next) (ComfyUI 0.3.64 has no flow form of this sampler; docs/fidelity.md)."""
+    if is_rectified_flow:
+        def evaluate(x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            x0, uncond = denoise(x, sigma)
+            return x0, uncond, x0 - uncond
+        return _dpmpp_2s_ancestral(evaluate, x, sigmas, noise_sampler, on_step, eta, s_noise, is_rectified_flow)
+
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x0, uncond = denoise(x, sigma * s_in)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        report(on_step, i, x, sigma, x0)
+        if sigma_down == 0:
+            x = x0
+        else:
+            t, t_next = sigma.log().neg(), sigma_down.log().neg()
+            h = t_next - t
+            sigma_mid = (t + h / 2).neg().exp()
+            x_2 = (sigma_mid / sigma) * (x + (x0 - uncond)) - (-h / 2).expm1() * x0
+            x0_2, uncond_2 = denoise(x_2, sigma_mid * s_in)
+            x = (sigma_down / sigma) * (x + (x0 - uncond_2)) - (-h).expm1() * x0_2
+        if sigma_next > 0:
+            x = x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
+    return x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,8 +391,8 @@ SAMPLERS: dict[str, SamplerFn] = {
     "er_sde": sde.er_sde,
     "seeds_2": sde.seeds_2,
     "seeds_3": sde.seeds_3,
-    "sa_solver": sa_solver.sa_solver,
-    "sa_solver_pece": sa_solver.sa_solver_pece,
+    "sa_solver": sa.sa_solver,
+    "sa_solver_pece": sa.sa_solver_pece,
     "ddim": euler,   # ComfyUI's ddim is Euler plus seed+1 inpaint noise (see sample.py)
     "uni_pc": unipc.uni_pc,
     "uni_pc_bh2": unipc.uni_pc_bh2,

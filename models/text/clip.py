@@ -153,6 +153,8 @@ class ClipTextModel(nn.Module):
     """Parameters: `text_model.*` (HF names) and, if the tower has one, `text_projection.weight` [P, C]."""
 
     OFFLOAD_BLOCKS = ("text_model.encoder.layers",)
+    # their layers' weights are read only inside the layers' own forward: streamable layer by layer
+    OFFLOAD_LAYERS = True
 
     def __init__(self, config: ClipTextConfig):
         super().__init__()

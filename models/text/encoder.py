@@ -34,6 +34,8 @@ class TextEncoder(nn.Module):
     """One text tower plus its tokenizer settings. An nn.Module, so model management can move it."""
 
     OFFLOAD_BLOCKS = ("model.text_model.encoder.layers",)
+    # their layers' weights are read only inside the layers' own forward: streamable layer by layer
+    OFFLOAD_LAYERS = True
 
     def __init__(self, config: ClipTextConfig, model: ClipTextModel | None = None):
         super().__init__()

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model_management import MemorySettings, ModelHandle, ModelManager, VramMode
+from model_management import MemorySettings, ModelHandle, ModelManager, VramMode, estimate_working_memory
 from model_management.streaming import BudgetTooSmall, offload_units, plan_load
 from model_management.weights import ModuleWeights
-from tests.model_management.toys import ToyTextEncoder, ToyUNet, ToyVAEDecoder, make, txt2img
+from tests.model_management.toys import TOY_MEMORY_FACTOR, ToyTextEncoder, ToyUNet, ToyVAEDecoder, make, txt2img
 
 
 def test_offload_units_follow_offload_blocks_and_cover_every_weight_once() -> None:
@@ -90,3 +90,57 @@ def test_a_streamed_weight_used_outside_its_hooks_shows_up_as_nan() -> None:
     assert torch.isnan(unet.input_blocks[0].conv.weight).all()        # placeholder: right shape, no storage
     assert unet.input_blocks[0].conv.weight.shape == (32, 32, 3, 3)
     assert unet.input_blocks[0].conv.weight.untyped_storage().nbytes() == 4
+
+
+def test_blocks_larger_than_the_limit_are_cut_into_their_layers() -> None:
+    unet = make(ToyUNet, 0)
+    weights = ModuleWeights(unet)
+    blocks = offload_units(unet, weights, ToyUNet.OFFLOAD_BLOCKS)
+    block = next(u for u in blocks if u.name == "input_blocks.0")
+    layers = offload_units(unet, weights, ToyUNet.OFFLOAD_BLOCKS, max_unit_bytes=block.nbytes - 1)
+    names = [u.name for u in layers]
+    assert "input_blocks.0" not in names and "output_blocks.2" not in names
+    assert {"input_blocks.0.norm", "input_blocks.0.conv", "input_blocks.0.to_q", "input_blocks.0.to_kv"} <= set(names)
+    assert sorted(k for u in layers for k in u.keys) == sorted(weights.slots)
+    assert max(u.nbytes for u in layers if not u.is_container) < block.nbytes
+    kept = offload_units(unet, weights, ToyUNet.OFFLOAD_BLOCKS, max_unit_bytes=block.nbytes)
+    assert [u.name for u in kept] == [u.name for u in blocks]          # a block that fits stays whole
+
+
+@pytest.mark.parametrize("mode", [VramMode.NORMAL, VramMode.NO])
+def test_a_budget_below_the_largest_block_streams_layers_bit_identically(mode: VramMode) -> None:
+    unet, text, vae = models()
+    weights = ModuleWeights(unet.module)
+    units = offload_units(unet.module, weights, ToyUNet.OFFLOAD_BLOCKS)
+    largest_block = max(u.nbytes for u in units if u.name.startswith(("input_blocks.", "output_blocks.")))
+    containers = sum(u.nbytes for u in units if u.is_container)
+    work = estimate_working_memory((2, 4, 8, 8), torch.float32, memory_factor=TOY_MEMORY_FACTOR,
+                                   attention_backend="naive")
+    budget = work + containers + largest_block - 1                   # the block-level plan cannot fit
+    with pytest.raises(BudgetTooSmall):
+        plan_load(units, budget - work)
+    manager = ModelManager(MemorySettings(vram_mode=mode, device="cpu", vram_budget_bytes=budget))
+    samples: list[int] = []
+    manager.ledger.watch(samples.append)
+    image = txt2img(manager, unet, text, vae)
+    assert torch.equal(image, reference_image())
+    assert max(samples) <= budget - work
+    record = manager.load_models_for([unet], work)[0]               # (the VAE load evicted it)
+    streamed_names = {u.name for u in record.streamer.units}
+    assert "input_blocks.0.conv" in streamed_names or "input_blocks.0.to_kv" in streamed_names
+    manager.free()
+
+
+def test_layer_streaming_only_for_models_that_declare_it() -> None:
+    class Opaque(ToyUNet):            # e.g. a parent that reads a child layer's weight itself (T5)
+        OFFLOAD_LAYERS = False
+
+    torch.manual_seed(0)
+    module = Opaque().eval()
+    units = offload_units(module, ModuleWeights(module), ToyUNet.OFFLOAD_BLOCKS)
+    largest_block = max(u.nbytes for u in units if u.name.startswith(("input_blocks.", "output_blocks.")))
+    containers = sum(u.nbytes for u in units if u.is_container)
+    manager = ModelManager(MemorySettings(vram_mode=VramMode.NO, device="cpu",
+                                          vram_budget_bytes=containers + largest_block - 1))
+    with pytest.raises(BudgetTooSmall):
+        manager.load_models_for([ModelHandle(module)])

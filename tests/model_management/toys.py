@@ -34,6 +34,8 @@ class ToyBlock(nn.Module):
 
 class ToyUNet(nn.Module):
     OFFLOAD_BLOCKS = ("input_blocks", "output_blocks")
+    # their layers' weights are read only inside the layers' own forward: streamable layer by layer
+    OFFLOAD_LAYERS = True
 
     def __init__(self, channels: int = 32, depth: int = 3) -> None:
         super().__init__()

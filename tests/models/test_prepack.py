@@ -29,10 +29,11 @@ def test_a_packed_unet_computes_what_the_plain_one_does(tiny_checkpoint, dtype, 
     unet = load_checkpoint(tiny_checkpoint("sd1")).unet
     for p in unet.parameters():        # owned copies (fp32 weights of a file stay views into it)
         p.data = p.data.to(dtype, copy=True)
-    convs = [m for m in unet.modules() if isinstance(m, nn.Conv2d)]
-    # SD1's 1x1 transformer projections run as F.linear on their weight, never through forward()
+    # SD1's 1x1 transformer projections (TokenConv1x1) run as a Linear in their own forward: not packed
     projections = {m.proj_in for m in unet.modules() if hasattr(m, "proj_in")} | \
         {m.proj_out for m in unet.modules() if hasattr(m, "proj_out")}
+    assert projections and all(type(m).__name__ == "TokenConv1x1" for m in projections)
+    convs = [m for m in unet.modules() if isinstance(m, nn.Conv2d) and m not in projections]
     before = {name: p.clone() for name, p in unet.named_parameters()}
     inputs = unet_inputs(dtype)
     with torch.inference_mode():
@@ -41,10 +42,9 @@ def test_a_packed_unet_computes_what_the_plain_one_does(tiny_checkpoint, dtype, 
             assert count == len(convs) > 0
             first, second = unet(*inputs).float(), unet(*inputs).float()
             # packed on the first call; the plain weights' storage is given up, so nothing is held twice
-            called = [c for c in convs if c not in projections]
-            assert called and all(c.forward.packed is not None for c in called)
-            assert all(c.weight.untyped_storage().nbytes() == 0 for c in called)
-            assert all(c.forward.packed is None and c.weight.untyped_storage().nbytes() > 0 for c in projections)
+            assert all(c.forward.packed is not None for c in convs)
+            assert all(c.weight.untyped_storage().nbytes() == 0 for c in convs)
+            assert all("forward" not in vars(c) and c.weight.untyped_storage().nbytes() > 0 for c in projections)
     scale = expected.abs().max()
     assert (first - expected).abs().max() <= tolerance * scale
     assert torch.equal(first, second)
@@ -165,7 +165,7 @@ def test_weights_viewing_the_file_are_packed_and_their_pages_dropped(tiny_checkp
     path = tiny_checkpoint("sd1")
     ckpt = load_checkpoint(path)
     unet = ckpt.unet
-    convs = [m for m in unet.modules() if isinstance(m, nn.Conv2d)]
+    convs = [m for m in unet.modules() if type(m) is nn.Conv2d]         # not the TokenConv1x1 projections
     assert all(not c.weight.untyped_storage().resizable() for c in convs)      # views, not copies
     before = {name: p.clone() for name, p in unet.named_parameters()}
     inputs = unet_inputs(torch.float32)

@@ -1,36 +1,20 @@
-"""SA-Solver and SEEDS-3: coefficients against SciPy's quadrature, first-order steps against Euler
+"""SA-Solver and SEEDS-3 (their weights are checked in test_seeds_sa_solver.py): first-order steps against Euler
 (the exponential integrator's data-prediction step in VE is the DDIM / Euler step), convergence on the
 Gaussian toy to the exact probability-flow ODE solution."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import scipy.integrate
 import torch
 
 from sampling import samplers
 from sampling.noise import gaussian_noise_sampler
-from sampling.sa_solver import adams_coefficients, sa_solver, tau_interval
+from sampling.sa_solver import sa_solver, tau_interval
 from sampling.samplers_sde import seeds_3
 from sampling.schedules import karras_sigmas
 
 from .toys import exact_pf_ode, gaussian_denoiser, wiggly_denoiser
 
 SMIN, SMAX = 0.0291675, 14.614642
-
-
-@pytest.mark.parametrize("tau", [0.0, 0.7])
-def test_adams_coefficients_are_the_lagrange_integrals(tau) -> None:
-    nodes = torch.tensor([-2.3, -1.9, -1.4], dtype=torch.float64)
-    lam_s, lam_t, sigma_next = torch.tensor(-1.4, dtype=torch.float64), torch.tensor(-0.8, dtype=torch.float64), \
-        torch.tensor(0.45, dtype=torch.float64)
-    b = adams_coefficients(sigma_next, nodes, lam_s, lam_t, tau)
-    rate = 1 + tau ** 2
-    for j in range(3):
-        others = [float(nodes[m]) for m in range(3) if m != j]
-        basis = lambda v: np.prod([(v - o) / (float(nodes[j]) - o) for o in others])
-        integral, _ = scipy.integrate.quad(lambda v: rate * np.exp(-rate * (-0.8 - v)) * basis(v), -1.4, -0.8)
-        assert float(b[j]) == pytest.approx(0.45 * np.exp(-0.8) * integral, rel=1e-9, abs=1e-12)
 
 
 def test_first_order_ode_sa_solver_is_euler() -> None:

@@ -172,6 +172,7 @@ def test_every_sampler_reports_each_step() -> None:
     from sampling.model_sampling import DiscreteSampling
     from sampling.samplers import BROWNIAN_SAMPLERS, CFG_PP_SAMPLERS, SAMPLERS, run_sampler
     sigmas = karras_sigmas(6, 0.0292, 14.6146)
+    ms = DiscreteSampling()   # sa_solver's default noise window comes from it
     x_T = torch.randn(1, 4, 8, 8) * 14.6
     d = wiggly_denoiser()
     for name in SAMPLERS:
@@ -179,9 +180,7 @@ def test_every_sampler_reports_each_step() -> None:
         den = _guided(d, d) if name in CFG_PP_SAMPLERS else d
         noise = BrownianTreeNoiseSampler(x_T, 0.0292, 14.6146, seed=0) if name in BROWNIAN_SAMPLERS \
             else gaussian_noise_sampler(x_T, 0)
-        # model_sampling: what the driver passes (SA-Solver's default SDE interval reads it)
-        out = run_sampler(name, den, x_T, sigmas, on_step=seen.append, noise_sampler=noise,
-                          model_sampling=DiscreteSampling())
+        out = run_sampler(name, den, x_T, sigmas, on_step=seen.append, noise_sampler=noise, model_sampling=ms)
         assert torch.isfinite(out).all(), name
         assert len(seen) >= 1 and [s.index for s in seen][:2] == list(range(min(2, len(seen)))), name
         if name not in ("dpm_fast", "dpm_adaptive"):
@@ -211,12 +210,41 @@ def test_gradient_estimation_with_gamma_one_is_euler() -> None:
                                atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("is_rectified_flow", [False, True])
+def test_dpmpp_2s_ancestral_cfg_pp_ve_step_is_comfyuis() -> None:
+    """ComfyUI 0.3.64 (fidelity matrix: 21/255 apart before this): each substep is
+    r (x + d_1 - u_latest) + (1 - r) d, so the second substep pairs the start's guided d_1 with the
+    midpoint's unconditional u_2 (with cond == uncond it is therefore not the plain sampler)."""
+    sigma, sigma_next = torch.tensor(5.0), torch.tensor(2.0)
+    x = torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(3)) * 5
+    cond = wiggly_denoiser()
+
+    def uncond(x_, s_):
+        return 0.8 * cond(x_, s_) + 0.05 * torch.cos(x_)
+
+    calls = []
+
+    def guided(x_, s_):
+        calls.append((x_, s_))
+        return cond(x_, s_), uncond(x_, s_)
+
+    got = S.dpmpp_2s_ancestral_cfg_pp(guided, x, torch.stack([sigma, sigma_next]), eta=0.0,
+                                      noise_sampler=gaussian_noise_sampler(x, 0))
+    d_1, u_1 = cond(x, sigma[None]), uncond(x, sigma[None])
+    sigma_mid = (sigma * sigma_next) ** 0.5                    # t + h / 2 in t = -log sigma
+    r = sigma_mid / sigma
+    x_2 = r * (x + d_1 - u_1) + (1 - r) * d_1
+    torch.testing.assert_close(calls[1][0], x_2)
+    torch.testing.assert_close(calls[1][1], sigma_mid[None])
+    d_2, u_2 = cond(x_2, sigma_mid[None]), uncond(x_2, sigma_mid[None])
+    big_r = sigma_next / sigma
+    torch.testing.assert_close(got, big_r * (x + d_1 - u_2) + (1 - big_r) * d_2)
+
+
+@pytest.mark.parametrize("is_rectified_flow", [True])
 def test_dpmpp_2s_ancestral_cfg_pp_with_equal_predictions_is_the_plain_sampler(is_rectified_flow: bool) -> None:
-    sigmas = torch.linspace(1, 0, 9) if is_rectified_flow else karras_sigmas(8, 0.0292, 14.6146)
-    if is_rectified_flow:
-        sigmas[0] = 0.999
-    x_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1)) * (1 if is_rectified_flow else 14.6)
+    sigmas = torch.linspace(1, 0, 9)
+    sigmas[0] = 0.999
+    x_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     d = wiggly_denoiser()
     got = S.dpmpp_2s_ancestral_cfg_pp(_guided(d, d), x_T, sigmas, noise_sampler=gaussian_noise_sampler(x_T, 4),
                                       is_rectified_flow=is_rectified_flow)
