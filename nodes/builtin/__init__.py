@@ -26,4 +26,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.model_patches_unet",
     "nodes.builtin.sd3",
     "nodes.builtin.sdxl",
+    "nodes.builtin.controlnet",
 )
