@@ -77,3 +77,49 @@ def test_sdxl_controlnet_matches_diffusers_in_both_layouts(tmp_path):
     path = write_random_controlnet(tmp_path / "ldm.safetensors", config, layout="control_model")
     with load_state_dict(path) as source:
         assert same_encoder(detect_control_model(source.shapes()).config, config)
+
+
+def test_sdxl_controlnet_through_the_engine(tmp_path_factory):
+    """A tiny SDXL checkpoint with an SDXL ControlNet (takes the ADM vector y): strength 0 is the plain image,
+    strength 1 changes it, and the original and diffusers layouts agree."""
+    from model_management import MemorySettings
+    from models.controlnet import ControlNetConfig
+    from models.testing import tiny_sdxl_text_configs, tiny_vae_config, write_sdxl_checkpoint
+    from nodes import services
+    from tests.nodes.engine_harness import Capture, Harness
+    from tests.nodes.test_sdxl_engine import sampled, txt2img
+    from PIL import Image
+    import numpy as np
+
+    h = Harness(tmp_path_factory.mktemp("xl-cn"))
+    h.services = services.NodeServices(h.folders, settings=MemorySettings(force_fp32=True))
+    write_sdxl_checkpoint(h.folders.paths("checkpoints")[0] / "xl.safetensors", tiny_sdxl_unet_config(),
+                          text=tiny_sdxl_text_configs(), vae=tiny_vae_config())
+    cn_dir = h.folders.paths("controlnet")[0]
+    cn_dir.mkdir(parents=True, exist_ok=True)
+    config = ControlNetConfig(unet=tiny_sdxl_unet_config())
+    for layout in ("control_model", "diffusers"):
+        write_random_controlnet(cn_dir / f"xl_{layout}.safetensors", config, layout=layout, seed=3)
+    h.folders.input.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(h.folders.input / "h.png")
+    h.registry.register("TestCapture", Capture)
+    services.install(h.services)
+    try:
+        def with_control(name: str, strength: float) -> dict:
+            p = txt2img(ckpt="xl.safetensors")
+            p["10"] = {"class_type": "LoadImage", "inputs": {"image": "h.png"}}
+            p["11"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": name}}
+            p["12"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
+                "positive": ["6", 0], "negative": ["7", 0], "control_net": ["11", 0], "image": ["10", 0],
+                "strength": strength, "start_percent": 0.0, "end_percent": 1.0}}
+            p["3"]["inputs"].update(positive=["12", 0], negative=["12", 1])
+            return p
+        plain = sampled(h, txt2img(ckpt="xl.safetensors"))["samples"]
+        assert torch.equal(sampled(h, with_control("xl_control_model.safetensors", 0.0))["samples"], plain)
+        a = sampled(h, with_control("xl_control_model.safetensors", 1.0))["samples"]
+        b = sampled(h, with_control("xl_diffusers.safetensors", 1.0))["samples"]
+        assert (a - plain).abs().max() > 1e-3
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    finally:
+        services.install(None)
+        h.close()
