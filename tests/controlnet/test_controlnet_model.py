@@ -198,3 +198,24 @@ def test_t2i_adapter_matches_diffusers(tmp_path, kind, layout):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     residuals = ours(hint)
     assert sorted(residuals.after_input) == [2, 5, 8] and residuals.middle is None
+
+
+def test_sdxl_t2i_adapter_matches_diffusers_full_adapter_xl(tmp_path):
+    from models.t2i_adapter import T2IAdapterConfig
+    config = T2IAdapterConfig(kind="full", in_channels=3 * 256, channels=(32, 64, 64, 64), is_xl=True)
+    reference = diffusers.T2IAdapter(in_channels=3, channels=list(config.channels), num_res_blocks=2,
+                                     downscale_factor=16, adapter_type="full_adapter_xl").eval()
+    path = write_random_t2i_adapter(tmp_path / "xl.safetensors", config, layout="diffusers", seed=6)
+    with load_state_dict(path) as source:
+        shapes = source.shapes()
+        info = detect_control_model(shapes)
+        assert info.config == config and info.config.unshuffle == 16
+        ours = build_module(lambda: T2IAdapter(info.config), control_keys.diffusers_t2i_key_map(info.config, shapes),
+                            source, torch.float32, "T2I")
+        reference.load_state_dict({k: source[k] for k in shapes}, strict=True)
+    hint = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for a, b in zip(ours.features(hint), reference(hint), strict=True):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+        residuals = ours(hint)
+    assert sorted(residuals.after_input) == [3, 5, 8] and residuals.middle is not None
