@@ -216,3 +216,13 @@ def test_the_control_model_is_held_by_the_model_manager(harness):
     manager = services.current().model_manager()
     record = manager.record_of(net.model)
     assert record is not None and record.source_key.endswith("cn.safetensors")
+
+
+def test_a_file_that_is_no_control_model_is_a_structured_error(harness):
+    import shutil
+    cn_dir = harness.folders.paths("controlnet")[0]
+    shutil.copyfile(harness.folders.paths("checkpoints")[0] / CKPT, cn_dir / "not_a_controlnet.safetensors")
+    result = harness.run(prompt(controls=[("not_a_controlnet.safetensors", 1.0, 0.0, 1.0)]))
+    assert result.status == "error"
+    assert result.error["node_type"] == "ControlNetLoader"
+    assert "Not a ControlNet or T2I-Adapter" in result.error["exception_message"]
