@@ -40,7 +40,7 @@ from execution.errors import PlexusError
 from imaging.resize import upscale
 from model_management import ModelPart
 from models import checkpoint as checkpoint_loader
-from models.controlnet import ControlNet, ControlResiduals
+from models.controlnet import UNION_CONTROL_TYPES, ControlNet, ControlResiduals
 from models.convert import controlnet as control_keys
 from models.detection import ControlModelInfo, detect_control_model
 from models.errors import ModelError
@@ -68,10 +68,19 @@ class ControlNetFile:
     model: ControlModel
     kind: str                                 # "controlnet" | "t2i_adapter"
     is_global_average_pooling: bool = False   # *_shuffle files: residuals averaged over the image
+    control_types: tuple[int, ...] = ()       # union ControlNets: SetUnionControlNetType's choice (() = auto)
 
     @property
     def hint_channels(self) -> int:
         return self.model.module.config.hint_channels
+
+
+def set_union_type(net: ControlNetFile, type_name: str) -> ControlNetFile:
+    """SetUnionControlNetType: a copy with the union control type ("auto" or one of UNION_CONTROL_TYPES);
+    other ControlNets ignore it, as in ComfyUI."""
+    _check_net(net)
+    index = UNION_CONTROL_TYPES.get(type_name)
+    return replace(net, control_types=() if index is None else (index,))
 
 
 def _build(info: ControlModelInfo, source, dtype: torch.dtype, attention: str):
@@ -208,7 +217,8 @@ class ControlApplication:
             hint = broadcast_hint(self._hint_at(h_px, w_px, device, module.dtype), x.shape[0], chunks)
             context = inputs.get("crossattn_controlnet", inputs["c_crossattn"]).to(device)
             y = inputs.get("y")
-            out = module(x, hint, timestep.to(device), context, y=None if y is None else y.to(device))
+            out = module(x, hint, timestep.to(device), context, y=None if y is None else y.to(device),
+                         control_types=self.net.control_types)
         strength, pool = self.strength, self.net.is_global_average_pooling
 
         def finish(t: Tensor) -> Tensor:

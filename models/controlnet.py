@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.attention import DEFAULT_ATTENTION, attention_backend
@@ -32,10 +33,20 @@ HINT_WIDTHS = (16, 16, 32, 32, 96, 96, 256)
 HINT_STRIDES = (1, 1, 2, 1, 2, 1, 2, 1)
 
 
+# union ControlNets (xinsir ControlNet++ / ProMax, SDXL): the hint-fusion transformer's fixed sizes
+UNION_WIDTH = 320
+UNION_HEADS = 8
+UNION_TYPE_EMBED = 256
+# SetUnionControlNetType's names -> control type index (xinsir's order; ProMax adds "repaint")
+UNION_CONTROL_TYPES = {"openpose": 0, "depth": 1, "hed/pidi/scribble/ted": 2, "canny/lineart/anime_lineart/mlsd": 3,
+                       "normal": 4, "segment": 5, "tile": 6, "repaint": 7}
+
+
 @dataclass(frozen=True)
 class ControlNetConfig:
     unet: UNetConfig                 # the encoder half's sizes (output-block fields are unused)
     hint_channels: int = 3           # 3: RGB hint images; other counts for special-purpose nets
+    union_control_types: int = 0     # > 0: a union ControlNet with this many control types (task_embedding rows)
 
 
 @dataclass
@@ -96,6 +107,49 @@ def _add(h: Tensor, residual: Tensor | None, where: str, index: int) -> Tensor:
         return h
 
 
+class UnionFusionBlock(nn.Module):
+    """Pre-norm self-attention + QuickGELU MLP over the control-type tokens (CLIP's residual attention block,
+    Radford et al. 2021; as xinsir's ControlNet++ `transformer_layes`)."""
+
+    def __init__(self, width: int = UNION_WIDTH, heads: int = UNION_HEADS):
+        super().__init__()
+        self.heads = heads
+        self.attn = nn.Module()
+        self.attn.in_proj = nn.Linear(width, 3 * width)
+        self.attn.out_proj = nn.Linear(width, width)
+        self.ln_1 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential()
+        self.mlp.add_module("c_fc", nn.Linear(width, 4 * width))
+        self.mlp.add_module("c_proj", nn.Linear(4 * width, width))
+        self.ln_2 = nn.LayerNorm(width)
+
+    def forward(self, x: Tensor) -> Tensor:                             # x [B, N, width]
+        b, n, c = x.shape
+        q, k, v = self.attn.in_proj(self.ln_1(x)).chunk(3, dim=-1)
+        q, k, v = (t.view(b, n, self.heads, c // self.heads).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
+        x = x + self.attn.out_proj(out)
+        h = self.mlp.c_fc(self.ln_2(x))
+        return x + self.mlp.c_proj(h * torch.sigmoid(1.702 * h))        # QuickGELU (CLIP)
+
+
+class UnionTypeEmbedding(nn.Module):
+    """The chosen control types as a one-hot vector, each entry's 256-wide sinusoidal embedding
+    concatenated, through Linear-SiLU-Linear to the time embedding's width (added to it)."""
+
+    def __init__(self, types: int, out_dim: int):
+        super().__init__()
+        self.types = types
+        self.linear_1 = nn.Linear(UNION_TYPE_EMBED * types, out_dim)
+        self.linear_2 = nn.Linear(out_dim, out_dim)
+
+    def forward(self, control_types: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        one_hot = torch.zeros(self.types, device=self.linear_1.weight.device)
+        one_hot[list(control_types)] = 1.0
+        e = timestep_embedding(one_hot, UNION_TYPE_EMBED).to(dtype).reshape(1, -1)   # [1, types * 256]
+        return self.linear_2(F.silu(self.linear_1(e)))                 # [1, ted]
+
+
 def _zero_conv(channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(channels, channels, 1))                  # `zero_convs.N.0`
 
@@ -146,6 +200,13 @@ class ControlNet(nn.Module):
             middle.append(ResBlock(ch, ted, ch, groups))
         self.middle_block = TimestepEmbedSequential(*middle)
         self.middle_block_out = _zero_conv(ch)
+        if config.union_control_types:
+            if mc != UNION_WIDTH:
+                raise ValueError(f"a union ControlNet needs model_channels {UNION_WIDTH}, got {mc}")
+            self.task_embedding = nn.Parameter(torch.empty(config.union_control_types, UNION_WIDTH))
+            self.transformer_layes = nn.Sequential(UnionFusionBlock())    # (sic: the files' spelling)
+            self.spatial_ch_projs = nn.Linear(UNION_WIDTH, UNION_WIDTH)
+            self.control_add_embedding = UnionTypeEmbedding(config.union_control_types, ted)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -155,11 +216,26 @@ class ControlNet(nn.Module):
         """hint [B, Ch, 8H, 8W] in [0, 1] -> [B, model_channels, H, W] (cldm.py `input_hint_block`)."""
         return self.input_hint_block(hint.to(self.dtype))
 
+    def _union_fused_hint(self, guided_hint: Tensor, control_types: tuple[int, ...]) -> Tensor:
+        """A union net's hint features plus a per-channel shift computed from their mean and the first
+        chosen type's task embedding (as ComfyUI's cldm.ControlNet.union_controlnet_merge with one hint)."""
+        feat = guided_hint.mean(dim=(2, 3)) + self.task_embedding[control_types[0]].to(guided_hint.dtype)
+        tokens = self.transformer_layes(feat[:, None])                     # [B, 1, 320]
+        return guided_hint + self.spatial_ch_projs(tokens[:, 0])[:, :, None, None]
+
     def forward(self, x: Tensor, hint: Tensor, timesteps: Tensor, context: Tensor,
-                y: Tensor | None = None) -> ControlResiduals:
+                y: Tensor | None = None, control_types: tuple[int, ...] = ()) -> ControlResiduals:
+        """control_types: a union net's chosen types (SetUnionControlNetType; () = "auto"); others ignore it."""
         dtype = self.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.unet.model_channels).to(dtype))
         guided_hint = self.encode_hint(hint)                               # [B|1, mc, H, W]
+        if self.config.union_control_types:
+            if any(t >= self.config.union_control_types for t in control_types):
+                raise ValueError(f"control type {max(control_types)} is out of range: this union ControlNet has "
+                                 f"{self.config.union_control_types} types (the ProMax file has 8)")
+            emb = emb + self.control_add_embedding(control_types, dtype)
+            if control_types:
+                guided_hint = self._union_fused_hint(guided_hint, control_types)
         if self.config.unet.adm_in_channels:
             if y is None:
                 raise ValueError("this ControlNet needs the SDXL ADM vector y")

@@ -344,10 +344,10 @@ def detect_control_model(shapes: Shapes) -> ControlModelInfo:
         raise UnsupportedModelError("Control-LoRA files (Stability's rank-decomposed ControlNets) are not "
                                     "supported yet", "found `lora_controlnet`")
     if "controlnet_cond_embedding.conv_in.weight" in shapes:
-        if "task_embedding" in shapes:
-            raise UnsupportedModelError("union ControlNets (ControlNet++ / ProMax) are not supported yet",
-                                        "found `task_embedding`")
-        return ControlModelInfo("controlnet", "diffusers", "", detect_controlnet_diffusers(shapes))
+        config = detect_controlnet_diffusers(shapes)
+        if "task_embedding" in shapes:                  # union ControlNet (xinsir ControlNet++ / ProMax)
+            config = replace(config, union_control_types=shapes["task_embedding"][0])
+        return ControlModelInfo("controlnet", "diffusers", "", config)
     for prefix in ("control_model.", ""):
         if prefix + "zero_convs.0.0.weight" in shapes:
             return ControlModelInfo("controlnet", "ldm", prefix, detect_controlnet_ldm(shapes, prefix),

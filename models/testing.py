@@ -438,6 +438,9 @@ def controlnet_file_keys(config, layout: str = "control_model") -> dict[str, str
     modules = diffusers_controlnet_module_map(config.unet)
     out = {}
     for key in keys:
+        if key.startswith(("task_embedding", "transformer_layes.", "spatial_ch_projs.", "control_add_embedding.")):
+            out[key.replace(".attn.in_proj.", ".attn.in_proj_")] = key          # nn.MultiheadAttention's names
+            continue
         module, _, leaf = key.rpartition(".")
         out[f"{modules[module]}.{leaf}"] = key
     return out

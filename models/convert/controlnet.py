@@ -11,7 +11,9 @@ shape both ways):
   `controlnet_down_blocks.N` -> `zero_convs.N.0`, `controlnet_mid_block` -> `middle_block_out.0`;
 - T2I-Adapter, diffusers layout (`T2IAdapter.save_pretrained`, keys under `adapter.`): full
   `body.L.resnets.J` -> `body.{L*n+J}` with the stage's `in_conv` on its first block; light
-  `body.L.resnets.J` -> `body.L.body.J`.
+  `body.L.resnets.J` -> `body.L.body.J`;
+- union ControlNets (diffusers layout): `task_embedding`, `transformer_layes`, `spatial_ch_projs` and
+  `control_add_embedding` keep their names, except `attn.in_proj_weight/bias` -> `attn.in_proj.weight/bias`.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from models.t2i_adapter import T2IAdapterConfig
 from models.unet import UNetConfig
 
 CONTROLNET_PREFIXES = ("control_model.", "")
+UNION_PREFIXES = ("task_embedding", "transformer_layes.", "spatial_ch_projs.", "control_add_embedding.")
 
 
 def ldm_controlnet_key_map(keys: Iterable[str], prefix: str) -> dict[str, str]:
@@ -55,6 +58,9 @@ def diffusers_controlnet_key_map(config: UNetConfig, keys: Iterable[str]) -> dic
     by_diffusers = {d: ldm for ldm, d in diffusers_controlnet_module_map(config).items()}
     out = {}
     for key in keys:
+        if key.startswith(UNION_PREFIXES):              # union parts keep their names (MultiheadAttention's
+            out[key.replace(".attn.in_proj_", ".attn.in_proj.")] = key        # in_proj_weight -> in_proj.weight)
+            continue
         module, _, leaf = key.rpartition(".")
         ldm = by_diffusers.get(module)
         out[f"{ldm}.{leaf}" if ldm else f"<unmapped>.{key}"] = key

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from diffusion import controlnet
+from models.controlnet import UNION_CONTROL_TYPES
 from nodes import services
 from nodes.spec import Combo, Float, Input, Output, node, optional
 
@@ -62,3 +63,13 @@ class ControlNetApplyAdvanced:
             end_percent: float, vae=None) -> tuple:
         return controlnet.apply_control(positive, negative, control_net, image, strength=strength,
                                         start_percent=start_percent, end_percent=end_percent, vae=vae)
+
+
+@node("SetUnionControlNetType", category="conditioning/controlnet", display_name="SetUnionControlNetType")
+class SetUnionControlNetType:
+    control_net = Input("CONTROL_NET")
+    type = Combo(["auto", *UNION_CONTROL_TYPES])
+    RETURNS = ("CONTROL_NET",)
+
+    def run(self, control_net, type: str) -> tuple:
+        return (controlnet.set_union_type(control_net, type),)
