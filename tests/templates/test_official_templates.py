@@ -40,10 +40,12 @@ def test_every_template_with_known_node_types_passes_check(outcomes) -> None:
     # utility_interpolation_image_upscale saved ImageCompare's slider state as a widget value (the
     # other 62 ImageCompare templates save none), which the converter does not map yet;
     # basic_switch_node saves the same newer PreviewAny widgets as basic_datatype_conversion;
-    # image_kandinsky5_t2i needs DualCLIPLoader type 'kandinsky5_image' (a family Plexus lacks).
+    # image_kandinsky5_t2i needs DualCLIPLoader type 'kandinsky5_image' (a family Plexus lacks);
+    # sd3.5_large_blur (ControlNet) loads an input image the JSON package does not ship, so LoadImage's
+    # check fails (as in ComfyUI without the file).
     assert set(failing) <= {"basic_datatype_conversion", "image_boogu_image_0_1_turbo_t2i",
                             "utility_interpolation_image_upscale", "basic_switch_node",
-                            "image_kandinsky5_t2i"}, failing
+                            "image_kandinsky5_t2i", "sd3.5_large_blur"}, failing
 
 
 def test_model_free_templates_that_pass_check_run_end_to_end(outcomes) -> None:
