@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="plexus-fidelity-") as tmp:
         work = Path(tmp)
-        model_paths = write_model_paths(work, models_dir)
+        folders = sorted({"checkpoints", "loras", "embeddings", "vae"} | {m.folder for f in chosen for m in f.models})
+        model_paths = write_model_paths(work, models_dir, tuple(folders))
         ours = SideOutput(errors={c.name: "not run (--only peer)" for c in cases})
         if args.only != "peer":
             plexus = ServerSpec("plexus", args.plexus_python, ROOT, server_args + args.plexus_args)

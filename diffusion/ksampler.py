@@ -36,7 +36,7 @@ from sampling.core import Step
 from sampling.guidance import DualCFGDenoiser, conds_from_conditioning
 from sampling.schedules import calculate_sigmas
 
-from . import patch_api, previews, sdxl
+from . import controlnet, patch_api, previews, sdxl
 from .compile import UNetForward, sampling_forward
 from .objects import DiffusionModel
 from .prepacking import prepacked_for_sampling
@@ -106,10 +106,16 @@ def _model_function(model: DiffusionModel, unet, transformer_options: dict):
         args = (x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device))
         if "y" in inputs and not extra_inputs:                              # SDXL: label_emb input
             args += (inputs["y"].to(device),)
+        call = unet
+        if "control" in inputs:                   # ControlNet / T2I-Adapter residuals (diffusion.controlnet)
+            residuals = controlnet.residuals_for_call(x.to(device), timestep.to(device), inputs, model.model_sampling)
+            if residuals is not None:
+                extra["control"] = residuals
+                call = getattr(unet, "module", unet)            # eager: a compiled forward takes tensors only
         if not is_patched:
-            return unet(*args, **extra).to(x.dtype)
+            return call(*args, **extra).to(x.dtype)
         with unet_patches.patched_call({**transformer_options, **inputs.get("transformer_options", {})}):
-            return unet(*args, **extra).to(x.dtype)
+            return call(*args, **extra).to(x.dtype)
 
     wrapper = model.options.get("model_function_wrapper")
     fn = apply_model if wrapper is None else \
@@ -198,6 +204,8 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
     sampling.sample (a GUIDER's own denoiser); `noise`: explicit initial noise instead of the seeded draw."""
     samples = fix_empty_latent_channels(model, latent["samples"])
     reporter = reporter or StepReporter(_previewer(model, preview_folders))
+    negative = controlnet.share_with_uncond(positive, negative)
+    handles = [model, *controlnet.control_models(positive, negative)]   # loaded together, one budget
     positive_conds = _conds(model, positive, "positive")
     negative_conds = _conds(model, negative, "negative") if negative is not None else []
     shape = tuple(samples.shape)
@@ -208,7 +216,7 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
 
     def attempt(options: dict[str, Any]) -> Tensor:
         attention = options.get(ATTENTION_BACKEND, configured_attention)
-        manager.load_models_for([model], working_memory_bytes(model, shape, 2, attention),
+        manager.load_models_for(handles, working_memory_bytes(model, shape, 2, attention),
                                 vram_mode=options.get(VRAM_MODE))
         if ATTENTION_BACKEND in options:
             set_attention_backend(model.module, attention)
@@ -230,7 +238,7 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
             if ATTENTION_BACKEND in options:
                 set_attention_backend(model.module, configured_attention)
 
-    with manager.graph_needs([model]):
+    with manager.graph_needs(handles):
         result = with_oom_fallbacks(attempt, SAMPLING_FALLBACKS, free=manager.free, what="sampling")
     # contiguous: packed convolutions (diffusion.prepacking) hand back channels-last activations
     return {**latent, "samples": result.float().cpu().contiguous()}

@@ -396,3 +396,139 @@ def detect_flux_checkpoint(shapes: Shapes) -> ModelConfig:
     vae = detect_vae(shapes, vae_prefix) if vae_prefix else None
     slots = tuple(s for s in FLUX_TEXT_SLOTS if any(k.startswith(s.prefix) for k in shapes))
     return flux_model_config(unet, vae, slots, vae_prefix or "vae.")
+# --- control models: ControlNet (models/controlnet.py), T2I-Adapter (models/t2i_adapter.py) ----------------
+
+@dataclass(frozen=True)
+class ControlModelInfo:
+    kind: str                  # "controlnet" | "t2i_adapter"
+    layout: str                # "ldm" (original names) | "diffusers"
+    prefix: str                # stripped before the module sees the keys ("control_model." or "")
+    config: object             # models.controlnet.ControlNetConfig | models.t2i_adapter.T2IAdapterConfig
+    is_diff: bool = False      # a "diff" ControlNet: weights are differences to the base UNet's
+
+
+def detect_control_model(shapes: Shapes) -> ControlModelInfo:
+    """Which control model a ControlNetLoader file holds (ComfyUI load_controlnet_state_dict's order)."""
+    if "lora_controlnet" in shapes:
+        raise UnsupportedModelError("Control-LoRA files (Stability's rank-decomposed ControlNets) are not "
+                                    "supported yet", "found `lora_controlnet`")
+    if "controlnet_cond_embedding.conv_in.weight" in shapes:
+        config = detect_controlnet_diffusers(shapes)
+        if "task_embedding" in shapes:                  # union ControlNet (xinsir ControlNet++ / ProMax)
+            config = replace(config, union_control_types=shapes["task_embedding"][0])
+        return ControlModelInfo("controlnet", "diffusers", "", config)
+    for prefix in ("control_model.", ""):
+        if prefix + "zero_convs.0.0.weight" in shapes:
+            return ControlModelInfo("controlnet", "ldm", prefix, detect_controlnet_ldm(shapes, prefix),
+                                    is_diff="difference" in shapes)
+    if any(k.startswith(("conv_in.", "body.", "adapter.")) for k in shapes):
+        config = detect_t2i_adapter(shapes)
+        return ControlModelInfo("t2i_adapter", "diffusers" if "adapter.body.0.resnets.0.block1.weight" in shapes
+                                else "ldm", "", config)
+    raise UnknownModelError("Not a ControlNet or T2I-Adapter file", summarise_keys(list(shapes)))
+
+
+def _encoder_config(shapes: Shapes, levels: list[tuple[int, list[int]]], *, model_channels: int,
+                    in_channels: int, middle_depth: int, adm: int, transformer_keys: list[str],
+                    proj_in_keys: list[str]):
+    """UNetConfig of an encoder half: `levels` = [(channel mult, [transformer depth per res block])]."""
+    if not transformer_keys or not proj_in_keys:
+        raise UnknownModelError("Unknown ControlNet layout: no cross-attention (attn2) found",
+                                "a text-conditioned ControlNet was expected")
+    use_linear = len(shapes[proj_in_keys[0]]) == 2
+    return UNetConfig(
+        in_channels=in_channels, model_channels=model_channels, channel_mult=tuple(m for m, _ in levels),
+        num_res_blocks=tuple(len(d) for _, d in levels), transformer_depth=tuple(x for _, d in levels for x in d),
+        transformer_depth_middle=middle_depth, adm_in_channels=adm, context_dim=shapes[transformer_keys[0]][1],
+        num_heads=-1 if use_linear else 8, head_dim=64 if use_linear else -1, use_linear_in_transformer=use_linear)
+
+
+def detect_controlnet_ldm(shapes: Shapes, prefix: str = "control_model."):
+    """ControlNetConfig of a ControlNet in lllyasviel's layout (`input_blocks`, `zero_convs`,
+    `input_hint_block`, `middle_block_out`) under `prefix`."""
+    from models.controlnet import ControlNetConfig
+    p = prefix
+    model_channels, in_channels = shapes[p + "input_blocks.0.0.weight"][:2]   # [mc, in, 3, 3]
+    levels: list[tuple[int, list[int]]] = []
+    is_new_level = True
+    for i in _block_indices(shapes, p + "input_blocks.")[1:]:
+        b = f"{p}input_blocks.{i}."
+        if b + "0.op.weight" in shapes:                                  # downsample: next level
+            is_new_level = True
+            continue
+        if is_new_level:
+            levels.append((shapes[b + "0.in_layers.2.weight"][0] // model_channels, []))
+            is_new_level = False
+        levels[-1][1].append(_transformer_depth(shapes, b))
+    if p + "middle_block.1.proj_in.weight" in shapes:
+        middle_depth = _transformer_depth(shapes, p + "middle_block.")
+    else:
+        middle_depth = 0 if p + "middle_block.1.in_layers.0.weight" in shapes else -1
+    unet = _encoder_config(
+        shapes, levels, model_channels=model_channels, in_channels=in_channels, middle_depth=middle_depth,
+        adm=shapes.get(p + "label_emb.0.0.weight", (0, 0))[1],
+        transformer_keys=[k for k in shapes if k.startswith(p) and k.endswith(".attn2.to_k.weight")],
+        proj_in_keys=[k for k in shapes if k.startswith(p) and k.endswith(".proj_in.weight")])
+    return ControlNetConfig(unet=unet, hint_channels=shapes[p + "input_hint_block.0.weight"][1])
+
+
+def detect_controlnet_diffusers(shapes: Shapes):
+    """ControlNetConfig of a diffusers ControlNetModel (`down_blocks`, `controlnet_down_blocks`)."""
+    from models.controlnet import ControlNetConfig
+    model_channels, in_channels = shapes["conv_in.weight"][:2]
+    levels = []
+    for level in _block_indices(shapes, "down_blocks."):
+        b = f"down_blocks.{level}."
+        res = _block_indices(shapes, b + "resnets.")
+        mult = shapes[f"{b}resnets.0.conv1.weight"][0] // model_channels
+        levels.append((mult, [_diffusers_depth(shapes, f"{b}attentions.{j}.") for j in res]))
+    if "mid_block.attentions.0.proj_in.weight" in shapes:
+        middle_depth = _diffusers_depth(shapes, "mid_block.attentions.0.")
+    else:
+        middle_depth = 0 if "mid_block.resnets.1.conv1.weight" in shapes else -1
+    unet = _encoder_config(
+        shapes, levels, model_channels=model_channels, in_channels=in_channels, middle_depth=middle_depth,
+        adm=shapes.get("add_embedding.linear_1.weight", (0, 0))[1],
+        transformer_keys=[k for k in shapes if k.endswith(".attn2.to_k.weight")],
+        proj_in_keys=[k for k in shapes if k.endswith(".proj_in.weight")])
+    return ControlNetConfig(unet=unet, hint_channels=shapes["controlnet_cond_embedding.conv_in.weight"][1])
+
+
+def _diffusers_depth(shapes: Shapes, attention_prefix: str) -> int:
+    pattern = re.compile(re.escape(attention_prefix) + r"transformer_blocks\.(\d+)\.")
+    found = {int(m.group(1)) for k in shapes if (m := pattern.match(k))}
+    return max(found) + 1 if found else 0
+
+
+def detect_t2i_adapter(shapes: Shapes):
+    """T2IAdapterConfig of a T2I-Adapter, TencentARC's names or diffusers' (`adapter.` prefix).
+    Full adapters have 2 res blocks per stage (every published one; ComfyUI assumes the same)."""
+    from models.t2i_adapter import T2IAdapterConfig
+    s = {k.removeprefix("adapter."): v for k, v in shapes.items()}
+    is_diffusers = "body.0.resnets.0.block1.weight" in s
+    if is_diffusers and "conv_in.weight" not in s:                       # diffusers light adapter
+        stages = _block_indices(s, "body.")
+        return T2IAdapterConfig(kind="light", in_channels=s["body.0.in_conv.weight"][1],
+                                channels=tuple(s[f"body.{i}.out_conv.weight"][0] for i in stages),
+                                num_res_blocks=len(_block_indices(s, "body.0.resnets.")))
+    if "body.0.in_conv.weight" in s and "body.0.out_conv.weight" in s:   # TencentARC light
+        stages = _block_indices(s, "body.")
+        return T2IAdapterConfig(kind="light", in_channels=s["body.0.in_conv.weight"][1],
+                                channels=tuple(s[f"body.{i}.out_conv.weight"][0] for i in stages),
+                                num_res_blocks=len(_block_indices(s, "body.0.body.")))
+    if "conv_in.weight" not in s:
+        raise UnknownModelError("Not a ControlNet or T2I-Adapter file", summarise_keys(list(shapes)))
+    cin = s["conv_in.weight"][1]
+    if is_diffusers:
+        stages = _block_indices(s, "body.")
+        n = len(_block_indices(s, "body.0.resnets."))
+        channels = tuple(s[f"body.{i}.resnets.0.block1.weight"][0] for i in stages)
+        kernel = s["body.0.resnets.0.block2.weight"][2]
+    else:
+        n = 2
+        blocks = _block_indices(s, "body.")
+        channels = tuple(s[f"body.{i}.block1.weight"][0] for i in blocks[::n])
+        kernel = s["body.0.block2.weight"][2]
+    return T2IAdapterConfig(kind="full", in_channels=cin, channels=channels, num_res_blocks=n, kernel_size=kernel,
+                            use_conv_down=any(k.endswith("down_opt.op.weight") for k in s),
+                            is_xl=cin in (256, 768))

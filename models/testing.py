@@ -456,3 +456,92 @@ def write_random_flux(path: str | Path, config, *, prefix: str = "", dtype: torc
 def flux_vae_config() -> VAEConfig:
     """The FLUX VAE's layout at a tiny width: 16 latent channels, no quant convs (ae.safetensors)."""
     return VAEConfig(ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1, z_channels=16, embed_dim=16, has_quant_conv=False)
+# --- control models (ControlNet, T2I-Adapter) in their real file layouts -----------------------------------
+
+CONTROLNET_LAYOUTS = ("control_model", "bare", "diffusers")
+
+
+def tiny_controlnet_config(family: str = "sd1", hint_channels: int = 3):
+    """A ControlNet whose encoder matches `tiny_unet_config(family)` block for block."""
+    from models.controlnet import ControlNetConfig
+    return ControlNetConfig(unet=tiny_unet_config(family), hint_channels=hint_channels)
+
+
+def controlnet_file_keys(config, layout: str = "control_model") -> dict[str, str]:
+    """{file key: module key} of a ControlNet with `config` saved in `layout` ("control_model":
+    lllyasviel's `control_model.*`; "bare": the same names unprefixed; "diffusers": ControlNetModel's)."""
+    from models.controlnet import ControlNet
+    from models.convert.controlnet import diffusers_controlnet_module_map
+    keys = module_layout(ControlNet, config, "")
+    if layout == "control_model":
+        return {"control_model." + k: k for k in keys}
+    if layout == "bare":
+        return {k: k for k in keys}
+    if layout != "diffusers":
+        raise ValueError(f"unknown ControlNet layout {layout!r}; expected one of {CONTROLNET_LAYOUTS}")
+    modules = diffusers_controlnet_module_map(config.unet)
+    out = {}
+    for key in keys:
+        if key.startswith(("task_embedding", "transformer_layes.", "spatial_ch_projs.", "control_add_embedding.")):
+            out[key.replace(".attn.in_proj.", ".attn.in_proj_")] = key          # nn.MultiheadAttention's names
+            continue
+        module, _, leaf = key.rpartition(".")
+        out[f"{modules[module]}.{leaf}"] = key
+    return out
+
+
+def write_random_controlnet(path: str | Path, config, *, layout: str = "control_model",
+                            dtype: torch.dtype = torch.float32, seed: int = 0, is_diff: bool = False) -> Path:
+    """A random-weight ControlNet file. Values depend on the module key only, so the same seed gives the
+    same network in every layout. `is_diff` adds the `difference` marker of diff ControlNets."""
+    from models.controlnet import ControlNet
+    shapes = module_layout(ControlNet, config, "")
+    keys = controlnet_file_keys(config, layout)
+    layout_map: Layout = {k: (shapes[m], dtype) for k, m in keys.items()}
+    if is_diff:
+        layout_map["difference"] = ((), dtype)
+
+    def make(name: str) -> Tensor:
+        if name == "difference":
+            return torch.zeros((), dtype=dtype)
+        module_key = keys[name]
+        return random_tensor(module_key, shapes[module_key], dtype, seed)
+    write_safetensors_streaming(path, layout_map, make)
+    return Path(path)
+
+
+def tiny_t2i_config(kind: str = "full", hint_channels: int = 3):
+    """A T2I-Adapter whose stages fit `tiny_unet_config("sd1")` with 2 res blocks per level: (32, 64, 64)."""
+    from models.t2i_adapter import T2IAdapterConfig
+    return T2IAdapterConfig(kind=kind, in_channels=hint_channels * 64, channels=(32, 64, 64), num_res_blocks=2)
+
+
+def t2i_file_keys(config, layout: str = "original") -> dict[str, str]:
+    """{file key: module key} of a T2I-Adapter in TencentARC's ("original") or diffusers' layout."""
+    from models.t2i_adapter import T2IAdapter
+    keys = module_layout(T2IAdapter, config, "")
+    if layout == "original":
+        return {k: k for k in keys}
+    out = {}
+    n = config.num_res_blocks
+    for key in keys:
+        parts = key.split(".")
+        if parts[0] == "body" and config.kind == "full":
+            stage, j = divmod(int(parts[1]), n)
+            rest = ["body", str(stage)] + (parts[2:] if parts[2] == "in_conv" else ["resnets", str(j), *parts[2:]])
+        elif parts[0] == "body" and parts[2] == "body":
+            rest = ["body", parts[1], "resnets", *parts[3:]]
+        else:
+            rest = parts
+        out["adapter." + ".".join(rest)] = key
+    return out
+
+
+def write_random_t2i_adapter(path: str | Path, config, *, layout: str = "original",
+                             dtype: torch.dtype = torch.float32, seed: int = 0) -> Path:
+    from models.t2i_adapter import T2IAdapter
+    shapes = module_layout(T2IAdapter, config, "")
+    keys = t2i_file_keys(config, layout)
+    write_safetensors_streaming(path, {k: (shapes[m], dtype) for k, m in keys.items()},
+                                lambda name: random_tensor(keys[name], shapes[keys[name]], dtype, seed))
+    return Path(path)

@@ -304,8 +304,11 @@ class UNetModel(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(groups, ch), nn.SiLU(),
                                  nn.Conv2d(mc, config.out_channels, 3, padding=1))
 
-    def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor | None = None) -> Tensor:
-        """y [B, adm_in_channels]: the ADM vector, required when the config has `adm_in_channels` (SDXL)."""
+    def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor | None = None,
+                control=None) -> Tensor:
+        """y [B, adm_in_channels]: the ADM vector, required when the config has `adm_in_channels` (SDXL).
+        control: models.controlnet.ControlResiduals (ControlNet / T2I-Adapter), added after input blocks,
+        to the skips and after the middle block, before any block patch sees them (ComfyUI's order)."""
         dtype = self.out[2].weight.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))  # [B, ted]
         if self.config.adm_in_channels:
@@ -320,6 +323,8 @@ class UNetModel(nn.Module):
             if patch is not None:
                 unet_patches.enter(patch, "input", i)
             h = block(h, emb, context)
+            if control is not None:
+                h = control.add_after_input(i, h)
             if patch is not None:
                 h = unet_patches.after_input_block(patch, h)
             skips.append(h)
@@ -328,8 +333,12 @@ class UNetModel(nn.Module):
         if patch is not None:
             unet_patches.enter(patch, "middle", 0)
         h = self.middle_block(h, emb, context)
+        if control is not None:
+            h = control.add_to_middle(h)
         for i, block in enumerate(self.output_blocks):
             skip = skips.pop()
+            if control is not None:
+                skip = control.add_to_skip(len(skips), skip)
             if patch is not None:
                 unet_patches.enter(patch, "output", i)
                 h, skip = unet_patches.before_output_block(patch, h, skip)

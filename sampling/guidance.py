@@ -49,6 +49,9 @@ class Cond:
     end_percent: float = 1.0
     sigma_start: float = float("inf")     # filled by `prepare_conds`
     sigma_end: float = 0.0
+    control: object | None = None         # an opaque control (diffusion.controlnet): entries batch only with
+                                          # entries of the same control, which the model function gets as
+                                          # inputs["control"]
 
 
 def conds_from_conditioning(conditioning: Sequence) -> list[Cond]:
@@ -64,7 +67,8 @@ def conds_from_conditioning(conditioning: Sequence) -> list[Cond]:
         out.append(Cond(inputs=inputs, area=options.get("area"), strength=options.get("strength", 1.0),
                         mask=options.get("mask"), mask_strength=options.get("mask_strength", 1.0),
                         is_area_set_to_mask_bounds=options.get("set_area_to_bounds", False),
-                        start_percent=options.get("start_percent", 0.0), end_percent=options.get("end_percent", 1.0)))
+                        start_percent=options.get("start_percent", 0.0), end_percent=options.get("end_percent", 1.0),
+                        control=options.get("control")))
     return out
 
 
@@ -153,6 +157,7 @@ class _Chunk:
     mult: Tensor
     inputs: dict
     area: tuple[int, int, int, int]
+    control: object | None = None
 
 
 def _chunk_for(c: Cond, x: Tensor, sigma: Tensor) -> _Chunk | None:
@@ -186,7 +191,7 @@ def _chunk_for(c: Cond, x: Tensor, sigma: Tensor) -> _Chunk | None:
                 if aw + ax < w:
                     mult[:, :, :, aw - 1 - t:aw - t] *= f
     inputs = {k: _repeat_to_batch(v.to(x.device), b) for k, v in c.inputs.items()}
-    return _Chunk(x_crop, mult, inputs, (ah, aw, ay, ax))
+    return _Chunk(x_crop, mult, inputs, (ah, aw, ay, ax), c.control)
 
 
 def _inputs_compatible(a: dict, b: dict) -> bool:
@@ -238,7 +243,8 @@ def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists:
     while to_run:
         first = to_run[0][0]
         compatible = [k for k, (c, _) in enumerate(to_run)
-                      if c.x.shape == first.x.shape and _inputs_compatible(c.inputs, first.inputs)]
+                      if c.x.shape == first.x.shape and c.control is first.control
+                      and _inputs_compatible(c.inputs, first.inputs)]
         compatible.reverse()
         chosen = compatible[:1]
         for i in range(1, len(compatible) + 1):
@@ -252,6 +258,8 @@ def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists:
         inputs = _concat_inputs([c.inputs for c, _ in batch])
         # which list each chunk comes from (0 positive, 1 negative), for patches (ComfyUI cond_or_uncond)
         inputs["transformer_options"] = {"cond_or_uncond": [li for _, li in batch], "sigmas": sigma}
+        if first.control is not None:
+            inputs["control"] = first.control
         out = apply(x_in, torch.cat([sigma] * len(batch)), inputs)
         for o, (c, li) in zip(out.chunk(len(batch)), batch):
             ah, aw, ay, ax = c.area

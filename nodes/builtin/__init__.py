@@ -30,4 +30,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.guidance",
     "nodes.builtin.merging",
     "nodes.builtin.flux",
+    "nodes.builtin.controlnet",
 )

@@ -1,0 +1,331 @@
+"""CONTROL_NET: loading ControlNet / T2I-Adapter files, attaching them to CONDITIONING, and the residuals
+they add to each UNet call while sampling.
+
+    net = load_control_file(path, manager)                              # ControlNetLoader
+    positive, negative = apply_control(positive, negative, net, image, strength=0.8,
+                                       start_percent=0.0, end_percent=0.6)   # ControlNetApplyAdvanced
+
+A CONDITIONING entry's options carry the application under "control" (ComfyUI's key), an object with
+the hint, strength, sampling-progress window and the application it was stacked on ("previous").
+Sampling (sampling.guidance) keeps entries with different controls in different batches and hands the
+batch's control to the model function (diffusion.ksampler), which asks it for `residuals(...)` and
+passes them to the UNet forward as `control=` (models.controlnet.ControlResiduals). The control models
+are loaded by the model manager beside the diffusion model, under the same budget (`control_models`).
+
+ComfyUI's behaviour kept (comfy/controlnet.py, comfy/samplers.py, nodes.py):
+- the hint is resized to the latent's pixel size (8x) with "nearest-exact" after a centre crop to its
+  aspect, then broadcast over the batch per CFG chunk (`broadcast_hint`); a T2I-Adapter averages an RGB
+  hint to one channel when it takes one;
+- each residual is multiplied by the strength; stacked applications add up; outside the window
+  [sigma(start_percent), sigma(end_percent)] an application gives only its predecessors' residuals;
+- ControlNetApplyAdvanced gives the positive and negative the same application object (so the CFG pair
+  still batches); the deprecated ControlNetApply marks its control to be copied onto the negative
+  entries that have none (`share_with_uncond`);
+- "diff" ControlNets (a `difference` key) hold differences to the base UNet's weights, which
+  DiffControlNetLoader adds; files whose name ends in `_shuffle` use global average pooling.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from execution.errors import PlexusError
+from imaging.resize import upscale
+from model_management import ModelPart
+from models import checkpoint as checkpoint_loader
+from models.controlnet import UNION_CONTROL_TYPES, ControlNet, ControlResiduals
+from models.convert import controlnet as control_keys
+from models.detection import ControlModelInfo, detect_control_model
+from models.errors import ModelError
+from models.files import load_state_dict
+from models.t2i_adapter import T2IAdapter, residuals_for_features
+
+from .loading import _dtype_for, attention_setting, cached_load, load_dtype_for
+from .objects import ManagedHandle
+
+HINT_UPSCALE = "nearest-exact"
+LATENT_TO_PIXELS = 8
+
+
+class ControlModel(ManagedHandle):
+    """The network of a CONTROL_NET (models.controlnet.ControlNet or models.t2i_adapter.T2IAdapter);
+    `info` is what detection found in its file."""
+
+    _EXTRA = ("info",)
+    info: ControlModelInfo
+
+
+@dataclass(frozen=True)
+class ControlNetFile:
+    """CONTROL_NET: a loaded control model plus how ComfyUI applies it."""
+    model: ControlModel
+    kind: str                                 # "controlnet" | "t2i_adapter"
+    is_global_average_pooling: bool = False   # *_shuffle files: residuals averaged over the image
+    control_types: tuple[int, ...] = ()       # union ControlNets: SetUnionControlNetType's choice (() = auto)
+
+    @property
+    def hint_channels(self) -> int:
+        return self.model.module.config.hint_channels
+
+
+def set_union_type(net: ControlNetFile, type_name: str) -> ControlNetFile:
+    """SetUnionControlNetType: a copy with the union control type ("auto" or one of UNION_CONTROL_TYPES);
+    other ControlNets ignore it, as in ComfyUI."""
+    _check_net(net)
+    index = UNION_CONTROL_TYPES.get(type_name)
+    return replace(net, control_types=() if index is None else (index,))
+
+
+def _build(info: ControlModelInfo, source, dtype: torch.dtype, attention: str):
+    keys = list(source.shapes())
+    if info.kind == "t2i_adapter":
+        key_map = (control_keys.diffusers_t2i_key_map(info.config, keys) if info.layout == "diffusers"
+                   else control_keys.t2i_original_key_map(keys))
+        return checkpoint_loader.build_module(lambda: T2IAdapter(info.config), key_map, source, dtype, "T2I-Adapter")
+    if info.layout == "diffusers":
+        key_map = control_keys.diffusers_controlnet_key_map(info.config.unet, keys)
+    else:
+        key_map = control_keys.ldm_controlnet_key_map(keys, info.prefix)
+    return checkpoint_loader.build_module(lambda: ControlNet(info.config, attention), key_map, source, dtype,
+                                          "ControlNet")
+
+
+def _is_shuffle(path: Path) -> bool:
+    return path.stem.endswith(("_shuffle", "_shuffle_fp16"))
+
+
+def load_control_file(path: str | os.PathLike, manager: Any, *, base_model=None) -> ControlNetFile:
+    """ControlNetLoader (base_model None) / DiffControlNetLoader: a ControlNet or T2I-Adapter file as a
+    CONTROL_NET. A diff ControlNet needs `base_model` (a MODEL): its UNet weights are added to the file's."""
+    path = Path(path)
+    attention = attention_setting(manager)
+
+    def load() -> tuple:
+        with load_state_dict(path) as source:
+            info = detect_control_model(source.shapes())
+            stored = checkpoint_loader._stored_float_dtype(source, next(iter(source.shapes())))
+            dtype = load_dtype_for(manager, ModelPart.DIFFUSION) or stored
+            module = _build(info, source, dtype, attention)
+            source.release_all()
+        if info.is_diff:
+            if base_model is None:
+                raise ModelError(f"{path.name} is a diff ControlNet (weights relative to a base model)",
+                                 "load it with DiffControlNetLoader and connect the model it was made for")
+            _add_base_weights(module, base_model)
+        handle = ControlModel(module, manager=manager, name=f"{path.name} ({info.kind})", source_key=str(path))
+        handle.info = info
+        manager.register(handle, dtype=_dtype_for(manager, ModelPart.DIFFUSION))
+        return (handle,)
+
+    if base_model is not None:                  # the result depends on the model: not cached per file
+        (handle,) = load()
+    else:
+        (handle,) = cached_load(manager, "controlnet", path, load)
+    return ControlNetFile(handle, handle.info.kind, is_global_average_pooling=_is_shuffle(path))
+
+
+def _add_base_weights(module: torch.nn.Module, base_model) -> None:
+    """A diff ControlNet's weights += the base UNet's same-named weights (with the MODEL's own patches, as
+    ComfyUI reads model_state_dict() after loading the model)."""
+    base_model.manager.load_models_for([base_model])
+    base = base_model.module.state_dict()
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            if name in base and base[name].shape == tensor.shape:
+                tensor.add_(base[name].to(device=tensor.device, dtype=tensor.dtype))
+
+
+# --- application on CONDITIONING --------------------------------------------------------------------------
+
+def broadcast_hint(hint: Tensor, batch: int, chunks: int) -> Tensor:
+    """A hint batch [b, ...] for a model batch of `batch` made of `chunks` equal CFG chunks: a single hint
+    stays single (it broadcasts); otherwise each chunk gets the first batch/chunks hints (cycled)."""
+    if hint.shape[0] == 1 or hint.shape[0] == batch:
+        return hint
+    per_chunk = batch // chunks
+    hint = hint[:per_chunk]
+    if hint.shape[0] < per_chunk:
+        hint = hint.repeat(math.ceil(per_chunk / hint.shape[0]), 1, 1, 1)[:per_chunk]
+    return hint if hint.shape[0] == batch else torch.cat([hint] * chunks)
+
+
+def _broadcast_residuals(residuals: ControlResiduals, batch: int, chunks: int) -> ControlResiduals:
+    return residuals.map(lambda t: broadcast_hint(t, batch, chunks))
+
+
+class ControlApplication:
+    """One ControlNet application in a CONDITIONING entry ("control"): the net, the hint image
+    [B, C, H, W] in [0, 1], strength, sampling-progress window, and the application below it (stacking)."""
+
+    def __init__(self, net: ControlNetFile, hint: Tensor, strength: float = 1.0,
+                 percent_range: tuple[float, float] = (0.0, 1.0), vae=None,
+                 previous: ControlApplication | None = None):
+        self.net = net
+        self.hint = hint
+        self.strength = strength
+        self.percent_range = percent_range
+        self.vae = vae
+        self.previous = previous
+        self._cache: dict[tuple, Tensor | list[Tensor]] = {}     # (kind, size, device, dtype) -> hint/features
+
+    def chain(self) -> list[ControlApplication]:
+        out, node = [], self
+        while node is not None:
+            out.append(node)
+            node = node.previous
+        return out
+
+    def models(self) -> list[ControlModel]:
+        return [a.net.model for a in self.chain()]
+
+    def _is_active(self, sigma: float, model_sampling) -> bool:
+        start, end = self.percent_range
+        return model_sampling.percent_to_sigma(end) <= sigma <= model_sampling.percent_to_sigma(start)
+
+    def _hint_at(self, height_px: int, width_px: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        key = ("hint", height_px, width_px, device, dtype)
+        hint = self._cache.get(key)
+        if hint is None:
+            hint = upscale(self.hint.float(), width_px, height_px, HINT_UPSCALE, "center")
+            if self.net.kind == "t2i_adapter" and self.net.hint_channels == 1 and hint.shape[1] > 1:
+                hint = hint.mean(dim=1, keepdim=True)
+            self._cache = {key: hint.to(device=device, dtype=dtype)}
+            hint = self._cache[key]
+        return hint
+
+    def _own_residuals(self, x: Tensor, timestep: Tensor, inputs: dict, chunks: int) -> ControlResiduals:
+        module = self.net.model.module
+        device = x.device
+        h_px, w_px = x.shape[2] * LATENT_TO_PIXELS, x.shape[3] * LATENT_TO_PIXELS
+        if self.net.kind == "t2i_adapter":
+            size = (math.ceil(h_px / module.config.unshuffle) * module.config.unshuffle,
+                    math.ceil(w_px / module.config.unshuffle) * module.config.unshuffle)
+            key = ("features", *size, device)
+            features = self._cache.get(key)
+            if features is None:                                   # time-independent: once per run and size
+                features = module(self._hint_at(*size, device, module.dtype))
+                self._cache[key] = features
+            out = _broadcast_residuals(features, x.shape[0], chunks)
+        else:
+            hint = broadcast_hint(self._hint_at(h_px, w_px, device, module.dtype), x.shape[0], chunks)
+            context = inputs.get("crossattn_controlnet", inputs["c_crossattn"]).to(device)
+            y = inputs.get("y")
+            out = module(x, hint, timestep.to(device), context, y=None if y is None else y.to(device),
+                         control_types=self.net.control_types)
+        strength, pool = self.strength, self.net.is_global_average_pooling
+
+        def finish(t: Tensor) -> Tensor:
+            if pool:
+                t = t.mean(dim=(2, 3), keepdim=True).expand_as(t)
+            t = t * strength
+            return t.to(x.dtype) if self.net.kind == "t2i_adapter" else t
+        return out.map(finish)
+
+    def residuals(self, x: Tensor, timestep: Tensor, inputs: dict, *, sigma: float, chunks: int,
+                  model_sampling) -> ControlResiduals | None:
+        """What this application and those below it add to one UNet call. x: the model's scaled input
+        [N, 4, H, W] (N = `chunks` CFG chunks), timestep [N] the model's timestep, inputs the batch's
+        conditioning inputs (c_crossattn, y), sigma the step's noise level."""
+        below = None if self.previous is None else self.previous.residuals(
+            x, timestep, inputs, sigma=sigma, chunks=chunks, model_sampling=model_sampling)
+        if not self._is_active(sigma, model_sampling):
+            return below
+        return self._own_residuals(x, timestep, inputs, chunks).plus(below)
+
+
+def _hint_from_image(image: Tensor) -> Tensor:
+    return image.movedim(-1, 1)                                            # IMAGE [B, H, W, C] -> [B, C, H, W]
+
+
+def apply_control(positive: list, negative: list, net: ControlNetFile, image: Tensor, *, strength: float,
+                  start_percent: float = 0.0, end_percent: float = 1.0, vae=None) -> tuple[list, list]:
+    """ControlNetApplyAdvanced: both conditionings get the application (one object per control it is
+    stacked on, shared by positive and negative so the CFG pair still batches)."""
+    if strength == 0:
+        return positive, negative
+    _check_net(net)
+    hint = _hint_from_image(image)
+    made: dict[int, ControlApplication] = {}
+    out = []
+    for conditioning in (positive, negative):
+        entries = []
+        for tensor, options in conditioning:
+            previous = options.get("control")
+            application = made.get(id(previous))
+            if application is None:
+                application = made[id(previous)] = ControlApplication(
+                    net, hint, strength, (start_percent, end_percent), vae=vae, previous=previous)
+            entries.append([tensor, {**options, "control": application, "control_apply_to_uncond": False}])
+        out.append(entries)
+    return out[0], out[1]
+
+
+def apply_control_to_one(conditioning: list, net: ControlNetFile, image: Tensor, *, strength: float) -> list:
+    """ControlNetApply (deprecated): one conditioning; the negative gets the same control at sampling."""
+    if strength == 0:
+        return conditioning
+    _check_net(net)
+    hint = _hint_from_image(image)
+    return [[tensor, {**options, "control": ControlApplication(net, hint, strength, previous=options.get("control")),
+                      "control_apply_to_uncond": True}] for tensor, options in conditioning]
+
+
+def _check_net(net: Any) -> None:
+    if not isinstance(net, ControlNetFile):
+        raise PlexusError("invalid_input", "control_net is not a ControlNet loaded by Plexus",
+                          f"got {type(net).__name__}; connect a ControlNetLoader")
+
+
+# --- sampling support (diffusion.ksampler) ----------------------------------------------------------------
+
+def share_with_uncond(positive: Sequence, negative: Sequence | None) -> Sequence | None:
+    """The negative with the controls of positive entries marked control_apply_to_uncond (ControlNetApply)
+    copied onto its area-less entries without one, unless one of those already has a control (ComfyUI
+    apply_empty_x_to_equal_area)."""
+    if not negative:
+        return negative
+    controls = [o["control"] for _, o in positive
+                if o.get("control_apply_to_uncond") and "area" not in o and o.get("control") is not None]
+    if not controls:
+        return negative
+    if any(o.get("control") is not None for _, o in negative if "area" not in o):
+        return negative
+    free = [i for i, (_, o) in enumerate(negative) if "area" not in o]
+    if not free:
+        return negative
+    out = [list(entry) for entry in negative]
+    for k, control in enumerate(controls):
+        i = free[k % len(free)]
+        out[i] = [out[i][0], {**out[i][1], "control": control}]
+    return out
+
+
+def control_models(*conditionings: Iterable | None) -> list[ControlModel]:
+    """Every control model the conditionings use (to load with the diffusion model), each once."""
+    seen: dict[int, ControlModel] = {}
+    for conditioning in conditionings:
+        for entry in conditioning or ():
+            control = entry[1].get("control") if len(entry) > 1 else None
+            if isinstance(control, ControlApplication):
+                for model in control.models():
+                    seen.setdefault(id(model.shared), model)
+    return list(seen.values())
+
+
+def residuals_for_call(x: Tensor, timestep: Tensor, inputs: dict, model_sampling) -> ControlResiduals | None:
+    """The model function's hook: the batch's control residuals, or None when it has no control."""
+    control = inputs.get("control")
+    if not isinstance(control, ControlApplication):
+        return None
+    options = inputs.get("transformer_options") or {}
+    sigmas = options.get("sigmas")
+    sigma = float(sigmas.reshape(-1)[0]) if sigmas is not None else float(model_sampling.sigma(timestep[:1]))
+    chunks = len(options.get("cond_or_uncond") or [0])
+    return control.residuals(x, timestep, inputs, sigma=sigma, chunks=chunks, model_sampling=model_sampling)
