@@ -8,7 +8,7 @@ t5 `released_checkpoints.md`. Parameter names are Hugging Face's `T5EncoderModel
 SD3 files store T5 (`encoder.block.N.layer.0.SelfAttention.q.weight`, `shared.weight`).
 
 Weights stay in their stored dtype (fp8 e4m3 in sd3_medium_incl_clips_t5xxlfp8 and t5xxl_fp8_e4m3fn, no
-scales): every matrix is cast to the compute dtype when it is used (`_linear`), one layer at a time, so a
+scales): every matrix is cast to the compute dtype when it is used (`T5Linear`), one layer at a time, so a
 4.9 B-parameter fp8 T5 takes 4.9 GB, not 9.8 (bf16) or 19.6 (fp32); the embedding rows are gathered
 and then upcast (fp8 has no embedding kernel). ComfyUI does the same ("manual cast").
 
@@ -58,9 +58,18 @@ class T5Config:
         return self.d_model
 
 
-def _linear(x: Tensor, layer: nn.Linear) -> Tensor:
+class T5Linear(nn.Linear):
     """x @ W^T with W cast to x's dtype for this call (fp8 weights are stored, never computed in)."""
-    return F.linear(x, layer.weight.to(x.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight.to(x.dtype))
+
+
+class T5Embedding(nn.Embedding):
+    """forward(ids, dtype): the rows gathered, then upcast (fp8 has no embedding kernel)."""
+
+    def forward(self, ids: Tensor, dtype: torch.dtype) -> Tensor:
+        return self.weight[ids].to(dtype)
 
 
 class T5LayerNorm(nn.Module):
@@ -94,11 +103,11 @@ class T5Attention(nn.Module):
         super().__init__()
         inner = config.num_heads * config.d_kv
         self.config = config
-        self.q = nn.Linear(config.d_model, inner, bias=False)
-        self.k = nn.Linear(config.d_model, inner, bias=False)
-        self.v = nn.Linear(config.d_model, inner, bias=False)
-        self.o = nn.Linear(inner, config.d_model, bias=False)
-        self.relative_attention_bias = (nn.Embedding(config.relative_attention_num_buckets, config.num_heads)
+        self.q = T5Linear(config.d_model, inner, bias=False)
+        self.k = T5Linear(config.d_model, inner, bias=False)
+        self.v = T5Linear(config.d_model, inner, bias=False)
+        self.o = T5Linear(inner, config.d_model, bias=False)
+        self.relative_attention_bias = (T5Embedding(config.relative_attention_num_buckets, config.num_heads)
                                         if has_relative_bias else None)
 
     def position_bias(self, length: int, device, dtype) -> Tensor:
@@ -106,16 +115,18 @@ class T5Attention(nn.Module):
         pos = torch.arange(length, device=device)
         buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.config.relative_attention_num_buckets,
                                            self.config.relative_attention_max_distance)          # [L, L]
-        table = self.relative_attention_bias.weight.to(dtype)                                     # [buckets, h]
-        return table[buckets].permute(2, 0, 1).unsqueeze(0)
+        return self.relative_attention_bias(buckets, dtype).permute(2, 0, 1).unsqueeze(0)
 
-    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
+    def forward(self, x: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+        """-> (output, the position bias: the one given, or block 0's own computed here)."""
         b, n, _ = x.shape
         h = self.config.num_heads
-        q, k, v = (_linear(x, p).view(b, n, h, -1).transpose(1, 2) for p in (self.q, self.k, self.v))  # [B, h, L, d]
+        if bias is None:
+            bias = self.position_bias(n, x.device, x.dtype)
+        q, k, v = (p(x).view(b, n, h, -1).transpose(1, 2) for p in (self.q, self.k, self.v))  # [B, h, L, d]
         # T5 does not scale q k^T by 1/sqrt(d) (the init absorbs it): softmax(q k^T + bias) v
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0)
-        return _linear(out.transpose(1, 2).reshape(b, n, -1), self.o)
+        return self.o(out.transpose(1, 2).reshape(b, n, -1)), bias
 
 
 class T5LayerSelfAttention(nn.Module):
@@ -130,12 +141,12 @@ class T5DenseGatedGelu(nn.Module):
 
     def __init__(self, config: T5Config):
         super().__init__()
-        self.wi_0 = nn.Linear(config.d_model, config.d_ff, bias=False)
-        self.wi_1 = nn.Linear(config.d_model, config.d_ff, bias=False)
-        self.wo = nn.Linear(config.d_ff, config.d_model, bias=False)
+        self.wi_0 = T5Linear(config.d_model, config.d_ff, bias=False)
+        self.wi_1 = T5Linear(config.d_model, config.d_ff, bias=False)
+        self.wo = T5Linear(config.d_ff, config.d_model, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return _linear(F.gelu(_linear(x, self.wi_0), approximate="tanh") * _linear(x, self.wi_1), self.wo)
+        return self.wo(F.gelu(self.wi_0(x), approximate="tanh") * self.wi_1(x))
 
 
 class T5LayerFF(nn.Module):
@@ -150,10 +161,11 @@ class T5Block(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList([T5LayerSelfAttention(config, index == 0), T5LayerFF(config)])
 
-    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
+    def forward(self, x: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
         attn, ff = self.layer
-        x = x + attn.SelfAttention(attn.layer_norm(x), bias)
-        return x + ff.DenseReluDense(ff.layer_norm(x))
+        out, bias = attn.SelfAttention(attn.layer_norm(x), bias)
+        x = x + out
+        return x + ff.DenseReluDense(ff.layer_norm(x)), bias
 
 
 class T5Stack(nn.Module):
@@ -167,18 +179,21 @@ class T5EncoderModel(nn.Module):
     """Parameters `shared.weight` and `encoder.*` (HF names). forward(ids [B, L]) -> hidden [B, L, D]."""
 
     OFFLOAD_BLOCKS = ("encoder.block",)
+    CASTS_WEIGHTS_PER_USE = True      # model management keeps the stored (fp8) weights; T5Linear casts them
 
     def __init__(self, config: T5Config):
         super().__init__()
         self.config = config
-        self.shared = nn.Embedding(config.vocab_size, config.d_model)
+        self.shared = T5Embedding(config.vocab_size, config.d_model)
         self.encoder = T5Stack(config)
 
     def forward(self, ids: Tensor, dtype: torch.dtype) -> Tensor:
-        x = self.shared.weight[ids].to(dtype)                  # gather, then upcast (no fp8 embedding kernel)
-        bias = self.encoder.block[0].layer[0].SelfAttention.position_bias(ids.shape[1], ids.device, dtype)
+        # every weight is used inside the forward of the module that holds it (the position bias in block 0's),
+        # so model management's streaming hooks (--novram) put it in place first
+        x = self.shared(ids, dtype)
+        bias = None
         for block in self.encoder.block:
-            x = block(x, bias)
+            x, bias = block(x, bias)
         return self.encoder.final_layer_norm(x)
 
 
