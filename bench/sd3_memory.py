@@ -1,11 +1,13 @@
 """Peak RSS of a full-size SD3 medium all-in-one file (random weights in the published layout: MM-DiT,
 VAE, CLIP-L and CLIP-G in fp16, T5-XXL in fp8_e4m3fn, 10.9 GB) run txt2img in the default mode.
 
-    flock /tmp/plexus-heavy.lock .venv/bin/python bench/sd3_memory.py [--size 256] [--steps 1]
+    flock /tmp/plexus-heavy.lock .venv/bin/python bench/sd3_memory.py [--size 256] [--steps 1] \
+        [--novram --vram-budget 2]
 
 Writes the file once (--path), then in a fresh process: load (CheckpointLoaderSimple's path), encode a
-prompt and an empty one (T5 computed from its fp8 weights, cast per layer), sample, decode; prints the
-timings, the process's peak RSS (VmHWM) and its ratio to the file size.
+prompt and an empty one (T5 computed from its fp8 weights, cast per layer), sample, decode; prints per stage
+its time, the resident set after it and its peak (anonymous and file pages apart), then the process's peak RSS
+(VmHWM) and its ratio to the file size. A watchdog ends the run above --cap-gib (the machine is shared).
 """
 from __future__ import annotations
 
@@ -84,12 +86,13 @@ class Stages:
         return out
 
 
-def run(path: Path, size: int, steps: int, novram: bool, cap_gib: float) -> dict:
+def run(path: Path, size: int, steps: int, novram: bool, cap_gib: float, vram_budget_gib: float | None) -> dict:
     import torch
 
     from diffusion import conditioning, ksampler, loading, vae_ops
-    from model_management import MemorySettings, ModelManager, VramMode
-    settings = MemorySettings(vram_mode=VramMode.NO) if novram else MemorySettings()
+    from model_management import MemorySettings, ModelManager, VramMode, gib_to_bytes
+    settings = MemorySettings(vram_mode=VramMode.NO if novram else VramMode.NORMAL,
+                              vram_budget_bytes=gib_to_bytes(vram_budget_gib))
     manager = ModelManager(settings)
     stages = Stages(int(cap_gib * GIB))
     model, clip, vae = stages.run("load", lambda: loading.load_checkpoint_file(path, manager))
@@ -115,12 +118,13 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--novram", action="store_true")
+    parser.add_argument("--vram-budget", type=float, default=None, help="GiB: the simulated device (main.py's flag)")
     parser.add_argument("--cap-gib", type=float, default=19.0, help="watchdog: end the run above this RSS")
     parser.add_argument("--child", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     if args.child:
-        print(json.dumps(run(args.path, args.size, args.steps, args.novram, args.cap_gib), default=str))
+        print(json.dumps(run(args.path, args.size, args.steps, args.novram, args.cap_gib, args.vram_budget), default=str))
         return 0
     if not args.path.exists():
         t = time.perf_counter()
@@ -128,7 +132,8 @@ def main() -> int:
         print(f"wrote {args.path} ({args.path.stat().st_size:,} bytes) in {time.perf_counter() - t:.0f} s")
     return subprocess.run([sys.executable, __file__, "--child", "--path", str(args.path), "--size", str(args.size),
                            "--steps", str(args.steps), "--cap-gib", str(args.cap_gib)]
-                          + (["--novram"] if args.novram else [])).returncode
+                          + (["--novram"] if args.novram else [])
+                          + (["--vram-budget", str(args.vram_budget)] if args.vram_budget is not None else [])).returncode
 
 
 if __name__ == "__main__":

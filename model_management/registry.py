@@ -283,7 +283,7 @@ class ModelManager:
             elif not record.pages_released and record.placement is not Placement.DROPPED:
                 releaser = record.weights.page_releaser
                 if releaser is not None:
-                    freed = releaser([record.weights.current(k) for k in record.weights.keys()])
+                    freed = releaser(list(record.weights.home.values()))
                     if freed:
                         log.info("%s: %s of file pages released while other models compute",
                                  record.name, _size(freed))
