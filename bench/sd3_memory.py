@@ -120,6 +120,7 @@ def main() -> int:
     parser.add_argument("--novram", action="store_true")
     parser.add_argument("--vram-budget", type=float, default=None, help="GiB: the simulated device (main.py's flag)")
     parser.add_argument("--cap-gib", type=float, default=19.0, help="watchdog: end the run above this RSS")
+    parser.add_argument("--write-only", action="store_true", help="write the file (when absent) and stop")
     parser.add_argument("--child", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -130,6 +131,8 @@ def main() -> int:
         t = time.perf_counter()
         write(args.path)
         print(f"wrote {args.path} ({args.path.stat().st_size:,} bytes) in {time.perf_counter() - t:.0f} s")
+    if args.write_only:
+        return 0
     return subprocess.run([sys.executable, __file__, "--child", "--path", str(args.path), "--size", str(args.size),
                            "--steps", str(args.steps), "--cap-gib", str(args.cap_gib)]
                           + (["--novram"] if args.novram else [])
