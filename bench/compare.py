@@ -3,6 +3,8 @@
     .venv/bin/python bench/compare.py --peer-dir ../peer/ComfyUI          # Plexus, then ComfyUI
     .venv/bin/python bench/compare.py --peer-dir ../peer/ComfyUI --smoke  # 256² only, 1 and 2 steps
     .venv/bin/python bench/compare.py --only peer --peer-dir ...          # one side only
+    flock /tmp/plexus-heavy.lock .venv/bin/python bench/compare.py --family sd3 --peer-dir ../peer/ComfyUI \
+        --sizes 512 --steps 1 2 --warmup-steps 0 --port-base 8400               # SD3 medium all-in-one
 
 The workflow is ComfyUI's default graph in API format: CheckpointLoaderSimple -> two CLIPTextEncode
 -> EmptyLatentImage -> KSampler (euler, normal, cfg 7) -> VAEDecode -> SaveImage, on a full-size
@@ -28,6 +30,13 @@ on both sides run Plexus with the peer's interpreter (``--plexus-python <peer ve
 has every Plexus runtime dependency). Results go to ``bench/results/compare-<time>.json``, the
 server logs beside it, and the table ends with the Plexus / ComfyUI ratios (below 1: Plexus is
 faster or smaller); ``--plexus-fp32`` adds a Plexus run with ``--force-fp32`` and its own ratio column.
+
+``--family sd3``: the full-size SD3 medium all-in-one file in the published layout (MM-DiT, VAE, CLIP-L and
+CLIP-G in fp16, T5-XXL in fp8_e4m3fn; written by bench/sd3_memory.py, 10.9 GB, hard-linked into the models
+folder, never copied) with the SD3 template's graph: EmptySD3LatentImage, KSampler euler / sgm_uniform,
+cfg 4.5. After the warm pairs, one more prompt with a new positive text (1 step) times its CLIPTextEncode
+node, CLIP-L + CLIP-G + T5-XXL on warm models: ``text_encode_s``. ``--rss-cap-gib`` ends a server whose
+anonymous resident set passes it (the machine is shared) and reports that instead of its numbers.
 Standard library only, apart from ``models.testing`` (torch) to write the checkpoint.
 """
 from __future__ import annotations
@@ -39,6 +48,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,6 +83,29 @@ def txt2img_prompt(size: int, steps: int, seed: int, checkpoint: str) -> dict[st
 
 
 VAE_DECODE_NODE = "8"
+TEXT_ENCODE_NODE = "6"
+SD3_CHECKPOINT = Path("/tmp/plexus-sd3-medium-random.safetensors")
+
+
+def sd3_prompt(size: int, steps: int, seed: int, checkpoint: str, positive: str = POSITIVE) -> dict[str, Any]:
+    """The SD3 template's graph in API format (its sampler settings with euler): same node ids as above."""
+    prompt = txt2img_prompt(size, steps, seed, checkpoint)
+    prompt["6"]["inputs"]["text"] = positive
+    prompt["5"] = {"class_type": "EmptySD3LatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}}
+    prompt["3"]["inputs"].update(cfg=4.5, sampler_name="euler", scheduler="sgm_uniform")
+    return prompt
+
+
+def ensure_sd3_checkpoint(models_dir: Path, source: Path) -> Path:
+    """The SD3 medium random file (bench/sd3_memory.py writes it once) hard-linked into the models folder."""
+    if not source.exists():
+        subprocess.run([sys.executable, str(ROOT / "bench" / "sd3_memory.py"), "--path", str(source),
+                        "--write-only"], check=True)
+    path = models_dir / "checkpoints" / source.name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, path)
+    return path
 
 
 # --- the shared models folder ----------------------------------------------------------------------
@@ -114,12 +147,18 @@ class TimedServer(Server):
     """A server that runs the timed txt2img prompt on one checkpoint."""
 
     def __init__(self, spec: ServerSpec, work: Path, model_paths: Path, env: dict[str, str], checkpoint: str,
-                 log_path: Path):
-        super().__init__(spec, work, model_paths, env, log_path)
+                 log_path: Path, *, family: str = "sd1", port: int | None = None):
+        super().__init__(spec, work, model_paths, env, log_path, port=port)
         self.checkpoint = checkpoint
+        self.family = family
 
-    def run_prompt(self, size: int, steps: int, seed: int, timeout_s: float) -> PromptTiming:
-        done = self.submit(txt2img_prompt(size, steps, seed, self.checkpoint), timeout_s)
+    def run_prompt(self, size: int, steps: int, seed: int, timeout_s: float,
+                   positive: str = POSITIVE) -> PromptTiming:
+        if self.family == "sd3":
+            prompt = sd3_prompt(size, steps, seed, self.checkpoint, positive)
+        else:
+            prompt = txt2img_prompt(size, steps, seed, self.checkpoint)
+        done = self.submit(prompt, timeout_s)
         plexus = done.history.get("plexus") or {}
         return PromptTiming(size=size, steps=steps, seed=seed, prompt_s=done.done_at - done.posted,
                             node_s=node_durations(done.events), server_node_s=plexus.get("node_timings_s"),
@@ -137,6 +176,7 @@ class SideResult:
     # size -> {"lo", "hi" (PromptTiming as dicts), "s_per_step", "vae_decode_s"}
     warm: dict[int, dict[str, Any]] = field(default_factory=dict)
     peak_rss_mib: float | None = None
+    text_encode_s: float | None = None             # CLIPTextEncode of a new prompt on warm models (--family sd3)
     system: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     log: str | None = None
@@ -156,10 +196,34 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
 
+def anon_rss_gib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) / 2 ** 20
+
+
+def watch_rss(server: Server, cap_gib: float, stop: threading.Event, hit: list) -> None:
+    """Kill the server when its anonymous resident set passes `cap_gib` (file pages are reclaimable)."""
+    while not stop.wait(0.2):
+        process = server.process
+        if process is None or process.poll() is not None:
+            continue
+        try:
+            rss = anon_rss_gib(process.pid)
+        except (OSError, StopIteration):
+            continue
+        if rss > cap_gib:
+            hit.append(rss)
+            process.kill()
+            return
+
+
 def measure(spec: ServerSpec, args: argparse.Namespace, work: Path, model_paths: Path,
-            env: dict[str, str], checkpoint: str, log_path: Path) -> SideResult:
-    server = TimedServer(spec, work, model_paths, env, checkpoint, log_path)
+            env: dict[str, str], checkpoint: str, log_path: Path, port: int | None = None) -> SideResult:
+    server = TimedServer(spec, work, model_paths, env, checkpoint, log_path, family=args.family, port=port)
     result = SideResult(spec.label, server.command, log=str(log_path))
+    stop, hit = threading.Event(), []
+    if args.rss_cap_gib:
+        threading.Thread(target=watch_rss, args=(server, args.rss_cap_gib, stop, hit), daemon=True).start()
     lo, hi = args.steps
     torch_used = torch_version(spec.python, env)
     try:
@@ -184,30 +248,41 @@ def measure(spec: ServerSpec, args: argparse.Namespace, work: Path, model_paths:
             print(f"[{spec.label}] {size}²: {runs[lo].prompt_s:.2f} s x{lo}, {runs[hi].prompt_s:.2f} s x{hi} "
                   f"-> {s_per_step:.3f} s/step; VAE decode {_seconds(result.warm[size]['vae_decode_s'])}",
                   flush=True)
+        if args.family == "sd3":
+            run = server.run_prompt(args.sizes[0], 1, seed=7, timeout_s=args.prompt_timeout_s,
+                                    positive="an old stone bridge over a river in autumn, morning fog")
+            result.text_encode_s = run.node_s.get(TEXT_ENCODE_NODE)
+            print(f"[{spec.label}] text encode (CLIP-L + CLIP-G + T5-XXL, warm): "
+                  f"{_seconds(result.text_encode_s)}", flush=True)
     except (PromptFailed, RuntimeError, OSError, KeyError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
+        if hit:
+            result.error = f"killed: anonymous RSS {hit[0]:.1f} GiB passed --rss-cap-gib {args.rss_cap_gib} ({result.error})"
         print(f"[{spec.label}] FAILED: {result.error}\n--- log tail ---\n{server.log_tail()}", flush=True)
     finally:
+        stop.set()
         result.peak_rss_mib = server.stop()
     return result
 
 
 # --- report ----------------------------------------------------------------------------------------
 
-def rows(result: SideResult, sizes: list[int]) -> dict[str, float | None]:
+def rows(result: SideResult, sizes: list[int], family: str = "sd1") -> dict[str, float | None]:
     out: dict[str, float | None] = {"start to first answer (s)": result.startup_s,
                                     "first prompt, cold (s)": result.cold.prompt_s if result.cold else None}
     for size in sizes:
         warm = result.warm.get(size, {})
         out[f"{size}² warm s/step"] = warm.get("s_per_step")
         out[f"{size}² VAE decode (s)"] = warm.get("vae_decode_s")
+    if family == "sd3":
+        out["text encode, warm (s)"] = result.text_encode_s
     out["peak RSS (MiB)"] = result.peak_rss_mib
     return out
 
 
-def print_table(results: list[SideResult], sizes: list[int]) -> None:
+def print_table(results: list[SideResult], sizes: list[int], family: str = "sd1") -> None:
     """One column per server, then one ratio column per Plexus variant against ComfyUI."""
-    table = {r.label: rows(r, sizes) for r in results}
+    table = {r.label: rows(r, sizes, family) for r in results}
     labels = [r.label for r in results]
     ratios = [label for label in labels if label.startswith("plexus")] if "comfyui" in labels else []
     width = max(12, *(len(label) + 2 for label in labels))
@@ -247,6 +322,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="an unmeasured run at each new size before the pair (0: none)")
     parser.add_argument("--smoke", action="store_true", help="256² only, steps 1 and 2, no warm-up run")
     parser.add_argument("--ckpt-dtype", choices=("fp16", "fp32", "bf16"), default="fp16")
+    parser.add_argument("--family", choices=("sd1", "sd3"), default="sd1",
+                        help="sd3: the SD3 medium all-in-one file and the SD3 graph (see above)")
+    parser.add_argument("--sd3-checkpoint", type=Path, default=SD3_CHECKPOINT,
+                        help="the SD3 medium random file (written there by bench/sd3_memory.py when absent)")
+    parser.add_argument("--port-base", type=int, help="first of the ports the servers listen on (one each)")
+    parser.add_argument("--rss-cap-gib", type=float, help="kill a server whose anonymous RSS passes this")
     parser.add_argument("--models-dir", type=Path,
                         help="reuse this models folder (the checkpoint is written there once); "
                              "default: a temp one")
@@ -288,12 +369,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="plexus-compare-") as tmp:
         work = Path(tmp)
         models_dir = (args.models_dir or work / "models").resolve()
-        checkpoint = ensure_checkpoint(models_dir, args.ckpt_dtype)
+        checkpoint = (ensure_sd3_checkpoint(models_dir, args.sd3_checkpoint) if args.family == "sd3"
+                      else ensure_checkpoint(models_dir, args.ckpt_dtype))
         model_paths = write_model_paths(work, models_dir)
         results = [measure(spec, args, work, model_paths, env, checkpoint.name,
-                           out.with_name(f"{out.stem}-{spec.label}.log")) for spec in specs]
+                           out.with_name(f"{out.stem}-{spec.label}.log"),
+                           port=args.port_base + i if args.port_base else None) for i, spec in enumerate(specs)]
 
-    print_table(results, args.sizes)
+    print_table(results, args.sizes, args.family)
     out.write_text(json.dumps({
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(), "cpu_count": os.cpu_count(),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

@@ -9,6 +9,10 @@ CLIPLoader type sd3: CLIP-L alone, so CLIP-G's pooled half is zeros and T5 is ab
 prompts, sample 64x64 with the same seed and sampler, decode, and the 8-bit pixels are compared. The
 ComfyUI side runs in a subprocess of the peer's own interpreter through its Python API
 (comfy.sd.load_checkpoint_guess_config, comfy.sd.load_clip, nodes.common_ksampler), CPU, fp32.
+
+`--full FILE` runs the full-size all-in-one file with its own three text encoders instead (T5-XXL in fp8
+included); `--plexus-default` / `--peer-default` run either side in its default dtypes: the default-mode
+distance.
 """
 from __future__ import annotations
 
@@ -31,12 +35,14 @@ PEER_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, cfg["peer_dir"])
     from comfy.cli_args import args
     args.cpu = True
-    args.force_fp32 = True
+    args.force_fp32 = cfg["peer_fp32"]
     import torch
     torch.set_grad_enabled(False)
     import comfy.sd, nodes
-    model, _, vae = comfy.sd.load_checkpoint_guess_config(cfg["ckpt"], output_vae=True, output_clip=False)[:3]
-    clip = comfy.sd.load_clip([cfg["clip"]], clip_type=comfy.sd.CLIPType.SD3)
+    model, clip, vae = comfy.sd.load_checkpoint_guess_config(cfg["ckpt"], output_vae=True,
+                                                             output_clip=cfg["clip"] is None)[:3]
+    if cfg["clip"] is not None:
+        clip = comfy.sd.load_clip([cfg["clip"]], clip_type=comfy.sd.CLIPType.SD3)
     pos = clip.encode_from_tokens_scheduled(clip.tokenize(cfg["positive"]))
     neg = clip.encode_from_tokens_scheduled(clip.tokenize(cfg["negative"]))
     latent = {"samples": torch.zeros(1, 16, cfg["size"] // 8, cfg["size"] // 8)}
@@ -73,8 +79,9 @@ def plexus_pixels(cfg: dict) -> np.ndarray:
     from diffusion import conditioning, ksampler, loading, sd3, vae_ops
     from model_management import MemorySettings, ModelManager
     manager = ModelManager(MemorySettings(force_fp32=not cfg.get("plexus_default")))
-    model, _, vae = loading.load_checkpoint_file(cfg["ckpt"], manager)
-    clip = sd3.load_text_encoder_files([cfg["clip"]], manager)
+    model, clip, vae = loading.load_checkpoint_file(cfg["ckpt"], manager)
+    if cfg["clip"] is not None:
+        clip = sd3.load_text_encoder_files([cfg["clip"]], manager)
     pos, neg = conditioning.encode_text(clip, cfg["positive"]), conditioning.encode_text(clip, cfg["negative"])
     latent = {"samples": torch.zeros(1, 16, cfg["size"] // 8, cfg["size"] // 8)}
     out = ksampler.ksample(model, latent, pos, neg, seed=cfg["seed"], steps=cfg["steps"], cfg=cfg["cfg"],
@@ -95,18 +102,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler", default="simple")
     parser.add_argument("--plexus-default", action="store_true",
                         help="Plexus in its default dtypes (bf16 on a CPU) against ComfyUI in fp32: the distance")
+    parser.add_argument("--peer-default", action="store_true",
+                        help="ComfyUI without --force-fp32 (its CPU default: fp32 MM-DiT, fp16-stored CLIP)")
+    parser.add_argument("--full", type=Path,
+                        help="an SD3 all-in-one file (bench/sd3_memory.py's full-size one) with its own CLIP-L, "
+                             "CLIP-G and fp8 T5-XXL instead of the small files (heavy: run under the lock)")
     args = parser.parse_args(argv)
-    ckpt, clip = write_files(args.work, args.sd35)
+    ckpt, clip = (args.full, None) if args.full else write_files(args.work, args.sd35)
     cfg = {"peer_dir": str(args.peer_dir.resolve()), "ckpt": str(ckpt), "clip": str(clip), "size": args.size,
            "seed": 42, "steps": args.steps, "cfg": 4.5, "sampler": args.sampler, "scheduler": args.scheduler,
            "positive": "a (red:1.2) photo of a cat", "negative": "blurry",
-           "out": str(args.work / "peer.npy"), "plexus_default": args.plexus_default}
+           "out": str(args.work / "peer.npy"), "plexus_default": args.plexus_default,
+           "peer_fp32": not args.peer_default}
+    args.work.mkdir(parents=True, exist_ok=True)
     python = args.peer_python or args.peer_dir.parent / "venv" / "bin" / "python"
     subprocess.run([str(python), "-c", PEER_SCRIPT, json.dumps(cfg)], check=True)
     theirs = np.load(cfg["out"]).astype(np.int16)
     ours = plexus_pixels(cfg).astype(np.int16)
     diff = np.abs(ours - theirs)
-    print(json.dumps({"model": "sd35" if args.sd35 else "sd3", "plexus": "default" if args.plexus_default else "fp32", "shape": list(ours.shape), "sampler": args.sampler,
+    print(json.dumps({"model": str(args.full) if args.full else "sd35" if args.sd35 else "sd3",
+                      "plexus": "default" if args.plexus_default else "fp32",
+                      "comfyui": "default" if args.peer_default else "fp32", "shape": list(ours.shape),
+                      "sampler": args.sampler,
                       "scheduler": args.scheduler, "steps": args.steps, "max_abs_diff": int(diff.max()),
                       "mean_abs_diff": float(diff.mean()), "ours_std": float(ours.std()),
                       "peer_std": float(theirs.std())}))

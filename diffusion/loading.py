@@ -29,7 +29,7 @@ from models.checkpoint import ComponentDtypes
 from models.detection import ModelConfig, detect_unet
 from models.embeddings import EmbeddingStore
 from models.errors import ModelError
-from models.files import load_state_dict
+from models.files import load_state_dict, release_file_pages
 from models.rebuild import FileRebuilder
 from models.text import load_text_encoder
 from models.unet import UNetModel
@@ -148,7 +148,8 @@ def wrap_text_encoders(encoders: list, manager: Any, *, source_key: str,
     stack = TextEncoderStack({e.kind: e for e in encoders})
     stack.layout = layout
     clip = TextEncoders(stack, manager=manager, name=f"{Path(source_key).name} (text)", source_key=source_key)
-    manager.register(clip, dtype=_dtype_for(manager, ModelPart.TEXT_ENCODER), rebuilder=rebuilder)
+    manager.register(clip, dtype=_dtype_for(manager, ModelPart.TEXT_ENCODER), rebuilder=rebuilder,
+                     page_releaser=release_file_pages)
     return clip
 
 

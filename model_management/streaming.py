@@ -156,7 +156,8 @@ class Streamer:
         self._order = {u.name: i for i, u in enumerate(self.units)}
         for unit in self.units:
             for key in unit.keys:
-                self.weights.put(key, placeholder(self.weights.home[key], self.device, self.dtype))
+                self.weights.put(key, placeholder(self.weights.home[key], self.device,
+                                                  self.weights.device_dtype(key, self.dtype)))
             self._hooks.append(unit.module.register_forward_pre_hook(self._make_pre(unit)))
             self._hooks.append(unit.module.register_forward_hook(self._make_post(unit), always_call=True))
         if self.is_async:
@@ -222,7 +223,8 @@ class Streamer:
         live = self._live.pop(unit.name)
         if live.is_placed:
             for key in unit.keys:
-                self.weights.put(key, placeholder(self.weights.home[key], self.device, self.dtype))
+                self.weights.put(key, placeholder(self.weights.home[key], self.device,
+                                                  self.weights.device_dtype(key, self.dtype)))
         self.ledger.remove(unit.nbytes)
 
 

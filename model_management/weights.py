@@ -7,6 +7,11 @@ the model is offloaded, a device copy (cast and patched) while it is loaded, or 
 a streamed module waits for its forward pass. Unloading puts the home tensors back into the slots,
 so the base weights are bit-identical after any load/patch/unload cycle without any copy.
 
+A submodule whose class sets `CASTS_WEIGHTS_PER_USE = True` casts each weight to its compute dtype when it
+uses it (T5-XXL's fp8 weights, models/text/t5.py): its weights go onto the device as stored unless that
+would be wider than the compute dtype (`device_dtype`), so a 4.9 GB fp8 T5 is not turned into 9.8 GB of
+bf16 (or 19.6 GB of fp32) copies when it is loaded.
+
 :class:`DeviceLedger` counts the bytes Plexus holds on the compute device. On a GPU that is real
 memory; on the CPU with `--vram-budget` it is the simulated device, which is how the budget logic
 is tested without a GPU.
@@ -67,6 +72,10 @@ class Slot:
     is_parameter: bool
 
 
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
 def tensor_bytes(t: Tensor) -> int:
     return t.numel() * t.element_size()
 
@@ -80,6 +89,11 @@ class ModuleWeights:
         self.home: dict[str, Tensor] = {}
         self.aliases: dict[str, str] = {}       # tied weights: second name -> first name
         self.rebuilder: WeightRebuilder | None = None   # set by the loader through ModelManager.register
+        self.cast_per_use: set[str] = set()      # keys of CASTS_WEIGHTS_PER_USE submodules
+        # (tensors) -> bytes: drops the resident pages of home tensors that view a mapped file (set by the loader)
+        self.page_releaser: Callable[[list[Tensor]], int] | None = None
+        casting = tuple(name + "." if name else "" for name, m in module.named_modules()
+                        if getattr(type(m), "CASTS_WEIGHTS_PER_USE", False))
         seen: dict[int, str] = {}
         for prefix, owner in module.named_modules(remove_duplicate=False):
             for group, is_param in ((owner._parameters, True), (owner._buffers, False)):
@@ -95,15 +109,24 @@ class ModuleWeights:
                     seen[id(tensor)] = key
                     self.slots[key] = Slot(owner, attr, is_param)
                     self.home[key] = tensor.data if is_param else tensor
+                    if casting and key.startswith(casting):
+                        self.cast_per_use.add(key)
 
     def keys(self) -> Iterator[str]:
         return iter(self.slots)
 
-    def nbytes(self, key: str, dtype: torch.dtype | None = None) -> int:
+    def device_dtype(self, key: str, dtype: torch.dtype | None) -> torch.dtype:
+        """The dtype of `key` on the device when the model computes in `dtype` (None: as stored): `dtype`
+        for floating-point weights, except those cast per use that are stored no wider than it."""
         home = self.home[key]
-        if dtype is not None and home.is_floating_point():
-            return home.numel() * torch.empty((), dtype=dtype).element_size()
-        return tensor_bytes(home)
+        if dtype is None or not home.is_floating_point():
+            return home.dtype
+        if key in self.cast_per_use and home.element_size() <= _element_size(dtype):
+            return home.dtype
+        return dtype
+
+    def nbytes(self, key: str, dtype: torch.dtype | None = None) -> int:
+        return self.home[key].numel() * _element_size(self.device_dtype(key, dtype))
 
     def total_bytes(self, dtype: torch.dtype | None = None) -> int:
         return sum(self.nbytes(k, dtype) for k in self.slots)

@@ -299,6 +299,19 @@ def model_file_ranges() -> dict[int, MappedRange]:
     return live
 
 
+def release_file_pages(tensors) -> int:
+    """Drop the resident pages of those `tensors` that view a mapped model file (the next read faults them
+    back in from the page cache or the file); returns the bytes advised. Other tensors are left alone."""
+    ranges = list(model_file_ranges().values())
+    done = 0
+    for tensor in tensors:
+        found = next((r for r in ranges if r.contains(tensor)), None)
+        if found is not None and tensor.numel():
+            found.release(tensor)
+            done += tensor.numel() * tensor.element_size()
+    return done
+
+
 class MappedRange:
     """An address range that maps a model file; `release` drops pages inside it from the resident set."""
 

@@ -93,3 +93,27 @@ def test_t5xxl_config_from_the_sd3_manifest():
     with torch.device("meta"):
         encoder = load_t5_encoder({k: torch.empty(s, dtype=torch.float8_e4m3fn) for k, s in shapes.items()})
     assert sum(p.numel() for p in encoder.parameters()) == 4_762_310_656
+
+
+@pytest.mark.parametrize("fp8", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_fp8_to_half_is_exact_for_every_finite_value(fp8):
+    from models.text.t5 import fp8_to_half
+    values = torch.arange(256, dtype=torch.uint8).view(fp8)
+    reference = values.float()
+    got = fp8_to_half(values, torch.empty(256, dtype=torch.int16)).float()
+    finite = reference.isfinite()
+    assert finite.sum() >= 240 and torch.equal(got[finite], reference[finite])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_fp8_linear_by_rows_matches_casting_the_whole_weight(dtype, monkeypatch):
+    import torch.nn.functional as F
+
+    from models.text import t5
+    monkeypatch.setattr(t5, "ROW_CHUNK_ELEMENTS", 7 * 48)          # 7 rows a block: 15 blocks, the last short
+    torch.manual_seed(0)
+    w = (torch.randn(101, 48) * 0.2).to(torch.float8_e4m3fn)
+    x = torch.randn(2, 5, 48).to(dtype)
+    layer = t5.T5Linear(48, 101, bias=False)
+    layer.weight.data = w
+    torch.testing.assert_close(layer(x), F.linear(x, w.to(dtype)), rtol=1e-6, atol=1e-6)
