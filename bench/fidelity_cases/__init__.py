@@ -23,6 +23,7 @@ from typing import Any
 FAMILY_MODULES: tuple[str, ...] = (
     "sd15",
     "sd21",
+    "sdxl",
 )
 
 
