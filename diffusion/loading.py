@@ -26,7 +26,7 @@ from model_management import ModelPart
 from models import checkpoint as checkpoint_loader
 from models.attention import DEFAULT_ATTENTION
 from models.checkpoint import ComponentDtypes
-from models.detection import ModelConfig, detect_unet
+from models.detection import SDXL_ADM_FAMILIES, ModelConfig, detect_unet
 from models.embeddings import EmbeddingStore
 from models.errors import ModelError
 from models.files import load_state_dict, release_file_pages
@@ -132,10 +132,12 @@ def load_dtype_for(manager: Any, part: ModelPart):
 
 
 def wrap_unet(unet: UNetModel, manager: Any, *, config: ModelConfig | None, source_key: str,
-              model_sampling=None, rebuilder: FileRebuilder | None = None) -> DiffusionModel:
+              model_sampling=None, rebuilder: FileRebuilder | None = None,
+              latent_format: latent_formats.LatentFormat | None = None) -> DiffusionModel:
     model = DiffusionModel(unet, manager=manager, name=f"{Path(source_key).name} (UNet)", source_key=source_key,
                            options={"model_sampling": model_sampling or model_sampling_for(config),
-                                    "latent_format": latent_format_for(config), "model_config": config})
+                                    "latent_format": latent_format or latent_format_for(config),
+                                    "model_config": config})
     manager.register(model, dtype=_dtype_for(manager, ModelPart.DIFFUSION), rebuilder=rebuilder)
     return model
 
@@ -265,8 +267,10 @@ def load_unet_file(path: str | os.PathLike, manager: Any, *, prediction_type: st
             source.release_all()
         rebuilder = FileRebuilder(path, lazy, owned, source.file_format) if owned else None
         sampling = DiscreteSampling(VPrediction() if prediction_type == "v" else Eps())
+        # an SDXL / refiner UNet (its label_emb width says so) samples in SDXL's latent space, as in ComfyUI
+        is_sdxl = config.adm_in_channels in SDXL_ADM_FAMILIES
         return (wrap_unet(unet, manager, config=None, source_key=str(path), model_sampling=sampling,
-                          rebuilder=rebuilder),)
+                          rebuilder=rebuilder, latent_format=latent_formats.SDXL if is_sdxl else None),)
 
     return cached_load(manager, "unet", path, load, (prediction_type, attention))[0]
 

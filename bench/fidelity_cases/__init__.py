@@ -24,6 +24,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "sd15",
     "sd21",
     "controlnet",
+    "sdxl",
 )
 
 

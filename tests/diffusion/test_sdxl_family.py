@@ -40,3 +40,20 @@ def test_v_pred_and_ztsnr_files_sample_as_comfyui_does():
     assert isinstance(v.prediction, VPrediction) and not isinstance(plain.prediction, VPrediction)
     assert torch.equal(v.sigmas, plain.sigmas)
     assert z.sigmas[-1] > 1000 > plain.sigmas[-1]          # zero terminal SNR: the last sigma becomes huge
+
+
+def test_standalone_sdxl_unet_file_samples_in_the_sdxl_latent_space(tmp_path):
+    """UNETLoader on an SDXL UNet alone (diffusion_models/): ComfyUI detects the SDXL model from the UNet and
+    uses its latent format (scale 0.13025, SDXL preview factors); an SD1.5 UNet keeps SD1.5's."""
+    from safetensors.torch import load_file, save_file
+
+    from diffusion.loading import load_unet_file
+    from model_management import MemorySettings, ModelManager
+    from models.testing import tiny_sdxl_text_configs, tiny_sdxl_unet_config, tiny_vae_config, write_sdxl_checkpoint
+    full = load_file(str(write_sdxl_checkpoint(tmp_path / "xl.safetensors", tiny_sdxl_unet_config(),
+                                               text=tiny_sdxl_text_configs(), vae=tiny_vae_config())))
+    prefix = "model.diffusion_model."
+    save_file({k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}, str(tmp_path / "unet.safetensors"))
+    model = load_unet_file(tmp_path / "unet.safetensors", ModelManager(MemorySettings(force_fp32=True)))
+    fmt = model.options["latent_format"]
+    assert fmt.scale_factor == 0.13025 and fmt.rgb_factors == latent_formats.SDXL.rgb_factors
