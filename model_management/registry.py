@@ -28,6 +28,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -426,7 +427,8 @@ class ModelManager:
         except BaseException:
             # the base values are lost: the model must come from disk again, never compute half-patched
             record.patched_in_place.clear()
-            self._drop(record, why=f"dropped: its patched weights could not be restored from {record.source_key}")
+            self._drop(record, why=f"dropped: its patched weights could not be restored from {record.source_key}",
+                       rebuildable=False)
             raise
         record.patched_in_place.difference_update(dirty)
 
@@ -520,10 +522,14 @@ class ModelManager:
             log.warning("models needed now take %.0f MiB of RAM, over the %.0f MiB RAM budget",
                         used / MIB, budget / MIB)
 
-    def _drop(self, record: ModelRecord, why: str) -> None:
+    def _drop(self, record: ModelRecord, why: str, rebuildable: bool = True) -> None:
+        """Release `record`'s RAM. It comes back when needed through its `reload`, or else through its file
+        rebuilder (`rebuildable`: not when the rebuilder just failed); without either it is gone."""
         if record.is_on_device:
             record.patched_in_place.clear()             # released anyway: no base values to rebuild
             self._unload(record, why)
+        if record.reload is None and rebuildable:
+            record.reload = _reload_from_rebuilder(record.weights)
         record.weights.release_home()
         record.placement = Placement.DROPPED
         record.why = why
@@ -535,7 +541,10 @@ class ModelManager:
     def _reload(self, record: ModelRecord) -> None:
         if record.reload is None:
             raise ModelDroppedError(f"{record.name} was dropped from RAM and has no reload; load it again")
+        rebuilder = record.weights.rebuilder or getattr(record.reload, "rebuilder", None)
         record.weights.replace_home(dict(record.reload()))
+        if getattr(record.reload, "rebuilder", None) is not None:
+            record.weights.rebuilder = rebuilder        # same file, same conversion: it still describes them
         record.placement = Placement.RAM
         record.why = "reloaded after a RAM-budget drop"
 
@@ -603,3 +612,23 @@ class ModelManager:
             lines.append("convolutions: " + ("weights packed once per sampling run" if self.is_prepacking_convolutions
                                              else "plain weights (--disable-weight-prepack)"))
         return lines
+
+
+def _reload_from_rebuilder(weights: Any) -> Callable[[], Mapping[str, Tensor]] | None:
+    """A reload for a model whose converted weights a file rebuilder can read again (models.rebuild):
+    after a RAM-budget drop they are rebuilt bit for bit from the file; the weights that are views of the
+    mapped file (no RAM of their own) are kept as they are. None without a rebuilder."""
+    rebuilder = weights.rebuilder
+    if rebuilder is None:
+        return None
+    kept = {key: tensor for key, tensor in weights.home.items() if key not in rebuilder.keys}
+    shapes = {key: (tuple(tensor.shape), tensor.dtype, tensor.device) for key, tensor in weights.home.items()
+              if key in rebuilder.keys}
+
+    def reload() -> Mapping[str, Tensor]:
+        fresh = {key: torch.empty(shape, dtype=dtype, device=device) for key, (shape, dtype, device) in shapes.items()}
+        rebuilder.restore(fresh)
+        return {**kept, **fresh}
+
+    reload.rebuilder = rebuilder          # type: ignore[attr-defined]
+    return reload
