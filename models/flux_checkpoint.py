@@ -11,12 +11,10 @@ from collections.abc import Mapping
 import torch
 
 from models.convert.flux import apply_weight_scales, flux_key_map, scaled_lazy, weight_scales
-from models.convert.ldm import component_key_map, unconsumed_keys
 from models.detection import ModelConfig, detect_flux, is_flux
 from models.files import StateDictSource
 from models.flux import Flux, FluxConfig
-from models.sd3_checkpoint import load_sd3_text_encoder, text_lazy
-from models.vae import AutoencoderKL
+from models.sd3_checkpoint import with_vae_and_text_parts
 
 DIFFUSION_PREFIXES = ("model.diffusion_model.", "")
 
@@ -49,22 +47,7 @@ def load_flux_transformer(source: StateDictSource, prefix: str, dtype: torch.dty
 def load_flux_parts(source: StateDictSource, config: ModelConfig, *, attention: str, dtypes, stored: torch.dtype,
                     load_text_encoders: bool = True) -> dict:
     """The parts of an all-in-one FLUX file: {"unet", "vae", "text_encoders", "rebuild", "unconsumed"}."""
-    from models.checkpoint import build_module, mapped_lazy, rebuild_entry
-    shapes = source.shapes()
     unet, _, unet_entry = load_flux_transformer(source, config.unet_prefix, dtypes.unet or stored, attention,
                                                 config.unet)
-    rebuild = {"unet": unet_entry}
-    vae = None
-    if config.vae_prefix + "decoder.conv_in.weight" in shapes:
-        vae_map = component_key_map(shapes, config.vae_prefix)
-        vae = build_module(lambda: AutoencoderKL(config.vae, attention), vae_map, source, dtypes.vae or stored, "VAE")
-        rebuild["vae"] = rebuild_entry(vae, source, mapped_lazy(vae_map))
-    encoders = []
-    for slot in config.text_encoders if load_text_encoders else ():
-        state = {k[len(slot.prefix):]: source[k] for k in source if k.startswith(slot.prefix)}
-        encoder = load_sd3_text_encoder(slot.kind, state, dtypes.text or (stored if slot.kind != "t5xxl" else None))
-        encoders.append(encoder)
-        rebuild["text:" + slot.kind] = rebuild_entry(encoder, source, text_lazy(slot.kind, slot.prefix))
-    consumed = [config.unet_prefix, config.vae_prefix, *(s.prefix for s in config.text_encoders)]
-    return {"unet": unet, "vae": vae, "text_encoders": encoders, "rebuild": rebuild,
-            "unconsumed": unconsumed_keys(shapes, consumed)}
+    return with_vae_and_text_parts(source, config, unet, {"unet": unet_entry}, attention=attention, dtypes=dtypes,
+                                   stored=stored, load_text_encoders=load_text_encoders)

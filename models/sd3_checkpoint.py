@@ -68,6 +68,17 @@ def load_sd3_parts(source: StateDictSource, config: ModelConfig, *, attention: s
     unet_map = component_key_map(shapes, config.unet_prefix)
     unet = build_module(lambda: MMDiT(config.unet, attention), unet_map, source, dtypes.unet or stored, "MM-DiT")
     rebuild = {"unet": rebuild_entry(unet, source, mapped_lazy(unet_map))}
+    return with_vae_and_text_parts(source, config, unet, rebuild, attention=attention, dtypes=dtypes,
+                                   stored=stored, load_text_encoders=load_text_encoders)
+
+
+def with_vae_and_text_parts(source: StateDictSource, config: ModelConfig, unet, rebuild: dict, *, attention: str,
+                            dtypes, stored: torch.dtype, load_text_encoders: bool) -> dict:
+    """The parts dict of an all-in-one flow-model file (SD3, FLUX) around its loaded `unet`: the 16-channel
+    VAE when the file holds one, the bundled text encoders (T5 kept in its stored dtype), their rebuild
+    entries added to `rebuild`, and the keys no part consumed."""
+    from models.checkpoint import build_module, mapped_lazy, rebuild_entry
+    shapes = source.shapes()
     vae = None
     if config.vae_prefix + "decoder.conv_in.weight" in shapes:
         vae_map = component_key_map(shapes, config.vae_prefix)
