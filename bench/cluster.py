@@ -191,7 +191,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
             app.folders.ensure_dirs()
             store = PromptStore(None)
             pool = RayPool(main.functools.partial(main.build_worker_parts, cli), target=workers,
-                           num_cpus=args.worker_cpus)
+                           num_cpus=args.worker_cpus, threads=args.worker_threads)
             dispatcher = Dispatcher(store, app.events, pool, OutputWriter(app.folders.directory),
                                     poll_interval_s=0.2).start()
             assert dispatcher.wait_for_workers(workers, 300)
@@ -245,6 +245,8 @@ def main_cli() -> None:
     real.add_argument("--steps", type=int, default=4)
     real.add_argument("--size", type=int, default=64)
     real.add_argument("--worker-cpus", type=float, default=0.5)
+    real.add_argument("--worker-threads", type=int, default=None,
+                      help="torch threads per worker (default: as single-machine mode, all cores)")
     args = parser.parse_args()
     cmd_simulate(args) if args.command == "simulate" else cmd_measure(args)
 

@@ -107,9 +107,10 @@ class PerpNegGuider:
     neg_scale: float = 1.0
 
     def make_denoiser(self, model_fn, ms, latent_shape, *, fits, cfg_function, post_cfg) -> PerpNegDenoiser:
-        return PerpNegDenoiser(model_fn, ms, _conds(self.model, self.positive, "positive"),
-                               _conds(self.model, self.negative, "negative"),
-                               _conds(self.model, self.empty, "negative"), self.cfg, self.neg_scale,
+        shape = tuple(latent_shape)
+        return PerpNegDenoiser(model_fn, ms, _conds(self.model, self.positive, "positive", shape),
+                               _conds(self.model, self.negative, "negative", shape),
+                               _conds(self.model, self.empty, "negative", shape), self.cfg, self.neg_scale,
                                latent_shape, fits=fits, post_cfg=post_cfg)
 
 

@@ -71,12 +71,14 @@ def _inpaint_concat(model: DiffusionModel, x: Tensor, inputs: dict) -> Tensor:
     return torch.cat([mask, image], dim=1)                                  # [B, 1 + C, h, w]
 
 
-def _conds(model: DiffusionModel, conditioning: list, prompt_type: str) -> list:
-    """CONDITIONING -> sampling Conds, with SDXL's ADM vector `y` added where the model takes one."""
+def _conds(model: DiffusionModel, conditioning: list, prompt_type: str,
+           latent_shape: tuple[int, ...] | None = None) -> list:
+    """CONDITIONING -> sampling Conds, with SDXL's ADM vector `y` added where the model takes one (its default
+    size from `latent_shape`)."""
     from . import flux          # FLUX: the guidance value as a model input
     config = model.options.get("model_config")
     conditioning = flux.model_inputs(config, conditioning)
-    return conds_from_conditioning(sdxl.with_adm(config, conditioning, prompt_type))
+    return conds_from_conditioning(sdxl.with_adm(config, conditioning, prompt_type, latent_shape))
 
 
 def model_function(model: DiffusionModel,
@@ -206,8 +208,8 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
     reporter = reporter or StepReporter(_previewer(model, preview_folders))
     negative = controlnet.share_with_uncond(positive, negative)
     handles = [model, *controlnet.control_models(positive, negative)]   # loaded together, one budget
-    positive_conds = _conds(model, positive, "positive")
-    negative_conds = _conds(model, negative, "negative") if negative is not None else []
+    positive_conds = _conds(model, positive, "positive", tuple(samples.shape))
+    negative_conds = _conds(model, negative, "negative", tuple(samples.shape)) if negative is not None else []
     shape = tuple(samples.shape)
     manager = model.manager
 
@@ -294,8 +296,10 @@ class DualCFGGuider:
     is_nested: bool = False
 
     def make_denoiser(self, model_fn, ms, latent_shape, *, fits, cfg_function, post_cfg) -> DualCFGDenoiser:
-        return DualCFGDenoiser(model_fn, ms, _conds(self.model, self.positive, "positive"),
-                               _conds(self.model, self.middle, "positive"), _conds(self.model, self.negative, "negative"),
+        shape = tuple(latent_shape)
+        return DualCFGDenoiser(model_fn, ms, _conds(self.model, self.positive, "positive", shape),
+                               _conds(self.model, self.middle, "positive", shape),
+                               _conds(self.model, self.negative, "negative", shape),
                                self.cfg_conds, self.cfg_cond2_negative, latent_shape, is_nested=self.is_nested,
                                fits=fits, cfg_function=cfg_function, post_cfg=post_cfg)
 

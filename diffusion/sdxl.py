@@ -17,7 +17,7 @@ from torch import Tensor
 from models.sdxl import SIZE_EMBED_DIM, base_adm, refiner_adm
 
 SDXL_FAMILIES = ("sdxl", "sdxl_refiner")
-DEFAULT_SIZE = 768                              # ComfyUI's width/height when the conditioning names none
+DEFAULT_SIZE = 768                              # width/height when neither the conditioning nor the latent says
 DEFAULT_AESTHETIC = {"positive": 6.0, "negative": 2.5}
 
 
@@ -25,13 +25,17 @@ def needs_adm(model_config: Any) -> bool:
     return getattr(model_config, "family", None) in SDXL_FAMILIES
 
 
-def adm_vector(model_config: Any, options: dict, prompt_type: str) -> Tensor:
-    """y [1, adm_in_channels] for one conditioning entry's options."""
+def adm_vector(model_config: Any, options: dict, prompt_type: str,
+               latent_shape: tuple[int, ...] | None = None) -> Tensor:
+    """y [1, adm_in_channels] for one conditioning entry's options. Width and height the entry does not
+    name (a plain CLIPTextEncode) are the latent's size in pixels, 8 per latent pixel (ComfyUI's
+    samplers.encode_model_conds), or 768 without a latent."""
     pooled = options.get("pooled_output")
     if pooled is None:
         raise ValueError("SDXL conditioning has no pooled_output: encode the prompt with an SDXL CLIP "
                          "(the checkpoint's, or DualCLIPLoader type sdxl)")
-    width, height = int(options.get("width", DEFAULT_SIZE)), int(options.get("height", DEFAULT_SIZE))
+    default_w, default_h = (latent_shape[-1] * 8, latent_shape[-2] * 8) if latent_shape else (DEFAULT_SIZE, DEFAULT_SIZE)
+    width, height = int(options.get("width", default_w)), int(options.get("height", default_h))
     crops = dict(crop_w=int(options.get("crop_w", 0)), crop_h=int(options.get("crop_h", 0)))
     if model_config.family == "sdxl_refiner":
         score = float(options.get("aesthetic_score", DEFAULT_AESTHETIC.get(prompt_type, 6.0)))
@@ -47,11 +51,13 @@ def adm_vector(model_config: Any, options: dict, prompt_type: str) -> Tensor:
     return y
 
 
-def with_adm(model_config: Any, conditioning: list | None, prompt_type: str) -> list | None:
+def with_adm(model_config: Any, conditioning: list | None, prompt_type: str,
+             latent_shape: tuple[int, ...] | None = None) -> list | None:
     """`conditioning` with `y` added to every entry's options when the model is SDXL (else unchanged)."""
     if conditioning is None or not needs_adm(model_config):
         return conditioning
-    return [[entry[0], {**entry[1], "y": adm_vector(model_config, entry[1], prompt_type)}] for entry in conditioning]
+    return [[entry[0], {**entry[1], "y": adm_vector(model_config, entry[1], prompt_type, latent_shape)}]
+            for entry in conditioning]
 
 
 BIG_G_KINDS = ("open_clip_g", "clip_g")          # bigG from a checkpoint (OpenCLIP layout) or a clip_g file (HF)

@@ -69,6 +69,8 @@ def cases() -> list[Case]:
         Case("sdxl/CLIPTextEncodeSDXL/euler/normal", txt2img().prompt()),
         Case("sdxl/CLIPTextEncode/dpmpp_2m/karras",
              txt2img(encoder="plain", sampler="dpmpp_2m", scheduler="karras").prompt()),
+        Case("sdxl/CLIPTextEncode/euler/normal", txt2img(encoder="plain").prompt()),
+        Case("sdxl/CLIPTextEncodeSDXL/dpmpp_2m/karras", txt2img(sampler="dpmpp_2m", scheduler="karras").prompt()),
         Case("sdxl/CLIPTextEncodeSDXL/sizes/64x96",
              txt2img(height=96, size=(832, 1216), crop=(16, 32), target=(768, 1024), steps=2).prompt()),
         Case("sdxl/KSamplerAdvanced/base_to_refiner_like", two_pass().prompt()),

@@ -76,11 +76,13 @@ def test_txt2img_is_deterministic_and_seeded(harness):
     assert torch.equal(a, b) and not torch.allclose(a, c)
 
 
-def test_plain_clip_text_encode_means_768_square_and_sdxl_sizes_matter(harness):
-    """ComfyUI: a CONDITIONING without sizes is embedded as 768 x 768, crop 0, target 768 x 768."""
+def test_plain_clip_text_encode_means_the_latent_size_and_sdxl_sizes_matter(harness):
+    """ComfyUI (samplers.encode_model_conds): a CONDITIONING without sizes is embedded at the latent's size
+    in pixels (8 per latent pixel: 64 x 64 here), crop 0, target the same; not at encode_adm's 768."""
     plain = sampled(harness, txt2img())["samples"]
-    same = sampled(harness, txt2img(sdxl_encode(768, 768, 0, 0, 768, 768)))["samples"]
+    same = sampled(harness, txt2img(sdxl_encode(64, 64, 0, 0, 64, 64)))["samples"]
     torch.testing.assert_close(same, plain, rtol=0, atol=1e-5)
+    assert (sampled(harness, txt2img(sdxl_encode(768, 768, 0, 0, 768, 768)))["samples"] - plain).abs().max() > 1e-3
     other = sampled(harness, txt2img(sdxl_encode(1024, 640, 16, 32, 896, 1152)))["samples"]
     assert (other - plain).abs().max() > 1e-3
 
@@ -137,13 +139,14 @@ def test_base_then_refiner_with_two_ksampler_advanced(harness):
     handed = sampled(harness, prompt, ("3", 0))["samples"]
     final = sampled(harness, prompt, ("30", 0))["samples"]
     assert torch.isfinite(final).all() and (final - handed).abs().max() > 1e-3
-    # ComfyUI's defaults for a plain CLIPTextEncode on the refiner: 768 x 768 and, as a negative, score 2.5
-    prompt["22"]["inputs"].update(width=768, height=768)
+    # ComfyUI's defaults for a plain CLIPTextEncode on the refiner: the latent's size (64 x 64) and, as a
+    # negative, score 2.5
+    prompt["22"]["inputs"].update(width=64, height=64)
     explicit = sampled(harness, prompt, ("30", 0))["samples"]
     prompt["22"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["20", 1]}}
     torch.testing.assert_close(sampled(harness, prompt, ("30", 0))["samples"], explicit, rtol=0, atol=1e-5)
     prompt["22"] = {"class_type": "CLIPTextEncodeSDXLRefiner", "inputs": {
-        "ascore": 6.0, "width": 768, "height": 768, "text": "blurry", "clip": ["20", 1]}}
+        "ascore": 6.0, "width": 64, "height": 64, "text": "blurry", "clip": ["20", 1]}}
     assert (sampled(harness, prompt, ("30", 0))["samples"] - explicit).abs().max() > 1e-4
 
 

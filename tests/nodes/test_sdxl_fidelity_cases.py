@@ -40,11 +40,11 @@ def harness(tmp_path_factory):
     h.close()
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(6))
 def test_sdxl_fidelity_case_runs(harness, index):
     module = sdxl_cases()
     cases = module.cases()
-    assert len(cases) == 4
+    assert len(cases) == 6
     case = cases[index]
     classes = {n["class_type"] for n in case.prompt.values()}
     assert "CheckpointLoaderSimple" in classes and "SaveImage" in classes
