@@ -262,6 +262,13 @@ def test_main_with_ray_serves_the_api_and_matches_single_machine_output(ray_inst
                 png = await r.read()
             _, history = await get(s, server.url + f"/api/history/{pid}")
             _, stats = await get(s, server.url + "/api/system_stats")
+            # previews when the prompt asks for them: one binary frame per step, before the prompt ends
+            status, body = await post(s, server.url + "/api/prompt", {"prompt": demo_prompt(steps=2),
+                                      "client_id": ws.sid, "extra_data": {"preview_method": "latent2rgb"}})
+            assert status == 200, body
+            assert await ws.until_recorded(body["prompt_id"], timeout_s=300) == "execution_success"
+            kinds = [k for k, _ in ws.of(body["prompt_id"])]
+            assert kinds.count("binary") == 2 and kinds.index("binary") < kinds.index("execution_success"), kinds
             # an uploaded input image reaches the worker (shipped as bytes; its input folder is scratch)
             picture = io.BytesIO()
             Image.new("RGB", (8, 6), (200, 30, 90)).save(picture, "PNG")
