@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-_DIFFUSERS_PREFIXES = ("transformer.", "", "base_model.model.", "transformer.base_model.model.")
-_SINGLE_FILE_PREFIXES = ("diffusion_model.", "model.diffusion_model.")
+from models.lora.mmdit_keys import transformer_lora_names
 
 _TOP = {"img_in": "x_embedder", "txt_in": "context_embedder", "final_layer.linear": "proj_out",
         "time_in.in_layer": "time_text_embed.timestep_embedder.linear_1",
@@ -41,15 +40,4 @@ def _diffusers_modules(config) -> dict[str, str]:
 
 def flux_lora_names(config, weight_keys: Iterable[str], prefix: str = "") -> dict[str, str]:
     """{LoRA module name: weight key} for a FLUX transformer whose state-dict keys start with `prefix`."""
-    modules = {k[len(prefix):-len(".weight")] for k in weight_keys if k.startswith(prefix) and k.endswith(".weight")}
-    names: dict[str, str] = {}
-    for module in modules:
-        key = f"{prefix}{module}.weight"
-        names["lora_unet_" + module.replace(".", "_")] = key
-        for p in _SINGLE_FILE_PREFIXES:
-            names[p + module] = key
-    for bfl, diffusers in _diffusers_modules(config).items():
-        if bfl in modules:
-            for p in _DIFFUSERS_PREFIXES:
-                names[p + diffusers] = f"{prefix}{bfl}.weight"
-    return names
+    return transformer_lora_names(weight_keys, prefix, _diffusers_modules(config))

@@ -51,6 +51,13 @@ def _diffusers_modules(config: MMDiTConfig) -> dict[str, str]:
 
 def mmdit_lora_names(config: MMDiTConfig, weight_keys: Iterable[str], prefix: str = "") -> dict[str, str]:
     """{LoRA module name: weight key} for an MM-DiT whose state-dict keys start with `prefix`."""
+    return transformer_lora_names(weight_keys, prefix, _diffusers_modules(config))
+
+
+def transformer_lora_names(weight_keys: Iterable[str], prefix: str, diffusers_modules: dict[str, str]) -> dict[str, str]:
+    """{LoRA module name: weight key} for a single-file transformer (MM-DiT, FLUX) whose keys start with
+    `prefix`: kohya `lora_unet_` names, the single-file module paths under their usual prefixes, and the
+    diffusers names of `diffusers_modules` ({single-file module: diffusers module}, whole weights only)."""
     modules = {k[len(prefix):-len(".weight")] for k in weight_keys if k.startswith(prefix) and k.endswith(".weight")}
     names: dict[str, str] = {}
     for module in modules:
@@ -58,7 +65,7 @@ def mmdit_lora_names(config: MMDiTConfig, weight_keys: Iterable[str], prefix: st
         names["lora_unet_" + module.replace(".", "_")] = key
         for p in _SINGLE_FILE_PREFIXES:
             names[p + module] = key
-    for single, diffusers in _diffusers_modules(config).items():
+    for single, diffusers in diffusers_modules.items():
         if single in modules:
             for p in _DIFFUSERS_PREFIXES:
                 names[p + diffusers] = f"{prefix}{single}.weight"
