@@ -541,9 +541,9 @@ class ModelManager:
     def _reload(self, record: ModelRecord) -> None:
         if record.reload is None:
             raise ModelDroppedError(f"{record.name} was dropped from RAM and has no reload; load it again")
-        rebuilder = record.weights.rebuilder or getattr(record.reload, "rebuilder", None)
         record.weights.replace_home(dict(record.reload()))
-        if getattr(record.reload, "rebuilder", None) is not None:
+        rebuilder = getattr(record.reload, "rebuilder", None)     # a reload made by _reload_from_rebuilder
+        if rebuilder is not None:
             record.weights.rebuilder = rebuilder        # same file, same conversion: it still describes them
         record.placement = Placement.RAM
         record.why = "reloaded after a RAM-budget drop"
