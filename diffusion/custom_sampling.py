@@ -118,8 +118,8 @@ def sa_solver_choice(model: DiffusionModel, eta: float, sde_start_percent: float
                      s_noise: float, predictor_order: int, corrector_order: int, use_pece: bool,
                      simple_order_2: bool) -> SamplerChoice:
     """SamplerSASolver: stochastic (tau = eta) between the sigmas at the two sampling percentages."""
-    from sampling.sa_solver import tau_interval
+    from sampling.sa_solver import TauWindow
     ms = model.model_sampling
-    tau = tau_interval(ms.percent_to_sigma(sde_start_percent), ms.percent_to_sigma(sde_end_percent), eta)
+    tau = TauWindow(ms.percent_to_sigma(sde_start_percent), ms.percent_to_sigma(sde_end_percent), eta)
     return sampler_choice("sa_solver", tau_func=tau, s_noise=s_noise, predictor_order=predictor_order,
                           corrector_order=corrector_order, use_pece=use_pece, simple_order_2=simple_order_2)

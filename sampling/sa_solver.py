@@ -43,9 +43,6 @@ class TauWindow:
         return self.eta if self.start_sigma >= float(sigma) >= self.end_sigma else 0.0
 
 
-tau_window = tau_interval = TauWindow
-
-
 def _exponential_moments(h: float, count: int, tau: float) -> list[float]:
     """m_p = integral_{-h}^{0} c e^(c u) u^p du for p < count, c = 1 + tau^2 (u = l - lambda_t).
 
@@ -108,7 +105,7 @@ def sa_solver(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise_sampler: No
     if tau_func is None:
         if model_sampling is None:
             raise ValueError("sa_solver needs tau_func or model_sampling (for the default noise window)")
-        tau_func = tau_window(model_sampling.percent_to_sigma(0.2), model_sampling.percent_to_sigma(0.8))
+        tau_func = TauWindow(model_sampling.percent_to_sigma(0.2), model_sampling.percent_to_sigma(0.8))
     s_in = x.new_ones([x.shape[0]])
     lambdas = sigma_to_half_log_snr(sigmas, is_rectified_flow)
     history = max(predictor_order, corrector_order)

@@ -15,15 +15,15 @@ import torch
 
 from sampling import samplers_sde as SDE
 from sampling.noise import gaussian_noise_sampler
-from sampling.sa_solver import adams_weights, sa_solver, sa_solver_pece, tau_window
+from sampling.sa_solver import adams_weights, sa_solver, sa_solver_pece, TauWindow
 from sampling.samplers import HALF_LOG_SNR_SAMPLERS, SAMPLERS
 from sampling.schedules import exponential_sigmas, karras_sigmas
 
 from .toys import MU, exact_pf_ode, gaussian_denoiser
 from .toys import S as STD
 
-ODE = tau_window(0.0, 0.0, eta=0.0)          # tau = 0 everywhere
-SDE_EVERYWHERE = tau_window(1e9, 0.0, eta=1.0)
+ODE = TauWindow(0.0, 0.0, eta=0.0)          # tau = 0 everywhere
+SDE_EVERYWHERE = TauWindow(1e9, 0.0, eta=1.0)
 
 
 def _kernel_integral(poly, lam_s: float, lam_t: float, tau: float) -> float:
@@ -128,7 +128,7 @@ def test_sa_solver_noise_is_used_only_inside_the_tau_window() -> None:
         draws.append((float(sigma), float(sigma_next)))
         return base(sigma, sigma_next)
 
-    window = tau_window(float(sigmas[2]), float(sigmas[5]))
+    window = TauWindow(float(sigmas[2]), float(sigmas[5]))
     sa_solver(gaussian_denoiser(), x, sigmas, noise_sampler=counting, tau_func=window)
     # a predictor step from i to i + 1 draws when sigma_{i+1} lies in the window: i + 1 in 2..5
     assert draws == [(float(sigmas[i]), float(sigmas[i + 1])) for i in range(1, 5)]
