@@ -175,6 +175,23 @@ def test_diffusion_model_alone_and_triple_clip_loader(harness):
     assert options["pooled_output"].abs().sum() == 0
 
 
+@pytest.mark.parametrize("weight_dtype", ["fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"])
+def test_unet_loader_fp8_weight_dtype(harness, weight_dtype):
+    def with_unet(dtype):
+        prompt = txt2img()
+        prompt["20"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny-mmdit.safetensors",
+                                                               "weight_dtype": dtype}}
+        prompt["3"]["inputs"]["model"] = ["20", 0]
+        return prompt
+    default = pixels(harness, with_unet("default"))
+    image = pixels(harness, with_unet(weight_dtype))
+    assert image.shape == default.shape and image.std() > 0
+    assert not np.array_equal(image, default)                       # the weights were rounded to fp8
+    assert np.abs(image.astype(int) - default.astype(int)).mean() < 40
+    harness.engine.clear_cache()
+    assert np.array_equal(image, pixels(harness, with_unet(weight_dtype)))
+
+
 def write_sd3_lora(path, hidden=128, rank=4, seed=0):
     """kohya (single-file names), ComfyUI (diffusion_model.) and diffusers/PEFT (transformer.) keys."""
     from safetensors.torch import save_file
