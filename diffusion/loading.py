@@ -30,6 +30,7 @@ from models.detection import SDXL_ADM_FAMILIES, ModelConfig, detect_unet
 from models.embeddings import EmbeddingStore
 from models.errors import ModelError
 from models.files import load_state_dict, release_file_pages
+from models.fp8_weights import store_weights_in_fp8, weight_dtype_of
 from models.rebuild import FileRebuilder
 from models.text import load_text_encoder
 from models.unet import UNetModel
@@ -239,16 +240,21 @@ UNET_PREFIXES = ("model.diffusion_model.", "")
 
 
 def load_unet_file(path: str | os.PathLike, manager: Any, *, prediction_type: str = "eps",
-                   attention: str | None = None) -> DiffusionModel:
+                   attention: str | None = None, weight_dtype: str = "default") -> DiffusionModel:
     """A standalone diffusion model (LDM UNet keys, with or without `model.diffusion_model.`).
-    The file says nothing about the prediction type: eps unless told (ModelSamplingDiscrete changes it)."""
+    The file says nothing about the prediction type: eps unless told (ModelSamplingDiscrete changes it).
+    `weight_dtype` (UNETLoader's): "default", or fp8 layer weights (models/fp8_weights.py)."""
     path = Path(path)
     attention = attention or attention_setting(manager)
+    fp8 = weight_dtype_of(weight_dtype)
     from . import sd3
     if sd3.is_mmdit_file(path):                       # SD3 / SD3.5 diffusion model alone
-        return sd3.load_diffusion_model_file(path, manager, attention=attention)
+        return sd3.load_diffusion_model_file(path, manager, attention=attention, weight_dtype=weight_dtype)
     from . import flux
     if flux.is_flux_file(path):                       # FLUX.1 transformer alone
+        if fp8 is not None:
+            raise ModelError(f"UNETLoader weight_dtype {weight_dtype!r} is supported for SD1.x/SD2.x/SDXL UNets and "
+                             "SD3 / SD3.5 diffusion models, not yet for FLUX.1; use 'default'")
         return flux.load_diffusion_model_file(path, manager, attention=attention)
 
     def load() -> tuple:
@@ -260,9 +266,11 @@ def load_unet_file(path: str | os.PathLike, manager: Any, *, prediction_type: st
                                  "expected `input_blocks.0.0.weight` (optionally under model.diffusion_model.)")
             config = detect_unet(shapes, prefix)
             key_map = {k[len(prefix):]: k for k in shapes if k.startswith(prefix)}
-            dtype = load_dtype_for(manager, ModelPart.DIFFUSION) or \
-                checkpoint_loader._stored_float_dtype(source, prefix + "input_blocks.0.0.weight")
+            stored = checkpoint_loader._stored_float_dtype(source, prefix + "input_blocks.0.0.weight")
+            dtype = stored if fp8 else load_dtype_for(manager, ModelPart.DIFFUSION) or stored
             unet = checkpoint_loader.build_module(lambda: UNetModel(config, attention), key_map, source, dtype, "UNet")
+            if fp8 is not None:
+                store_weights_in_fp8(unet, fp8, _dtype_for(manager, ModelPart.DIFFUSION))
             lazy, owned = checkpoint_loader.rebuild_entry(unet, source, checkpoint_loader.mapped_lazy(key_map))
             source.release_all()
         rebuilder = FileRebuilder(path, lazy, owned, source.file_format) if owned else None
@@ -272,7 +280,7 @@ def load_unet_file(path: str | os.PathLike, manager: Any, *, prediction_type: st
         return (wrap_unet(unet, manager, config=None, source_key=str(path), model_sampling=sampling,
                           rebuilder=rebuilder, latent_format=latent_formats.SDXL if is_sdxl else None),)
 
-    return cached_load(manager, "unet", path, load, (prediction_type, attention))[0]
+    return cached_load(manager, "unet", path, load, (prediction_type, attention, weight_dtype))[0]
 
 
 TEXT_ENCODER_KINDS_BY_WIDTH = {768: "clip_l", 1024: "open_clip_h"}

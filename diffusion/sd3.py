@@ -17,6 +17,7 @@ from models import checkpoint as checkpoint_loader
 from models.detection import sd3_model_config
 from models.errors import ModelError
 from models.files import load_state_dict
+from models.fp8_weights import store_weights_in_fp8, weight_dtype_of
 from models.rebuild import FileRebuilder
 from models.sd3_checkpoint import diffusion_model_prefix, load_mmdit, load_sd3_text_encoder, text_encoder_kind, text_lazy
 from sampling.model_sampling import FlowSampling
@@ -69,10 +70,13 @@ def is_mmdit_file(path: str | os.PathLike) -> bool:
         return diffusion_model_prefix(source.shapes()) is not None
 
 
-def load_diffusion_model_file(path: str | os.PathLike, manager: Any, *, attention: str | None = None) -> DiffusionModel:
-    """An SD3 / SD3.5 diffusion model alone (keys with or without `model.diffusion_model.`)."""
+def load_diffusion_model_file(path: str | os.PathLike, manager: Any, *, attention: str | None = None,
+                              weight_dtype: str = "default") -> DiffusionModel:
+    """An SD3 / SD3.5 diffusion model alone (keys with or without `model.diffusion_model.`); `weight_dtype`
+    (UNETLoader's): "default", or an fp8 dtype its layer weights are stored in (models/fp8_weights.py)."""
     path = Path(path)
     attention = attention or attention_setting(manager)
+    fp8 = weight_dtype_of(weight_dtype)
 
     def load() -> tuple:
         with load_state_dict(path) as source:
@@ -80,14 +84,18 @@ def load_diffusion_model_file(path: str | os.PathLike, manager: Any, *, attentio
             if prefix is None:
                 raise ModelError(f"{path.name} is not an SD3 / SD3.5 diffusion model (no x_embedder / joint_blocks)")
             probe = prefix + "x_embedder.proj.weight"
-            dtype = load_dtype_for(manager, ModelPart.DIFFUSION) or checkpoint_loader._stored_float_dtype(source, probe)
+            stored = checkpoint_loader._stored_float_dtype(source, probe)
+            # fp8: built on the file's views, rounded from the stored values straight to fp8 (as ComfyUI)
+            dtype = stored if fp8 else load_dtype_for(manager, ModelPart.DIFFUSION) or stored
             module, config, key_map = load_mmdit(source, prefix, dtype, attention)
+            if fp8 is not None:
+                store_weights_in_fp8(module, fp8, manager.dtype_choices()[ModelPart.DIFFUSION].dtype)
             lazy, owned = checkpoint_loader.rebuild_entry(module, source, checkpoint_loader.mapped_lazy(key_map))
             source.release_all()
         rebuilder = FileRebuilder(path, lazy, owned, source.file_format) if owned else None
         return (wrap_unet(module, manager, config=sd3_model_config(config), source_key=str(path), rebuilder=rebuilder),)
 
-    return cached_load(manager, "mmdit", path, load, (attention,))[0]
+    return cached_load(manager, "mmdit", path, load, (attention, weight_dtype))[0]
 
 
 def with_sd3_sampling(model: DiffusionModel, shift: float) -> DiffusionModel:

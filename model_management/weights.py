@@ -93,7 +93,7 @@ class ModuleWeights:
         # (tensors) -> bytes: drops the resident pages of home tensors that view a mapped file (set by the loader)
         self.page_releaser: Callable[[list[Tensor]], int] | None = None
         casting = tuple(name + "." if name else "" for name, m in module.named_modules()
-                        if getattr(type(m), "CASTS_WEIGHTS_PER_USE", False))
+                        if getattr(m, "CASTS_WEIGHTS_PER_USE", False))
         seen: dict[int, str] = {}
         for prefix, owner in module.named_modules(remove_duplicate=False):
             for group, is_param in ((owner._parameters, True), (owner._buffers, False)):

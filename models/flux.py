@@ -233,6 +233,7 @@ class Flux(nn.Module):
     guidance [B] (dev)) -> velocity [B, out_channels / 4, H, W]."""
 
     OFFLOAD_BLOCKS = ("double_blocks", "single_blocks")
+    compute_dtype: torch.dtype | None = None   # None: its weights' dtype; set for fp8 weights (models/fp8_weights.py)
     EXTRA_INPUTS = {"y": "pooled_output", "guidance": "guidance"}
 
     def __init__(self, config: FluxConfig, attention: str = DEFAULT_ATTENTION):
@@ -269,7 +270,7 @@ class Flux(nn.Module):
     def forward_tokens(self, img: Tensor, img_ids: Tensor, txt: Tensor, txt_ids: Tensor, timesteps: Tensor,
                        y: Tensor, guidance: Tensor | None = None) -> Tensor:
         """The transformer on packed tokens: img [B, N, in_channels] -> [B, N, out_channels]."""
-        dtype = self.img_in.weight.dtype
+        dtype = self.compute_dtype or self.img_in.weight.dtype
         emb = lambda t: timestep_embedding(t.float() * TIME_FACTOR, 256).to(dtype)    # noqa: E731
         vec = self.time_in(emb(timesteps))
         if self.guidance_in is not None and guidance is not None:   # None: FluxDisableGuidance

@@ -213,6 +213,7 @@ class MMDiT(nn.Module):
     y [B, adm_in_dim]) -> velocity [B, C, H, W]."""
 
     OFFLOAD_BLOCKS = ("joint_blocks",)
+    compute_dtype: torch.dtype | None = None   # None: its weights' dtype; set for fp8 weights (models/fp8_weights.py)
     # conditioning inputs (sampling.guidance names) the forward takes as keyword arguments
     EXTRA_INPUTS = {"y": "pooled_output"}
 
@@ -256,7 +257,7 @@ class MMDiT(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="circular")
         h, w = x.shape[-2] // p, x.shape[-1] // p
-        dtype = self.x_embedder.proj.weight.dtype
+        dtype = self.compute_dtype or self.x_embedder.proj.weight.dtype
         x = x.to(dtype)
         tokens = self.x_embedder(x) + self.cropped_pos_embed(h, w).to(dtype)           # [B, N, D]
         c = self.t_embedder(timestep_embedding(timesteps, self.config.frequency_embedding_size).to(dtype))

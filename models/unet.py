@@ -248,6 +248,7 @@ class UNetModel(nn.Module):
     """eps/v prediction network: (x [B, Cin, H, W], timesteps [B], context [B, T, ctx]) -> [B, Cout, H, W]."""
 
     OFFLOAD_BLOCKS = ("input_blocks", "middle_block", "output_blocks")
+    compute_dtype: torch.dtype | None = None   # None: its weights' dtype; set for fp8 weights (models/fp8_weights.py)
     # their layers' weights are read only inside the layers' own forward: streamable layer by layer
     OFFLOAD_LAYERS = True
     EXTRA_INPUTS = {"y": "y"}        # forward keyword <- conditioning input (SDXL's ADM vector, when present)
@@ -309,7 +310,7 @@ class UNetModel(nn.Module):
         """y [B, adm_in_channels]: the ADM vector, required when the config has `adm_in_channels` (SDXL).
         control: models.controlnet.ControlResiduals (ControlNet / T2I-Adapter), added after input blocks,
         to the skips and after the middle block, before any block patch sees them (ComfyUI's order)."""
-        dtype = self.out[2].weight.dtype
+        dtype = self.compute_dtype or self.out[2].weight.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))  # [B, ted]
         if self.config.adm_in_channels:
             emb = emb + self._label_embedding(y, len(x), dtype)

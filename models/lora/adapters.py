@@ -239,3 +239,28 @@ class SetWeight(Adapter):
 
     def delta_numel(self) -> int:
         return self.value.numel()
+
+
+@dataclass(frozen=True, eq=False)
+class RowBlocks(Adapter):
+    """Patches of row blocks of one weight (or bias): `blocks` = ((start, rows, adapter), ...), each adapter
+    sized for weight[start:start + rows] and applied there, in order (diffusers / PEFT `to_q` / `to_k` /
+    `to_v` LoRAs of an MM-DiT whose single-file weight fuses them as `qkv`: models/lora/mmdit_keys.py). A
+    DoRA block rescales its own rows, as ComfyUI applies a patch to a narrowed weight."""
+
+    name = "rows"
+    blocks: tuple = ()
+
+    def __call__(self, weight: Tensor) -> Tensor:
+        out = weight.clone()
+        for start, rows, adapter in self.blocks:
+            out[start:start + rows] = adapter(out[start:start + rows])
+        return out
+
+    @property
+    def add_into(self):
+        return self._add_into if all(a.add_into is not None for _, _, a in self.blocks) else None
+
+    def _add_into(self, weight: Tensor, strength: float) -> None:
+        for start, rows, adapter in self.blocks:
+            adapter.add_into(weight[start:start + rows], strength)     # a view: rows of a contiguous weight

@@ -20,12 +20,13 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from torch import Tensor
 
 from models.errors import summarise_keys
 from models.files import load_state_dict
-from models.lora.adapters import Adapter, Diff, LoHa, LoKr, LoRA, SetWeight
+from models.lora.adapters import Adapter, Diff, LoHa, LoKr, LoRA, RowBlocks, SetWeight
 
 log = logging.getLogger("plexus.lora")
 
@@ -56,6 +57,15 @@ def split_key(key: str) -> tuple[str, str] | None:
         if key.endswith(suffix) and len(key) > len(suffix):
             return key[:-len(suffix)], SUFFIX_ROLES[suffix]
     return None
+
+
+class WeightSlice(NamedTuple):
+    """A LoRA module that addresses rows `start .. start + rows` of a fused weight (and of its bias), as a
+    value of the `names` map: diffusers' `attn.to_q` is the first third of an MM-DiT's `attn.qkv`."""
+
+    key: str
+    start: int
+    rows: int
 
 
 @dataclass
@@ -128,7 +138,8 @@ def _build(module: str, roles: dict[str, Tensor], file_keys: dict[str, str]) -> 
 
 def build_patches(lora: Mapping[str, Tensor], names: Mapping[str, str],
                   shapes: Mapping[str, tuple[int, ...]] | None = None) -> PatchSet:
-    """Patches for the weights `names` reaches ({LoRA module name: weight key}, from `models.lora.keys`).
+    """Patches for the weights `names` reaches ({LoRA module name: weight key or WeightSlice}, from
+    `models.lora.keys`); the slices of one weight become one RowBlocks patch.
 
     `shapes` ({weight key: shape}) lets every patch be checked against its weight now, so a LoRA for a
     model of another size is reported here rather than failing when the model is loaded."""
@@ -144,11 +155,15 @@ def build_patches(lora: Mapping[str, Tensor], names: Mapping[str, str],
         groups.setdefault(module, {})[role] = tensor
         group_keys.setdefault(module, {})[role] = key
 
+    sliced: dict[str, list[tuple[int, int, Adapter]]] = {}
     for module, roles in groups.items():
         weight_key = names.get(module)
         if weight_key is None:
             result.unmatched.extend(group_keys[module].values())
             continue
+        rows = None
+        if isinstance(weight_key, WeightSlice):
+            weight_key, rows = weight_key.key, weight_key
         made, used = _build(module, roles, group_keys[module])
         leftover = [group_keys[module][r] for r in roles if r not in used]
         if not made:
@@ -157,14 +172,27 @@ def build_patches(lora: Mapping[str, Tensor], names: Mapping[str, str],
             result.problems.append(f"{module}: unused {', '.join(sorted(leftover))}")
         for part, adapter in made.items():
             target = weight_key if part == "weight" else weight_key[:-len("weight")] + "bias"
-            problem = _check_shape(adapter, shapes.get(target) if shapes is not None else None,
-                                   shapes is not None and target not in shapes)
+            shape = shapes.get(target) if shapes is not None else None
+            if rows is not None and shape is not None:
+                shape = (rows.rows, *shape[1:]) if rows.start + rows.rows <= shape[0] else (0,)
+            problem = _check_shape(adapter, shape, shapes is not None and target not in shapes)
             if problem:
                 result.problems.append(f"{module}: {problem}")
                 continue
-            result.patches[target] = adapter
+            if rows is not None:
+                sliced.setdefault(target, []).append((rows.start, rows.rows, adapter))
+            else:
+                result.patches[target] = adapter
             result.used_keys.update(adapter.source_keys)
             result.formats[adapter.name] += 1
+    for target, blocks in sliced.items():
+        blocks = sorted(blocks, key=lambda b: b[0])
+        if target in result.patches:                 # a whole-weight patch as well: applied first
+            if shapes is None or target not in shapes:
+                result.problems.append(f"{target}: a whole-weight patch and row-block patches, size unknown")
+                continue
+            blocks = [(0, shapes[target][0], result.patches[target]), *blocks]
+        result.patches[target] = RowBlocks(tuple(k for _, _, a in blocks for k in a.source_keys), blocks=tuple(blocks))
     result.unmatched.sort()
     return result
 

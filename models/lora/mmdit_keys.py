@@ -7,17 +7,20 @@ Trainers name an MM-DiT module in one of two layouts:
 - diffusers' SD3Transformer2DModel names (diffusers / PEFT / SimpleTuner), under `transformer.`, optionally
   below PEFT's `base_model.model.`: `transformer.transformer_blocks.0.attn.to_out.0`.
 
-Where diffusers splits one fused single-file weight (`attn.to_q` / `to_k` / `to_v` are row blocks of
-`attn.qkv`, `add_{q,k,v}_proj` of the context block's), the patch would address a slice of a weight; the
-patch tables take whole weights only, so those keys are reported as unmatched by the loader (not dropped
-silently). The pre-only last context block's adaLN is (scale, shift) in diffusers and (shift, scale) here,
-so it is left out for the same reason. Module correspondences: diffusers' single-file converter
+Where diffusers splits one fused single-file weight, its names address row blocks of it (`WeightSlice`):
+`attn.to_q` / `to_k` / `to_v` are rows 0..D, D..2D, 2D..3D of `x_block.attn.qkv`, `attn.add_{q,k,v}_proj`
+of `context_block.attn.qkv`, `attn2.to_{q,k,v}` of `x_block.attn2.qkv` (dual attention); the loader patches
+those rows (adapters.RowBlocks), as ComfyUI's key map does with (offset, size) slices. The pre-only last
+context block's adaLN is (scale, shift) in diffusers and (shift, scale) here: a LoRA on it would need its
+output rows swapped, not a slice of the weight, so those keys are reported as unmatched (not dropped
+silently). Module correspondences: diffusers' single-file converter
 (`convert_sd3_transformer_checkpoint_to_diffusers`), read for facts.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from models.lora.loader import WeightSlice
 from models.mmdit import MMDiTConfig
 
 _DIFFUSERS_PREFIXES = ("transformer.", "", "base_model.model.", "transformer.base_model.model.")
@@ -49,9 +52,31 @@ def _diffusers_modules(config: MMDiTConfig) -> dict[str, str]:
     return out
 
 
-def mmdit_lora_names(config: MMDiTConfig, weight_keys: Iterable[str], prefix: str = "") -> dict[str, str]:
-    """{LoRA module name: weight key} for an MM-DiT whose state-dict keys start with `prefix`."""
-    return transformer_lora_names(weight_keys, prefix, _diffusers_modules(config))
+def _diffusers_slices(config: MMDiTConfig) -> dict[str, tuple[str, int]]:
+    """{diffusers module path: (single-file module of the fused qkv, which third)}."""
+    out = {}
+    for i in range(config.depth):
+        s, d = f"joint_blocks.{i}", f"transformer_blocks.{i}"
+        for third, part in enumerate("qkv"):
+            out[f"{d}.attn.to_{part}"] = (f"{s}.x_block.attn.qkv", third)
+            out[f"{d}.attn.add_{part}_proj"] = (f"{s}.context_block.attn.qkv", third)
+            if i in config.dual_attention_blocks:
+                out[f"{d}.attn2.to_{part}"] = (f"{s}.x_block.attn2.qkv", third)
+    return out
+
+
+def mmdit_lora_names(config: MMDiTConfig, weight_keys: Iterable[str], prefix: str = "") -> dict[str, str | WeightSlice]:
+    """{LoRA module name: weight key, or the WeightSlice of a fused qkv} for an MM-DiT whose state-dict keys
+    start with `prefix`."""
+    keys = set(weight_keys)
+    names: dict[str, str | WeightSlice] = dict(transformer_lora_names(keys, prefix, _diffusers_modules(config)))
+    d = config.hidden_size
+    for diffusers, (single, third) in _diffusers_slices(config).items():
+        key = f"{prefix}{single}.weight"
+        if key in keys:
+            for p in _DIFFUSERS_PREFIXES:
+                names[p + diffusers] = WeightSlice(key, third * d, d)
+    return names
 
 
 def transformer_lora_names(weight_keys: Iterable[str], prefix: str, diffusers_modules: dict[str, str]) -> dict[str, str]:

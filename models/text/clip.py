@@ -34,6 +34,27 @@ ACTIVATIONS = {
 }
 
 
+class CastLinear(nn.Linear):
+    """nn.Linear whose weight and bias are cast to the input's dtype for the call when they differ (a tower
+    kept in its stored fp16 while computing in fp32: `ClipTextModel.CASTS_WEIGHTS_PER_USE`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        w, b = self.weight, self.bias
+        if w.dtype != x.dtype:
+            w, b = w.to(x.dtype), (b.to(x.dtype) if b is not None else None)
+        return F.linear(x, w, b)
+
+
+class CastLayerNorm(nn.LayerNorm):
+    """nn.LayerNorm with its affine parameters cast to the input's dtype for the call when they differ."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        w, b = self.weight, self.bias
+        if w.dtype != x.dtype:
+            w, b = w.to(x.dtype), b.to(x.dtype)
+        return F.layer_norm(x, self.normalized_shape, w, b, self.eps)
+
+
 # What a kind implies beyond its sizes.
 KIND_DEFAULTS: dict[str, dict] = {
     # SD1: OpenAI CLIP, quick_gelu, last layer, padded with the end token (ComfyUI sd1_clip.py)
@@ -92,8 +113,8 @@ class ClipAttention(nn.Module):
         super().__init__()
         c = config.hidden_size
         self.num_heads = config.num_heads
-        self.q_proj, self.k_proj, self.v_proj = nn.Linear(c, c), nn.Linear(c, c), nn.Linear(c, c)
-        self.out_proj = nn.Linear(c, c)
+        self.q_proj, self.k_proj, self.v_proj = CastLinear(c, c), CastLinear(c, c), CastLinear(c, c)
+        self.out_proj = CastLinear(c, c)
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, c = x.shape
@@ -107,8 +128,8 @@ class ClipAttention(nn.Module):
 class ClipMLP(nn.Module):
     def __init__(self, config: ClipTextConfig):
         super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.fc1 = CastLinear(config.hidden_size, config.intermediate_size)
+        self.fc2 = CastLinear(config.intermediate_size, config.hidden_size)
         self.activation = ACTIVATIONS[config.activation]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -118,9 +139,9 @@ class ClipMLP(nn.Module):
 class ClipLayer(nn.Module):
     def __init__(self, config: ClipTextConfig):
         super().__init__()
-        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm1 = CastLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.self_attn = ClipAttention(config)
-        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm2 = CastLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = ClipMLP(config)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -146,7 +167,7 @@ class ClipTextTransformer(nn.Module):
         super().__init__()
         self.embeddings = ClipEmbeddings(config)
         self.encoder = ClipEncoder(config)
-        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.final_layer_norm = CastLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
 
 class ClipTextModel(nn.Module):
@@ -155,12 +176,14 @@ class ClipTextModel(nn.Module):
     OFFLOAD_BLOCKS = ("text_model.encoder.layers",)
     # their layers' weights are read only inside the layers' own forward: streamable layer by layer
     OFFLOAD_LAYERS = True
+    # every matrix and norm casts its weights to the activations' dtype (CastLinear, CastLayerNorm), so a tower
+    # kept in its stored fp16 computes in fp32 without an fp32 copy (encoder.CastingTextEncoder)
 
     def __init__(self, config: ClipTextConfig):
         super().__init__()
         self.config = config
         self.text_model = ClipTextTransformer(config)
-        self.text_projection = (nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        self.text_projection = (CastLinear(config.hidden_size, config.projection_dim, bias=False)
                                 if config.projection_dim else None)
 
     @property

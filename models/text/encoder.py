@@ -37,10 +37,12 @@ class TextEncoder(nn.Module):
     # their layers' weights are read only inside the layers' own forward: streamable layer by layer
     OFFLOAD_LAYERS = True
 
-    def __init__(self, config: ClipTextConfig, model: ClipTextModel | None = None):
+    def __init__(self, config: ClipTextConfig, model: ClipTextModel | None = None,
+                 compute_dtype: torch.dtype | None = None):
         super().__init__()
         self.config = config
         self.model = model if model is not None else ClipTextModel(config)
+        self.compute_dtype = compute_dtype          # None: the weights' dtype
 
     @property
     def kind(self) -> str:
@@ -52,7 +54,8 @@ class TextEncoder(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.token_embedding.weight.dtype
+        """What it computes in."""
+        return self.compute_dtype or self.model.token_embedding.weight.dtype
 
     @property
     def device(self) -> torch.device:
@@ -100,7 +103,7 @@ class TextEncoder(nn.Module):
         embedding = self.model.token_embedding
         width = self.config.hidden_size
         ids = torch.tensor([[int(t) if _is_id(t) else 0 for t in row] for row in rows], device=self.device)
-        embeds = embedding(ids)                                     # [n, T, C]
+        embeds = embedding(ids).to(self.dtype)                      # [n, T, C]
         end_index = torch.zeros(len(rows), dtype=torch.long)
         for r, row in enumerate(rows):
             ends = [j for j, t in enumerate(row) if _is_id(t) and int(t) == END_TOKEN]
@@ -115,16 +118,26 @@ class TextEncoder(nn.Module):
         return hidden.float(), pooled.float()
 
 
+class CastingTextEncoder(TextEncoder):
+    """A tower whose weights stay in their stored dtype (fp16 views of the mapped file) and are cast to
+    `compute_dtype` one matrix at a time as they are used (clip.CastLinear / CastLayerNorm): SD3's CLIP-L and
+    CLIP-G on the CPU hold 1.5 GiB of fp16 file pages, which model management drops while other models
+    compute, instead of 3 GiB of fp32 copies. The values are those of an fp32 copy (fp16 -> fp32 is exact)."""
+
+    CASTS_WEIGHTS_PER_USE = True    # model management keeps the stored dtype on the device (weights.py)
+
+
 def _is_id(token: object) -> bool:
     return isinstance(token, numbers.Integral) or (isinstance(token, Tensor) and token.ndim == 0)
 
 
 def load_text_encoder(kind: str, state_dict: Mapping[str, Tensor], *, dtype: torch.dtype | None = None,
-                      **behaviour) -> TextEncoder:
+                      cast_per_use: bool = False, **behaviour) -> TextEncoder:
     """Build a text encoder from checkpoint tensors (prefix already stripped), converting the layout and
     checking every key. dtype None keeps the checkpoint's floating dtype. Meta tensors give a meta model.
     `behaviour` overrides the kind's defaults for a model family (`BEHAVIOUR_FIELDS`: default_clip_skip,
-    norm_hidden_state, pad_token), e.g. `**CLIP_L_PENULTIMATE` for SDXL's CLIP-L."""
+    norm_hidden_state, pad_token), e.g. `**CLIP_L_PENULTIMATE` for SDXL's CLIP-L. `cast_per_use`: weights
+    stored narrower than `dtype` stay as stored and compute in `dtype` (a `CastingTextEncoder`)."""
     unknown = set(behaviour) - set(BEHAVIOUR_FIELDS)
     if unknown:
         raise ModelError(f"unknown text encoder behaviour {sorted(unknown)}; choose from {list(BEHAVIOUR_FIELDS)}")
@@ -137,5 +150,9 @@ def load_text_encoder(kind: str, state_dict: Mapping[str, Tensor], *, dtype: tor
         dtype = params["text_model.embeddings.token_embedding.weight"].dtype
     if not dtype.is_floating_point:
         raise ModelError(f"{kind} text encoder: cannot run in {dtype}")
+    stored = params["text_model.embeddings.token_embedding.weight"].dtype
+    if cast_per_use and stored.is_floating_point and stored.itemsize < dtype.itemsize:
+        model.load_state_dict(dict(params), strict=True, assign=True)
+        return CastingTextEncoder(config, model.eval().requires_grad_(False), compute_dtype=dtype)
     model.load_state_dict({k: cast(v, dtype) for k, v in params.items()}, strict=True, assign=True)
     return TextEncoder(config, model.eval().requires_grad_(False))

@@ -48,10 +48,7 @@ class UNETLoader:
     RETURNS = ("MODEL",)
 
     def run(self, unet_name: str, weight_dtype: str) -> tuple:
-        if weight_dtype != "default":
-            raise ValueError(f"UNETLoader weight_dtype {weight_dtype!r}: fp8 weights are not supported yet; "
-                             "use 'default'")
-        return (loading.load_unet_file(_path("diffusion_models", unet_name), _manager()),)
+        return (loading.load_unet_file(_path("diffusion_models", unet_name), _manager(), weight_dtype=weight_dtype),)
 
 
 @node("CLIPLoader", category="advanced/loaders", display_name="Load CLIP",

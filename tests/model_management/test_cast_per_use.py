@@ -134,3 +134,47 @@ def test_t5_file_pages_are_released_while_the_diffusion_model_computes(sd3_file)
     assert len(released) == 2
     again = conditioning.encode_text(clip, "a cat")   # pages read back from the file: same result
     assert torch.isfinite(again[0][0]).all()
+
+
+# --- CLIP-L / CLIP-G of an fp16 SD3 file: kept fp16, cast per use (models/text/encoder.py CastingTextEncoder) ---
+
+@pytest.fixture(scope="module")
+def sd3_fp16_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sd3fp16") / "tiny-sd3-fp16.safetensors"
+    return write_random_sd3_checkpoint(path, tiny_sd3_spec(dtype=torch.float16, t5_dtype=FP8))
+
+
+def test_fp16_clip_towers_stay_fp16_file_views_and_compute_in_fp32(sd3_fp16_file):
+    from models.text.encoder import CastingTextEncoder
+    manager = ModelManager(MemorySettings())
+    _, clip, _ = loading.load_checkpoint_file(sd3_fp16_file, manager)
+    manager.load_models_for([clip])
+    record = manager.record_of(clip)
+    assert record.dtype == torch.float32                                  # the CPU's text-encoder dtype
+    ranges = list(model_file_ranges().values())
+    for kind in ("clip_l", "clip_g"):
+        tower = clip.module.towers[kind]
+        assert isinstance(tower, CastingTextEncoder) and tower.dtype == torch.float32
+        weights = [p for p in tower.parameters() if p.is_floating_point()]
+        assert {p.dtype for p in weights} == {torch.float16}
+        assert all(any(r.contains(p.data) for r in ranges) for p in weights)    # views of the mapped file
+        keys = [k for k in record.weights.keys() if k.startswith(f"towers.{kind}.")]
+        assert keys and all(k in record.weights.cast_per_use for k in keys)
+        assert all(record.weights.nbytes(k, torch.float32) == record.weights.home[k].numel() * 2 for k in keys)
+
+
+def test_clip_cast_per_use_gives_the_values_of_an_fp32_copy(sd3_fp16_file):
+    from models.files import load_state_dict
+    from models.text import CLIP_L_PENULTIMATE, load_text_encoder
+    with load_state_dict(sd3_fp16_file) as source:
+        for kind, behaviour in (("clip_l", CLIP_L_PENULTIMATE), ("clip_g", {})):
+            prefix = f"text_encoders.{kind}.transformer."
+            state = {k[len(prefix):]: source[k] for k in source if k.startswith(prefix)}
+            kept = load_text_encoder(kind, state, dtype=torch.float32, cast_per_use=True, **behaviour)
+            copied = load_text_encoder(kind, state, dtype=torch.float32, **behaviour)
+            assert kept.model.token_embedding.weight.dtype == torch.float16
+            assert copied.model.token_embedding.weight.dtype == torch.float32
+            a, b = kept.encode("a (red:1.3) cat"), copied.encode("a (red:1.3) cat")
+            assert a[0].dtype == torch.float32
+            torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-6)
+            torch.testing.assert_close(a[1], b[1], rtol=0, atol=1e-6)

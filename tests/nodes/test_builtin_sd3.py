@@ -175,6 +175,23 @@ def test_diffusion_model_alone_and_triple_clip_loader(harness):
     assert options["pooled_output"].abs().sum() == 0
 
 
+@pytest.mark.parametrize("weight_dtype", ["fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"])
+def test_unet_loader_fp8_weight_dtype(harness, weight_dtype):
+    def with_unet(dtype):
+        prompt = txt2img()
+        prompt["20"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny-mmdit.safetensors",
+                                                               "weight_dtype": dtype}}
+        prompt["3"]["inputs"]["model"] = ["20", 0]
+        return prompt
+    default = pixels(harness, with_unet("default"))
+    image = pixels(harness, with_unet(weight_dtype))
+    assert image.shape == default.shape and image.std() > 0
+    assert not np.array_equal(image, default)                       # the weights were rounded to fp8
+    assert np.abs(image.astype(int) - default.astype(int)).mean() < 40
+    harness.engine.clear_cache()
+    assert np.array_equal(image, pixels(harness, with_unet(weight_dtype)))
+
+
 def write_sd3_lora(path, hidden=128, rank=4, seed=0):
     """kohya (single-file names), ComfyUI (diffusion_model.) and diffusers/PEFT (transformer.) keys."""
     from safetensors.torch import save_file
@@ -231,8 +248,47 @@ def test_sd3_lora_names_map_onto_the_mmdit():
     with tempfile.TemporaryDirectory() as d:
         lora = load_lora_state_dict(write_sd3_lora(pathlib.Path(d) / "l.safetensors"))
     result = build_patches(lora, names, module_weight_shapes(model))
-    assert len(result.patches) == 3
-    assert all("to_q" in k for k in result.unmatched) and result.unmatched
+    assert not result.unmatched and result.formats["lora"] == 4
+    # the kohya qkv LoRA and the PEFT to_q one (rows 0..D) land on the same weight: one patch, whole first
+    qkv = result.patches["joint_blocks.0.x_block.attn.qkv.weight"]
+    assert len(result.patches) == 3 and [(s, n) for s, n, _ in qkv.blocks] == [(0, 3 * 128), (0, 128)]
+
+
+def test_sd3_peft_qkv_slices_give_the_pixels_of_the_fused_kohya_lora(harness):
+    """PEFT to_q / to_k / to_v (and add_*_proj) LoRAs through the engine: the same image as one kohya LoRA on
+    the fused qkv whose up is block-diagonal and down stacked (delta rows [Bq Aq; Bk Ak; Bv Av])."""
+    from safetensors.torch import save_file
+    loras = harness.folders.paths("loras")[0]
+    loras.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(5)
+    d, r = 128, 2
+    peft, kohya = {}, {}
+    for block, (peft_names, kohya_name) in {
+            "x": (("to_q", "to_k", "to_v"), "lora_unet_joint_blocks_0_x_block_attn_qkv"),
+            "context": (("add_q_proj", "add_k_proj", "add_v_proj"), "lora_unet_joint_blocks_0_context_block_attn_qkv")}.items():
+        downs, ups = [], []
+        for name in peft_names:
+            downs.append(torch.randn(r, d, generator=g) * 0.3)
+            ups.append(torch.randn(d, r, generator=g) * 0.3)
+            peft[f"transformer.transformer_blocks.0.attn.{name}.lora_A.weight"] = downs[-1]
+            peft[f"transformer.transformer_blocks.0.attn.{name}.lora_B.weight"] = ups[-1]
+        kohya[f"{kohya_name}.lora_down.weight"] = torch.cat(downs)                 # [3r, d]
+        kohya[f"{kohya_name}.lora_up.weight"] = torch.block_diag(*ups)             # [3d, 3r]
+        kohya[f"{kohya_name}.alpha"] = torch.tensor(3.0 * r)                      # scale 1, as PEFT's
+    save_file(peft, str(loras / "sd3-peft-slices.safetensors"))
+    save_file(kohya, str(loras / "sd3-kohya-fused.safetensors"))
+
+    def with_lora(name):
+        prompt = txt2img()
+        prompt["30"] = {"class_type": "LoraLoaderModelOnly",
+                        "inputs": {"model": ["4", 0], "lora_name": name, "strength_model": 0.8}}
+        prompt["3"]["inputs"]["model"] = ["30", 0]
+        return prompt
+    base = pixels(harness, txt2img())
+    sliced = pixels(harness, with_lora("sd3-peft-slices.safetensors"))
+    fused = pixels(harness, with_lora("sd3-kohya-fused.safetensors"))
+    assert not np.array_equal(base, sliced)
+    assert np.abs(sliced.astype(int) - fused.astype(int)).max() <= 1
 
 
 def test_dual_clip_loader_type_sd3(harness):
