@@ -87,13 +87,32 @@ class ClipTextConfig:
         return self.projection_dim or self.hidden_size
 
 
+class CastLinear(nn.Linear):
+    """nn.Linear whose weights are cast to the input's dtype for this call: a tower kept in its stored fp16 /
+    bf16 computes in fp32 with exactly the values of a tower cast to fp32 when loaded (widening is lossless)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, _as(self.weight, x), None if self.bias is None else _as(self.bias, x))
+
+
+class CastLayerNorm(nn.LayerNorm):
+    """nn.LayerNorm with its affine parameters cast to the input's dtype (see CastLinear)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, self.normalized_shape, _as(self.weight, x), _as(self.bias, x), self.eps)
+
+
+def _as(w: Tensor, x: Tensor) -> Tensor:
+    return w if w.dtype == x.dtype else w.to(x.dtype)
+
+
 class ClipAttention(nn.Module):
     def __init__(self, config: ClipTextConfig):
         super().__init__()
         c = config.hidden_size
         self.num_heads = config.num_heads
-        self.q_proj, self.k_proj, self.v_proj = nn.Linear(c, c), nn.Linear(c, c), nn.Linear(c, c)
-        self.out_proj = nn.Linear(c, c)
+        self.q_proj, self.k_proj, self.v_proj = CastLinear(c, c), CastLinear(c, c), CastLinear(c, c)
+        self.out_proj = CastLinear(c, c)
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, c = x.shape
@@ -107,8 +126,8 @@ class ClipAttention(nn.Module):
 class ClipMLP(nn.Module):
     def __init__(self, config: ClipTextConfig):
         super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.fc1 = CastLinear(config.hidden_size, config.intermediate_size)
+        self.fc2 = CastLinear(config.intermediate_size, config.hidden_size)
         self.activation = ACTIVATIONS[config.activation]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -118,9 +137,9 @@ class ClipMLP(nn.Module):
 class ClipLayer(nn.Module):
     def __init__(self, config: ClipTextConfig):
         super().__init__()
-        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm1 = CastLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.self_attn = ClipAttention(config)
-        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm2 = CastLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = ClipMLP(config)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -146,7 +165,7 @@ class ClipTextTransformer(nn.Module):
         super().__init__()
         self.embeddings = ClipEmbeddings(config)
         self.encoder = ClipEncoder(config)
-        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.final_layer_norm = CastLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
 
 class ClipTextModel(nn.Module):
@@ -159,8 +178,11 @@ class ClipTextModel(nn.Module):
     def __init__(self, config: ClipTextConfig):
         super().__init__()
         self.config = config
+        # True when the weights are kept narrower than the compute dtype (load_text_encoder): model management
+        # then leaves them as stored (views of the mapped file) and every layer casts them when it runs
+        self.CASTS_WEIGHTS_PER_USE = False
         self.text_model = ClipTextTransformer(config)
-        self.text_projection = (nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        self.text_projection = (CastLinear(config.hidden_size, config.projection_dim, bias=False)
                                 if config.projection_dim else None)
 
     @property

@@ -37,10 +37,12 @@ class TextEncoder(nn.Module):
     # their layers' weights are read only inside the layers' own forward: streamable layer by layer
     OFFLOAD_LAYERS = True
 
-    def __init__(self, config: ClipTextConfig, model: ClipTextModel | None = None):
+    def __init__(self, config: ClipTextConfig, model: ClipTextModel | None = None,
+                 compute_dtype: torch.dtype | None = None):
         super().__init__()
         self.config = config
         self.model = model if model is not None else ClipTextModel(config)
+        self.compute_dtype = compute_dtype          # None: the weights' dtype
 
     @property
     def kind(self) -> str:
@@ -52,7 +54,8 @@ class TextEncoder(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.token_embedding.weight.dtype
+        """What the tower computes in: `compute_dtype` when set (weights kept narrower, cast per use)."""
+        return self.compute_dtype or self.model.token_embedding.weight.dtype
 
     @property
     def device(self) -> torch.device:
@@ -100,7 +103,7 @@ class TextEncoder(nn.Module):
         embedding = self.model.token_embedding
         width = self.config.hidden_size
         ids = torch.tensor([[int(t) if _is_id(t) else 0 for t in row] for row in rows], device=self.device)
-        embeds = embedding(ids)                                     # [n, T, C]
+        embeds = embedding(ids).to(self.dtype)                      # [n, T, C]
         end_index = torch.zeros(len(rows), dtype=torch.long)
         for r, row in enumerate(rows):
             ends = [j for j, t in enumerate(row) if _is_id(t) and int(t) == END_TOKEN]
@@ -124,7 +127,11 @@ def load_text_encoder(kind: str, state_dict: Mapping[str, Tensor], *, dtype: tor
     """Build a text encoder from checkpoint tensors (prefix already stripped), converting the layout and
     checking every key. dtype None keeps the checkpoint's floating dtype. Meta tensors give a meta model.
     `behaviour` overrides the kind's defaults for a model family (`BEHAVIOUR_FIELDS`: default_clip_skip,
-    norm_hidden_state, pad_token), e.g. `**CLIP_L_PENULTIMATE` for SDXL's CLIP-L."""
+    norm_hidden_state, pad_token), e.g. `**CLIP_L_PENULTIMATE` for SDXL's CLIP-L.
+
+    A `dtype` wider than the stored one (an fp16 file, fp32 on the CPU) keeps the stored tensors (views of a
+    mapped file stay views) and casts them per use: the same values as a cast at load time, since widening is
+    exact, for the file's pages instead of twice their size in RAM (SDXL's bigG: 1.3 GiB, not 2.6)."""
     unknown = set(behaviour) - set(BEHAVIOUR_FIELDS)
     if unknown:
         raise ModelError(f"unknown text encoder behaviour {sorted(unknown)}; choose from {list(BEHAVIOUR_FIELDS)}")
@@ -137,5 +144,16 @@ def load_text_encoder(kind: str, state_dict: Mapping[str, Tensor], *, dtype: tor
         dtype = params["text_model.embeddings.token_embedding.weight"].dtype
     if not dtype.is_floating_point:
         raise ModelError(f"{kind} text encoder: cannot run in {dtype}")
+    stored = params["text_model.embeddings.token_embedding.weight"].dtype
+    if _is_narrower(stored, dtype) and all(_is_narrower(v.dtype, dtype) or not v.is_floating_point()
+                                           for v in params.values()):
+        model.load_state_dict(dict(params), strict=True, assign=True)
+        model.CASTS_WEIGHTS_PER_USE = True
+        return TextEncoder(config, model.eval().requires_grad_(False), compute_dtype=dtype)
     model.load_state_dict({k: cast(v, dtype) for k, v in params.items()}, strict=True, assign=True)
     return TextEncoder(config, model.eval().requires_grad_(False))
+
+
+def _is_narrower(stored: torch.dtype, dtype: torch.dtype) -> bool:
+    """Whether `stored` floats widen to `dtype` without loss (fp16 / bf16 -> fp32)."""
+    return stored in (torch.float16, torch.bfloat16) and dtype == torch.float32
