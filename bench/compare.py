@@ -37,6 +37,14 @@ folder, never copied) with the SD3 template's graph: EmptySD3LatentImage, KSampl
 cfg 4.5. After the warm pairs, one more prompt with a new positive text (1 step) times its CLIPTextEncode
 node, CLIP-L + CLIP-G + T5-XXL on warm models: ``text_encode_s``. ``--rss-cap-gib`` ends a server whose
 anonymous resident set passes it (the machine is shared) and reports that instead of its numbers.
+``--family sdxl``: an SDXL base checkpoint (``--checkpoint``, default the 6.9 GB random fp16 file in the SDXL
+base layout that models/testing.py writes, hard-linked into the models folder, never copied) with the default
+graph above (CLIPTextEncode on the SDXL CLIP, EmptyLatentImage, KSampler euler / normal, cfg 7):
+
+    flock /tmp/plexus-heavy.lock .venv/bin/python bench/compare.py --family sdxl --peer-dir ../peer/ComfyUI \
+        --sizes 512 768 --steps 1 2 --warmup-steps 0 --port-base 8300 --rss-cap-gib 19
+
+``--checkpoint FILE`` (any family) reuses that file instead of writing one.
 Standard library only, apart from ``models.testing`` (torch) to write the checkpoint.
 """
 from __future__ import annotations
@@ -85,6 +93,7 @@ def txt2img_prompt(size: int, steps: int, seed: int, checkpoint: str) -> dict[st
 VAE_DECODE_NODE = "8"
 TEXT_ENCODE_NODE = "6"
 SD3_CHECKPOINT = Path("/tmp/plexus-sd3-medium-random.safetensors")
+SDXL_CHECKPOINT = Path("/work/peer/bench-models/checkpoints/sdxl_random_fp16_s0_sdxl-helper.safetensors")
 
 
 def sd3_prompt(size: int, steps: int, seed: int, checkpoint: str, positive: str = POSITIVE) -> dict[str, Any]:
@@ -105,6 +114,20 @@ def ensure_sd3_checkpoint(models_dir: Path, source: Path) -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         os.link(source, path)
+    return path
+
+
+def linked_checkpoint(models_dir: Path, source: Path) -> Path:
+    """An existing checkpoint hard-linked into the models folder (a symlink across file systems)."""
+    if not source.exists():
+        raise SystemExit(f"{source} does not exist")
+    path = models_dir / "checkpoints" / source.name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, path)
+        except OSError:
+            path.symlink_to(source.resolve())
     return path
 
 
@@ -322,8 +345,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="an unmeasured run at each new size before the pair (0: none)")
     parser.add_argument("--smoke", action="store_true", help="256² only, steps 1 and 2, no warm-up run")
     parser.add_argument("--ckpt-dtype", choices=("fp16", "fp32", "bf16"), default="fp16")
-    parser.add_argument("--family", choices=("sd1", "sd3"), default="sd1",
-                        help="sd3: the SD3 medium all-in-one file and the SD3 graph (see above)")
+    parser.add_argument("--family", choices=("sd1", "sd3", "sdxl"), default="sd1",
+                        help="sd3: the SD3 medium all-in-one file and the SD3 graph; sdxl: an SDXL base file "
+                             "and the default graph (see above)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="an existing checkpoint to run (hard-linked into the models folder); default: "
+                             "written per family (sdxl: the random SDXL base file named above)")
     parser.add_argument("--sd3-checkpoint", type=Path, default=SD3_CHECKPOINT,
                         help="the SD3 medium random file (written there by bench/sd3_memory.py when absent)")
     parser.add_argument("--port-base", type=int, help="first of the ports the servers listen on (one each)")
@@ -369,8 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="plexus-compare-") as tmp:
         work = Path(tmp)
         models_dir = (args.models_dir or work / "models").resolve()
-        checkpoint = (ensure_sd3_checkpoint(models_dir, args.sd3_checkpoint) if args.family == "sd3"
-                      else ensure_checkpoint(models_dir, args.ckpt_dtype))
+        if args.checkpoint is not None or args.family == "sdxl":
+            checkpoint = linked_checkpoint(models_dir, args.checkpoint or SDXL_CHECKPOINT)
+        elif args.family == "sd3":
+            checkpoint = ensure_sd3_checkpoint(models_dir, args.sd3_checkpoint)
+        else:
+            checkpoint = ensure_checkpoint(models_dir, args.ckpt_dtype)
         model_paths = write_model_paths(work, models_dir)
         results = [measure(spec, args, work, model_paths, env, checkpoint.name,
                            out.with_name(f"{out.stem}-{spec.label}.log"),

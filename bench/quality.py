@@ -3,6 +3,9 @@
     .venv/bin/python bench/quality.py                          # full matrix, 256x256, 4 steps, full-size SD1.5 layout
     .venv/bin/python bench/quality.py --tiny                   # the same matrix on a few-MB random checkpoint
     .venv/bin/python bench/quality.py --samplers euler dpmpp_2m --schedulers normal --steps 2
+    .venv/bin/python bench/quality.py --tiny-sdxl              # the matrix on a few-MB SDXL-layout checkpoint
+    flock /tmp/plexus-heavy.lock .venv/bin/python bench/quality.py --size 128 \
+        --model /work/peer/bench-models/checkpoints/sdxl_random_fp16_s0_sdxl-helper.safetensors   # full-size SDXL
 
 The prompt is bench/txt2img.py's (CheckpointLoaderSimple -> CLIPTextEncode x2 -> EmptyLatentImage ->
 KSampler (cfg 7) -> VAEDecode -> PreviewImage), with the sampler and scheduler of each matrix pair. It runs
@@ -50,6 +53,7 @@ from txt2img import DEFAULT_CHECKPOINT, RESULTS, write_checkpoint
 from txt2img import prompt_for as txt2img_prompt
 
 TINY_CHECKPOINT = RESULTS / "sd15-tiny-random.safetensors"
+TINY_SDXL_CHECKPOINT = RESULTS / "sdxl-tiny-random.safetensors"
 CKPT_NAME = "quality.safetensors"
 
 # the sampler families of the quality target, each with both schedulers
@@ -105,6 +109,19 @@ def write_tiny_checkpoint(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     spec = CheckpointSpec("sd1", tiny_unet_config("sd1"), VAEConfig(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1))
     return write_random_checkpoint(path, spec)
+
+
+def write_tiny_sdxl_checkpoint(path: Path) -> Path:
+    """A few-MB random checkpoint in the SDXL base layout (models.testing's tiny SDXL UNet with the real
+    2816-wide label_emb, 2-layer CLIP-L and bigG towers, fp16 on disk as the real file) and the 8x VAE above."""
+    import torch
+
+    from models.testing import tiny_sdxl_text_configs, tiny_sdxl_unet_config, write_sdxl_checkpoint
+    from models.vae import VAEConfig
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_sdxl_checkpoint(path, tiny_sdxl_unet_config(), text=tiny_sdxl_text_configs(),
+                                 vae=VAEConfig(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1), dtype=torch.float16)
 
 
 class ImageStats:
@@ -228,20 +245,25 @@ def main() -> int:
                         help=f"checkpoint to render with (default {DEFAULT_CHECKPOINT.relative_to(ROOT)}, "
                              "written when missing)")
     parser.add_argument("--tiny", action="store_true", help="use a few-MB random checkpoint (a quick check)")
+    parser.add_argument("--tiny-sdxl", action="store_true", help="use a few-MB random SDXL-layout checkpoint")
     parser.add_argument("--samplers", nargs="+", default=list(MATRIX_SAMPLERS), metavar="NAME")
     parser.add_argument("--schedulers", nargs="+", default=list(MATRIX_SCHEDULERS), metavar="NAME")
     parser.add_argument("--size", type=int, default=256, help="image width and height in pixels")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=RESULTS / "quality.json", help="where to write the report")
     args = parser.parse_args()
-    if args.tiny and args.model:
-        parser.error("--tiny and --model pick different checkpoints; pass only one")
-    checkpoint = args.model or (TINY_CHECKPOINT if args.tiny else DEFAULT_CHECKPOINT)
+    if sum((args.tiny, args.tiny_sdxl, args.model is not None)) > 1:
+        parser.error("--tiny, --tiny-sdxl and --model pick different checkpoints; pass only one")
+    checkpoint = args.model or (TINY_CHECKPOINT if args.tiny else TINY_SDXL_CHECKPOINT if args.tiny_sdxl
+                                else DEFAULT_CHECKPOINT)
     if not checkpoint.is_file():
         if args.model:
             parser.error(f"--model {checkpoint}: no such file")
         started = time.perf_counter()
-        write_tiny_checkpoint(checkpoint) if args.tiny else write_checkpoint(checkpoint)
+        writer = write_tiny_checkpoint if args.tiny else write_tiny_sdxl_checkpoint if args.tiny_sdxl \
+            else write_checkpoint
+        writer(checkpoint)
         print(f"wrote {checkpoint} in {time.perf_counter() - started:.0f} s", flush=True)
     pairs = list(matrix_pairs(args.samplers, args.schedulers))
     started = time.perf_counter()
@@ -249,9 +271,9 @@ def main() -> int:
     report.pop("images")
     report["total_s"] = round(time.perf_counter() - started, 1)
     print_table(report)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "quality.json").write_text(json.dumps(report, indent=2))
-    print(f"wrote {RESULTS / 'quality.json'} ({report['total_s']} s)")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.json} ({report['total_s']} s)")
     if not report["is_all_finite"]:
         print("NON-FINITE values in a decoded image (see the rows marked above)")
     return 0 if report["is_all_finite"] else 1

@@ -37,7 +37,7 @@ def encode_text(clip: TextEncoders, text: str) -> Conditioning:
         return flux.encode(clip, text, text)
     conds, pooled = [], None
     for tower in clip.towers:
-        cond, pooled = tower.encode(text, clip_skip=clip.clip_skip, embeddings=clip.embedding_lookup)
+        cond, pooled = tower.encode(text, clip_skip=clip.clip_skip, embeddings=clip.lookup_for(tower))
         conds.append(cond)
     if len(conds) > 1:        # SDXL: CLIP-L and bigG side by side, cut to the shorter (ComfyUI SDXLClipModel)
         cut = min(c.shape[1] for c in conds)
@@ -143,8 +143,11 @@ def encode_sd3(clip: TextEncoders, texts: Mapping[str, str], *, empty_padding: b
     lookup = clip.embedding_lookup
     tokens = {}
     for kind, text in texts.items():
-        tokens[kind] = [] if (kind not in towers or (text == "" and not empty_padding)) else \
-            towers[kind].tokenize(text, lookup) if kind != "t5xxl" else towers[kind].tokenize(text)
+        if kind not in towers or (text == "" and not empty_padding):
+            tokens[kind] = []
+        else:
+            tower = towers[kind]
+            tokens[kind] = tower.tokenize(text) if kind == "t5xxl" else tower.tokenize(text, clip.lookup_for(tower))
     if "clip_l" in towers and "clip_g" in towers and len(tokens["clip_l"]) != len(tokens["clip_g"]):
         for kind, other in (("clip_l", "clip_g"), ("clip_g", "clip_l")):
             while len(tokens[kind]) < len(tokens[other]):

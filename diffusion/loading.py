@@ -168,10 +168,12 @@ def _rebuilder(path: Path, loaded, part: str) -> FileRebuilder | None:
 
 
 def _text_rebuilder(path: Path, loaded) -> FileRebuilder | None:
-    """One rebuilder over every tower of the stack (module keys `towers.<kind>.<tower key>`)."""
+    """One rebuilder over every tower of the stack (module keys `towers.<kind>.<tower key>`). Towers kept as
+    views of the file (cast per use) own no key: the rebuilder then only says the part can come back after a
+    RAM-budget drop (its views are kept as they are)."""
     parts = {kind.removeprefix("text:"): entry for kind, entry in loaded.rebuild.items() if kind.startswith("text:")}
     owned = {f"towers.{kind}.{k}" for kind, (_, keys) in parts.items() for k in keys}
-    if not owned:
+    if not parts:
         return None
 
     def lazy(source):

@@ -175,6 +175,10 @@ class TextEncoderStack(nn.Module):
         return len(self.towers)
 
 
+# text tower kind -> the entry of an SDXL embedding file it reads
+EMBEDDING_ENTRY_OF_TOWER = {"clip_l": "clip_l", "clip_g": "clip_g", "open_clip_g": "clip_g"}
+
+
 class TextEncoders(ClipSurface, ManagedHandle):
     """CLIP: the text towers plus clip skip (None = each tower's default) and an embedding lookup
     (`name -> Tensor [n, C] | None`, used for `embedding:name` in prompts; set by whoever loads embeddings)."""
@@ -199,6 +203,15 @@ class TextEncoders(ClipSurface, ManagedHandle):
         twin = self.clone()
         twin.clip_skip = stop_at_clip_layer
         return twin
+
+    def lookup_for(self, tower: nn.Module) -> EmbeddingLookup | None:
+        """The embedding lookup one tower tokenizes with: an SDXL embedding file holds one entry per tower
+        (`clip_l` [n, 768], `clip_g` [n, 1280]), and each tower reads its own (as ComfyUI's embedding_key),
+        else the entry of its width; a plain callable lookup serves every tower alike."""
+        per_tower = getattr(self.embedding_lookup, "lookup", None)
+        if per_tower is None:
+            return self.embedding_lookup
+        return per_tower(width=tower.config.hidden_size, tower=EMBEDDING_ENTRY_OF_TOWER.get(tower.kind))
 
     def with_embedding_lookup(self, lookup: EmbeddingLookup | None) -> TextEncoders:
         twin = self.clone()

@@ -80,8 +80,8 @@ def encode_sdxl(clip: Any, text_g: str, text_l: str, *, width: int, height: int,
     empty 77-token chunks to the longer one's count (ComfyUI nodes.CLIPTextEncodeSDXL); pooled from bigG."""
     clip_l, big_g = _tower(clip, "clip_l", "CLIPTextEncodeSDXL"), _tower(clip, "open_clip_g", "CLIPTextEncodeSDXL")
     clip.manager.load_models_for([clip])
-    chunks_l = clip_l.tokenize(text_l, clip.embedding_lookup)
-    chunks_g = big_g.tokenize(text_g, clip.embedding_lookup)
+    chunks_l = clip_l.tokenize(text_l, clip.lookup_for(clip_l))
+    chunks_g = big_g.tokenize(text_g, clip.lookup_for(big_g))
     for chunks, tower, other in ((chunks_l, clip_l, chunks_g), (chunks_g, big_g, chunks_l)):
         while len(chunks) < len(other):
             chunks.append([(t, 1.0) for t in tower.empty_chunk()])
@@ -98,7 +98,7 @@ def encode_sdxl_refiner(clip: Any, text: str, *, ascore: float, width: int, heig
     """CLIPTextEncodeSDXLRefiner: the prompt through the refiner's bigG, with its aesthetic score and size."""
     big_g = _tower(clip, "open_clip_g", "CLIPTextEncodeSDXLRefiner")
     clip.manager.load_models_for([clip])
-    cond, pooled = big_g.encode(text, clip_skip=clip.clip_skip, embeddings=clip.embedding_lookup)
+    cond, pooled = big_g.encode(text, clip_skip=clip.clip_skip, embeddings=clip.lookup_for(big_g))
     return [[cond.cpu(), {"pooled_output": pooled.cpu(), "aesthetic_score": ascore, "width": width,
                           "height": height}]]
 

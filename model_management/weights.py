@@ -7,7 +7,7 @@ the model is offloaded, a device copy (cast and patched) while it is loaded, or 
 a streamed module waits for its forward pass. Unloading puts the home tensors back into the slots,
 so the base weights are bit-identical after any load/patch/unload cycle without any copy.
 
-A submodule whose class sets `CASTS_WEIGHTS_PER_USE = True` casts each weight to its compute dtype when it
+A submodule whose class (or the instance itself) sets `CASTS_WEIGHTS_PER_USE = True` casts each weight to its compute dtype when it
 uses it (T5-XXL's fp8 weights, models/text/t5.py): its weights go onto the device as stored unless that
 would be wider than the compute dtype (`device_dtype`), so a 4.9 GB fp8 T5 is not turned into 9.8 GB of
 bf16 (or 19.6 GB of fp32) copies when it is loaded.

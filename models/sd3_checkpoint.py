@@ -30,11 +30,11 @@ def load_sd3_text_encoder(kind: str, state: Mapping[str, Tensor], dtype: torch.d
     if kind == "t5xxl":
         return load_t5_encoder(state, compute_dtype=dtype)
     # CLIP-L / CLIP-G stored narrower than the compute dtype (fp16 files, fp32 on the CPU) stay as stored and
-    # cast per use (encoder.CastingTextEncoder): 1.5 GiB of releasable file pages instead of 3 GiB of fp32
+    # cast per use (encoder.load_text_encoder): 1.5 GiB of releasable file pages instead of 3 GiB of fp32
     if kind == "clip_l":
-        return load_text_encoder("clip_l", state, dtype=dtype, cast_per_use=True, **CLIP_L_PENULTIMATE)
+        return load_text_encoder("clip_l", state, dtype=dtype, **CLIP_L_PENULTIMATE)
     if kind == "clip_g":
-        return load_text_encoder("clip_g", state, dtype=dtype, cast_per_use=True)
+        return load_text_encoder("clip_g", state, dtype=dtype)
     raise ModelError(f"{kind!r} is not an SD3 text encoder (clip_l, clip_g, t5xxl)")
 
 

@@ -34,27 +34,6 @@ ACTIVATIONS = {
 }
 
 
-class CastLinear(nn.Linear):
-    """nn.Linear whose weight and bias are cast to the input's dtype for the call when they differ (a tower
-    kept in its stored fp16 while computing in fp32: `ClipTextModel.CASTS_WEIGHTS_PER_USE`)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        w, b = self.weight, self.bias
-        if w.dtype != x.dtype:
-            w, b = w.to(x.dtype), (b.to(x.dtype) if b is not None else None)
-        return F.linear(x, w, b)
-
-
-class CastLayerNorm(nn.LayerNorm):
-    """nn.LayerNorm with its affine parameters cast to the input's dtype for the call when they differ."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        w, b = self.weight, self.bias
-        if w.dtype != x.dtype:
-            w, b = w.to(x.dtype), b.to(x.dtype)
-        return F.layer_norm(x, self.normalized_shape, w, b, self.eps)
-
-
 # What a kind implies beyond its sizes.
 KIND_DEFAULTS: dict[str, dict] = {
     # SD1: OpenAI CLIP, quick_gelu, last layer, padded with the end token (ComfyUI sd1_clip.py)
@@ -106,6 +85,25 @@ class ClipTextConfig:
     @property
     def pooled_dim(self) -> int:
         return self.projection_dim or self.hidden_size
+
+
+class CastLinear(nn.Linear):
+    """nn.Linear whose weights are cast to the input's dtype for this call: a tower kept in its stored fp16 /
+    bf16 computes in fp32 with exactly the values of a tower cast to fp32 when loaded (widening is lossless)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, _as(self.weight, x), None if self.bias is None else _as(self.bias, x))
+
+
+class CastLayerNorm(nn.LayerNorm):
+    """nn.LayerNorm with its affine parameters cast to the input's dtype (see CastLinear)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, self.normalized_shape, _as(self.weight, x), _as(self.bias, x), self.eps)
+
+
+def _as(w: Tensor, x: Tensor) -> Tensor:
+    return w if w.dtype == x.dtype else w.to(x.dtype)
 
 
 class ClipAttention(nn.Module):
@@ -177,11 +175,14 @@ class ClipTextModel(nn.Module):
     # their layers' weights are read only inside the layers' own forward: streamable layer by layer
     OFFLOAD_LAYERS = True
     # every matrix and norm casts its weights to the activations' dtype (CastLinear, CastLayerNorm), so a tower
-    # kept in its stored fp16 computes in fp32 without an fp32 copy (encoder.CastingTextEncoder)
+    # kept in its stored fp16 computes in fp32 without an fp32 copy (encoder.load_text_encoder)
 
     def __init__(self, config: ClipTextConfig):
         super().__init__()
         self.config = config
+        # True when the weights are kept narrower than the compute dtype (load_text_encoder): model management
+        # then leaves them as stored (views of the mapped file) and every layer casts them when it runs
+        self.CASTS_WEIGHTS_PER_USE = False
         self.text_model = ClipTextTransformer(config)
         self.text_projection = (CastLinear(config.hidden_size, config.projection_dim, bias=False)
                                 if config.projection_dim else None)

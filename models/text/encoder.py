@@ -54,7 +54,7 @@ class TextEncoder(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        """What it computes in."""
+        """What the tower computes in: `compute_dtype` when set (weights kept narrower, cast per use)."""
         return self.compute_dtype or self.model.token_embedding.weight.dtype
 
     @property
@@ -118,26 +118,20 @@ class TextEncoder(nn.Module):
         return hidden.float(), pooled.float()
 
 
-class CastingTextEncoder(TextEncoder):
-    """A tower whose weights stay in their stored dtype (fp16 views of the mapped file) and are cast to
-    `compute_dtype` one matrix at a time as they are used (clip.CastLinear / CastLayerNorm): SD3's CLIP-L and
-    CLIP-G on the CPU hold 1.5 GiB of fp16 file pages, which model management drops while other models
-    compute, instead of 3 GiB of fp32 copies. The values are those of an fp32 copy (fp16 -> fp32 is exact)."""
-
-    CASTS_WEIGHTS_PER_USE = True    # model management keeps the stored dtype on the device (weights.py)
-
-
 def _is_id(token: object) -> bool:
     return isinstance(token, numbers.Integral) or (isinstance(token, Tensor) and token.ndim == 0)
 
 
 def load_text_encoder(kind: str, state_dict: Mapping[str, Tensor], *, dtype: torch.dtype | None = None,
-                      cast_per_use: bool = False, **behaviour) -> TextEncoder:
+                      **behaviour) -> TextEncoder:
     """Build a text encoder from checkpoint tensors (prefix already stripped), converting the layout and
     checking every key. dtype None keeps the checkpoint's floating dtype. Meta tensors give a meta model.
     `behaviour` overrides the kind's defaults for a model family (`BEHAVIOUR_FIELDS`: default_clip_skip,
-    norm_hidden_state, pad_token), e.g. `**CLIP_L_PENULTIMATE` for SDXL's CLIP-L. `cast_per_use`: weights
-    stored narrower than `dtype` stay as stored and compute in `dtype` (a `CastingTextEncoder`)."""
+    norm_hidden_state, pad_token), e.g. `**CLIP_L_PENULTIMATE` for SDXL's CLIP-L.
+
+    A `dtype` wider than the stored one (an fp16 file, fp32 on the CPU) keeps the stored tensors (views of a
+    mapped file stay views) and casts them per use: the same values as a cast at load time, since widening is
+    exact, for the file's pages instead of twice their size in RAM (SDXL's bigG: 1.3 GiB, not 2.6)."""
     unknown = set(behaviour) - set(BEHAVIOUR_FIELDS)
     if unknown:
         raise ModelError(f"unknown text encoder behaviour {sorted(unknown)}; choose from {list(BEHAVIOUR_FIELDS)}")
@@ -151,8 +145,15 @@ def load_text_encoder(kind: str, state_dict: Mapping[str, Tensor], *, dtype: tor
     if not dtype.is_floating_point:
         raise ModelError(f"{kind} text encoder: cannot run in {dtype}")
     stored = params["text_model.embeddings.token_embedding.weight"].dtype
-    if cast_per_use and stored.is_floating_point and stored.itemsize < dtype.itemsize:
+    if _is_narrower(stored, dtype) and all(_is_narrower(v.dtype, dtype) or not v.is_floating_point()
+                                           for v in params.values()):
         model.load_state_dict(dict(params), strict=True, assign=True)
-        return CastingTextEncoder(config, model.eval().requires_grad_(False), compute_dtype=dtype)
+        model.CASTS_WEIGHTS_PER_USE = True
+        return TextEncoder(config, model.eval().requires_grad_(False), compute_dtype=dtype)
     model.load_state_dict({k: cast(v, dtype) for k, v in params.items()}, strict=True, assign=True)
     return TextEncoder(config, model.eval().requires_grad_(False))
+
+
+def _is_narrower(stored: torch.dtype, dtype: torch.dtype) -> bool:
+    """Whether `stored` floats widen to `dtype` without loss (fp16 / bf16 -> fp32)."""
+    return stored in (torch.float16, torch.bfloat16) and dtype == torch.float32

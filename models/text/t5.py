@@ -209,7 +209,7 @@ class T5Block(nn.Module):
         # one block's 190 MB at a time instead of 4.4 GiB, but every encode reads all of them again (from the
         # page cache, or the disk once the cache lost them). Off by default: measured (bench/sd3_memory.py
         # --t5-per-block-release), a warm encode kept its pages and the SD3 prompt's peak RSS stayed within
-        # 1.2x the file once CLIP-L/G stay fp16 (encoder.CastingTextEncoder); model management drops T5's
+        # 1.2x the file once CLIP-L/G stay fp16 (encoder.load_text_encoder); model management drops T5's
         # pages while the diffusion model samples (registry._release_idle_pages)
         self.releases_file_pages = False
 

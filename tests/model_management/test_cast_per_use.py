@@ -136,7 +136,7 @@ def test_t5_file_pages_are_released_while_the_diffusion_model_computes(sd3_file)
     assert torch.isfinite(again[0][0]).all()
 
 
-# --- CLIP-L / CLIP-G of an fp16 SD3 file: kept fp16, cast per use (models/text/encoder.py CastingTextEncoder) ---
+# --- CLIP-L / CLIP-G of an fp16 SD3 file: kept fp16, cast per use (models/text/encoder.py load_text_encoder) ---
 
 @pytest.fixture(scope="module")
 def sd3_fp16_file(tmp_path_factory) -> Path:
@@ -145,7 +145,6 @@ def sd3_fp16_file(tmp_path_factory) -> Path:
 
 
 def test_fp16_clip_towers_stay_fp16_file_views_and_compute_in_fp32(sd3_fp16_file):
-    from models.text.encoder import CastingTextEncoder
     manager = ModelManager(MemorySettings())
     _, clip, _ = loading.load_checkpoint_file(sd3_fp16_file, manager)
     manager.load_models_for([clip])
@@ -154,7 +153,7 @@ def test_fp16_clip_towers_stay_fp16_file_views_and_compute_in_fp32(sd3_fp16_file
     ranges = list(model_file_ranges().values())
     for kind in ("clip_l", "clip_g"):
         tower = clip.module.towers[kind]
-        assert isinstance(tower, CastingTextEncoder) and tower.dtype == torch.float32
+        assert tower.model.CASTS_WEIGHTS_PER_USE and tower.dtype == torch.float32
         weights = [p for p in tower.parameters() if p.is_floating_point()]
         assert {p.dtype for p in weights} == {torch.float16}
         assert all(any(r.contains(p.data) for r in ranges) for p in weights)    # views of the mapped file
@@ -170,7 +169,7 @@ def test_clip_cast_per_use_gives_the_values_of_an_fp32_copy(sd3_fp16_file):
         for kind, behaviour in (("clip_l", CLIP_L_PENULTIMATE), ("clip_g", {})):
             prefix = f"text_encoders.{kind}.transformer."
             state = {k[len(prefix):]: source[k] for k in source if k.startswith(prefix)}
-            kept = load_text_encoder(kind, state, dtype=torch.float32, cast_per_use=True, **behaviour)
+            kept = load_text_encoder(kind, state, dtype=torch.float32, **behaviour)
             copied = load_text_encoder(kind, state, dtype=torch.float32, **behaviour)
             assert kept.model.token_embedding.weight.dtype == torch.float16
             assert copied.model.token_embedding.weight.dtype == torch.float32
