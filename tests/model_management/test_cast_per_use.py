@@ -170,7 +170,8 @@ def test_clip_cast_per_use_gives_the_values_of_an_fp32_copy(sd3_fp16_file):
             prefix = f"text_encoders.{kind}.transformer."
             state = {k[len(prefix):]: source[k] for k in source if k.startswith(prefix)}
             kept = load_text_encoder(kind, state, dtype=torch.float32, **behaviour)
-            copied = load_text_encoder(kind, state, dtype=torch.float32, **behaviour)
+            copied = load_text_encoder(kind, {k: v.float() for k, v in state.items()}, dtype=torch.float32,
+                                       **behaviour)
             assert kept.model.token_embedding.weight.dtype == torch.float16
             assert copied.model.token_embedding.weight.dtype == torch.float32
             a, b = kept.encode("a (red:1.3) cat"), copied.encode("a (red:1.3) cat")
