@@ -12,7 +12,7 @@ from execution.errors import PlexusError
 from imaging.canny import canny, canny_edges
 from tests.imaging.canny_images import synthetic_image
 
-THRESHOLDS = [(0.4, 0.8), (0.1, 0.2), (0.05, 0.9)]
+THRESHOLDS = [(0.4, 0.8), (0.1, 0.2), (0.05, 0.6)]
 
 
 def _image(seed: int, height: int = 192, width: int = 256) -> torch.Tensor:   # IMAGE [1, H, W, 3] in 0..1
