@@ -22,7 +22,8 @@ ComfyUI's behaviour kept (comfy/controlnet.py, comfy/samplers.py, nodes.py):
   still batches); the deprecated ControlNetApply marks its control to be copied onto the negative
   entries that have none (`share_with_uncond`);
 - "diff" ControlNets (a `difference` key) hold differences to the base UNet's weights, which
-  DiffControlNetLoader adds; files whose name ends in `_shuffle` use global average pooling.
+  DiffControlNetLoader adds; files whose name ends in `_shuffle` use global average pooling;
+- control-LoRA files are built on the MODEL being sampled when sampling starts (diffusion.control_lora).
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ from models.errors import ModelError
 from models.files import load_state_dict
 from models.t2i_adapter import T2IAdapter, residuals_for_features
 
+from .control_lora import ControlLoraFile
 from .loading import _dtype_for, attention_setting, cached_load, load_dtype_for
 from .objects import ManagedHandle
 
@@ -65,14 +67,24 @@ class ControlModel(ManagedHandle):
 @dataclass(frozen=True)
 class ControlNetFile:
     """CONTROL_NET: a loaded control model plus how ComfyUI applies it."""
-    model: ControlModel
-    kind: str                                 # "controlnet" | "t2i_adapter"
+    model: ControlModel | None                # None for a control-LoRA (built on the sampled MODEL)
+    kind: str                                 # "controlnet" | "t2i_adapter" | "control_lora"
     is_global_average_pooling: bool = False   # *_shuffle files: residuals averaged over the image
     control_types: tuple[int, ...] = ()       # union ControlNets: SetUnionControlNetType's choice (() = auto)
+    lora: ControlLoraFile | None = None       # a control-LoRA file
 
     @property
     def hint_channels(self) -> int:
-        return self.model.module.config.hint_channels
+        return self.lora.hint_channels if self.lora is not None else self.model.module.config.hint_channels
+
+    def model_for(self, base_model) -> ControlModel:
+        """The network to run beside `base_model` (the MODEL being sampled)."""
+        if self.lora is None:
+            return self.model
+        if base_model is None:
+            raise ModelError(f"{self.lora.path.name} is a control-LoRA: it is built on the model it is sampled "
+                             "with, and none was given")
+        return self.lora.model_for(base_model, ControlModel)
 
 
 def set_union_type(net: ControlNetFile, type_name: str) -> ControlNetFile:
@@ -106,6 +118,10 @@ def load_control_file(path: str | os.PathLike, manager: Any, *, base_model=None)
     CONTROL_NET. A diff ControlNet needs `base_model` (a MODEL): its UNet weights are added to the file's."""
     path = Path(path)
     attention = attention_setting(manager)
+    with load_state_dict(path) as source:
+        detected = detect_control_model(source.shapes())
+    if detected.kind == "control_lora":
+        return ControlNetFile(None, "control_lora", lora=ControlLoraFile(path, detected, manager))
 
     def load() -> tuple:
         with load_state_dict(path) as source:
@@ -173,6 +189,7 @@ class ControlApplication:
         self.percent_range = percent_range
         self.vae = vae
         self.previous = previous
+        self.control_model: ControlModel | None = net.model       # a control-LoRA's: set by models(base_model)
         self._cache: dict[tuple, Tensor | list[Tensor]] = {}     # (kind, size, device, dtype) -> hint/features
 
     def chain(self) -> list[ControlApplication]:
@@ -182,8 +199,14 @@ class ControlApplication:
             node = node.previous
         return out
 
-    def models(self) -> list[ControlModel]:
-        return [a.net.model for a in self.chain()]
+    def models(self, base_model=None) -> list[ControlModel]:
+        """The networks of this application and those below it, to run beside `base_model` (ComfyUI's
+        pre_run: a control-LoRA is built on it here)."""
+        out = []
+        for application in self.chain():
+            application.control_model = application.net.model_for(base_model)
+            out.append(application.control_model)
+        return out
 
     def _is_active(self, sigma: float, model_sampling) -> bool:
         start, end = self.percent_range
@@ -201,7 +224,7 @@ class ControlApplication:
         return hint
 
     def _own_residuals(self, x: Tensor, timestep: Tensor, inputs: dict, chunks: int) -> ControlResiduals:
-        module = self.net.model.module
+        module = self.control_model.module
         device = x.device
         h_px, w_px = x.shape[2] * LATENT_TO_PIXELS, x.shape[3] * LATENT_TO_PIXELS
         if self.net.kind == "t2i_adapter":
@@ -307,14 +330,14 @@ def share_with_uncond(positive: Sequence, negative: Sequence | None) -> Sequence
     return out
 
 
-def control_models(*conditionings: Iterable | None) -> list[ControlModel]:
-    """Every control model the conditionings use (to load with the diffusion model), each once."""
+def control_models(*conditionings: Iterable | None, base_model=None) -> list[ControlModel]:
+    """Every control model the conditionings use (to load with the diffusion model `base_model`), each once."""
     seen: dict[int, ControlModel] = {}
     for conditioning in conditionings:
         for entry in conditioning or ():
             control = entry[1].get("control") if len(entry) > 1 else None
             if isinstance(control, ControlApplication):
-                for model in control.models():
+                for model in control.models(base_model):
                     seen.setdefault(id(model.shared), model)
     return list(seen.values())
 

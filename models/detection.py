@@ -400,18 +400,17 @@ def detect_flux_checkpoint(shapes: Shapes) -> ModelConfig:
 
 @dataclass(frozen=True)
 class ControlModelInfo:
-    kind: str                  # "controlnet" | "t2i_adapter"
+    kind: str                  # "controlnet" | "t2i_adapter" | "control_lora"
     layout: str                # "ldm" (original names) | "diffusers"
     prefix: str                # stripped before the module sees the keys ("control_model." or "")
-    config: object             # models.controlnet.ControlNetConfig | models.t2i_adapter.T2IAdapterConfig
+    config: object             # models.controlnet.ControlNetConfig / ControlLoraConfig | T2IAdapterConfig
     is_diff: bool = False      # a "diff" ControlNet: weights are differences to the base UNet's
 
 
 def detect_control_model(shapes: Shapes) -> ControlModelInfo:
     """Which control model a ControlNetLoader file holds (ComfyUI load_controlnet_state_dict's order)."""
-    if "lora_controlnet" in shapes:
-        raise UnsupportedModelError("Control-LoRA files (Stability's rank-decomposed ControlNets) are not "
-                                    "supported yet", "found `lora_controlnet`")
+    if "lora_controlnet" in shapes:                     # Stability control-LoRA: built on the base UNet
+        return ControlModelInfo("control_lora", "ldm", "", detect_control_lora(shapes))
     if "controlnet_cond_embedding.conv_in.weight" in shapes:
         config = detect_controlnet_diffusers(shapes)
         if "task_embedding" in shapes:                  # union ControlNet (xinsir ControlNet++ / ProMax)
@@ -426,6 +425,18 @@ def detect_control_model(shapes: Shapes) -> ControlModelInfo:
         return ControlModelInfo("t2i_adapter", "diffusers" if "adapter.body.0.resnets.0.block1.weight" in shapes
                                 else "ldm", "", config)
     raise UnknownModelError("Not a ControlNet or T2I-Adapter file", summarise_keys(list(shapes)))
+
+
+def detect_control_lora(shapes: Shapes):
+    """ControlLoraConfig of a control-LoRA file: its hint channels, rank and whether it takes SDXL's ADM
+    vector (the rest of its shape is the base UNet's, known only when it is applied)."""
+    from models.controlnet import ControlLoraConfig
+    if "input_hint_block.0.weight" not in shapes:
+        raise UnknownModelError("Unknown control-LoRA layout: no input_hint_block.0.weight",
+                                summarise_keys(list(shapes)))
+    ranks = {v[0] for k, v in shapes.items() if k.endswith(".down") and "__" not in k}
+    return ControlLoraConfig(hint_channels=shapes["input_hint_block.0.weight"][1], rank=max(ranks, default=0),
+                             has_adm=any(k.startswith("label_emb.") for k in shapes))
 
 
 def _encoder_config(shapes: Shapes, levels: list[tuple[int, list[int]]], *, model_channels: int,
