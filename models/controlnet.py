@@ -91,12 +91,17 @@ class ControlResiduals:
     - `after_input[i]`: added to h right after input block i (T2I-Adapter features; the skip kept from
       block i includes it);
     - `skips[i]`: added to the skip kept from input block i when its output block reads it (ControlNet);
-    - `middle`: added to the middle block's output.
+    - `middle`: added to the middle block's output;
+    - `after_block[i]`: added to the image tokens after transformer block i (MM-DiT ControlNets).
     A tensor whose shape does not broadcast to the UNet's is left out with a warning (as ComfyUI does).
     """
     after_input: dict[int, Tensor] = field(default_factory=dict)
     skips: dict[int, Tensor] = field(default_factory=dict)
     middle: Tensor | None = None
+    after_block: dict[int, Tensor] = field(default_factory=dict)
+
+    def add_after_block(self, index: int, tokens: Tensor) -> Tensor:
+        return _add(tokens, self.after_block.get(index), "transformer", index)
 
     def add_after_input(self, index: int, h: Tensor) -> Tensor:
         return _add(h, self.after_input.get(index), "input", index)
@@ -108,13 +113,15 @@ class ControlResiduals:
         return _add(h, self.middle, "middle", 0)
 
     def tensors(self) -> list[Tensor]:
-        return [*self.after_input.values(), *self.skips.values(), *([self.middle] if self.middle is not None else [])]
+        return [*self.after_input.values(), *self.skips.values(), *([self.middle] if self.middle is not None else []),
+                *self.after_block.values()]
 
     def map(self, fn) -> ControlResiduals:
         """The same residuals with `fn` applied to each tensor."""
         return ControlResiduals({k: fn(v) for k, v in self.after_input.items()},
                                 {k: fn(v) for k, v in self.skips.items()},
-                                None if self.middle is None else fn(self.middle))
+                                None if self.middle is None else fn(self.middle),
+                                {k: fn(v) for k, v in self.after_block.items()})
 
     def plus(self, other: ControlResiduals | None) -> ControlResiduals:
         """Residuals of two stacked control models (summed where both give one), as ComfyUI's control_merge."""
@@ -128,7 +135,8 @@ class ControlResiduals:
             return out
         middle = self.middle if other.middle is None else (
             other.middle if self.middle is None else other.middle + self.middle)
-        return ControlResiduals(merged(self.after_input, other.after_input), merged(self.skips, other.skips), middle)
+        return ControlResiduals(merged(self.after_input, other.after_input), merged(self.skips, other.skips), middle,
+                                merged(self.after_block, other.after_block))
 
 
 def _add(h: Tensor, residual: Tensor | None, where: str, index: int) -> Tensor:
