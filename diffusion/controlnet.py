@@ -22,7 +22,12 @@ ComfyUI's behaviour kept (comfy/controlnet.py, comfy/samplers.py, nodes.py):
   still batches); the deprecated ControlNetApply marks its control to be copied onto the negative
   entries that have none (`share_with_uncond`);
 - "diff" ControlNets (a `difference` key) hold differences to the base UNet's weights, which
-  DiffControlNetLoader adds; files whose name ends in `_shuffle` use global average pooling.
+  DiffControlNetLoader adds; files whose name ends in `_shuffle` use global average pooling;
+- control-LoRA files are built on the MODEL being sampled when sampling starts (diffusion.control_lora);
+- SD3 ControlNets (MM-DiT) take a latent hint: the hint at 8x the latent size, VAE-encoded (the `vae` input
+  of ControlNetApplyAdvanced) and scaled by SD3's latent factor with no shift (ComfyUI's "SD3 controlnet
+  weirdness": shift_factor 0); the inpainting one (17 hint channels) gets the keep-mask (1 - mask) resized
+  to the latent as its last channel, 1 everywhere without a mask (ControlNetInpaintingAliMamaApply).
 """
 from __future__ import annotations
 
@@ -41,17 +46,24 @@ from imaging.resize import upscale
 from model_management import ModelPart
 from models import checkpoint as checkpoint_loader
 from models.controlnet import UNION_CONTROL_TYPES, ControlNet, ControlResiduals
+from models.controlnet_mmdit import MMDiTControlNet
+from models.convert.controlnet_mmdit import sd3_controlnet_state
 from models.convert import controlnet as control_keys
 from models.detection import ControlModelInfo, detect_control_model
 from models.errors import ModelError
 from models.files import load_state_dict
 from models.t2i_adapter import T2IAdapter, residuals_for_features
+from sampling.latent_format import SD3 as SD3_LATENT
 
+from . import vae_ops
+
+from .control_lora import ControlLoraFile
 from .loading import _dtype_for, attention_setting, cached_load, load_dtype_for
 from .objects import ManagedHandle
 
 HINT_UPSCALE = "nearest-exact"
 LATENT_TO_PIXELS = 8
+LATENT_HINT_KINDS = ("mmdit_controlnet",)      # control models whose hint is a VAE latent
 
 
 class ControlModel(ManagedHandle):
@@ -65,14 +77,24 @@ class ControlModel(ManagedHandle):
 @dataclass(frozen=True)
 class ControlNetFile:
     """CONTROL_NET: a loaded control model plus how ComfyUI applies it."""
-    model: ControlModel
-    kind: str                                 # "controlnet" | "t2i_adapter"
+    model: ControlModel | None                # None for a control-LoRA (built on the sampled MODEL)
+    kind: str                                 # "controlnet" | "t2i_adapter" | "control_lora"
     is_global_average_pooling: bool = False   # *_shuffle files: residuals averaged over the image
     control_types: tuple[int, ...] = ()       # union ControlNets: SetUnionControlNetType's choice (() = auto)
+    lora: ControlLoraFile | None = None       # a control-LoRA file
 
     @property
     def hint_channels(self) -> int:
-        return self.model.module.config.hint_channels
+        return self.lora.hint_channels if self.lora is not None else self.model.module.config.hint_channels
+
+    def model_for(self, base_model) -> ControlModel:
+        """The network to run beside `base_model` (the MODEL being sampled)."""
+        if self.lora is None:
+            return self.model
+        if base_model is None:
+            raise ModelError(f"{self.lora.path.name} is a control-LoRA: it is built on the model it is sampled "
+                             "with, and none was given")
+        return self.lora.model_for(base_model, ControlModel)
 
 
 def set_union_type(net: ControlNetFile, type_name: str) -> ControlNetFile:
@@ -85,6 +107,10 @@ def set_union_type(net: ControlNetFile, type_name: str) -> ControlNetFile:
 
 def _build(info: ControlModelInfo, source, dtype: torch.dtype, attention: str):
     keys = list(source.shapes())
+    if info.kind == "mmdit_controlnet":
+        state = sd3_controlnet_state({k: source[k] for k in keys})
+        return checkpoint_loader.build_module(lambda: MMDiTControlNet(info.config, attention), {k: k for k in state},
+                                              state, dtype, "SD3 ControlNet")
     if info.kind == "t2i_adapter":
         key_map = (control_keys.diffusers_t2i_key_map(info.config, keys) if info.layout == "diffusers"
                    else control_keys.t2i_original_key_map(keys))
@@ -106,6 +132,10 @@ def load_control_file(path: str | os.PathLike, manager: Any, *, base_model=None)
     CONTROL_NET. A diff ControlNet needs `base_model` (a MODEL): its UNet weights are added to the file's."""
     path = Path(path)
     attention = attention_setting(manager)
+    with load_state_dict(path) as source:
+        detected = detect_control_model(source.shapes())
+    if detected.kind == "control_lora":
+        return ControlNetFile(None, "control_lora", lora=ControlLoraFile(path, detected, manager))
 
     def load() -> tuple:
         with load_state_dict(path) as source:
@@ -166,13 +196,15 @@ class ControlApplication:
 
     def __init__(self, net: ControlNetFile, hint: Tensor, strength: float = 1.0,
                  percent_range: tuple[float, float] = (0.0, 1.0), vae=None,
-                 previous: ControlApplication | None = None):
+                 previous: ControlApplication | None = None, extra_concat: Sequence[Tensor] = ()):
         self.net = net
         self.hint = hint
         self.strength = strength
         self.percent_range = percent_range
         self.vae = vae
+        self.extra_concat = list(extra_concat)                   # [B, C, H, W] channels joined to a latent hint
         self.previous = previous
+        self.control_model: ControlModel | None = net.model       # a control-LoRA's: set by models(base_model)
         self._cache: dict[tuple, Tensor | list[Tensor]] = {}     # (kind, size, device, dtype) -> hint/features
 
     def chain(self) -> list[ControlApplication]:
@@ -182,8 +214,14 @@ class ControlApplication:
             node = node.previous
         return out
 
-    def models(self) -> list[ControlModel]:
-        return [a.net.model for a in self.chain()]
+    def models(self, base_model=None) -> list[ControlModel]:
+        """The networks of this application and those below it, to run beside `base_model` (ComfyUI's
+        pre_run: a control-LoRA is built on it here)."""
+        out = []
+        for application in self.chain():
+            application.control_model = application.net.model_for(base_model)
+            out.append(application.control_model)
+        return out
 
     def _is_active(self, sigma: float, model_sampling) -> bool:
         start, end = self.percent_range
@@ -200,8 +238,32 @@ class ControlApplication:
             hint = self._cache[key]
         return hint
 
+    def _latent_hint_at(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """The hint as the latent an SD3 ControlNet takes [b, Ch, height, width] (ComfyUI ControlNet.get_control
+        with a VAE and compression ratio 1): pixels at the VAE's scale, encoded, SD3-scaled without shift,
+        plus the extra channels (the inpainting net's keep-mask), each resized to the latent."""
+        key = ("latent", height, width, device, dtype)
+        hint = self._cache.get(key)
+        if hint is None:
+            f = getattr(self.vae, "downscale_ratio", LATENT_TO_PIXELS)
+            pixels = upscale(self.hint.float(), width * f, height * f, HINT_UPSCALE, "center")
+            latent = vae_ops.encode(self.vae, pixels.movedim(1, -1)) * SD3_LATENT.scale_factor   # shift 0
+            extra = list(self.extra_concat)
+            module = self.control_model.module
+            if getattr(module.config, "is_inpaint", False) and not extra:
+                extra = [torch.ones(1, 1, 1, 1)]                                     # no mask: keep all
+            parts = [latent] + [upscale(c.float(), width, height, HINT_UPSCALE, "center")
+                                .expand(latent.shape[0] if c.shape[0] == 1 else c.shape[0], -1, -1, -1)
+                                for c in extra]
+            if len({p.shape[0] for p in parts}) > 1:
+                batch = max(p.shape[0] for p in parts)
+                parts = [p.repeat(math.ceil(batch / p.shape[0]), 1, 1, 1)[:batch] for p in parts]
+            self._cache = {key: torch.cat(parts, dim=1).to(device=device, dtype=dtype)}
+            hint = self._cache[key]
+        return hint
+
     def _own_residuals(self, x: Tensor, timestep: Tensor, inputs: dict, chunks: int) -> ControlResiduals:
-        module = self.net.model.module
+        module = self.control_model.module
         device = x.device
         h_px, w_px = x.shape[2] * LATENT_TO_PIXELS, x.shape[3] * LATENT_TO_PIXELS
         if self.net.kind == "t2i_adapter":
@@ -213,6 +275,10 @@ class ControlApplication:
                 features = module(self._hint_at(*size, device, module.dtype))
                 self._cache[key] = features
             out = _broadcast_residuals(features, x.shape[0], chunks)
+        elif self.net.kind in LATENT_HINT_KINDS:
+            hint = broadcast_hint(self._latent_hint_at(x.shape[2], x.shape[3], device, module.dtype), x.shape[0], chunks)
+            context = inputs.get("crossattn_controlnet", inputs["c_crossattn"]).to(device)
+            out = module(x, hint, timestep.to(device), context)
         else:
             hint = broadcast_hint(self._hint_at(h_px, w_px, device, module.dtype), x.shape[0], chunks)
             context = inputs.get("crossattn_controlnet", inputs["c_crossattn"]).to(device)
@@ -245,12 +311,17 @@ def _hint_from_image(image: Tensor) -> Tensor:
 
 
 def apply_control(positive: list, negative: list, net: ControlNetFile, image: Tensor, *, strength: float,
-                  start_percent: float = 0.0, end_percent: float = 1.0, vae=None) -> tuple[list, list]:
+                  start_percent: float = 0.0, end_percent: float = 1.0, vae=None,
+                  extra_concat: Sequence[Tensor] = ()) -> tuple[list, list]:
     """ControlNetApplyAdvanced: both conditionings get the application (one object per control it is
-    stacked on, shared by positive and negative so the CFG pair still batches)."""
+    stacked on, shared by positive and negative so the CFG pair still batches). `vae` encodes the hint of
+    the control models that take a latent (SD3); others ignore it, as ComfyUI does."""
     if strength == 0:
         return positive, negative
     _check_net(net)
+    if net.kind in LATENT_HINT_KINDS and vae is None:
+        raise PlexusError("invalid_input", "This ControlNet (SD3) takes its hint as a latent: connect a VAE",
+                          "connect the model's VAE to the 'vae' input of the Apply ControlNet node")
     hint = _hint_from_image(image)
     made: dict[int, ControlApplication] = {}
     out = []
@@ -261,10 +332,31 @@ def apply_control(positive: list, negative: list, net: ControlNetFile, image: Te
             application = made.get(id(previous))
             if application is None:
                 application = made[id(previous)] = ControlApplication(
-                    net, hint, strength, (start_percent, end_percent), vae=vae, previous=previous)
+                    net, hint, strength, (start_percent, end_percent), vae=vae, previous=previous,
+                    extra_concat=extra_concat)
             entries.append([tensor, {**options, "control": application, "control_apply_to_uncond": False}])
         out.append(entries)
     return out[0], out[1]
+
+
+def apply_inpainting_control(positive: list, negative: list, net: ControlNetFile, vae, image: Tensor, mask: Tensor,
+                             *, strength: float, start_percent: float = 0.0, end_percent: float = 1.0) -> tuple[list, list]:
+    """ControlNetInpaintingAliMamaApply: for an inpainting ControlNet (a keep-mask hint channel) the hint
+    image is blacked out where `mask` is 1 (the mask resized bilinearly to the image and rounded) and the
+    keep-mask 1 - mask joins the latent hint; other ControlNets get the plain ControlNetApplyAdvanced."""
+    _check_net(net)
+    extra: list[Tensor] = []
+    module = net.model.module if net.model is not None else None
+    if getattr(getattr(module, "config", None), "is_inpaint", False):
+        keep = 1.0 - mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float()         # [Bm, 1, h, w]
+        keep_at_image = upscale(keep, image.shape[2], image.shape[1], "bilinear", "center").round()
+        if keep_at_image.shape[0] not in (1, image.shape[0]):
+            raise PlexusError("invalid_input", "ControlNetInpaintingAliMamaApply: the mask batch does not fit the "
+                              "image batch", f"{keep_at_image.shape[0]} masks for {image.shape[0]} images")
+        image = image * keep_at_image.movedim(1, -1)                                   # [B, H, W, 1] broadcasts
+        extra = [keep]
+    return apply_control(positive, negative, net, image, strength=strength, start_percent=start_percent,
+                         end_percent=end_percent, vae=vae, extra_concat=extra)
 
 
 def apply_control_to_one(conditioning: list, net: ControlNetFile, image: Tensor, *, strength: float) -> list:
@@ -307,14 +399,14 @@ def share_with_uncond(positive: Sequence, negative: Sequence | None) -> Sequence
     return out
 
 
-def control_models(*conditionings: Iterable | None) -> list[ControlModel]:
-    """Every control model the conditionings use (to load with the diffusion model), each once."""
+def control_models(*conditionings: Iterable | None, base_model=None) -> list[ControlModel]:
+    """Every control model the conditionings use (to load with the diffusion model `base_model`), each once."""
     seen: dict[int, ControlModel] = {}
     for conditioning in conditionings:
         for entry in conditioning or ():
             control = entry[1].get("control") if len(entry) > 1 else None
             if isinstance(control, ControlApplication):
-                for model in control.models():
+                for model in control.models(base_model):
                     seen.setdefault(id(model.shared), model)
     return list(seen.values())
 

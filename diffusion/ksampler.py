@@ -207,7 +207,7 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
     samples = fix_empty_latent_channels(model, latent["samples"])
     reporter = reporter or StepReporter(_previewer(model, preview_folders))
     negative = controlnet.share_with_uncond(positive, negative)
-    handles = [model, *controlnet.control_models(positive, negative)]   # loaded together, one budget
+    handles = [model, *controlnet.control_models(positive, negative, base_model=model)]   # one budget
     positive_conds = _conds(model, positive, "positive", tuple(samples.shape))
     negative_conds = _conds(model, negative, "negative", tuple(samples.shape)) if negative is not None else []
     shape = tuple(samples.shape)

@@ -49,6 +49,41 @@ class ControlNetConfig:
     union_control_types: int = 0     # > 0: a union ControlNet with this many control types (task_embedding rows)
 
 
+@dataclass(frozen=True)
+class ControlLoraConfig:
+    """A Stability control-LoRA: a ControlNet whose encoder weights are the base UNet's plus low-rank deltas
+    (Hu et al. 2021, "LoRA", arXiv:2106.09685, eq. 3 with alpha = rank), built on the UNet it is applied to."""
+    hint_channels: int = 3
+    rank: int = 0                    # the largest `.down` rank in the file (informative)
+    has_adm: bool = False            # has `label_emb`: made for SDXL (takes the ADM vector y)
+
+
+def control_lora_state(module_shapes: dict[str, tuple[int, ...]], base: dict[str, Tensor],
+                       full: dict[str, Tensor], low_rank: dict[str, tuple[Tensor, Tensor]],
+                       dtype: torch.dtype) -> dict[str, Tensor]:
+    """The state dict of a control-LoRA's ControlNet: each weight from the file when it holds it in full,
+    else the base UNet's same-named weight; plus up @ down (flattened to [out, rank] x [rank, in * k * k],
+    reshaped to the weight) where the file has low-rank factors (as ComfyUI's ControlLoraOps)."""
+    missing = sorted(k for k in module_shapes if k not in full and k not in base)
+    if missing:
+        raise KeyError(f"control-LoRA: {len(missing)} weights neither in the file nor in the base model "
+                       f"(is it for this model's family?): {missing[:8]}")
+    unknown = sorted(k for k in (*full, *low_rank) if k not in module_shapes)
+    if unknown:
+        raise KeyError(f"control-LoRA: {len(unknown)} file weights the ControlNet does not have: {unknown[:8]}")
+    state: dict[str, Tensor] = {}
+    for name, shape in module_shapes.items():
+        weight = (full[name] if name in full else base[name]).to(torch.float32)
+        if tuple(weight.shape) != shape:
+            raise KeyError(f"control-LoRA: {name} has shape {tuple(weight.shape)}, the ControlNet needs {shape} "
+                           "(a control-LoRA for another base model)")
+        if name in low_rank:
+            up, down = low_rank[name]
+            weight = weight + (up.flatten(1).float() @ down.flatten(1).float()).reshape(shape)
+        state[name] = weight.to(dtype)
+    return state
+
+
 @dataclass
 class ControlResiduals:
     """What control models add inside one UNet forward, keyed by the UNet's input-block index.
@@ -56,12 +91,17 @@ class ControlResiduals:
     - `after_input[i]`: added to h right after input block i (T2I-Adapter features; the skip kept from
       block i includes it);
     - `skips[i]`: added to the skip kept from input block i when its output block reads it (ControlNet);
-    - `middle`: added to the middle block's output.
+    - `middle`: added to the middle block's output;
+    - `after_block[i]`: added to the image tokens after transformer block i (MM-DiT ControlNets).
     A tensor whose shape does not broadcast to the UNet's is left out with a warning (as ComfyUI does).
     """
     after_input: dict[int, Tensor] = field(default_factory=dict)
     skips: dict[int, Tensor] = field(default_factory=dict)
     middle: Tensor | None = None
+    after_block: dict[int, Tensor] = field(default_factory=dict)
+
+    def add_after_block(self, index: int, tokens: Tensor) -> Tensor:
+        return _add(tokens, self.after_block.get(index), "transformer", index)
 
     def add_after_input(self, index: int, h: Tensor) -> Tensor:
         return _add(h, self.after_input.get(index), "input", index)
@@ -73,13 +113,15 @@ class ControlResiduals:
         return _add(h, self.middle, "middle", 0)
 
     def tensors(self) -> list[Tensor]:
-        return [*self.after_input.values(), *self.skips.values(), *([self.middle] if self.middle is not None else [])]
+        return [*self.after_input.values(), *self.skips.values(), *([self.middle] if self.middle is not None else []),
+                *self.after_block.values()]
 
     def map(self, fn) -> ControlResiduals:
         """The same residuals with `fn` applied to each tensor."""
         return ControlResiduals({k: fn(v) for k, v in self.after_input.items()},
                                 {k: fn(v) for k, v in self.skips.items()},
-                                None if self.middle is None else fn(self.middle))
+                                None if self.middle is None else fn(self.middle),
+                                {k: fn(v) for k, v in self.after_block.items()})
 
     def plus(self, other: ControlResiduals | None) -> ControlResiduals:
         """Residuals of two stacked control models (summed where both give one), as ComfyUI's control_merge."""
@@ -93,7 +135,8 @@ class ControlResiduals:
             return out
         middle = self.middle if other.middle is None else (
             other.middle if self.middle is None else other.middle + self.middle)
-        return ControlResiduals(merged(self.after_input, other.after_input), merged(self.skips, other.skips), middle)
+        return ControlResiduals(merged(self.after_input, other.after_input), merged(self.skips, other.skips), middle,
+                                merged(self.after_block, other.after_block))
 
 
 def _add(h: Tensor, residual: Tensor | None, where: str, index: int) -> Tensor:

@@ -400,18 +400,22 @@ def detect_flux_checkpoint(shapes: Shapes) -> ModelConfig:
 
 @dataclass(frozen=True)
 class ControlModelInfo:
-    kind: str                  # "controlnet" | "t2i_adapter"
+    kind: str                  # "controlnet" | "t2i_adapter" | "control_lora" | "mmdit_controlnet" (SD3)
     layout: str                # "ldm" (original names) | "diffusers"
     prefix: str                # stripped before the module sees the keys ("control_model." or "")
-    config: object             # models.controlnet.ControlNetConfig | models.t2i_adapter.T2IAdapterConfig
+    config: object             # models.controlnet.ControlNetConfig / ControlLoraConfig | T2IAdapterConfig
     is_diff: bool = False      # a "diff" ControlNet: weights are differences to the base UNet's
 
 
 def detect_control_model(shapes: Shapes) -> ControlModelInfo:
     """Which control model a ControlNetLoader file holds (ComfyUI load_controlnet_state_dict's order)."""
-    if "lora_controlnet" in shapes:
-        raise UnsupportedModelError("Control-LoRA files (Stability's rank-decomposed ControlNets) are not "
-                                    "supported yet", "found `lora_controlnet`")
+    if "lora_controlnet" in shapes:                     # Stability control-LoRA: built on the base UNet
+        return ControlModelInfo("control_lora", "ldm", "", detect_control_lora(shapes))
+    if "controlnet_blocks.0.weight" in shapes and "pos_embed_input.proj.weight" in shapes:
+        if "transformer_blocks.0.adaLN_modulation.1.bias" in shapes:
+            raise UnsupportedModelError("SD3.5 ControlNets in Stability's format (blur / canny / depth for SD3.5 "
+                                        "large) are not supported yet", "found transformer_blocks.*.adaLN_modulation")
+        return ControlModelInfo("mmdit_controlnet", "diffusers", "", detect_mmdit_controlnet(shapes))
     if "controlnet_cond_embedding.conv_in.weight" in shapes:
         config = detect_controlnet_diffusers(shapes)
         if "task_embedding" in shapes:                  # union ControlNet (xinsir ControlNet++ / ProMax)
@@ -426,6 +430,38 @@ def detect_control_model(shapes: Shapes) -> ControlModelInfo:
         return ControlModelInfo("t2i_adapter", "diffusers" if "adapter.body.0.resnets.0.block1.weight" in shapes
                                 else "ldm", "", config)
     raise UnknownModelError("Not a ControlNet or T2I-Adapter file", summarise_keys(list(shapes)))
+
+
+def detect_mmdit_controlnet(shapes: Shapes):
+    """MMDiTControlNetConfig of a diffusers SD3ControlNetModel file (`transformer_blocks`, `controlnet_blocks`,
+    `pos_embed_input`); the base model has hidden / 64 blocks (as ComfyUI's load_controlnet_mmdit assumes)."""
+    from models.controlnet_mmdit import HEAD_WIDTH, MMDiTControlNetConfig
+    if "pos_embed.pos_embed" not in shapes:
+        raise UnknownModelError("Unknown SD3 ControlNet layout: no stored position embedding (pos_embed.pos_embed)",
+                                summarise_keys(list(shapes)))
+    hidden, in_channels, patch = shapes["pos_embed.proj.weight"][:3]
+    blocks = _block_indices(shapes, "transformer_blocks.")
+    mmdit = MMDiTConfig(
+        depth=len(blocks), hidden_size=hidden, num_heads=hidden // HEAD_WIDTH, patch_size=patch,
+        in_channels=in_channels, out_channels=in_channels, context_in_dim=shapes["context_embedder.weight"][1],
+        adm_in_dim=shapes["time_text_embed.text_embedder.linear_1.weight"][1],
+        pos_embed_max_size=math.isqrt(shapes["pos_embed.pos_embed"][1]),
+        qk_norm="transformer_blocks.0.attn.norm_q.weight" in shapes,
+        dual_attention_blocks=tuple(i for i in blocks if f"transformer_blocks.{i}.attn2.to_q.weight" in shapes))
+    return MMDiTControlNetConfig(mmdit=mmdit, base_depth=hidden // HEAD_WIDTH,
+                                 hint_channels=shapes["pos_embed_input.proj.weight"][1])
+
+
+def detect_control_lora(shapes: Shapes):
+    """ControlLoraConfig of a control-LoRA file: its hint channels, rank and whether it takes SDXL's ADM
+    vector (the rest of its shape is the base UNet's, known only when it is applied)."""
+    from models.controlnet import ControlLoraConfig
+    if "input_hint_block.0.weight" not in shapes:
+        raise UnknownModelError("Unknown control-LoRA layout: no input_hint_block.0.weight",
+                                summarise_keys(list(shapes)))
+    ranks = {v[0] for k, v in shapes.items() if k.endswith(".down") and "__" not in k}
+    return ControlLoraConfig(hint_channels=shapes["input_hint_block.0.weight"][1], rank=max(ranks, default=0),
+                             has_adm=any(k.startswith("label_emb.") for k in shapes))
 
 
 def _encoder_config(shapes: Shapes, levels: list[tuple[int, list[int]]], *, model_channels: int,

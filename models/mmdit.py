@@ -248,8 +248,9 @@ class MMDiT(nn.Module):
         return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor | None = None, *,
-                skip_blocks: frozenset[int] = frozenset()) -> Tensor:
-        """`skip_blocks`: joint blocks to pass through unchanged (Skip Layer Guidance)."""
+                skip_blocks: frozenset[int] = frozenset(), control=None) -> Tensor:
+        """`skip_blocks`: joint blocks to pass through unchanged (Skip Layer Guidance); `control`: a
+        models.controlnet.ControlResiduals whose `after_block` tensors join the image tokens (SD3 ControlNets)."""
         p = self.config.patch_size
         height, width = x.shape[-2:]
         # latent sides not divisible by p are padded circularly and cropped again at the end (as ComfyUI)
@@ -269,5 +270,7 @@ class MMDiT(nn.Module):
             if i in skip_blocks:
                 continue
             ctx, tokens = block(ctx, tokens, c, self.attention_fn)
+            if control is not None:
+                tokens = control.add_after_block(i, tokens)
         out = self.unpatchify(self.final_layer(tokens, c), h, w)                       # [B, C, H', W']
         return out[:, :, :height, :width]

@@ -510,6 +510,36 @@ def write_random_controlnet(path: str | Path, config, *, layout: str = "control_
     return Path(path)
 
 
+CONTROL_LORA_OWN = ("input_hint_block.", "zero_convs.", "middle_block_out.")
+
+
+def write_random_control_lora(path: str | Path, unet_config, *, rank: int = 4, hint_channels: int = 3,
+                              dtype: torch.dtype = torch.float32, seed: int = 0) -> Path:
+    """A random control-LoRA file in Stability's layout for a UNet with `unet_config`: the `lora_controlnet`
+    marker; `<module>.up` [out, rank(, 1, 1)] / `<module>.down` [rank, in(, k, k)] for every Linear / Conv2d
+    weight of the encoder copy; full tensors for biases, norms and the ControlNet's own parts (hint block,
+    zero convs, middle_block_out)."""
+    from models.controlnet import ControlNet, ControlNetConfig
+    shapes = module_layout(ControlNet, ControlNetConfig(unet=unet_config, hint_channels=hint_channels), "")
+    layout_map: Layout = {"lora_controlnet": ((), dtype)}
+    for key, shape in shapes.items():
+        if key.endswith(".weight") and len(shape) >= 2 and not key.startswith(CONTROL_LORA_OWN):
+            module = key[:-len(".weight")]
+            kernel = tuple(shape[2:])
+            layout_map[module + ".up"] = ((shape[0], rank, *(1,) * len(kernel)), dtype)
+            layout_map[module + ".down"] = ((rank, shape[1], *kernel), dtype)
+        else:
+            layout_map[key] = (shape, dtype)
+
+    def make(name: str) -> Tensor:
+        if name == "lora_controlnet":
+            return torch.zeros((), dtype=dtype)
+        std = 0.05 if name.endswith((".up", ".down")) else None
+        return random_tensor(name, layout_map[name][0], dtype, seed, std=std)
+    write_safetensors_streaming(path, layout_map, make)
+    return Path(path)
+
+
 def tiny_t2i_config(kind: str = "full", hint_channels: int = 3):
     """A T2I-Adapter whose stages fit `tiny_unet_config("sd1")` with 2 res blocks per level: (32, 64, 64)."""
     from models.t2i_adapter import T2IAdapterConfig

@@ -12,6 +12,10 @@ shape both ways):
 - T2I-Adapter, diffusers layout (`T2IAdapter.save_pretrained`, keys under `adapter.`): full
   `body.L.resnets.J` -> `body.{L*n+J}` with the stage's `in_conv` on its first block; light
   `body.L.resnets.J` -> `body.L.body.J`;
+- control-LoRA (Stability's `control-lora-*-rank*.safetensors`, marked by a `lora_controlnet` key): bare
+  original names; `<module>.up` / `<module>.down` are the low-rank factors of a Linear / Conv2d weight of the
+  base UNet's encoder (`control_lora_parts`), `<name>.weight` / `.bias` are full tensors (the hint block,
+  zero convs, norms, biases);
 - union ControlNets (diffusers layout): `task_embedding`, `transformer_layes`, `spatial_ch_projs` and
   `control_add_embedding` keep their names, except `attn.in_proj_weight/bias` -> `attn.in_proj.weight/bias`.
 """
@@ -95,3 +99,27 @@ def strip_wrapper(state: Mapping) -> Mapping:
     """TencentARC pickles sometimes hold the adapter under an `adapter` entry."""
     inner = state.get("adapter") if hasattr(state, "get") else None
     return inner if isinstance(inner, Mapping) else state
+
+
+CONTROL_LORA_MARKER = "lora_controlnet"
+_LOW_RANK_LEAVES = (".up", ".down")
+
+
+def control_lora_parts(keys: Iterable[str]) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """A control-LoRA file's keys -> ({module key: file key} of its full tensors,
+    {module weight key: (up key, down key)} of its low-rank weight deltas). As ComfyUI's ControlLora, keys
+    that are not `.weight` / `.bias` / `.up` / `.down`, or hold `__`, are not parts of the net."""
+    full: dict[str, str] = {}
+    factors: dict[str, dict[str, str]] = {}
+    for key in keys:
+        if key == CONTROL_LORA_MARKER or "__" in key:
+            continue
+        if key.endswith(_LOW_RANK_LEAVES):
+            module, _, leaf = key.rpartition(".")
+            factors.setdefault(module + ".weight", {})[leaf] = key
+        elif key.endswith((".weight", ".bias")):
+            full[key] = key
+    incomplete = sorted(k for k, f in factors.items() if len(f) != 2)
+    if incomplete:
+        raise KeyError(f"control-LoRA low-rank weights without their pair (.up and .down): {incomplete[:8]}")
+    return full, {k: (f["up"], f["down"]) for k, f in factors.items()}

@@ -226,3 +226,12 @@ def test_a_file_that_is_no_control_model_is_a_structured_error(harness):
     assert result.status == "error"
     assert result.error["node_type"] == "ControlNetLoader"
     assert "Not a ControlNet or T2I-Adapter" in result.error["exception_message"]
+
+
+def test_canny_hint_workflow_runs_with_builtin_nodes_only(harness):
+    """LoadImage -> Canny -> ControlNetApplyAdvanced -> KSampler: the edge map is the hint."""
+    p = prompt(controls=[("cn.safetensors", 1.0, 0.0, 1.0)])
+    p["13"] = {"class_type": "Canny", "inputs": {"image": ["10", 0], "low_threshold": 0.2, "high_threshold": 0.5}}
+    p["30"]["inputs"]["image"] = ["13", 0]
+    edges = sampled(harness, p)
+    assert not torch.equal(edges, sampled(harness, prompt(controls=[("cn.safetensors", 1.0, 0.0, 1.0)])))

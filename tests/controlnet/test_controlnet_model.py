@@ -12,7 +12,7 @@ from models.checkpoint import build_module
 from models.controlnet import ControlNet, ControlNetConfig
 from models.convert import controlnet as control_keys
 from models.detection import detect_control_model
-from models.errors import UnknownModelError, UnsupportedModelError
+from models.errors import UnknownModelError
 from models.files import load_state_dict
 from models.t2i_adapter import T2IAdapter
 from models.testing import (tiny_controlnet_config, tiny_t2i_config, write_random_controlnet,
@@ -76,9 +76,9 @@ def test_sd15_t2i_adapter_is_detected_and_matches_the_manifest():
         assert module_shapes(T2IAdapter(info.config)) == shapes
 
 
-def test_control_lora_and_unknown_files_are_refused_with_reasons():
-    with pytest.raises(UnsupportedModelError, match="Control-LoRA"):
-        detect_control_model({"lora_controlnet": (), "input_hint_block.0.weight": (16, 3, 3, 3)})
+def test_unknown_files_are_refused_with_reasons():
+    with pytest.raises(UnknownModelError, match="control-LoRA"):
+        detect_control_model({"lora_controlnet": (), "zero_convs.0.0.weight": (320, 320, 1, 1)})
     with pytest.raises(UnknownModelError):
         detect_control_model({"model.diffusion_model.input_blocks.0.0.weight": (320, 4, 3, 3)})
 
