@@ -532,3 +532,37 @@ def detect_t2i_adapter(shapes: Shapes):
     return T2IAdapterConfig(kind="full", in_channels=cin, channels=channels, num_res_blocks=n, kernel_size=kernel,
                             use_conv_down=any(k.endswith("down_opt.op.weight") for k in s),
                             is_xl=cin in (256, 768))
+
+
+# --- CLIP vision towers (models/clip_vision.py; HF names, models/convert/clip_vision.py converts OpenCLIP) ---
+
+# SigLIP so400m/14 at 384 px: 27 x 27 patches (384 // 14; the conv drops the last 6 pixels)
+SIGLIP_IMAGE_SIZES = {(27, 14): 384}
+
+
+def detect_clip_vision(shapes: Shapes):
+    """ClipVisionConfig of a vision tower in the Hugging Face layout (`vision_model.*`). Widths, depth, patch
+    and image size come from the shapes; what they cannot say follows ComfyUI's configs
+    (comfy/clip_vision_config_*.json): SigLIP (no class token) uses the tanh GELU and 0.5 mean/std, the
+    1024-wide OpenAI ViT-L quick_gelu, the OpenCLIP towers (H 1280, bigG 1664) the exact GELU."""
+    from models.clip_vision import SIGLIP_MEAN, SIGLIP_STD, ClipVisionConfig, heads_for
+    p = "vision_model."
+    if p + "embeddings.patch_embedding.weight" not in shapes:
+        raise UnknownModelError("Not a CLIP vision file: no `vision_model.embeddings.patch_embedding.weight`",
+                                f"{len(shapes)} tensors; key prefixes found: {summarise_keys(sorted(_prefixes(shapes)))}")
+    hidden, _, patch, _ = shapes[p + "embeddings.patch_embedding.weight"]           # [C, 3, p, p]
+    is_siglip = p + "embeddings.class_embedding" not in shapes
+    positions = shapes[p + "embeddings.position_embedding.weight"][0]
+    grid = math.isqrt(positions - (0 if is_siglip else 1))
+    if grid * grid != positions - (0 if is_siglip else 1):
+        raise UnknownModelError(f"Unknown CLIP vision layout: {positions} position embeddings is not a square "
+                                "patch grid (plus a class token)")
+    layers = len(_block_indices(shapes, p + "encoder.layers."))
+    projection = shapes.get("visual_projection.weight", (None,))[0]
+    activation = "gelu_pytorch_tanh" if is_siglip else ("quick_gelu" if hidden == 1024 else "gelu")
+    extra = dict(image_mean=SIGLIP_MEAN, image_std=SIGLIP_STD, layer_norm_eps=1e-6) if is_siglip else {}
+    return ClipVisionConfig(hidden_size=hidden, num_layers=layers, num_heads=heads_for(hidden),
+                            intermediate_size=shapes[p + "encoder.layers.0.mlp.fc1.weight"][0],
+                            activation=activation, image_size=SIGLIP_IMAGE_SIZES.get((grid, patch), grid * patch),
+                            patch_size=patch,
+                            projection_dim=projection, is_siglip=is_siglip, **extra)
