@@ -96,7 +96,7 @@ def detect(shapes: Shapes) -> ModelConfig:
                                 f"{len(shapes)} tensors; key prefixes found: "
                                 f"{summarise_keys(sorted(_prefixes(shapes)))}") from None
     vae = detect_vae(shapes, VAE_PREFIX)
-    if unet.adm_in_channels:
+    if unet.adm_in_channels and not is_unclip(shapes, unet):
         return _detect_sdxl(shapes, unet, vae)
     slots = _text_encoder_slots(shapes)
     family = "sd2" if unet.use_linear_in_transformer else "sd1"
@@ -108,6 +108,8 @@ def detect(shapes: Shapes) -> ModelConfig:
     if family == "sd2":
         unet = replace(unet, upcast_attention=True)     # fp16 logits overflow (see models/attention.py)
     variant = {4: "base", 9: "inpaint"}.get(unet.in_channels, f"in{unet.in_channels}")
+    if unet.adm_in_channels:                            # SD2.1 unCLIP (see is_unclip)
+        variant = "unclip"
     prediction = "v" if family == "sd2" and unet.in_channels == 4 else "eps"
     has_ema = any(k.startswith(EMA_PREFIX + "diffusion_model") for k in shapes)
     return ModelConfig(family=family, variant=variant, prediction_type=prediction, unet=unet, vae=vae,
@@ -115,12 +117,28 @@ def detect(shapes: Shapes) -> ModelConfig:
                        latent_downscale=vae.downscale_factor, text_encoders=tuple(slots), has_ema=has_ema)
 
 
+# SD2.1 unCLIP (ComfyUI supported_models.SD21UnclipL / SD21UnclipH): label_emb takes the noise-augmented
+# CLIP image embedding and its noise-level embedding, 2 x 768 (ViT-L) or 2 x 1024 (ViT-H); the files bundle
+# the OpenCLIP vision tower under `embedder.model.visual.`.
+UNCLIP_ADM_WIDTHS = {1536: "unclip_l", 2048: "unclip_h"}
+UNCLIP_VISION_PREFIX = "embedder.model.visual."
+
+
+def is_unclip(shapes: Shapes, unet: UNetConfig) -> bool:
+    """An SD2.x UNet with label_emb that is not SDXL: it bundles a vision tower, or label_emb has the
+    width of SD2.1 unCLIP-L / -H."""
+    if not unet.use_linear_in_transformer or any(k.startswith("conditioner.embedders.") for k in shapes):
+        return False
+    return (unet.adm_in_channels in UNCLIP_ADM_WIDTHS
+            or any(k.startswith(UNCLIP_VISION_PREFIX) for k in shapes))
+
+
 def _detect_sdxl(shapes: Shapes, unet: UNetConfig, vae: VAEConfig) -> ModelConfig:
     family = SDXL_ADM_FAMILIES.get(unet.adm_in_channels)
     if family is None:
         raise UnsupportedModelError(
             f"Checkpoint has a class-conditioned UNet (label_emb input {unet.adm_in_channels}) that is not SDXL",
-            "SDXL base files have 2816, the refiner 2560; SD2 unCLIP (1536/2048) is not supported yet")
+            "SDXL base files have 2816, the refiner 2560; SD2.1 unCLIP (1536/2048) files need their OpenCLIP text and vision towers")
     slots = _sdxl_text_encoder_slots(shapes, family)
     variant = {4: "base", 9: "inpaint"}.get(unet.in_channels, f"in{unet.in_channels}")
     if family == "sdxl":

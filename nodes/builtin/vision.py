@@ -1,0 +1,57 @@
+"""CLIP vision and unCLIP nodes (ComfyUI's specs); the work is in diffusion.clip_vision / diffusion.unclip."""
+from __future__ import annotations
+
+import torch
+
+from diffusion import clip_vision as vision_ops
+from diffusion import unclip
+from nodes import services
+from nodes.spec import Combo, Float, Input, node
+
+
+def _manager():
+    return services.current().model_manager()
+
+
+@node("CLIPVisionLoader", category="loaders", display_name="Load CLIP Vision",
+      description="Loads a CLIP vision tower (ViT-L/H/bigG or SigLIP, Hugging Face or OpenCLIP layout).")
+class CLIPVisionLoader:
+    clip_name = Combo(services.file_list("clip_vision"))
+    RETURNS = ("CLIP_VISION",)
+
+    def run(self, clip_name: str) -> tuple:
+        return (vision_ops.load_clip_vision_file(services.folders().find("clip_vision", clip_name), _manager()),)
+
+
+@node("CLIPVisionEncode", category="conditioning", display_name="CLIP Vision Encode")
+class CLIPVisionEncode:
+    clip_vision = Input("CLIP_VISION")
+    image = Input("IMAGE")
+    crop = Combo(list(vision_ops.CROP_MODES))
+    RETURNS = ("CLIP_VISION_OUTPUT",)
+
+    def run(self, clip_vision, image: torch.Tensor, crop: str) -> tuple:
+        return (vision_ops.encode_image(clip_vision, image, crop),)
+
+
+@node("unCLIPCheckpointLoader", category="loaders", display_name="unCLIPCheckpointLoader")
+class unCLIPCheckpointLoader:
+    ckpt_name = Combo(services.file_list("checkpoints"))
+    RETURNS = ("MODEL", "CLIP", "VAE", "CLIP_VISION")
+
+    def run(self, ckpt_name: str) -> tuple:
+        return unclip.load_unclip_checkpoint(services.folders().find("checkpoints", ckpt_name), _manager(),
+                                             embedding_dirs=services.folders().paths("embeddings"))
+
+
+@node("unCLIPConditioning", category="conditioning", display_name="unCLIPConditioning")
+class unCLIPConditioning:
+    conditioning = Input("CONDITIONING")
+    clip_vision_output = Input("CLIP_VISION_OUTPUT")
+    strength = Float(1.0, min=-10.0, max=10.0, step=0.01)
+    noise_augmentation = Float(0.0, min=0.0, max=1.0, step=0.01)
+    RETURNS = ("CONDITIONING",)
+
+    def run(self, conditioning, clip_vision_output, strength: float, noise_augmentation: float) -> tuple:
+        return (unclip.unclip_conditioning(conditioning, clip_vision_output, strength=strength,
+                                           noise_augmentation=noise_augmentation),)
