@@ -584,3 +584,18 @@ def detect_clip_vision(shapes: Shapes):
                             activation=activation, image_size=SIGLIP_IMAGE_SIZES.get((grid, patch), grid * patch),
                             patch_size=patch,
                             projection_dim=projection, is_siglip=is_siglip, **extra)
+
+
+# --- style models (models/style_model.py) ------------------------------------------------------------------
+
+def detect_style_model(shapes: Shapes):
+    """StyleModelConfig of a StyleModelLoader file (models/style_model.py): a T2I style adapter or FLUX Redux."""
+    from models.style_model import StyleModelConfig
+    if "style_embedding" in shapes:
+        _, tokens, width = shapes["style_embedding"]
+        layers = len({k.split(".")[1] for k in shapes if k.startswith("transformer_layes.")})
+        return StyleModelConfig("t2i_style", width, shapes["proj"][1], num_layers=layers, num_tokens=tokens)
+    if "redux_down.weight" in shapes:
+        return StyleModelConfig("redux", shapes["redux_up.weight"][1], shapes["redux_down.weight"][0])
+    raise UnknownModelError("Not a style model: neither a T2I style adapter (`style_embedding`) nor FLUX Redux "
+                            "(`redux_down.weight`)", summarise_keys(list(shapes)))

@@ -98,3 +98,15 @@ def write_unclip_checkpoint(path: str | Path, vision: ClipVisionConfig, vae, *, 
     layout.update({k: (tuple(v.shape), v.dtype) for k, v in extra.items()})
     write_safetensors_streaming(path, layout, lambda k: extra[k] if k in extra else make(k))
     return Path(path)
+
+
+# --- style models ------------------------------------------------------------------------------------------
+
+def write_random_style_model(path: str | Path, config, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+    """A StyleModelLoader file (models.style_model.StyleModelConfig: T2I style adapter or FLUX Redux)."""
+    from models.style_model import style_model_for
+    shapes = module_layout(lambda c: style_model_for(c), config, "")
+    state = {k: random_tensor(k, s, dtype, seed, std=0.1 if k == "style_embedding" else None)
+             for k, s in shapes.items()}
+    _write(path, state)
+    return Path(path)

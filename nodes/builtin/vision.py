@@ -1,9 +1,11 @@
-"""CLIP vision and unCLIP nodes (ComfyUI's specs); the work is in diffusion.clip_vision / diffusion.unclip."""
+"""CLIP vision, unCLIP, style-model and GLIGEN nodes (ComfyUI's specs); the work is in diffusion.clip_vision,
+diffusion.unclip, diffusion.style_model and diffusion.gligen."""
 from __future__ import annotations
 
 import torch
 
 from diffusion import clip_vision as vision_ops
+from diffusion import style_model as style_ops
 from diffusion import unclip
 from nodes import services
 from nodes.spec import Combo, Float, Input, node
@@ -55,3 +57,27 @@ class unCLIPConditioning:
     def run(self, conditioning, clip_vision_output, strength: float, noise_augmentation: float) -> tuple:
         return (unclip.unclip_conditioning(conditioning, clip_vision_output, strength=strength,
                                            noise_augmentation=noise_augmentation),)
+
+
+@node("StyleModelLoader", category="loaders", display_name="Load Style Model")
+class StyleModelLoader:
+    style_model_name = Combo(services.file_list("style_models"))
+    RETURNS = ("STYLE_MODEL",)
+
+    def run(self, style_model_name: str) -> tuple:
+        path = services.folders().find("style_models", style_model_name)
+        return (style_ops.load_style_model_file(path, _manager()),)
+
+
+@node("StyleModelApply", category="conditioning/style_model", display_name="Apply Style Model")
+class StyleModelApply:
+    conditioning = Input("CONDITIONING")
+    style_model = Input("STYLE_MODEL")
+    clip_vision_output = Input("CLIP_VISION_OUTPUT")
+    strength = Float(1.0, min=0.0, max=10.0, step=0.001)
+    strength_type = Combo(list(style_ops.STRENGTH_TYPES))
+    RETURNS = ("CONDITIONING",)
+
+    def run(self, conditioning, style_model, clip_vision_output, strength: float, strength_type: str) -> tuple:
+        return (style_ops.apply_style_model(conditioning, style_model, clip_vision_output, strength=strength,
+                                            strength_type=strength_type),)
