@@ -36,7 +36,7 @@ from sampling.core import Step
 from sampling.guidance import DualCFGDenoiser, conds_from_conditioning
 from sampling.schedules import calculate_sigmas
 
-from . import controlnet, patch_api, previews, sdxl
+from . import controlnet, gligen, patch_api, previews, sdxl
 from .compile import UNetForward, sampling_forward
 from .objects import DiffusionModel
 from .prepacking import prepacked_for_sampling
@@ -115,9 +115,13 @@ def _model_function(model: DiffusionModel, unet, transformer_options: dict):
             if residuals is not None:
                 extra["control"] = residuals
                 call = getattr(unet, "module", unet)            # eager: a compiled forward takes tensors only
-        if not is_patched:
+        options = {**transformer_options, **inputs.get("transformer_options", {})}
+        if "model_patch" in inputs:               # GLIGEN boxes of this batch (diffusion.gligen): a middle patch
+            options = gligen.transformer_options_for(inputs["model_patch"], tuple(x.shape), options)
+            call = getattr(unet, "module", unet)                # eager: patches are not compiled
+        elif not is_patched:
             return call(*args, **extra).to(x.dtype)
-        with unet_patches.patched_call({**transformer_options, **inputs.get("transformer_options", {})}):
+        with unet_patches.patched_call(options):
             return call(*args, **extra).to(x.dtype)
 
     wrapper = model.options.get("model_function_wrapper")
@@ -208,7 +212,9 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
     samples = fix_empty_latent_channels(model, latent["samples"])
     reporter = reporter or StepReporter(_previewer(model, preview_folders))
     negative = controlnet.share_with_uncond(positive, negative)
-    handles = [model, *controlnet.control_models(positive, negative)]   # loaded together, one budget
+    negative = gligen.share_with_uncond(positive, negative)
+    handles = [model, *controlnet.control_models(positive, negative),   # loaded together, one budget
+               *gligen.gligen_models(positive, negative)]
     positive_conds = _conds(model, positive, "positive", tuple(samples.shape), seed)
     negative_conds = _conds(model, negative, "negative", tuple(samples.shape), seed) if negative is not None else []
     shape = tuple(samples.shape)

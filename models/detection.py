@@ -599,3 +599,23 @@ def detect_style_model(shapes: Shapes):
         return StyleModelConfig("redux", shapes["redux_up.weight"][1], shapes["redux_down.weight"][0])
     raise UnknownModelError("Not a style model: neither a T2I style adapter (`style_embedding`) nor FLUX Redux "
                             "(`redux_down.weight`)", summarise_keys(list(shapes)))
+
+
+# --- GLIGEN (models/gligen.py) ----------------------------------------------------------------------------
+
+def detect_gligen(shapes: Shapes):
+    """GligenConfig of a GLIGENLoader file: one gated block per `*.fuser.*` transformer block (widths from
+    their `linear`), the position net's text, hidden and entity widths."""
+    from models.gligen import FUSER_PATTERN, GligenConfig, gligen_blocks
+    blocks = gligen_blocks(shapes)
+    nets = [k for k in shapes if k.endswith("position_net.null_positive_feature")]
+    if not blocks or not nets:
+        raise UnknownModelError("Not a GLIGEN file: expected `*.fuser.*` gated blocks and `position_net.*`",
+                                summarise_keys(list(shapes)))
+    base = nets[0][:-len("null_positive_feature")]
+    linears = {m.group(1): v for k, v in shapes.items()
+               if (m := FUSER_PATTERN.fullmatch(k)) and m.group(2) == "linear.weight"}
+    widths = tuple(linears[b][0] for b in blocks)                       # [Q, D] each
+    return GligenConfig(fuser_widths=widths, entity_width=shapes[base + "linears.4.weight"][0],
+                        text_width=shapes[base + "null_positive_feature"][0],
+                        hidden_width=shapes[base + "linears.0.weight"][0])

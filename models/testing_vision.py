@@ -110,3 +110,47 @@ def write_random_style_model(path: str | Path, config, *, seed: int = 0, dtype: 
              for k, s in shapes.items()}
     _write(path, state)
     return Path(path)
+
+
+# --- GLIGEN ------------------------------------------------------------------------------------------------
+
+def unet_transformer_blocks(unet_config) -> list[str]:
+    """The UNet's transformer-block paths (`input_blocks.1.1.transformer_blocks.0`, ...) in forward order."""
+    from models.unet import UNetModel
+    with torch.device("meta"):
+        unet = UNetModel(unet_config)
+    return [f"{name}.{i}" for name, module in unet.named_modules() if name.endswith("transformer_blocks")
+            for i in range(len(module))]
+
+
+def gligen_config_for(unet_config, text_width: int):
+    from models.gligen import GligenConfig
+    from models.unet import UNetModel
+    with torch.device("meta"):
+        unet = UNetModel(unet_config)
+    widths = tuple(block.attn1.to_q.in_features for name, module in unet.named_modules()
+                   if name.endswith("transformer_blocks") for block in module)
+    return GligenConfig(fuser_widths=widths, entity_width=768, text_width=text_width)
+
+
+def write_random_gligen(path: str | Path, unet_config, *, text_width: int, seed: int = 0, alpha: float | None = None,
+                        prefix: str = "", dtype: torch.dtype = torch.float32) -> Path:
+    """A GLIGEN file for `unet_config` in the released layout (`<block>.fuser.*`, `position_net.*`);
+    `alpha`: the gates' value (None: random around 1; 0: the blocks add nothing)."""
+    from models.gligen import Gligen
+    config = gligen_config_for(unet_config, text_width)
+    shapes = module_layout(Gligen, config, "")
+    blocks = unet_transformer_blocks(unet_config)
+    state = {}
+    for key, shape in shapes.items():
+        if key.startswith("fusers."):
+            _, index, rest = key.split(".", 2)
+            file_key = f"{prefix}{blocks[int(index)]}.fuser.{rest}"
+        else:
+            file_key = prefix + key
+        value = random_tensor(key, shape, dtype, seed)
+        if alpha is not None and key.endswith(("alpha_attn", "alpha_dense")):
+            value = torch.full(shape, alpha, dtype=dtype)
+        state[file_key] = value
+    _write(path, state)
+    return Path(path)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 
 from diffusion import clip_vision as vision_ops
+from diffusion import gligen as gligen_ops
 from diffusion import style_model as style_ops
 from diffusion import unclip
 from nodes import services
-from nodes.spec import Combo, Float, Input, node
+from nodes.builtin.conditioning import MAX_RESOLUTION
+from nodes.spec import Combo, Float, Input, Int, String, node
 
 
 def _manager():
@@ -81,3 +83,30 @@ class StyleModelApply:
     def run(self, conditioning, style_model, clip_vision_output, strength: float, strength_type: str) -> tuple:
         return (style_ops.apply_style_model(conditioning, style_model, clip_vision_output, strength=strength,
                                             strength_type=strength_type),)
+
+
+@node("GLIGENLoader", category="loaders", display_name="GLIGENLoader")
+class GLIGENLoader:
+    gligen_name = Combo(services.file_list("gligen"))
+    RETURNS = ("GLIGEN",)
+
+    def run(self, gligen_name: str) -> tuple:
+        return (gligen_ops.load_gligen_file(services.folders().find("gligen", gligen_name), _manager()),)
+
+
+@node("GLIGENTextBoxApply", category="conditioning/gligen", display_name="GLIGENTextBoxApply")
+class GLIGENTextBoxApply:
+    conditioning_to = Input("CONDITIONING")
+    clip = Input("CLIP")
+    gligen_textbox_model = Input("GLIGEN")
+    text = String(multiline=True, dynamic_prompts=True)
+    width = Int(64, min=8, max=MAX_RESOLUTION, step=8)
+    height = Int(64, min=8, max=MAX_RESOLUTION, step=8)
+    x = Int(0, min=0, max=MAX_RESOLUTION, step=8)
+    y = Int(0, min=0, max=MAX_RESOLUTION, step=8)
+    RETURNS = ("CONDITIONING",)
+
+    def run(self, conditioning_to, clip, gligen_textbox_model, text: str, width: int, height: int, x: int,
+            y: int) -> tuple:
+        return (gligen_ops.text_box(conditioning_to, clip, gligen_textbox_model, text, width=width, height=height,
+                                    x=x, y=y),)
