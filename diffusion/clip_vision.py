@@ -38,6 +38,10 @@ class ClipVision(ManagedHandle):
     def config(self):
         return self.module.config
 
+    def encode_image(self, image: Tensor, crop: bool = True) -> "ClipVisionOutput":
+        """ComfyUI's ClipVisionModel.encode_image (what plugins call)."""
+        return encode_image(self, image, "center" if crop else "none")
+
 
 class ClipVisionOutput:
     """CLIP_VISION_OUTPUT: `image_embeds`, `last_hidden_state`, `penultimate_hidden_states`, `mm_projected`
@@ -61,7 +65,7 @@ class ClipVisionOutput:
         return f"ClipVisionOutput({shapes})"
 
 
-def wrap_clip_vision(state: Mapping[str, Tensor], manager: Any, *, name: str, source_key: str) -> ClipVision:
+def wrap_clip_vision(state: Mapping[str, Tensor], manager: Any, *, name: str, source_key: str | None) -> ClipVision:
     """A ClipVision handle over the tower built from `state` (models.clip_vision.vision_state_dict output)."""
     module = build_clip_vision(state, load_dtype_for(manager, ModelPart.TEXT_ENCODER))
     handle = ClipVision(module, manager=manager, name=f"{name} (CLIP vision {module.config.name})",

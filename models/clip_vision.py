@@ -209,8 +209,8 @@ def preprocess(images: Tensor, size: int, mean=CLIP_MEAN, std=CLIP_STD, *, is_ce
         top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
         x = x[:, :, top:top + size, left:left + size]
     x = torch.clip(255.0 * x, 0, 255).round() / 255.0
-    mean_t = torch.tensor(mean, dtype=x.dtype).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=x.dtype).view(3, 1, 1)
+    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
     return (x - mean_t) / std_t
 
 
