@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from execution.errors import PlexusError
+
 from models.unet import timestep_embedding
 
 MAX_NOISE_LEVEL = 1000
@@ -91,8 +93,10 @@ def unclip_adm(embeddings: Sequence[ImageEmbedding], augmentor: NoiseAugmentor, 
     for entry in embeddings:
         embeds = entry.image_embeds.float().cpu()
         if embeds.ndim != 2 or embeds.shape[1] != augmentor.dim:
-            raise ValueError(f"unCLIP needs image embeddings [B, {augmentor.dim}] (the CLIP vision model this "
-                             f"checkpoint was made with), got {tuple(embeds.shape)}")
+            raise PlexusError("invalid_input", f"unCLIP: this model takes image embeddings [B, {augmentor.dim}], "
+                              f"the clip_vision_output has {tuple(embeds.shape)}",
+                              "encode the image with the CLIP vision model the checkpoint was made with "
+                              "(SD2.1 unCLIP-L: ViT-L/14, -H: ViT-H/14; SDXL Revision: ViT-bigG/14)")
         for row in embeds:
             generator.manual_seed(seed + SEED_OFFSET)                     # ComfyUI reseeds for every image
             noise = torch.randn((1, augmentor.dim), generator=generator)

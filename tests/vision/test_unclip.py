@@ -104,7 +104,7 @@ def _unclip_prompt(*, strength=1.0, noise_augmentation=0.0, seed=5, images=1, ca
             "noise_augmentation": noise_augmentation}}
         positive = [f"2{n}", 0]
     p["3"] = {"class_type": "KSampler", "inputs": {
-        "seed": seed, "steps": 3, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+        "seed": seed, "steps": 2, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
         "model": ["4", 0], "positive": positive, "negative": ["7", 0], "latent_image": ["5", 0]}}
     p["99"] = {"class_type": "TestCapture", "inputs": {"value": ["11", 0] if capture == "vision" else ["3", 0]}}
     return p
@@ -172,3 +172,46 @@ def test_revision_on_sdxl(harness):
     plain = _run(harness, prompt(0.0))["samples"]
     revision = _run(harness, prompt(1.0))["samples"]
     assert (revision - plain).abs().max() > 1e-4
+
+
+def test_unclip_detection_rules():
+    """label_emb on an SD2 UNet: unCLIP when a vision tower is bundled or the width is 1536 / 2048; SDXL's
+    widths stay SDXL."""
+    from dataclasses import replace as dc_replace
+    from models.detection import is_unclip
+    from models.testing import tiny_unet_config
+    unet = tiny_unet_config("sd2")
+    assert is_unclip({}, dc_replace(unet, adm_in_channels=2048))
+    assert is_unclip({"embedder.model.visual.conv1.weight": (1,)}, dc_replace(unet, adm_in_channels=96))
+    assert not is_unclip({}, dc_replace(unet, adm_in_channels=96))
+    assert not is_unclip({"conditioner.embedders.0.model.x": (1,)}, dc_replace(unet, adm_in_channels=2048))
+    assert not is_unclip({}, dc_replace(tiny_unet_config("sd1"), adm_in_channels=2048))
+
+
+def test_wrong_embedding_width_is_a_clear_error():
+    from execution.errors import PlexusError
+    with pytest.raises(PlexusError, match="takes image embeddings"):
+        unclip_adm([ImageEmbedding(torch.zeros(1, 1280), 1.0, 0.0)], NoiseAugmentor(1024), seed=0,
+                   merge_augmentation=0.0)
+
+
+def test_encode_rejects_what_is_not_a_clip_vision_model():
+    from diffusion.clip_vision import encode_image
+    from execution.errors import PlexusError
+    with pytest.raises(PlexusError, match="not a CLIP vision model"):
+        encode_image(object(), torch.zeros(1, 8, 8, 3))
+
+
+def test_checkpoint_face_returns_the_bundled_tower(harness):
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "compat" / "comfy_faces"))
+    try:
+        import comfy.sd
+        path = harness.folders.find("checkpoints", UNCLIP)
+        model, clip, vae, vision = comfy.sd.load_checkpoint_guess_config(str(path), output_clipvision=True)
+        assert vision is not None and vision.config.projection_dim == 48
+        assert comfy.sd.load_checkpoint_guess_config(str(path))[3] is None
+    finally:
+        sys.path.pop(0)
+        from tests.compat_faces.harness import forget_faces
+        forget_faces()
