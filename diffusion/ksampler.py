@@ -36,7 +36,7 @@ from sampling.core import Step
 from sampling.guidance import DualCFGDenoiser, conds_from_conditioning
 from sampling.schedules import calculate_sigmas
 
-from . import controlnet, patch_api, previews, sdxl
+from . import controlnet, gligen, patch_api, previews, sdxl
 from .compile import UNetForward, sampling_forward
 from .objects import DiffusionModel
 from .prepacking import prepacked_for_sampling
@@ -72,12 +72,13 @@ def _inpaint_concat(model: DiffusionModel, x: Tensor, inputs: dict) -> Tensor:
 
 
 def _conds(model: DiffusionModel, conditioning: list, prompt_type: str,
-           latent_shape: tuple[int, ...] | None = None) -> list:
+           latent_shape: tuple[int, ...] | None = None, seed: int = 0) -> list:
     """CONDITIONING -> sampling Conds, with SDXL's ADM vector `y` added where the model takes one (its default
-    size from `latent_shape`)."""
-    from . import flux          # FLUX: the guidance value as a model input
+    size from `latent_shape`); unCLIP image embeddings become `y` / SDXL's pooled vector (noise from `seed`)."""
+    from . import flux, unclip          # FLUX: the guidance value as a model input
     config = model.options.get("model_config")
     conditioning = flux.model_inputs(config, conditioning)
+    conditioning = unclip.with_adm(config, conditioning, seed=seed)
     return conds_from_conditioning(sdxl.with_adm(config, conditioning, prompt_type, latent_shape))
 
 
@@ -114,9 +115,13 @@ def _model_function(model: DiffusionModel, unet, transformer_options: dict):
             if residuals is not None:
                 extra["control"] = residuals
                 call = getattr(unet, "module", unet)            # eager: a compiled forward takes tensors only
-        if not is_patched:
+        options = {**transformer_options, **inputs.get("transformer_options", {})}
+        if "model_patch" in inputs:               # GLIGEN boxes of this batch (diffusion.gligen): a middle patch
+            options = gligen.transformer_options_for(inputs["model_patch"], tuple(x.shape), options)
+            call = getattr(unet, "module", unet)                # eager: patches are not compiled
+        elif not is_patched:
             return call(*args, **extra).to(x.dtype)
-        with unet_patches.patched_call({**transformer_options, **inputs.get("transformer_options", {})}):
+        with unet_patches.patched_call(options):
             return call(*args, **extra).to(x.dtype)
 
     wrapper = model.options.get("model_function_wrapper")
@@ -207,9 +212,11 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
     samples = fix_empty_latent_channels(model, latent["samples"])
     reporter = reporter or StepReporter(_previewer(model, preview_folders))
     negative = controlnet.share_with_uncond(positive, negative)
-    handles = [model, *controlnet.control_models(positive, negative, base_model=model)]   # one budget
-    positive_conds = _conds(model, positive, "positive", tuple(samples.shape))
-    negative_conds = _conds(model, negative, "negative", tuple(samples.shape)) if negative is not None else []
+    negative = gligen.share_with_uncond(positive, negative)
+    handles = [model, *controlnet.control_models(positive, negative, base_model=model),   # one budget
+               *gligen.gligen_models(positive, negative)]
+    positive_conds = _conds(model, positive, "positive", tuple(samples.shape), seed)
+    negative_conds = _conds(model, negative, "negative", tuple(samples.shape), seed) if negative is not None else []
     shape = tuple(samples.shape)
     manager = model.manager
 

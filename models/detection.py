@@ -96,7 +96,7 @@ def detect(shapes: Shapes) -> ModelConfig:
                                 f"{len(shapes)} tensors; key prefixes found: "
                                 f"{summarise_keys(sorted(_prefixes(shapes)))}") from None
     vae = detect_vae(shapes, VAE_PREFIX)
-    if unet.adm_in_channels:
+    if unet.adm_in_channels and not is_unclip(shapes, unet):
         return _detect_sdxl(shapes, unet, vae)
     slots = _text_encoder_slots(shapes)
     family = "sd2" if unet.use_linear_in_transformer else "sd1"
@@ -108,6 +108,8 @@ def detect(shapes: Shapes) -> ModelConfig:
     if family == "sd2":
         unet = replace(unet, upcast_attention=True)     # fp16 logits overflow (see models/attention.py)
     variant = {4: "base", 9: "inpaint"}.get(unet.in_channels, f"in{unet.in_channels}")
+    if unet.adm_in_channels:                            # SD2.1 unCLIP (see is_unclip)
+        variant = "unclip"
     prediction = "v" if family == "sd2" and unet.in_channels == 4 else "eps"
     has_ema = any(k.startswith(EMA_PREFIX + "diffusion_model") for k in shapes)
     return ModelConfig(family=family, variant=variant, prediction_type=prediction, unet=unet, vae=vae,
@@ -115,12 +117,28 @@ def detect(shapes: Shapes) -> ModelConfig:
                        latent_downscale=vae.downscale_factor, text_encoders=tuple(slots), has_ema=has_ema)
 
 
+# SD2.1 unCLIP (ComfyUI supported_models.SD21UnclipL / SD21UnclipH): label_emb takes the noise-augmented
+# CLIP image embedding and its noise-level embedding, 2 x 768 (ViT-L) or 2 x 1024 (ViT-H); the files bundle
+# the OpenCLIP vision tower under `embedder.model.visual.`.
+UNCLIP_ADM_WIDTHS = {1536: "unclip_l", 2048: "unclip_h"}
+UNCLIP_VISION_PREFIX = "embedder.model.visual."
+
+
+def is_unclip(shapes: Shapes, unet: UNetConfig) -> bool:
+    """An SD2.x UNet with label_emb that is not SDXL: it bundles a vision tower, or label_emb has the
+    width of SD2.1 unCLIP-L / -H."""
+    if not unet.use_linear_in_transformer or any(k.startswith("conditioner.embedders.") for k in shapes):
+        return False
+    return (unet.adm_in_channels in UNCLIP_ADM_WIDTHS
+            or any(k.startswith(UNCLIP_VISION_PREFIX) for k in shapes))
+
+
 def _detect_sdxl(shapes: Shapes, unet: UNetConfig, vae: VAEConfig) -> ModelConfig:
     family = SDXL_ADM_FAMILIES.get(unet.adm_in_channels)
     if family is None:
         raise UnsupportedModelError(
             f"Checkpoint has a class-conditioned UNet (label_emb input {unet.adm_in_channels}) that is not SDXL",
-            "SDXL base files have 2816, the refiner 2560; SD2 unCLIP (1536/2048) is not supported yet")
+            "SDXL base files have 2816, the refiner 2560; SD2.1 unCLIP (1536/2048) files need their OpenCLIP text and vision towers")
     slots = _sdxl_text_encoder_slots(shapes, family)
     variant = {4: "base", 9: "inpaint"}.get(unet.in_channels, f"in{unet.in_channels}")
     if family == "sdxl":
@@ -568,3 +586,72 @@ def detect_t2i_adapter(shapes: Shapes):
     return T2IAdapterConfig(kind="full", in_channels=cin, channels=channels, num_res_blocks=n, kernel_size=kernel,
                             use_conv_down=any(k.endswith("down_opt.op.weight") for k in s),
                             is_xl=cin in (256, 768))
+
+
+# --- CLIP vision towers (models/clip_vision.py; HF names, models/convert/clip_vision.py converts OpenCLIP) ---
+
+# SigLIP so400m/14 at 384 px: 27 x 27 patches (384 // 14; the conv drops the last 6 pixels)
+SIGLIP_IMAGE_SIZES = {(27, 14): 384}
+
+
+def detect_clip_vision(shapes: Shapes):
+    """ClipVisionConfig of a vision tower in the Hugging Face layout (`vision_model.*`). Widths, depth, patch
+    and image size come from the shapes; what they cannot say follows ComfyUI's configs
+    (comfy/clip_vision_config_*.json): SigLIP (no class token) uses the tanh GELU and 0.5 mean/std, the
+    1024-wide OpenAI ViT-L quick_gelu, the OpenCLIP towers (H 1280, bigG 1664) the exact GELU."""
+    from models.clip_vision import SIGLIP_MEAN, SIGLIP_STD, ClipVisionConfig, heads_for
+    p = "vision_model."
+    if p + "embeddings.patch_embedding.weight" not in shapes:
+        raise UnknownModelError("Not a CLIP vision file: no `vision_model.embeddings.patch_embedding.weight`",
+                                f"{len(shapes)} tensors; key prefixes found: {summarise_keys(sorted(_prefixes(shapes)))}")
+    hidden, _, patch, _ = shapes[p + "embeddings.patch_embedding.weight"]           # [C, 3, p, p]
+    is_siglip = p + "embeddings.class_embedding" not in shapes
+    positions = shapes[p + "embeddings.position_embedding.weight"][0]
+    grid = math.isqrt(positions - (0 if is_siglip else 1))
+    if grid * grid != positions - (0 if is_siglip else 1):
+        raise UnknownModelError(f"Unknown CLIP vision layout: {positions} position embeddings is not a square "
+                                "patch grid (plus a class token)")
+    layers = len(_block_indices(shapes, p + "encoder.layers."))
+    projection = shapes.get("visual_projection.weight", (None,))[0]
+    activation = "gelu_pytorch_tanh" if is_siglip else ("quick_gelu" if hidden == 1024 else "gelu")
+    extra = dict(image_mean=SIGLIP_MEAN, image_std=SIGLIP_STD, layer_norm_eps=1e-6) if is_siglip else {}
+    return ClipVisionConfig(hidden_size=hidden, num_layers=layers, num_heads=heads_for(hidden),
+                            intermediate_size=shapes[p + "encoder.layers.0.mlp.fc1.weight"][0],
+                            activation=activation, image_size=SIGLIP_IMAGE_SIZES.get((grid, patch), grid * patch),
+                            patch_size=patch,
+                            projection_dim=projection, is_siglip=is_siglip, **extra)
+
+
+# --- style models (models/style_model.py) ------------------------------------------------------------------
+
+def detect_style_model(shapes: Shapes):
+    """StyleModelConfig of a StyleModelLoader file (models/style_model.py): a T2I style adapter or FLUX Redux."""
+    from models.style_model import StyleModelConfig
+    if "style_embedding" in shapes:
+        _, tokens, width = shapes["style_embedding"]
+        layers = len({k.split(".")[1] for k in shapes if k.startswith("transformer_layes.")})
+        return StyleModelConfig("t2i_style", width, shapes["proj"][1], num_layers=layers, num_tokens=tokens)
+    if "redux_down.weight" in shapes:
+        return StyleModelConfig("redux", shapes["redux_up.weight"][1], shapes["redux_down.weight"][0])
+    raise UnknownModelError("Not a style model: neither a T2I style adapter (`style_embedding`) nor FLUX Redux "
+                            "(`redux_down.weight`)", summarise_keys(list(shapes)))
+
+
+# --- GLIGEN (models/gligen.py) ----------------------------------------------------------------------------
+
+def detect_gligen(shapes: Shapes):
+    """GligenConfig of a GLIGENLoader file: one gated block per `*.fuser.*` transformer block (widths from
+    their `linear`), the position net's text, hidden and entity widths."""
+    from models.gligen import FUSER_PATTERN, GligenConfig, gligen_blocks
+    blocks = gligen_blocks(shapes)
+    nets = [k for k in shapes if k.endswith("position_net.null_positive_feature")]
+    if not blocks or not nets:
+        raise UnknownModelError("Not a GLIGEN file: expected `*.fuser.*` gated blocks and `position_net.*`",
+                                summarise_keys(list(shapes)))
+    base = nets[0][:-len("null_positive_feature")]
+    linears = {m.group(1): v for k, v in shapes.items()
+               if (m := FUSER_PATTERN.fullmatch(k)) and m.group(2) == "linear.weight"}
+    widths = tuple(linears[b][0] for b in blocks)                       # [Q, D] each
+    return GligenConfig(fuser_widths=widths, entity_width=shapes[base + "linears.4.weight"][0],
+                        text_width=shapes[base + "null_positive_feature"][0],
+                        hidden_width=shapes[base + "linears.0.weight"][0])

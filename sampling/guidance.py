@@ -52,6 +52,9 @@ class Cond:
     control: object | None = None         # an opaque control (diffusion.controlnet): entries batch only with
                                           # entries of the same control, which the model function gets as
                                           # inputs["control"]
+    model_patch: object | None = None     # an opaque per-entry model patch (diffusion.gligen's boxes, ComfyUI's
+                                          # "gligen" option): batched only with the same patch, which the
+                                          # model function gets as inputs["model_patch"]
 
 
 def conds_from_conditioning(conditioning: Sequence) -> list[Cond]:
@@ -68,7 +71,7 @@ def conds_from_conditioning(conditioning: Sequence) -> list[Cond]:
                         mask=options.get("mask"), mask_strength=options.get("mask_strength", 1.0),
                         is_area_set_to_mask_bounds=options.get("set_area_to_bounds", False),
                         start_percent=options.get("start_percent", 0.0), end_percent=options.get("end_percent", 1.0),
-                        control=options.get("control")))
+                        control=options.get("control"), model_patch=options.get("gligen")))
     return out
 
 
@@ -158,6 +161,7 @@ class _Chunk:
     inputs: dict
     area: tuple[int, int, int, int]
     control: object | None = None
+    model_patch: object | None = None
 
 
 def _chunk_for(c: Cond, x: Tensor, sigma: Tensor) -> _Chunk | None:
@@ -191,7 +195,7 @@ def _chunk_for(c: Cond, x: Tensor, sigma: Tensor) -> _Chunk | None:
                 if aw + ax < w:
                     mult[:, :, :, aw - 1 - t:aw - t] *= f
     inputs = {k: _repeat_to_batch(v.to(x.device), b) for k, v in c.inputs.items()}
-    return _Chunk(x_crop, mult, inputs, (ah, aw, ay, ax), c.control)
+    return _Chunk(x_crop, mult, inputs, (ah, aw, ay, ax), c.control, c.model_patch)
 
 
 def _inputs_compatible(a: dict, b: dict) -> bool:
@@ -244,6 +248,7 @@ def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists:
         first = to_run[0][0]
         compatible = [k for k, (c, _) in enumerate(to_run)
                       if c.x.shape == first.x.shape and c.control is first.control
+                      and c.model_patch is first.model_patch
                       and _inputs_compatible(c.inputs, first.inputs)]
         compatible.reverse()
         chosen = compatible[:1]
@@ -260,6 +265,8 @@ def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists:
         inputs["transformer_options"] = {"cond_or_uncond": [li for _, li in batch], "sigmas": sigma}
         if first.control is not None:
             inputs["control"] = first.control
+        if first.model_patch is not None:
+            inputs["model_patch"] = first.model_patch
         out = apply(x_in, torch.cat([sigma] * len(batch)), inputs)
         for o, (c, li) in zip(out.chunk(len(batch)), batch):
             ah, aw, ay, ax = c.area

@@ -42,15 +42,19 @@ CLIP.register(TextEncoders)
 def load_checkpoint_guess_config(ckpt_path: str, output_vae: bool = True, output_clip: bool = True,
                                  output_clipvision: bool = False, embedding_directory: Any = None,
                                  output_model: bool = True, **_: Any) -> tuple:
-    """(MODEL, CLIP, VAE, CLIP_VISION) of a single-file checkpoint; Plexus has no CLIP vision, so the
-    fourth is None (a clear error if it was asked for)."""
-    if output_clipvision:
-        raise NotImplementedError("comfy.sd.load_checkpoint_guess_config(output_clipvision=True): Plexus "
-                                  "has no CLIP vision models yet")
+    """(MODEL, CLIP, VAE, CLIP_VISION) of a single-file checkpoint; CLIP_VISION (asked for with
+    output_clipvision) is an unCLIP file's bundled tower, None otherwise (as in ComfyUI)."""
     if isinstance(embedding_directory, (str, os.PathLike)):
         embedding_directory = [embedding_directory]
-    model, clip, vae = _loading.load_checkpoint_file(ckpt_path, _manager(), embedding_dirs=embedding_directory or ())
-    return (model if output_model else None, clip if output_clip else None, vae if output_vae else None, None)
+    if output_clipvision:
+        from diffusion import unclip as _unclip
+        model, clip, vae, vision = _unclip.load_unclip_checkpoint(ckpt_path, _manager(),
+                                                                   embedding_dirs=embedding_directory or ())
+    else:
+        model, clip, vae = _loading.load_checkpoint_file(ckpt_path, _manager(),
+                                                         embedding_dirs=embedding_directory or ())
+        vision = None
+    return (model if output_model else None, clip if output_clip else None, vae if output_vae else None, vision)
 
 
 def load_diffusion_model(unet_path: str, model_options: dict | None = None) -> Any:
