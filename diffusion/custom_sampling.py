@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sampling import schedules, schedules_extra
+from execution.errors import PlexusError
+from sampling import schedules, schedules_extra, sigma_tools
 from sampling.noise import prepare_noise, zero_noise
 from sampling.perp_neg import PerpNegDenoiser
 from sampling.samplers_sde import reverse_time_sde_noise_scaler
@@ -46,6 +47,14 @@ def er_sde_choice(solver_type: str, max_stage: int, eta: float, s_noise: float) 
         return sampler_choice("er_sde", s_noise=s_noise, max_stage=max_stage)
     return sampler_choice("er_sde", s_noise=s_noise, max_stage=max_stage,
                           noise_scaler=reverse_time_sde_noise_scaler(eta))
+
+
+def manual_sigmas(text: str) -> Tensor:
+    """ManualSigmas: the schedule written as text; a malformed entry is a PlexusError naming it."""
+    try:
+        return sigma_tools.parse_sigmas(text)
+    except ValueError as exc:
+        raise PlexusError("invalid_input", "ManualSigmas input 'sigmas' is not a list of numbers", str(exc)) from exc
 
 
 # --- schedules that read the model's sampling ----------------------------------------------------------
