@@ -32,4 +32,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.flux",
     "nodes.builtin.controlnet",
     "nodes.builtin.guidance_extra",
+    "nodes.builtin.image_advanced",
 )
