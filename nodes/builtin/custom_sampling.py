@@ -207,6 +207,17 @@ class SamplerEulerCFGpp:
         return (cs.sampler_choice("euler_cfg_pp_alternative" if version == "alternative" else "euler_cfg_pp"),)
 
 
+@node("SamplerLCMUpscale", category=SAMPLERS, function="execute")
+class SamplerLCMUpscale:
+    scale_ratio = Float(1.0, min=0.1, max=20.0, step=0.01)
+    scale_steps = Int(-1, min=-1, max=1000, step=1)
+    upscale_method = Combo(cs.LCM_UPSCALE_METHODS)
+    RETURNS = ("SAMPLER",)
+
+    def run(self, scale_ratio: float, scale_steps: int, upscale_method: str) -> tuple:
+        return (cs.lcm_upscale_choice(scale_ratio, scale_steps, upscale_method),)
+
+
 @node("SamplerLMS", category=SAMPLERS, function="get_sampler")
 class SamplerLMS:
     order = Int(4, min=1, max=100)
