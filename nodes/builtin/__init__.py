@@ -33,4 +33,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.controlnet",
     "nodes.builtin.guidance_extra",
     "nodes.builtin.image_advanced",
+    "nodes.builtin.model_patches_extra",
 )
