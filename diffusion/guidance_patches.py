@@ -186,7 +186,11 @@ def with_fresca(model: DiffusionModel, scale_low: float, scale_high: float, freq
     return with_pre_cfg(model, guidance_variants.fresca(scale_low, scale_high, freq_cutoff))
 
 
-def with_renorm_cfg(model: DiffusionModel, cfg_trunc: float, renorm: float) -> DiffusionModel:
+def with_cfg_function(model: DiffusionModel, fn) -> DiffusionModel:
     twin = model.clone()
-    twin.set_cfg_function(guidance_variants.renorm_cfg(cfg_trunc, renorm))
+    twin.set_cfg_function(fn)
     return twin
+
+
+def with_renorm_cfg(model: DiffusionModel, cfg_trunc: float, renorm: float) -> DiffusionModel:
+    return with_cfg_function(model, guidance_variants.renorm_cfg(cfg_trunc, renorm))

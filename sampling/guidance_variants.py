@@ -40,6 +40,24 @@ def cfg_norm(strength: float):
     return post
 
 
+def cfg_norm_pre(strength: float):
+    """CFGNorm with pre_cfg (newer ComfyUI; the norm-scaled CFG of models such as Lens) as the CFG step itself,
+    in noise space (eps = x - x0 of each branch): e = u + w (c - u) rescaled per pixel to the conditional
+    branch's channel norm, |c|_C / |e|_C (1 where |e|_C is 0; not clamped, so it may amplify), blended back
+    towards plain CFG by `strength` (1 = fully rescaled); x0 = x - e."""
+    def cfg(a: CfgArgs) -> Tensor:
+        cond, uncond = a.x - a.cond_x0, a.x - a.uncond_x0
+        combined = uncond + a.cond_scale * (cond - uncond)
+        cond_norm = torch.linalg.vector_norm(cond, dim=1, keepdim=True)
+        combined_norm = torch.linalg.vector_norm(combined, dim=1, keepdim=True)
+        scale = torch.where(combined_norm > 0, cond_norm / combined_norm.clamp_min(1e-12), torch.ones_like(combined_norm))
+        rescaled = combined * scale
+        if strength != 1.0:
+            rescaled = strength * rescaled + (1.0 - strength) * combined
+        return a.x - rescaled
+    return cfg
+
+
 def epsilon_scaling(factor: float):
     """Epsilon Scaling (Ning et al. 2024, "Elucidating the exposure bias in diffusion models",
     arXiv:2308.15321, eq. 15, uniform schedule): the predicted noise divided by `factor`,

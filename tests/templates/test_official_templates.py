@@ -48,7 +48,7 @@ def test_every_template_with_known_node_types_passes_check(outcomes) -> None:
     # image the JSON package does not ship, so LoadImage's check fails (as in ComfyUI without the file);
     # so do the three FLUX Fill templates (flux_fill_inpaint/outpaint_example, image_flux.1_fill_dev_OneReward);
     # image_lens_t2i and image_lens_turbo_t2i saved ResolutionSelector with two widget values where 0.3.64's
-    # node has three; image_longcat_text_to_image saved a newer CFGNorm with a second widget;
+    # node has three; image_longcat_text_to_image needs CLIPLoader type 'longcat_image' (a family Plexus lacks);
     # utility_image_stitch loads four input images (angle_1..4.png) the JSON package does not ship.
     known = {"basic_datatype_conversion", "image_boogu_image_0_1_turbo_t2i",
              "utility_interpolation_image_upscale", "basic_switch_node",
