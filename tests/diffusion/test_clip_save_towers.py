@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from diffusion import conditioning, loading, saving_parts, sdxl
+from diffusion import conditioning, loading, saving, saving_parts, sdxl
 from model_management import MemorySettings, ModelManager
 from models.testing import tiny_sdxl_text_configs, tiny_sdxl_unet_config, tiny_vae_config, write_sdxl_checkpoint
 from models.text import ClipTextConfig, load_text_encoder, random_text_encoder_state_dict
@@ -52,6 +52,11 @@ def test_sd2_open_clip_h_round_trip(tmp_path, manager):
     ours, theirs = _encoding(loaded), _encoding(clip)
     torch.testing.assert_close(ours[0], theirs[0])
     torch.testing.assert_close(ours[1], theirs[1])
+    # a checkpoint written with it holds SD2's OpenCLIP layout again, the same tensors as from the original
+    ours_sd2, theirs_sd2 = saving._text_entries(loaded), saving._text_entries(clip)
+    assert sorted(ours_sd2) == sorted(theirs_sd2) and all(k.startswith("cond_stage_model.model.") for k in ours_sd2)
+    for key, (make, _, _) in theirs_sd2.items():
+        torch.testing.assert_close(ours_sd2[key][0](), make())
     # saved again from the loaded file: the same tower name and tensors
     (again,) = saving_parts.save_clip(lambda tower: tmp_path / f"again_{tower}.safetensors", loaded)
     assert again.name == "again_clip_h.safetensors" and _keys(again) == keys
