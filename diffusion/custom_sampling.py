@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sampling import schedules, schedules_extra
+from execution.errors import PlexusError
+from imaging import resize
+from sampling import schedules, schedules_extra, sigma_tools
 from sampling.noise import prepare_noise, zero_noise
 from sampling.perp_neg import PerpNegDenoiser
 from sampling.samplers_sde import reverse_time_sde_noise_scaler
@@ -22,6 +24,7 @@ from .ksampler import NoiseSource, SamplerChoice, _conds
 from .objects import DiffusionModel
 
 ER_SDE_SOLVER_TYPES = ["ER-SDE", "Reverse-time SDE", "ODE"]
+LCM_UPSCALE_METHODS = ["bislerp", "nearest-exact", "bilinear", "area", "bicubic"]
 
 
 def sampler_choice(name: str, **options) -> SamplerChoice:
@@ -46,6 +49,31 @@ def er_sde_choice(solver_type: str, max_stage: int, eta: float, s_noise: float) 
         return sampler_choice("er_sde", s_noise=s_noise, max_stage=max_stage)
     return sampler_choice("er_sde", s_noise=s_noise, max_stage=max_stage,
                           noise_scaler=reverse_time_sde_noise_scaler(eta))
+
+
+def manual_sigmas(text: str) -> Tensor:
+    """ManualSigmas: the schedule written as text; a malformed entry is a PlexusError naming it."""
+    try:
+        return sigma_tools.parse_sigmas(text)
+    except ValueError as exc:
+        raise PlexusError("invalid_input", "ManualSigmas input 'sigmas' is not a list of numbers", str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class LatentResize:
+    """A latent resizer for `sampling.samplers_custom.lcm_upscale` (a value, so SAMPLERs compare and pickle)."""
+    method: str
+
+    def __call__(self, x: Tensor, width: int, height: int) -> Tensor:
+        return resize.upscale(x, width, height, self.method, "disabled")
+
+
+def lcm_upscale_choice(scale_ratio: float, scale_steps: int, upscale_method: str) -> SamplerChoice:
+    """SamplerLCMUpscale: scale_steps -1 = the default number of resize steps (about half the steps)."""
+    if upscale_method not in LCM_UPSCALE_METHODS:
+        raise ValueError(f"upscale_method {upscale_method!r} is not one of {', '.join(LCM_UPSCALE_METHODS)}")
+    return sampler_choice("lcm_upscale", total_upscale=scale_ratio, resize=LatentResize(upscale_method),
+                          upscale_steps=None if scale_steps < 0 else scale_steps)
 
 
 # --- schedules that read the model's sampling ----------------------------------------------------------

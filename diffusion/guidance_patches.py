@@ -178,3 +178,19 @@ def with_differential_diffusion(model: DiffusionModel, strength: float = 1.0) ->
     twin = model.clone()
     twin.options["denoise_mask_function"] = differential_mask(model.model_sampling, strength)
     return twin
+
+
+# --- FreSca and RenormCFG ---------------------------------------------------------------------------------
+
+def with_fresca(model: DiffusionModel, scale_low: float, scale_high: float, freq_cutoff: int) -> DiffusionModel:
+    return with_pre_cfg(model, guidance_variants.fresca(scale_low, scale_high, freq_cutoff))
+
+
+def with_cfg_function(model: DiffusionModel, fn) -> DiffusionModel:
+    twin = model.clone()
+    twin.set_cfg_function(fn)
+    return twin
+
+
+def with_renorm_cfg(model: DiffusionModel, cfg_trunc: float, renorm: float) -> DiffusionModel:
+    return with_cfg_function(model, guidance_variants.renorm_cfg(cfg_trunc, renorm))

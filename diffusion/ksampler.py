@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from execution.protocol import Preview, current_context
+from imaging.resize import upscale
 from model_management import SAMPLING_FALLBACKS, ModelPart, estimate_working_memory, with_oom_fallbacks
 from model_management.oom import ATTENTION_BACKEND, IS_CFG_SPLIT, VRAM_MODE
 from models import unet_patches
@@ -71,6 +72,19 @@ def _inpaint_concat(model: DiffusionModel, x: Tensor, inputs: dict) -> Tensor:
     return torch.cat([mask, image], dim=1)                                  # [B, 1 + C, h, w]
 
 
+def _ip2p_concat(x: Tensor, inputs: dict) -> Tensor:
+    """The source image's latent for an InstructPix2Pix UNet (in = 2C channels): the conditioning's
+    concat_latent_image as the VAE gave it (not scaled into the model's space, as ComfyUI's SD1.5 IP2P),
+    resized (bilinear, centre crop) to x and repeated to its batch; zeros without one."""
+    image = inputs.get("concat_latent_image")
+    if image is None:
+        return torch.zeros_like(x)
+    image = image.to(x)
+    if image.shape[1:] != x.shape[1:]:
+        image = upscale(image, x.shape[-1], x.shape[-2], "bilinear", "center")
+    return image.repeat(math.ceil(x.shape[0] / image.shape[0]), 1, 1, 1)[:x.shape[0]]
+
+
 def _conds(model: DiffusionModel, conditioning: list, prompt_type: str,
            latent_shape: tuple[int, ...] | None = None, seed: int = 0) -> list:
     """CONDITIONING -> sampling Conds, with SDXL's ADM vector `y` added where the model takes one (its default
@@ -103,7 +117,8 @@ def _model_function(model: DiffusionModel, unet, transformer_options: dict):
     def apply_model(x: Tensor, timestep: Tensor, inputs: dict) -> Tensor:
         x_in = x
         if extra_channels > 0:
-            x_in = torch.cat([x, _inpaint_concat(model, x, inputs)], dim=1)
+            concat = _ip2p_concat(x, inputs) if extra_channels == x.shape[1] else _inpaint_concat(model, x, inputs)
+            x_in = torch.cat([x, concat], dim=1)
         extra = {arg: inputs[name].to(device) for arg, name in extra_inputs.items() if name in inputs}
         extra.update(MODEL_CALL_OPTIONS.get())
         args = (x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device))

@@ -26,6 +26,7 @@ from model_management import ModelPart
 from models import checkpoint as checkpoint_loader
 from models.attention import DEFAULT_ATTENTION
 from models.checkpoint import ComponentDtypes
+from models import detection
 from models.detection import SDXL_ADM_FAMILIES, ModelConfig, detect_unet
 from models.embeddings import EmbeddingStore
 from models.errors import ModelError
@@ -297,7 +298,7 @@ def load_text_encoder_file(path: str | os.PathLike, manager: Any, clip_type: str
         with load_state_dict(path) as source:
             state = {k: source[k] for k in source}
             kind = "open_clip_h" if any(k.startswith(("transformer.resblocks.", "model.transformer.resblocks."))
-                                        for k in state) else "clip_l"
+                                        for k in state) else detection.hf_text_encoder_kind(source.shapes())
             state = {k.removeprefix("model."): v for k, v in state.items()} if kind == "open_clip_h" else state
             encoder = load_text_encoder(kind, state, dtype=load_dtype_for(manager, ModelPart.TEXT_ENCODER))
             source.release_all()

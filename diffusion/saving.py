@@ -19,7 +19,8 @@ from models.text.convert import to_open_clip_layout
 
 from .objects import Autoencoder, DiffusionModel, TextEncoders
 
-TEXT_PREFIXES = {"clip_l": "cond_stage_model.transformer.", "open_clip_h": "cond_stage_model.model."}
+TEXT_PREFIXES = {"clip_l": "cond_stage_model.transformer.", "open_clip_h": "cond_stage_model.model.",
+                 "clip_h": "cond_stage_model.model."}     # clip_h: ViT-H loaded from a HF-layout file
 
 Entry = tuple[Callable[[], Tensor], tuple[int, ...], torch.dtype]   # (make the tensor, shape, dtype)
 

@@ -17,7 +17,8 @@ from .objects import Autoencoder, DiffusionModel, TextEncoders
 from .saving import _entries, save_checkpoint
 
 # Plexus tower kind -> ComfyUI's name for it in CLIP state dicts and CLIPSave file names
-COMFY_TOWER_NAMES = {"clip_l": "clip_l", "open_clip_h": "clip_h", "open_clip_g": "clip_g", "clip_g": "clip_g"}
+COMFY_TOWER_NAMES = {"clip_l": "clip_l", "open_clip_h": "clip_h", "clip_h": "clip_h", "open_clip_g": "clip_g",
+                     "clip_g": "clip_g"}
 
 
 def _metadata(prompt: dict | None, extra_pnginfo: dict | None, *, has_format: bool) -> dict[str, str]:

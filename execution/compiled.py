@@ -14,7 +14,7 @@ from typing import Any
 from execution.caching import canonical, digest, is_changed_token
 from execution.loop import run_blocking
 from execution.protocol import is_link
-from execution.specs import ClassSpec, CoercionError, SpecCache, coerce_constant
+from execution.specs import ClassSpec, CoercionError, SpecCache, coerce_constant, inputs_for
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def compile_node(node_id: str, node: dict[str, Any], specs: SpecCache) -> Compil
     if not isinstance(inputs, dict):
         compiled.problem = f"its 'inputs' is a {type(inputs).__name__}, not an object"
         return compiled
-    declared = spec.inputs
+    declared = inputs_for(spec, inputs)
     lazy = []
     for name, value in inputs.items():
         input_spec = declared.get(name)

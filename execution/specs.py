@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from execution.protocol import ANY
 
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+# ComfyUI's V3 DynamicCombo: a combo whose chosen option brings its own inputs. The spec is
+# ("COMFY_DYNAMICCOMBO_V3", {"options": [{"key": k, "inputs": {"required": {...}, "optional": {...}}}]});
+# a prompt names the option's inputs with dots ("resize_type": "scale dimensions",
+# "resize_type.width": 512), nested combos twice ("format.save_mode.fps").
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 
 
 @dataclass(slots=True)
@@ -24,6 +30,7 @@ class InputSpec:
     is_required: bool
     is_lazy: bool
     combo_options: list[Any] | None  # set for combos (either spelling)
+    dynamic: dict[str, dict[str, InputSpec]] | None = None  # DynamicCombo: option key -> its dotted inputs
 
     @property
     def type_name(self) -> str:
@@ -51,6 +58,41 @@ class ClassSpec:
     validate_has_kwargs: bool
     has_lazy: bool
     has_unique_id: bool
+    has_dynamic: bool = False             # a DynamicCombo input: see inputs_for
+
+
+def inputs_for(spec: ClassSpec, values: Mapping[str, Any]) -> dict[str, InputSpec]:
+    """The inputs a node has for these prompt input values: the declared ones plus, for each DynamicCombo,
+    the dotted inputs of the option its value picks (recursively). A linked or unknown choice adds none
+    (the combo's own check reports an unknown one)."""
+    if not spec.has_dynamic:
+        return spec.inputs
+    found: dict[str, InputSpec] = {}
+
+    def add(inputs: dict[str, InputSpec]) -> None:
+        for name, input_spec in inputs.items():
+            found[name] = input_spec
+            if input_spec.dynamic is not None:
+                choice = values.get(name, input_spec.options.get("default"))
+                if isinstance(choice, str) and choice in input_spec.dynamic:
+                    add(input_spec.dynamic[choice])
+
+    add(spec.inputs)
+    return found
+
+
+def _dynamic_options(name: str, options: dict[str, Any]) -> dict[str, dict[str, InputSpec]]:
+    found: dict[str, dict[str, InputSpec]] = {}
+    for option in options.get("options") or []:
+        if not isinstance(option, dict) or "key" not in option:
+            continue
+        sections = option.get("inputs") or {}
+        inputs: dict[str, InputSpec] = {}
+        for section, is_required in (("required", True), ("optional", False)):
+            for sub, raw in (sections.get(section) or {}).items():
+                inputs[f"{name}.{sub}"] = _input_spec(f"{name}.{sub}", raw, is_required)
+        found[str(option["key"])] = inputs
+    return found
 
 
 def argspec(fn: Any) -> tuple[frozenset[str], bool]:
@@ -71,11 +113,15 @@ def _input_spec(name: str, raw: Any, is_required: bool) -> InputSpec:
     else:  # a bare type string: tolerated, ComfyUI plugins sometimes write it
         input_type, options = raw, {}
     combo: list[Any] | None = None
+    dynamic = None
     if isinstance(input_type, (list, tuple)):
         combo = list(input_type)
     elif input_type == "COMBO":
         combo = list(options.get("options", []) or [])
-    return InputSpec(name, input_type, options, is_required, bool(options.get("lazy", False)), combo)
+    elif input_type == DYNAMIC_COMBO:
+        dynamic = _dynamic_options(name, options)
+        combo = list(dynamic)
+    return InputSpec(name, input_type, options, is_required, bool(options.get("lazy", False)), combo, dynamic)
 
 
 def build_spec(class_type: str, cls: type) -> ClassSpec:
@@ -109,6 +155,7 @@ def build_spec(class_type: str, cls: type) -> ClassSpec:
         validate_args=validate_args, validate_has_kwargs=validate_kwargs,
         has_lazy=any(spec.is_lazy for spec in inputs.values()),
         has_unique_id="UNIQUE_ID" in hidden.values(),
+        has_dynamic=any(spec.dynamic is not None for spec in inputs.values()),
     )
 
 

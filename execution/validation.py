@@ -17,7 +17,8 @@ from typing import Any
 from execution.errors import ValidationIssue
 from execution.loop import run_blocking
 from execution.protocol import ExecutionBlocker, is_link, types_compatible
-from execution.specs import ClassSpec, CoercionError, SpecCache, check_range, coerce_constant, takes_literal
+from execution.specs import (ClassSpec, CoercionError, SpecCache, check_range, coerce_constant, inputs_for,
+                             takes_literal)
 
 CYCLE = "dependency_cycle"
 
@@ -124,7 +125,7 @@ class _NodeChecker:
         issues: list[ValidationIssue] = []
         constants: dict[str, Any] = {}
         received: dict[str, Any] = {}
-        for name, input_spec in spec.inputs.items():
+        for name, input_spec in inputs_for(spec, inputs).items():
             if name not in inputs:
                 if input_spec.is_required:
                     issues.append(ValidationIssue(

@@ -22,7 +22,7 @@ and 1 (``links`` as objects). Problems raise :class:`PlexusError` naming the nod
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from execution.errors import PlexusError
@@ -35,6 +35,7 @@ SUBGRAPH_OUTPUT_ID = "-20"
 GROUP_NODE_PREFIXES = ("workflow>", "workflow/")
 NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"   # its value, then the chosen option's widgets ("name.sub")
 CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize", "increment-wrap"})
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "mesh_upload", "animated_image_upload",
                   "file_upload")
@@ -178,6 +179,8 @@ class _WidgetSlot:
     default: Any
     extras: tuple[str, ...] = ()
     is_force_input: bool = False
+    # a DynamicCombo: (option key, the widget slots that follow its value when chosen) per option
+    dynamic: tuple[tuple[str, tuple[_WidgetSlot, ...]], ...] | None = None
 
     def describe(self) -> str:
         return self.name + "".join(f" (+{extra})" for extra in self.extras)
@@ -185,7 +188,10 @@ class _WidgetSlot:
 
 def _spec_inputs(cls: Any) -> list[tuple[str, Any, dict[str, Any]]]:
     """``(name, type, options)`` for each required then optional input, in declaration order."""
-    declared = cls.INPUT_TYPES() or {}
+    return _section_inputs(cls.INPUT_TYPES() or {})
+
+
+def _section_inputs(declared: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any]]]:
     found = []
     for section in ("required", "optional"):
         for name, raw in (declared.get(section) or {}).items():
@@ -198,7 +204,7 @@ def _spec_inputs(cls: Any) -> list[tuple[str, Any, dict[str, Any]]]:
 
 
 def _is_widget(input_type: Any) -> bool:
-    return isinstance(input_type, (list, tuple)) or input_type in WIDGET_TYPES
+    return isinstance(input_type, (list, tuple)) or input_type in WIDGET_TYPES or input_type == DYNAMIC_COMBO
 
 
 def _is_combo(input_type: Any) -> bool:
@@ -222,9 +228,21 @@ def _widget_extras(name: str, input_type: Any, options: dict[str, Any]) -> tuple
 
 
 def _widget_slots(cls: Any) -> list[_WidgetSlot]:
+    return _slots_of(_spec_inputs(cls), "")
+
+
+def _slots_of(inputs: list[tuple[str, Any, dict[str, Any]]], prefix: str) -> list[_WidgetSlot]:
     slots = []
-    for name, input_type, options in _spec_inputs(cls):
+    for short_name, input_type, options in inputs:
         if not _is_widget(input_type):
+            continue
+        name = prefix + short_name
+        if input_type == DYNAMIC_COMBO:
+            choices = tuple((str(option["key"]), tuple(_slots_of(_section_inputs(option.get("inputs") or {}),
+                                                                  name + ".")))
+                            for option in options.get("options") or [] if isinstance(option, dict) and "key" in option)
+            default = options.get("default", choices[0][0] if choices else None)
+            slots.append(_WidgetSlot(name, default, (), bool(options.get("forceInput")), choices))
             continue
         default = options.get("default")
         if default is None and _is_combo(input_type):
@@ -235,26 +253,66 @@ def _widget_slots(cls: Any) -> list[_WidgetSlot]:
     return slots
 
 
+def _expansions(slots: list[_WidgetSlot]) -> list[tuple[list[_WidgetSlot], dict[str, str]]]:
+    """Every flat slot list a DynamicCombo's choices can give (each option's widgets after the combo's
+    value), with the choice each one assumes: {combo name: option key}. Without DynamicCombos, the slots."""
+    if not any(slot.dynamic is not None for slot in slots):
+        return [(slots, {})]
+    index = next(i for i, slot in enumerate(slots) if slot.dynamic is not None)
+    head, slot, tail = slots[:index], slots[index], slots[index + 1:]
+    found = []
+    for key, inner in slot.dynamic or ():
+        for flat, assumed in _expansions([*inner, *tail]):
+            found.append(([*head, replace(slot, dynamic=None), *flat], {slot.name: key, **assumed}))
+    return found
+
+
 def _map_widget_values(node: _Node, slots: list[_WidgetSlot]) -> dict[str, Any]:
     """Widget values by input name, from the node's ``widgets_values`` list (or name-keyed object)."""
     values = node.raw.get("widgets_values")
     if values is None:
-        return {slot.name: slot.default for slot in slots
-                if slot.default is not None and not slot.is_force_input}
+        return _defaults(slots)
     if isinstance(values, dict):  # some extensions save widgets by name
-        return {slot.name: values[slot.name] for slot in slots if slot.name in values}
+        return {name: values[name] for name in _names(slots, values) if name in values}
     if not isinstance(values, list):
         raise _node_error(node, "widgets_values must be a list", f"got {type(values).__name__}")
     plain = [slot for slot in slots if not slot.is_force_input]
     for candidate in (plain, slots) if len(plain) != len(slots) else (plain,):
-        mapped = _consume(values, candidate)  # older editors also kept a value for forceInput widgets
-        if mapped is not None:
-            return {slot.name: value for slot, value in zip(candidate, mapped)}
+        for flat, assumed in _expansions(candidate):
+            mapped = _consume(values, flat)  # older editors also kept a value for forceInput widgets
+            if mapped is not None:
+                found = {slot.name: value for slot, value in zip(flat, mapped)}
+                if all(found.get(name) == key for name, key in assumed.items()):
+                    return found
     expected = ", ".join(slot.describe() for slot in plain)
     raise _node_error(node, f"widget count mismatch: {len(values)} widgets_values for the widget inputs "
                             f"[{expected}]",
                       f"widgets_values={values!r}; the node's spec may differ from the one the workflow "
                       f"was saved with (update the node pack, or re-save the workflow in the editor)")
+
+
+def _defaults(slots: list[_WidgetSlot]) -> dict[str, Any]:
+    """Each widget's default; a DynamicCombo's default option brings its own widgets' defaults."""
+    found: dict[str, Any] = {}
+    for slot in slots:
+        if slot.default is None or slot.is_force_input:
+            continue
+        found[slot.name] = slot.default
+        for key, inner in slot.dynamic or ():
+            if key == slot.default:
+                found.update(_defaults(list(inner)))
+    return found
+
+
+def _names(slots: list[_WidgetSlot], values: dict[str, Any]) -> list[str]:
+    """Widget names for a name-keyed widgets_values: the chosen DynamicCombo options' widgets included."""
+    names = []
+    for slot in slots:
+        names.append(slot.name)
+        for key, inner in slot.dynamic or ():
+            if values.get(slot.name, slot.default) == key:
+                names += _names(list(inner), values)
+    return names
 
 
 def _consume(values: list[Any], slots: list[_WidgetSlot]) -> list[Any] | None:

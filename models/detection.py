@@ -655,3 +655,14 @@ def detect_gligen(shapes: Shapes):
     return GligenConfig(fuser_widths=widths, entity_width=shapes[base + "linears.4.weight"][0],
                         text_width=shapes[base + "null_positive_feature"][0],
                         hidden_width=shapes[base + "linears.0.weight"][0])
+
+
+def hf_text_encoder_kind(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    """A standalone CLIP text encoder in the Hugging Face layout (`text_model.`): "clip_h" (SD2's OpenCLIP
+    ViT-H) when it is 1024 wide or has a 23rd layer (ComfyUI's rule: `encoder.layers.22` present, no 31st),
+    else "clip_l"."""
+    prefix = "text_model." if any(k.startswith("text_model.") for k in shapes) else ""
+    width = shapes.get(prefix + "embeddings.token_embedding.weight", (0, 0))[-1]
+    has_23 = any(k.startswith(prefix + "encoder.layers.22.") for k in shapes)
+    has_31 = any(k.startswith(prefix + "encoder.layers.30.") for k in shapes)
+    return "clip_h" if width == 1024 or (has_23 and not has_31) else "clip_l"

@@ -107,6 +107,45 @@ class Combo(Input):
         return (choices, *options)
 
 
+class DynamicCombo(Input):
+    """ComfyUI's V3 DynamicCombo: a combo whose chosen option brings its own inputs, declared as
+    ``{option key: [(name, descriptor), ...]}``. A prompt sends them dotted ("resize_type.width"); ``run``
+    receives one dict per combo, ComfyUI's shape: ``{"resize_type": "scale dimensions", "width": 512, ...}``
+    (a nested DynamicCombo is a nested dict under its own name)."""
+
+    DYNAMIC_TYPE = "COMFY_DYNAMICCOMBO_V3"
+
+    def __init__(self, options: dict[str, Sequence[tuple[str, Input]]], **common: Any):
+        super().__init__(self.DYNAMIC_TYPE, **common)
+        self.choices = options
+
+    def spec(self) -> tuple:
+        options = dict(super().spec()[1]) if len(super().spec()) > 1 else {}
+        listed = []
+        for key, inputs in self.choices.items():
+            sections: dict[str, dict[str, Any]] = {}
+            for name, descriptor in inputs:
+                sections.setdefault(descriptor.section, {})[name] = descriptor.spec()
+            listed.append({"key": key, "inputs": sections or {"required": {}}})
+        options["options"] = listed
+        return (self.io_type, options)
+
+
+def nest_dynamic(arguments: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """Dotted DynamicCombo arguments ({"format": "png", "format.bit_depth": "8-bit"}) to ComfyUI's nested
+    dicts ({"format": {"format": "png", "bit_depth": "8-bit"}}); nested combos nest again."""
+    out = dict(arguments)
+    for name in names:
+        if name not in out or isinstance(out[name], dict):     # absent, or already nested by the caller
+            continue
+        group = {name: out.pop(name)}
+        for key in [k for k in out if k.startswith(name + ".")]:
+            group[key[len(name) + 1:]] = out.pop(key)
+        inner = {key for key in group if key != name and "." not in key and any(k.startswith(key + ".") for k in group)}
+        out[name] = nest_dynamic(group, inner)
+    return out
+
+
 class Hidden:
     """A hidden input filled by the executor: ``"PROMPT"``, ``"EXTRA_PNGINFO"``, ``"UNIQUE_ID"``,
     ``"DYNPROMPT"``, ``"AUTH_TOKEN_COMFY_ORG"``, ``"API_KEY_COMFY_ORG"``."""
@@ -152,6 +191,14 @@ def node(name: str, *, category: str, display_name: str | None = None, output_no
         for key, _ in inputs:
             delattr(cls, key)
         outputs = [out if isinstance(out, Output) else Output(out) for out in getattr(cls, "RETURNS", ())]
+        dynamic_names = [key for key, value in inputs if isinstance(value, DynamicCombo)]
+        if dynamic_names:
+            plain_run = cls.run
+
+            def run(self, *args: Any, **arguments: Any) -> Any:
+                return plain_run(self, *args, **nest_dynamic(arguments, dynamic_names))
+            run.__doc__, run.__wrapped__ = plain_run.__doc__, plain_run
+            cls.run = run
 
         def INPUT_TYPES(klass: type) -> dict[str, dict[str, Any]]:
             sections: dict[str, dict[str, Any]] = {"required": {}}

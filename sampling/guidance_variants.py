@@ -40,6 +40,24 @@ def cfg_norm(strength: float):
     return post
 
 
+def cfg_norm_pre(strength: float):
+    """CFGNorm with pre_cfg (newer ComfyUI; the norm-scaled CFG of models such as Lens) as the CFG step itself,
+    in noise space (eps = x - x0 of each branch): e = u + w (c - u) rescaled per pixel to the conditional
+    branch's channel norm, |c|_C / |e|_C (1 where |e|_C is 0; not clamped, so it may amplify), blended back
+    towards plain CFG by `strength` (1 = fully rescaled); x0 = x - e."""
+    def cfg(a: CfgArgs) -> Tensor:
+        cond, uncond = a.x - a.cond_x0, a.x - a.uncond_x0
+        combined = uncond + a.cond_scale * (cond - uncond)
+        cond_norm = torch.linalg.vector_norm(cond, dim=1, keepdim=True)
+        combined_norm = torch.linalg.vector_norm(combined, dim=1, keepdim=True)
+        scale = torch.where(combined_norm > 0, cond_norm / combined_norm.clamp_min(1e-12), torch.ones_like(combined_norm))
+        rescaled = combined * scale
+        if strength != 1.0:
+            rescaled = strength * rescaled + (1.0 - strength) * combined
+        return a.x - rescaled
+    return cfg
+
+
 def epsilon_scaling(factor: float):
     """Epsilon Scaling (Ning et al. 2024, "Elucidating the exposure bias in diffusion models",
     arXiv:2308.15321, eq. 15, uniform schedule): the predicted noise divided by `factor`,
@@ -119,3 +137,52 @@ def tangential_damping(a: CfgArgs) -> tuple[Tensor, Tensor]:
     v1 = vh[:, 0:1, :]                                                   # [B, 1, N]
     damped = ((s_u @ v1.transpose(-2, -1)) * v1).reshape_as(x).to(x.dtype)
     return a.cond_x0, x - damped
+
+
+# --- frequency-domain and norm-capped guidance ---------------------------------------------------------
+
+def frequency_scaled(update: Tensor, scale_low: float, scale_high: float, freq_cutoff: int) -> Tensor:
+    """FreSca (Huang et al. 2025, "FreSca: Unveiling the scaling space in diffusion models",
+    arXiv:2504.02154): the guidance update scaled separately in frequency space over the last two (spatial)
+    dims. After a centred 2-D FFT, the box of +-min(freq_cutoff, size // 2) indices around the centre of
+    every dim past the channels gets `scale_low`, everything else `scale_high`; computed in float32."""
+    dtype = update.dtype
+    spectrum = torch.fft.fftshift(torch.fft.fftn(update.float(), dim=(-2, -1)), dim=(-2, -1))
+    scale = torch.full(spectrum.shape, float(scale_high), device=update.device)
+    low = scale
+    for dim in range(2, spectrum.ndim):
+        centre = spectrum.shape[dim] // 2
+        half = min(freq_cutoff, centre)
+        low = low.narrow(dim, centre - half, 2 * half)
+    low.fill_(float(scale_low))
+    filtered = torch.fft.ifftn(torch.fft.ifftshift(spectrum * scale, dim=(-2, -1)), dim=(-2, -1)).real
+    return filtered.to(dtype)
+
+
+def fresca(scale_low: float, scale_high: float, freq_cutoff: int):
+    """FreSca as a pre-CFG function: cond' = uncond + frequency_scaled(cond - uncond); a step without an
+    unconditional branch is left alone (as ComfyUI)."""
+    def pre(a: CfgArgs) -> tuple[Tensor, Tensor]:
+        if len(a.conds) > 1 and a.conds[1] is None:
+            return a.cond_x0, a.uncond_x0
+        update = frequency_scaled(a.cond_x0 - a.uncond_x0, scale_low, scale_high, freq_cutoff)
+        return a.uncond_x0 + update, a.uncond_x0
+    return pre
+
+
+def renorm_cfg(cfg_trunc: float, renorm: float):
+    """RenormCFG (Lumina-Image 2.0, Qin et al. 2025, arXiv:2503.21758, "CFG-Renormalization" and
+    "CFG-Truncation"): while sigma < `cfg_trunc` the CFG result, per sample, is scaled down so its norm
+    stays under renorm * |cond| (renorm 0: no cap); from `cfg_trunc` on, the conditional x0 alone
+    (guidance truncated). As ComfyUI, the comparison uses the sampler's sigma."""
+    def cfg(a: CfgArgs) -> Tensor:
+        if float(a.sigma.flatten()[0]) >= cfg_trunc:
+            return a.cond_x0
+        guided = a.uncond_x0 + a.cond_scale * (a.cond_x0 - a.uncond_x0)
+        if renorm > 0:
+            dims = tuple(range(1, guided.ndim))
+            cap = torch.linalg.vector_norm(a.cond_x0, dim=dims, keepdim=True) * renorm
+            norm = torch.linalg.vector_norm(guided, dim=dims, keepdim=True)
+            guided = torch.where(norm >= cap, guided * (cap / norm), guided)
+        return guided
+    return cfg

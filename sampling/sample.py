@@ -202,7 +202,8 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
             on_progress(min(step.index + 1, total), total, step)
 
     samples = run_sampler(sampler_name, denoiser, x, sampler_sigmas, on_step=on_step, noise_sampler=noise_sampler,
-                          is_rectified_flow=ms.is_rectified_flow, model_sampling=ms, **(sampler_options or {}))
+                          is_rectified_flow=ms.is_rectified_flow, model_sampling=ms, seed=seed,
+                          **(sampler_options or {}))
     samples = ms.inverse_noise_scaling(sigmas[-1], samples)
     if latent_format is not None:
         samples = latent_format.process_out(samples)

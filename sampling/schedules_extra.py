@@ -9,10 +9,16 @@ sigmas, descending (ending in 0 unless the formula says otherwise).
 - `tabled_sigmas`: published per-model noise levels, log-linearly interpolated to the step count:
   Align Your Steps (Sabour et al. 2024, NVIDIA's "how to" page) and OptimalSteps (Pei et al. 2025,
   arXiv:2503.23307, github.com/bebebe666/OptimalSteps).
+- `gits_sigmas`: GITS (Chen et al. 2024, "On the trajectory regularity of ODE-based diffusion sampling",
+  arXiv:2405.11326): time steps searched per "coeff" for 2..20 steps, in `data/gits_levels.json` (the
+  published table, read when first used); more steps resample the 20-step levels log-linearly.
 """
 from __future__ import annotations
 
+import functools
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -99,3 +105,25 @@ def tabled_sigmas(levels: tuple[float, ...], steps: int, denoise: float = 1.0) -
     sigmas = sigmas[-(total + 1):].copy()
     sigmas[-1] = 0.0
     return torch.tensor(sigmas, dtype=torch.float32)
+
+
+GITS_TABLE = Path(__file__).with_name("data") / "gits_levels.json"
+GITS_MAX_TABLED_STEPS = 20
+
+
+@functools.cache
+def _gits_levels() -> dict[str, list[list[float]]]:
+    return json.loads(GITS_TABLE.read_text(encoding="utf-8"))["levels"]
+
+
+def gits_sigmas(coeff: float, steps: int, denoise: float = 1.0) -> Tensor:
+    """GITSScheduler: the searched levels of `coeff` (0.80 ... 1.50 in steps of 0.05) for `steps`
+    (2 ... 20 tabled; more steps interpolate the 20-step levels), then the tail for denoise as
+    `tabled_sigmas` does (last round(steps * denoise) steps, final level 0)."""
+    table = _gits_levels().get(f"{round(coeff, 2):.2f}")
+    if table is None:
+        raise ValueError(f"GITS coeff {coeff} is not one of {', '.join(_gits_levels())}")
+    if steps < 2:
+        raise ValueError(f"GITS needs at least 2 steps, got {steps}")
+    levels = table[steps - 2] if steps <= GITS_MAX_TABLED_STEPS else table[-1]
+    return tabled_sigmas(tuple(levels), steps, denoise)

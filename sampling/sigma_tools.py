@@ -3,6 +3,7 @@ inserting intermediate steps. Pure functions; the input is never modified."""
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import Tensor
@@ -66,3 +67,17 @@ def extend_intermediate(sigmas: Tensor, steps: int, start_at_sigma: float, end_a
     if len(sigmas) > 0:
         out.append(float(sigmas[-1]))
     return torch.tensor(out, dtype=torch.float32)
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def parse_sigmas(text: str) -> Tensor:
+    """ManualSigmas: the numbers of `text` ("1, 0.5, 0.0"; commas, spaces or new lines between them) as a
+    float32 schedule, in the order written. Anything else in the text raises a ValueError naming it."""
+    tokens = [token for token in re.split(r"[,\s]+", text.strip()) if token]
+    bad = [token for token in tokens if not _NUMBER.fullmatch(token)]
+    if bad:
+        raise ValueError(f"not a number: {', '.join(repr(token) for token in bad[:5])}; "
+                         "write the sigmas as numbers separated by commas, e.g. '1.0, 0.5, 0.0'")
+    return torch.tensor([float(token) for token in tokens], dtype=torch.float32)

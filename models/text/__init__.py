@@ -4,7 +4,8 @@ with ComfyUI's prompt syntax.
 The interface the checkpoint loader and the nodes use:
 
 - `text_encoder_config_from_shapes(kind, shapes) -> ClipTextConfig` (pure; kinds "clip_l", "open_clip_h",
-  "open_clip_g" (bigG in OpenCLIP layout, SDXL checkpoints), "clip_g" (bigG in HF layout, clip_g files))
+  "open_clip_g" (bigG in OpenCLIP layout, SDXL checkpoints), "clip_g" (bigG in HF layout, clip_g files),
+  "clip_h" (ViT-H in HF layout: CLIPSave output and diffusers SD2 text encoders))
 - `load_text_encoder(kind, state_dict, *, dtype=None, **behaviour) -> TextEncoder` (checkpoint prefix
   already stripped; `behaviour`: per-family overrides, e.g. `**CLIP_L_PENULTIMATE` for SDXL/SD3's CLIP-L)
 - `random_text_encoder_state_dict(kind, config, *, seed=0, dtype=torch.float32)` (real layout)

@@ -40,6 +40,9 @@ KIND_DEFAULTS: dict[str, dict] = {
     "clip_l": {"activation": "quick_gelu", "default_clip_skip": -1, "pad_token": 49407},
     # SD2: OpenCLIP ViT-H, exact gelu, penultimate layer, padded with 0 (ComfyUI sd2_clip.py)
     "open_clip_h": {"activation": "gelu", "default_clip_skip": -2, "pad_token": 0},
+    # "clip_h": the same tower in the Hugging Face layout (what ComfyUI's CLIPSave writes for SD2, and
+    # stabilityai's diffusers text_encoder files)
+    "clip_h": {"activation": "gelu", "default_clip_skip": -2, "pad_token": 0},
     # SDXL / SD3: OpenCLIP ViT-bigG, exact gelu, penultimate layer *without* final_layer_norm, padded with 0;
     # pooled = text_projection(final_layer_norm(last layer) at the end token) (ComfyUI sdxl_clip.py
     # SDXLClipG: layer="penultimate", layer_norm_hidden_state=False; tokenizer pad_with_end=False).

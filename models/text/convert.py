@@ -29,7 +29,7 @@ from ..errors import KeyMismatchError, UnknownModelError, summarise_keys
 from .clip import KIND_DEFAULTS, ClipTextConfig
 
 KINDS = tuple(KIND_DEFAULTS)
-LAYOUTS = {"clip_l": "hf", "clip_g": "hf", "open_clip_h": "open_clip", "open_clip_g": "open_clip"}
+LAYOUTS = {"clip_l": "hf", "clip_g": "hf", "clip_h": "hf", "open_clip_h": "open_clip", "open_clip_g": "open_clip"}
 HEAD_DIM = 64         # every CLIP text tower SD uses: L 768/12, H 1024/16, bigG 1280/20
 
 # OpenCLIP resblock names -> HF layer names (weight and bias each)
@@ -195,7 +195,7 @@ def random_text_encoder_state_dict(kind: str, config: ClipTextConfig, *, seed: i
         else:
             t = torch.randn(shape, generator=gen) / math.sqrt(shape[-1])
         hf[name] = t.to(device=device, dtype=dtype)
-    if kind == "clip_g":
+    if kind in ("clip_g", "clip_h"):
         return dict(sorted(hf.items()))          # transformers >= 4.31 saves no position_ids buffer
     if kind == "clip_l":
         # SD1.5 and SDXL store the position ids: I64 [1, P] holding 0..P-1

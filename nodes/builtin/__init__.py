@@ -33,4 +33,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.controlnet",
     "nodes.builtin.preprocessors",
     "nodes.builtin.vision",
+    "nodes.builtin.guidance_extra",
+    "nodes.builtin.image_advanced",
+    "nodes.builtin.model_patches_extra",
 )

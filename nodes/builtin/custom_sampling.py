@@ -4,7 +4,7 @@ sampling.schedules_extra, sampling.sigma_tools and diffusion.custom_sampling."""
 from __future__ import annotations
 
 from diffusion import custom_sampling as cs
-from nodes.spec import Boolean, Combo, Float, Input, Int, Output, node
+from nodes.spec import Boolean, Combo, Float, Input, Int, Output, String, node
 from sampling import schedules_extra, sigma_tools
 
 SCHEDULERS = "sampling/custom_sampling/schedulers"
@@ -105,7 +105,30 @@ class OptimalStepsScheduler:
         return (schedules_extra.tabled_sigmas(schedules_extra.OPTIMAL_STEPS_LEVELS[model_type], steps, denoise),)
 
 
+@node("GITSScheduler", category=SCHEDULERS, function="execute")
+class GITSScheduler:
+    coeff = Float(1.20, min=0.80, max=1.50, step=0.05)
+    steps = Int(10, min=2, max=1000)
+    denoise = Float(1.0, min=0.0, max=1.0, step=0.01)
+    RETURNS = ("SIGMAS",)
+
+    def run(self, coeff: float, steps: int, denoise: float) -> tuple:
+        return (schedules_extra.gits_sigmas(coeff, steps, denoise),)
+
+
 # --- sigma tools ----------------------------------------------------------------------------------------
+
+# ManualSigmas is newer than 0.3.64 (the LTX-2 / FLUX.2 templates use it): ComfyUI's node takes one
+# STRING "sigmas" (default "1, 0.5") and returns SIGMAS, experimental, in "_for_testing/custom_sampling".
+@node("ManualSigmas", category="_for_testing/custom_sampling", experimental=True, function="execute",
+      search_aliases=["custom noise schedule", "define sigmas"])
+class ManualSigmas:
+    sigmas = String("1, 0.5", multiline=False)
+    RETURNS = ("SIGMAS",)
+
+    def run(self, sigmas: str) -> tuple:
+        return (cs.manual_sigmas(sigmas),)
+
 
 @node("SplitSigmasDenoise", category=SIGMAS, function="get_sigmas")
 class SplitSigmasDenoise:
@@ -182,6 +205,17 @@ class SamplerEulerCFGpp:
 
     def run(self, version: str) -> tuple:
         return (cs.sampler_choice("euler_cfg_pp_alternative" if version == "alternative" else "euler_cfg_pp"),)
+
+
+@node("SamplerLCMUpscale", category=SAMPLERS, function="execute")
+class SamplerLCMUpscale:
+    scale_ratio = Float(1.0, min=0.1, max=20.0, step=0.01)
+    scale_steps = Int(-1, min=-1, max=1000, step=1)
+    upscale_method = Combo(cs.LCM_UPSCALE_METHODS)
+    RETURNS = ("SAMPLER",)
+
+    def run(self, scale_ratio: float, scale_steps: int, upscale_method: str) -> tuple:
+        return (cs.lcm_upscale_choice(scale_ratio, scale_steps, upscale_method),)
 
 
 @node("SamplerLMS", category=SAMPLERS, function="get_sampler")

@@ -25,9 +25,13 @@ class CFGZeroStar:
 class CFGNorm:
     model = Input("MODEL")
     strength = Float(1.0, min=0.0, max=100.0, step=0.01)
+    # newer ComfyUI (the Lens / LongCat templates save it): rescale the CFG combination itself, unclamped
+    pre_cfg = optional(Boolean(False))
     RETURNS = (PATCHED,)
 
-    def run(self, model, strength: float) -> tuple:
+    def run(self, model, strength: float, pre_cfg: bool = False) -> tuple:
+        if pre_cfg:
+            return (gp.with_cfg_function(model, gv.cfg_norm_pre(strength)),)
         return (gp.with_post_cfg(model, gv.cfg_norm(strength)),)
 
 

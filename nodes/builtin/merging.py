@@ -126,6 +126,41 @@ ModelMergeSD3_2B = _block_merge_node("ModelMergeSD3_2B", _mmdit_prefixes(24))
 ModelMergeSD35_Large = _block_merge_node("ModelMergeSD35_Large", _mmdit_prefixes(38))
 
 
+def _blocks(head: list[str], block: str, count: int, tail: list[str]) -> list[str]:
+    """`head`, then `block.format(i)` for i < count, then `tail`: the block list of a transformer."""
+    return [*head, *(block.format(i) for i in range(count)), *tail]
+
+
+# The key prefixes of the other families ComfyUI lists (the architectures' own parameter names).
+ModelMergeFlux1 = _block_merge_node("ModelMergeFlux1", _blocks(
+    ["img_in.", "time_in.", "guidance_in", "vector_in.", "txt_in."], "double_blocks.{}.", 19,
+    [f"single_blocks.{i}." for i in range(38)] + ["final_layer."]))
+ModelMergeAuraflow = _block_merge_node("ModelMergeAuraflow", _blocks(
+    ["init_x_linear.", "positional_encoding", "cond_seq_linear.", "register_tokens", "t_embedder."],
+    "double_layers.{}.", 4, [f"single_layers.{i}." for i in range(32)] + ["modF.", "final_linear."]))
+ModelMergeLTXV = _block_merge_node("ModelMergeLTXV", _blocks(
+    ["patchify_proj.", "adaln_single.", "caption_projection."], "transformer_blocks.{}.", 28,
+    ["scale_shift_table", "proj_out."]))
+ModelMergeMochiPreview = _block_merge_node("ModelMergeMochiPreview", _blocks(
+    ["pos_frequencies.", "t_embedder.", "t5_y_embedder.", "t5_yproj."], "blocks.{}.", 48, ["final_layer."]))
+ModelMergeQwenImage = _block_merge_node("ModelMergeQwenImage", _blocks(
+    ["pos_embeds.", "img_in.", "txt_norm.", "txt_in.", "time_text_embed."], "transformer_blocks.{}.", 60,
+    ["proj_out."]))
+ModelMergeWAN2_1 = _block_merge_node("ModelMergeWAN2_1", _blocks(
+    ["patch_embedding.", "time_embedding.", "time_projection.", "text_embedding.", "img_emb."], "blocks.{}.", 40,
+    ["head."]))
+_COSMOS_HEAD = ["pos_embedder.", "extra_pos_embedder.", "x_embedder.", "t_embedder.", "affline_norm."]
+ModelMergeCosmos7B = _block_merge_node("ModelMergeCosmos7B", _blocks(_COSMOS_HEAD, "blocks.block{}.", 28,
+                                                                     ["final_layer."]))
+ModelMergeCosmos14B = _block_merge_node("ModelMergeCosmos14B", _blocks(_COSMOS_HEAD, "blocks.block{}.", 36,
+                                                                       ["final_layer."]))
+_PREDICT2_HEAD = ["pos_embedder.", "x_embedder.", "t_embedder.", "t_embedding_norm."]
+ModelMergeCosmosPredict2_2B = _block_merge_node("ModelMergeCosmosPredict2_2B", _blocks(
+    _PREDICT2_HEAD, "blocks.{}.", 28, ["final_layer."]))
+ModelMergeCosmosPredict2_14B = _block_merge_node("ModelMergeCosmosPredict2_14B", _blocks(
+    _PREDICT2_HEAD, "blocks.{}.", 36, ["final_layer."]))
+
+
 # --- savers -----------------------------------------------------------------------------------------------
 
 @node("ModelSave", category=MERGING, output_node=True, function="save")

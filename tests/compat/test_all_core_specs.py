@@ -29,7 +29,11 @@ ALL_NODES: dict = ALL["nodes"]
 # {class_type: {field path: reason}}: differences from 0.3.64 kept on purpose.
 _PREVIEW_ANY = ("Plexus's PreviewAny follows the newer ComfyUI node (display name 'Preview as Text', "
                 "a STRING output, category 'utilities'); kept so graphs wired to that output keep working")
+_CFG_NORM = ("newer ComfyUI adds the optional 'pre_cfg' widget (norm-rescaled CFG combination); the official "
+             "templates (image_longcat_text_to_image, the Qwen edit and Lens ones) save it, so 0.3.64's two "
+             "widgets would not map their widgets_values")
 DELIBERATE_DIFFERENCES: dict[str, dict[str, str]] = {
+    "CFGNorm": {"input.optional.pre_cfg": _CFG_NORM, "input_order": _CFG_NORM},
     "PreviewAny": {field: _PREVIEW_ANY for field in
                    ("category", "display_name", "output", "output_is_list", "output_name")},
     "LoadImageOutput": {"input.required.image.options.remote": (

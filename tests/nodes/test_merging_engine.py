@@ -72,6 +72,9 @@ def test_savers_write_comfyui_named_files(harness):
 def test_guidance_nodes_run_in_a_graph(harness):
     plain = _latent(harness, base_prompt())
     for class_type, extra in (("CFGZeroStar", {}), ("CFGNorm", {"strength": 0.9}), ("TCFG", {}),
+                              ("CFGNorm", {"strength": 1.0, "pre_cfg": True}),
+                              ("FreSca", {"scale_low": 1.0, "scale_high": 1.25, "freq_cutoff": 2}),
+                              ("RenormCFG", {"cfg_trunc": 100.0, "renorm_cfg": 1.0}),
                               ("APG", {"eta": 0.5, "norm_threshold": 2.0, "momentum": 0.2}),
                               ("Epsilon Scaling", {"scaling_factor": 1.02}), ("Mahiro", {}),
                               ("PerturbedAttentionGuidance", {"scale": 2.0}),

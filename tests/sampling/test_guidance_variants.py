@@ -137,3 +137,17 @@ def test_perp_neg_cfg_evaluates_the_empty_prompt_once_more() -> None:
     out = perp_neg_cfg([Cond(inputs={"c_crossattn": torch.zeros(1, 2, 4)})], DiscreteSampling(), 1.0)(args)
     torch.testing.assert_close(out, perp_neg(a.cond_x0, a.uncond_x0, empty_x0, 1.0, a.cond_scale))
     assert len(calls) == 1 and len(calls[0]) == 1
+
+
+def test_cfg_norm_pre_rescales_the_noise_combination_to_the_conditional_norm() -> None:
+    torch.manual_seed(3)
+    x, c, u = torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5)
+    a = CfgArgs(x, torch.tensor([1.0]), c, u, 4.0)
+    eps_c, eps_u = x - c, x - u
+    combined = eps_u + 4.0 * (eps_c - eps_u)
+    scale = eps_c.norm(dim=1, keepdim=True) / combined.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(gv.cfg_norm_pre(1.0)(a), x - combined * scale)
+    half = 0.5 * combined * scale + 0.5 * combined
+    torch.testing.assert_close(gv.cfg_norm_pre(0.5)(a), x - half)
+    # strength 0: plain CFG
+    torch.testing.assert_close(gv.cfg_norm_pre(0.0)(a), u + 4.0 * (c - u), atol=1e-5, rtol=1e-5)
