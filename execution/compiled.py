@@ -204,7 +204,7 @@ class KeyBuilder:
         """``IS_CHANGED`` called with the node's constants; NaN or an exception means 'always run'."""
         wanted, takes_all = spec.is_changed_args, spec.is_changed_has_kwargs
         arguments = {n: v for n, v in node.constants.items() if takes_all or n in wanted}
-        for name, kind in spec.hidden.items():
+        for name, kind in ({} if spec.is_hidden_from_context else spec.hidden).items():
             if takes_all or name in wanted:
                 arguments[name] = self.hidden(kind, node.id)
         for name in node.links:

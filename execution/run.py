@@ -277,8 +277,9 @@ class PromptRun:
                     f"{source_type} #{source}, which has {len(outputs)} output(s)"))
             else:
                 arguments[name] = outputs[index]
-        for name, kind in node.spec.hidden.items():
-            arguments[name] = [hidden_value(kind, node.id, self.prompt, self.extra_data, self.dynamic)]
+        if not node.spec.is_hidden_from_context:
+            for name, kind in node.spec.hidden.items():
+                arguments[name] = [hidden_value(kind, node.id, self.prompt, self.extra_data, self.dynamic)]
         return arguments
 
     def instance(self, node: CompiledNode) -> Any:
@@ -325,7 +326,8 @@ class PromptRun:
         is_async = spec.is_async if function == spec.function else inspect.iscoroutinefunction(method)
         is_input_list = spec.is_input_list
         context = NodeContext(self.prompt_id, node.id, node.class_type, node.display_id, self.report_progress,
-                              self.is_interrupted, self.preview_method)
+                              self.is_interrupted, self.preview_method,
+                              lambda kind: hidden_value(kind, node.id, self.prompt, self.extra_data, self.dynamic))
         token = _enter_context(context)
         prefix_token = _PREFIX.set((node.id, 0, 0))
         try:
