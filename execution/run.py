@@ -14,7 +14,8 @@ import traceback
 from typing import Any
 
 from execution.caching import CacheEntry
-from execution.compiled import CompiledNode, KeyBuilder, compile_node, hidden_value, snapshot_inputs
+from execution.compiled import (HIDDEN_KINDS, CompiledNode, KeyBuilder, compile_node, hidden_value,
+                                snapshot_inputs)
 from execution.errors import Interrupted, PlexusError
 from execution.failures import NodeFailure, now_ms, summarize
 from execution.graph import DynamicPrompt, rename_expansion
@@ -139,7 +140,8 @@ class PromptRun:
     def error_data(self, failure: NodeFailure) -> dict[str, Any]:
         node = self.nodes.get(failure.node_id)
         exc = failure.exception
-        return {"prompt_id": self.prompt_id, "node_id": failure.node_id or None,
+        # as ComfyUI: an expanded node's failure is reported on the node that expanded (its real id)
+        return {"prompt_id": self.prompt_id, "node_id": (node.real_id if node else failure.node_id) or None,
                 "node_type": node.class_type if node else None, "executed": list(self.executed),
                 "exception_message": failure.message, "exception_type": full_type_name(type(exc)),
                 "traceback": failure.traceback_lines,
@@ -190,7 +192,7 @@ class PromptRun:
                 compiled = nodes[node_id]
                 spec = compiled.spec
                 if spec.is_changed is None and not spec.is_volatile:
-                    for source, _ in compiled.links.values():
+                    for source, _ in compiled.key_sources():
                         if source not in keys or keys[source] is not previous.get(source):
                             break
                     else:
@@ -279,7 +281,8 @@ class PromptRun:
                 arguments[name] = outputs[index]
         if not node.spec.is_hidden_from_context:
             for name, kind in node.spec.hidden.items():
-                arguments[name] = [hidden_value(kind, node.id, self.prompt, self.extra_data, self.dynamic)]
+                if kind in HIDDEN_KINDS:
+                    arguments[name] = [hidden_value(kind, node.id, self.prompt, self.extra_data, self.dynamic)]
         return arguments
 
     def instance(self, node: CompiledNode) -> Any:
