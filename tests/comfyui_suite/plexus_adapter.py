@@ -31,6 +31,7 @@ from pathlib import Path
 PLEXUS = Path(__file__).resolve().parents[2]
 _ORIGINAL_POPEN = subprocess.Popen
 _SERVERS = itertools.count(1)
+_BASES: list[Path] = []     # every base directory made, removed when the session ends
 
 
 def is_comfyui_server_command(args: object) -> bool:
@@ -54,6 +55,15 @@ def fresh_base_directory(comfyui_root: Path) -> Path:
     base = Path(tempfile.mkdtemp(prefix="plexus-comfyui-suite-"))
     testing_nodes = comfyui_root / "tests" / "execution" / "testing_nodes"
     shutil.copytree(testing_nodes, base / "custom_nodes", ignore=shutil.ignore_patterns("__pycache__"))
+    for earlier in _BASES:   # the demo checkpoint the first server wrote: linked, not written again
+        for checkpoint in (earlier / "models" / "checkpoints").glob("*.safetensors"):
+            (base / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
+            os.link(checkpoint, base / "models" / "checkpoints" / checkpoint.name)
+            break
+        else:
+            continue
+        break
+    _BASES.append(base)
     return base
 
 
@@ -78,3 +88,5 @@ def pytest_configure(config) -> None:
 
 def pytest_unconfigure(config) -> None:
     subprocess.Popen = _ORIGINAL_POPEN
+    for base in _BASES:
+        shutil.rmtree(base, ignore_errors=True)

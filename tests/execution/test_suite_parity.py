@@ -140,3 +140,41 @@ def test_a_failure_inside_an_expansion_is_reported_on_the_expanding_node() -> No
     assert result.status == "error"
     assert result.error["node_id"] == "1" and result.error["node_type"] == "Plus"
     assert "negative amount" in result.error["exception_message"]
+
+
+class Meet:
+    """An async node that finishes only when ``parties`` Meet nodes are running at the same time."""
+
+    BARRIERS: dict = {}
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT",), "parties": ("INT", {"default": 2})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    async def run(self, value, parties):
+        import asyncio
+
+        barrier = self.BARRIERS.setdefault(parties, asyncio.Barrier(parties))
+        await asyncio.wait_for(barrier.wait(), timeout=20)
+        return (value,)
+
+
+def test_ready_async_nodes_run_side_by_side() -> None:
+    """Three async nodes under three outputs overlap (ComfyUI's parallel-sleep tests): each waits for the
+    other two, so run one at a time they would time out."""
+    registry = NodeRegistry()
+    for cls in (Const, Show, Meet):
+        registry.register(cls.__name__, cls)
+    Meet.BARRIERS.clear()
+    engine = Engine(registry, EventBus(), CachePolicy.keep_last())
+    prompt = {"1": {"class_type": "Const", "inputs": {"value": 5}}}
+    for n in range(3):
+        prompt[f"m{n}"] = {"class_type": "Meet", "inputs": {"value": ["1", 0], "parties": 3}}
+        prompt[f"s{n}"] = {"class_type": "Show", "inputs": {"value": [f"m{n}", 0]}}
+    result = _run(engine, prompt, 1)
+    assert result.status == "success", (result.error or {}).get("exception_message")
+    assert [result.outputs[f"s{n}"] for n in range(3)] == [{"value": [5]}] * 3
+    engine.close()
