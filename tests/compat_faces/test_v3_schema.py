@@ -120,6 +120,21 @@ class Pick(io.ComfyNode):
         return io.NodeOutput(a if first else b)
 
 
+class PickFirst(io.ComfyNode):
+    """Lazy inputs and no check_lazy_status: the lazy inputs are never evaluated (as in ComfyUI)."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="V3PickFirst", category="v3test",
+                         inputs=[io.Float.Input("a", force_input=True),
+                                 io.Float.Input("b", lazy=True, force_input=True, optional=True)],
+                         outputs=[io.Float.Output()])
+
+    @classmethod
+    def execute(cls, a, b=None):
+        return io.NodeOutput(a if b is None else b)
+
+
 class Expand(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -168,7 +183,7 @@ class Broken(io.ComfyNode):
 
 class Extension(ComfyExtension):
     async def get_node_list(self):
-        return [Combine, SlowDouble, Show, Checked, Pick, Expand, Gate, Preview, Broken]
+        return [Combine, SlowDouble, Show, Checked, Pick, PickFirst, Expand, Gate, Preview, Broken]
 
 
 async def comfy_entrypoint():
@@ -194,8 +209,8 @@ def _pack_module():
 def test_entrypoint_registers_schema_nodes_and_skips_a_broken_schema(harness) -> None:
     plugin = harness.plugin("v3_pack")
     assert plugin.is_ok, plugin.error
-    assert plugin.node_names == ["V3Combine", "V3SlowDouble", "V3Show", "V3Checked", "V3Pick", "V3Expand",
-                                 "V3Gate", "V3Preview"]
+    assert plugin.node_names == ["V3Combine", "V3SlowDouble", "V3Show", "V3Checked", "V3Pick", "V3PickFirst",
+                                 "V3Expand", "V3Gate", "V3Preview"]
     assert plugin.display_names == {"V3Combine": "V3 Combine"}
     assert [w for w in plugin.warnings if "Broken" in w and "must be unique" in w], plugin.warnings
     assert harness.registry.python_module("V3Combine") == "custom_nodes.v3_pack"
@@ -288,6 +303,9 @@ def test_lazy_inputs_follow_check_lazy_status(harness) -> None:
     assert result.status == "success", result.error
     assert result.outputs["4"]["text"] == ["picked:3.0"]
     assert "1" not in result.outputs   # the branch it did not ask for never ran
+    prompt["3"] = {"class_type": "V3PickFirst", "inputs": {"a": ["1", 0], "b": ["2", 0]}}
+    result = harness.run(prompt)
+    assert result.outputs["4"]["text"] == ["picked:1.0"] and "2" not in result.outputs
 
 
 def test_expand_and_block_execution(harness) -> None:

@@ -26,6 +26,8 @@ Differences from ComfyUI (on purpose):
   arguments, so an input named ``prompt`` never clashes with the hidden ``PROMPT``; ``execute`` runs on
   a per-call clone of the class whose ``hidden`` holds them, as ComfyUI's does (the clone is not locked
   against attribute writes);
+- the base class has no ``check_lazy_status`` placeholder (ComfyUI's is never called: a node without its
+  own leaves its lazy inputs unevaluated, here too);
 - the schema is built once per class (ComfyUI re-runs ``define_schema`` on each ``INPUT_TYPES`` call);
   :meth:`ComfyNode.INPUT_TYPES` re-runs it, so combo options that list files stay fresh.
 """
@@ -818,10 +820,8 @@ class _ComfyNodeBaseInternal(_ComfyNodeInternal):
         """Override to decide re-runs (ComfyUI's IS_CHANGED): a new value means the node runs again."""
         raise NotImplementedError
 
-    @classmethod
-    def check_lazy_status(cls, **kwargs: Any) -> list[str]:
-        """Override to name the lazy inputs still needed; this default asks for every one not yet evaluated."""
-        return [name for name, value in kwargs.items() if value is None]
+    # check_lazy_status: a subclass defines it to name the lazy inputs it still needs. The base has none
+    # (ComfyUI's placeholder is never called either): without it, lazy inputs are never evaluated.
 
     def __init__(self) -> None:
         self.local_resources = None
