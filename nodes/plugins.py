@@ -305,7 +305,11 @@ def _collect(module: Any, report: PluginReport, module_dir: Path) -> None:
             raise ImportError(f"{report.path} has neither NODE_CLASS_MAPPINGS nor comfy_entrypoint")
         mappings, display_names = v3_extension_nodes(module.comfy_entrypoint, report)
     for node_name, cls in dict(mappings).items():
-        missing = [m for m in CLASSIC_MEMBERS if not hasattr(cls, m)] if isinstance(cls, type) else ["a class"]
+        try:   # a V3 class computes these from its schema, which may fail
+            missing = [m for m in CLASSIC_MEMBERS if not hasattr(cls, m)] if isinstance(cls, type) else ["a class"]
+        except Exception as exc:  # noqa: BLE001 - one broken node must not fail the pack
+            report.warnings.append(f"node {node_name!r} skipped: {type(exc).__name__}: {exc}")
+            continue
         if missing:
             report.warnings.append(f"node {node_name!r} skipped: not a classic node (missing {', '.join(missing)})")
             continue

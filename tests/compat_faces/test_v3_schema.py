@@ -338,6 +338,26 @@ def test_v3_classes_in_node_class_mappings_and_version_aliases(tmp_path) -> None
 from comfy_api.v0_0_2 import io
 from comfy_api.latest import io as latest_io
 
+class NewerThanThisApi(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="Newer", inputs=[io.DynamicCombo.Input("mode", options=[])])
+
+    @classmethod
+    def execute(cls, mode):
+        return io.NodeOutput()
+
+
+class BadSchema(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        raise ValueError("broken schema")
+
+    @classmethod
+    def execute(cls):
+        return io.NodeOutput()
+
+
 class Echo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -348,11 +368,13 @@ class Echo(io.ComfyNode):
         return io.NodeOutput(text, ui={"text": [text]})
 
 assert io is latest_io
-NODE_CLASS_MAPPINGS = {"MappedEcho": Echo}
+NODE_CLASS_MAPPINGS = {"MappedEcho": Echo, "Newer": NewerThanThisApi, "Bad": BadSchema}
 '''})
         h.pack("bad_entry", {"__init__.py": "async def comfy_entrypoint():\n    return object()\n"})
         h.load()
         assert h.plugin("mapped").node_names == ["MappedEcho"]
+        assert [w.split(":")[0] for w in h.plugin("mapped").warnings] == [
+            "node 'Newer' skipped", "node 'Bad' skipped"], h.plugin("mapped").warnings
         assert h.run({"1": {"class_type": "MappedEcho", "inputs": {"text": "yo"}}}).outputs["1"] == {"text": ["yo"]}
         bad = h.plugin("bad_entry")
         assert not bad.is_ok and "not a ComfyExtension" in bad.error
