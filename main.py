@@ -554,6 +554,19 @@ def run_on_cluster(app: App, record: PromptRecord) -> RunResult:
 # -- serve ----------------------------------------------------------------------------------------------
 
 
+def copied_web_extensions(folders: Folders, known: set[str]) -> list[Any]:
+    """Folders packs copied into ``web/extensions/`` of the ComfyUI root they see (the per-user
+    ``folders.plugin_root``), each served as ``/extensions/<folder>/`` unless a pack of that name serves
+    its own."""
+    from web.services import Plugin
+
+    root = folders.plugin_web_extensions
+    if not root.is_dir():
+        return []
+    return [Plugin(path.name, path, path) for path in sorted(root.iterdir())
+            if path.is_dir() and path.name not in known]
+
+
 def build_server(app: App) -> tuple[Any, Any]:
     """The server's (Services, ServerSettings) for ``app``; starts the worker thread."""
     from execution.store import PromptStore
@@ -569,6 +582,7 @@ def build_server(app: App) -> tuple[Any, Any]:
     known = {p.name for p in plugins}
     plugins += [Plugin(name, Path(path), Path(path)) for name, path in node_services.extension_web_dirs.items()
                 if name not in known]       # web folders packs registered in nodes.EXTENSION_WEB_DIRS
+    plugins += copied_web_extensions(folders, {p.name for p in plugins})
     if args.ray:
         from cluster.dispatcher import ClusterEngine
 

@@ -35,6 +35,10 @@ class UpscaleModel(ManagedHandle):
     def scale(self) -> int:
         return self.module.config.scale
 
+    def eval(self) -> UpscaleModel:
+        """Itself (the call plugins make on the model descriptor ComfyUI's loaders return)."""
+        return self
+
 
 def load_upscale_model_file(path: str | os.PathLike, manager: Any) -> UpscaleModel:
     path = Path(path)
@@ -47,6 +51,14 @@ def load_upscale_model_file(path: str | os.PathLike, manager: Any) -> UpscaleMod
         return (handle,)
 
     return cached_load(manager, "upscale_model", path, load)[0]
+
+
+def upscale_model_from_state_dict(state: Any, manager: Any, name: str = "state dict") -> UpscaleModel:
+    """An UPSCALE_MODEL from tensors already in memory (plugins that load the file themselves)."""
+    module = rrdbnet_from_state_dict(state)
+    handle = UpscaleModel(module, manager=manager, name=f"{name} (upscale)")
+    manager.register(handle, dtype=torch.float32)
+    return handle
 
 
 def _spans(length: int, core_px: int) -> list[tuple[int, int]]:

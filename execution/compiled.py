@@ -29,6 +29,7 @@ class CompiledNode:
         "links",
         "parent_id",
         "problem",
+        "raw_links",
         "real_id",
         "spec",
     )
@@ -39,11 +40,18 @@ class CompiledNode:
         self.spec: ClassSpec | None = None
         self.constants: dict[str, Any] = {}
         self.links: dict[str, tuple[str, int]] = {}   # input name -> (source id, output index)
+        # rawLink inputs that are links: passed as the raw [id, index] (in constants), yet their sources
+        # are part of the cache key, as in ComfyUI (a loop-closing node is keyed by what opens the loop)
+        self.raw_links: dict[str, tuple[str, int]] = {}
         self.lazy: frozenset[str] = frozenset()        # linked inputs evaluated only on request
         self.problem: str | None = None
         self.display_id = node_id
         self.parent_id: str | None = None
         self.real_id = node_id
+
+    def key_sources(self) -> list[tuple[str, int]]:
+        """The (source, output) pairs whose keys this node's cache key is built from."""
+        return [*self.links.values(), *self.raw_links.values()] if self.raw_links else list(self.links.values())
 
 
 def compile_node(node_id: str, node: dict[str, Any], specs: SpecCache) -> CompiledNode:
@@ -76,11 +84,16 @@ def compile_node(node_id: str, node: dict[str, Any], specs: SpecCache) -> Compil
             compiled.links[name] = (value[0], value[1])
             if input_spec is not None and input_spec.is_lazy:
                 lazy.append(name)
+        elif input_spec is not None and is_link(value):     # a rawLink input: the link itself, as is
+            compiled.raw_links[name] = (value[0], value[1])
+            compiled.constants[name] = value
         elif input_spec is not None:
             try:
                 compiled.constants[name] = coerce_constant(input_spec, value)
             except CoercionError as exc:
                 compiled.problem = f"input '{name}': {exc}"
+        elif spec.hidden.get(name) not in (None, *HIDDEN_KINDS):
+            compiled.constants[name] = value   # a hidden input of the node's own kind: the prompt's value, as is
     for name, input_spec in declared.items():
         if input_spec.is_required and name not in inputs:
             compiled.problem = f"required input '{name}' is missing"
@@ -88,6 +101,12 @@ def compile_node(node_id: str, node: dict[str, Any], specs: SpecCache) -> Compil
     if "override_display_id" in node:
         compiled.display_id = node["override_display_id"]
     return compiled
+
+
+# The hidden kinds the engine fills in; a hidden input of any other kind (``("*",)``, a pack's own) gets
+# what the prompt gives it (a constant or a link, as ComfyUI does), or nothing.
+HIDDEN_KINDS = frozenset({"PROMPT", "UNIQUE_ID", "EXTRA_PNGINFO", "DYNPROMPT", "AUTH_TOKEN_COMFY_ORG",
+                          "API_KEY_COMFY_ORG"})
 
 
 def hidden_value(kind: str, node_id: str, prompt: dict[str, Any], extra_data: dict[str, Any],
@@ -144,7 +163,7 @@ class KeyBuilder:
             return keys[root]
         nodes = self.nodes
         compiled = nodes.get(root)
-        if compiled is not None and all(source in keys for source, _ in compiled.links.values()):
+        if compiled is not None and all(source in keys for source, _ in compiled.key_sources()):
             key = keys[root] = self._key(compiled)  # the usual case: sources come first in the prompt
             return key
         opened: set[str] = set()
@@ -162,7 +181,7 @@ class KeyBuilder:
             if node_id not in opened:
                 opened.add(node_id)
                 pushed = False
-                for source, _ in compiled.links.values():
+                for source, _ in compiled.key_sources():
                     if source not in keys and source not in opened:
                         stack.append(source)
                         pushed = True
@@ -179,7 +198,7 @@ class KeyBuilder:
         keys = self.keys
         if node.id in self.reused and spec.is_changed is None and node.id in self.previous_keys:
             previous = self.previous_keys
-            if all(keys.get(source) is previous.get(source) for source, _ in node.links.values()):
+            if all(keys.get(source) is previous.get(source) for source, _ in node.key_sources()):
                 return previous[node.id]
         constants = canonical(node.constants) if node.constants else "{}"
         if constants is None:
@@ -198,14 +217,20 @@ class KeyBuilder:
             if key is None:
                 return None
             parts.append(f"{name}={key.hex()}:{index}")
+        for name in sorted(node.raw_links):
+            source, index = node.raw_links[name]
+            key = keys.get(source)
+            if key is None:
+                return None
+            parts.append(f"raw:{name}={key.hex()}:{index}")
         return digest(parts)
 
     def _is_changed(self, node: CompiledNode, spec: ClassSpec) -> str | None:
         """``IS_CHANGED`` called with the node's constants; NaN or an exception means 'always run'."""
         wanted, takes_all = spec.is_changed_args, spec.is_changed_has_kwargs
         arguments = {n: v for n, v in node.constants.items() if takes_all or n in wanted}
-        for name, kind in spec.hidden.items():
-            if takes_all or name in wanted:
+        for name, kind in ({} if spec.is_hidden_from_context else spec.hidden).items():
+            if kind in HIDDEN_KINDS and (takes_all or name in wanted):
                 arguments[name] = self.hidden(kind, node.id)
         for name in node.links:
             if name in wanted and name not in arguments:

@@ -22,6 +22,13 @@ class EngineLoop:
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(awaitable)
 
+    def start(self, coroutine: Any) -> asyncio.Task:
+        """A task for ``coroutine`` on this loop (it runs during the next :meth:`run`); it keeps the
+        context variables current now (the node context of the call that made it)."""
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+        return self._loop.create_task(coroutine)
+
     def gather(self, awaitables: list[Any]) -> list[Any]:
         async def all_of() -> list[Any]:
             return list(await asyncio.gather(*awaitables))

@@ -10,7 +10,9 @@ here they may use:
 - :class:`Preview` -- an already-encoded preview image to send with progress;
 - :data:`PREVIEW_METHODS` -- the latent preview methods; ``NodeContext.preview_method`` is the one this
   prompt asked for (a sampler makes step previews only when it is not ``"none"``);
-- :data:`ANY` and :func:`types_compatible` -- the socket-type rules the validator applies.
+- :data:`ANY` and :func:`types_compatible` -- the socket-type rules the validator applies;
+- :func:`run_blocking` -- the result of a coroutine, from sync code (the plugin loader awaits V3 packs'
+  ``comfy_entrypoint`` with it).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from execution.errors import Interrupted
+from execution.loop import run_blocking  # noqa: F401 - node-facing: await a coroutine from sync code
 
 ANY = "*"
 
@@ -89,12 +92,13 @@ def resolve_preview_method(asked: Any, server_default: str) -> str:
 class NodeContext:
     """What the executor offers the node that is running now (see :func:`current_context`)."""
 
-    __slots__ = ("_interrupted", "_report", "class_type", "display_node_id", "node_id", "preview_method",
+    __slots__ = ("_hidden", "_interrupted", "_report", "class_type", "display_node_id", "node_id", "preview_method",
                  "prompt_id")
 
     def __init__(self, prompt_id: str, node_id: str, class_type: str, display_node_id: str,
                  report: Callable[[str, float, float, Preview | None], None],
-                 interrupted: Callable[[], bool], preview_method: str = "none"):
+                 interrupted: Callable[[], bool], preview_method: str = "none",
+                 hidden: Callable[[str], Any] | None = None):
         self.prompt_id = prompt_id
         self.node_id = node_id
         self.class_type = class_type
@@ -102,6 +106,14 @@ class NodeContext:
         self.preview_method = preview_method
         self._report = report
         self._interrupted = interrupted
+        self._hidden = hidden
+
+    def hidden(self, kind: str) -> Any:
+        """The value of a hidden input kind (``PROMPT``, ``UNIQUE_ID``, ``EXTRA_PNGINFO``, ``DYNPROMPT``, ...)
+        for this node, None for a kind the engine does not know. Nodes whose class sets
+        ``HIDDEN_FROM_CONTEXT = True`` (V3 schema nodes) read their hidden inputs here instead of receiving
+        them as keyword arguments."""
+        return self._hidden(kind) if self._hidden is not None else None
 
     def report_progress(self, value: float, max: float, preview: Preview | None = None) -> None:
         """Send ``progress`` (and a ``preview`` when given) for this node; raises if interrupted."""

@@ -89,6 +89,12 @@ class NodeRegistry:
     def object_info(self, class_type: str) -> dict[str, Any]:
         """ComfyUI's ``/object_info`` entry for one class; raises KeyError for an unknown class."""
         cls = self._classes[class_type]
+        node_info_v1 = getattr(cls, "GET_NODE_INFO_V1", None)
+        if callable(node_info_v1):
+            # a V3 schema node (comfy_api's io.ComfyNode) states its whole entry, as ComfyUI's server reads it
+            info = _jsonable(node_info_v1())
+            info["python_module"] = self.python_module(class_type)
+            return info
         declared = cls.INPUT_TYPES() or {}
         return_types = list(getattr(cls, "RETURN_TYPES", ()) or ())
         info: dict[str, Any] = {

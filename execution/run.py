@@ -8,13 +8,15 @@ O(nodes + links) on top of the node functions themselves.
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 import traceback
 from typing import Any
 
 from execution.caching import CacheEntry
-from execution.compiled import CompiledNode, KeyBuilder, compile_node, hidden_value, snapshot_inputs
+from execution.compiled import (HIDDEN_KINDS, CompiledNode, KeyBuilder, compile_node, hidden_value,
+                                snapshot_inputs)
 from execution.errors import Interrupted, PlexusError
 from execution.failures import NodeFailure, now_ms, summarize
 from execution.graph import DynamicPrompt, rename_expansion
@@ -139,7 +141,8 @@ class PromptRun:
     def error_data(self, failure: NodeFailure) -> dict[str, Any]:
         node = self.nodes.get(failure.node_id)
         exc = failure.exception
-        return {"prompt_id": self.prompt_id, "node_id": failure.node_id or None,
+        # as ComfyUI: an expanded node's failure is reported on the node that expanded (its real id)
+        return {"prompt_id": self.prompt_id, "node_id": (node.real_id if node else failure.node_id) or None,
                 "node_type": node.class_type if node else None, "executed": list(self.executed),
                 "exception_message": failure.message, "exception_type": full_type_name(type(exc)),
                 "traceback": failure.traceback_lines,
@@ -190,7 +193,7 @@ class PromptRun:
                 compiled = nodes[node_id]
                 spec = compiled.spec
                 if spec.is_changed is None and not spec.is_volatile:
-                    for source, _ in compiled.links.values():
+                    for source, _ in compiled.key_sources():
                         if source not in keys or keys[source] is not previous.get(source):
                             break
                     else:
@@ -277,8 +280,10 @@ class PromptRun:
                     f"{source_type} #{source}, which has {len(outputs)} output(s)"))
             else:
                 arguments[name] = outputs[index]
-        for name, kind in node.spec.hidden.items():
-            arguments[name] = [hidden_value(kind, node.id, self.prompt, self.extra_data, self.dynamic)]
+        if not node.spec.is_hidden_from_context:
+            for name, kind in node.spec.hidden.items():
+                if kind in HIDDEN_KINDS:
+                    arguments[name] = [hidden_value(kind, node.id, self.prompt, self.extra_data, self.dynamic)]
         return arguments
 
     def instance(self, node: CompiledNode) -> Any:
@@ -304,6 +309,10 @@ class PromptRun:
             obj = self.instance(node)
             if node.lazy and self.needs_lazy(node, obj, arguments):
                 return False
+            if spec.is_async:
+                companions = self.ready_async_nodes(exclude=node.id)
+                if companions:
+                    return self.execute_together(node, obj, arguments, companions, started)
             if self.has_listeners:
                 self.emit("executing", {"node": node.id, "display_node": node.display_id, "prompt_id": self.prompt_id})
                 self.emit("progress_state", {"prompt_id": self.prompt_id,
@@ -318,14 +327,17 @@ class PromptRun:
         self.timings[node.id] = self.timings.get(node.id, 0.0) + time.perf_counter() - started
         return done
 
-    def call(self, node: CompiledNode, obj: Any, function: str, arguments: dict[str, list[Any]]) -> list[Any]:
-        """Call ``function`` once per list index (ComfyUI's mapping), inside the node's context."""
+    def call(self, node: CompiledNode, obj: Any, function: str, arguments: dict[str, list[Any]],
+             wait: bool = True) -> list[Any]:
+        """Call ``function`` once per list index (ComfyUI's mapping), inside the node's context. With
+        ``wait=False`` an async node's calls come back as started tasks."""
         spec = node.spec
         method = getattr(obj, function)
         is_async = spec.is_async if function == spec.function else inspect.iscoroutinefunction(method)
         is_input_list = spec.is_input_list
         context = NodeContext(self.prompt_id, node.id, node.class_type, node.display_id, self.report_progress,
-                              self.is_interrupted, self.preview_method)
+                              self.is_interrupted, self.preview_method,
+                              lambda kind: hidden_value(kind, node.id, self.prompt, self.extra_data, self.dynamic))
         token = _enter_context(context)
         prefix_token = _PREFIX.set((node.id, 0, 0))
         try:
@@ -343,12 +355,87 @@ class PromptRun:
                     results.append(method(**kwargs))
             if is_async:
                 pending = [(i, r) for i, r in enumerate(results) if inspect.isawaitable(r)]
+                if not wait:   # tasks made inside this node's context; the caller waits for them
+                    for i, awaitable in pending:
+                        results[i] = self.engine.loop.start(awaitable)
+                    return results
                 for (i, _), value in zip(pending, self.engine.loop.gather([r for _, r in pending])):
                     results[i] = value
             return results
         finally:
             _PREFIX.reset(prefix_token)
             _leave_context(token)
+
+    # -- async nodes side by side -------------------------------------------------------------------
+
+    def needed_nodes(self) -> set[str]:
+        """Nodes some requested output (or a pending expansion) still needs, through links that will be
+        evaluated (lazy inputs only once asked for); the search stops at nodes that have run."""
+        values, nodes = self.values, self.nodes
+        roots = list(self.requested_outputs or [n for n, c in nodes.items() if c.spec and c.spec.is_output])
+        for _, waiting, _ in self.awaiting.values():
+            roots += waiting
+        needed: set[str] = set()
+        stack = [r for r in roots if r not in values]
+        while stack:
+            node_id = stack.pop()
+            if node_id in needed or node_id in values:
+                continue
+            needed.add(node_id)
+            node = nodes.get(node_id)
+            if node is None:
+                continue
+            requested = self.requested_lazy.get(node_id, ())
+            stack += [source for name, (source, _) in node.links.items()
+                      if name not in node.lazy or name in requested]
+        return needed
+
+    def ready_async_nodes(self, exclude: str) -> list[CompiledNode]:
+        """Async nodes that are needed and could start now (every input there, no lazy inputs, not cached):
+        they run side by side with the async node about to run, as ComfyUI overlaps them."""
+        values, nodes, found = self.values, self.nodes, []
+        for node_id in sorted(self.needed_nodes()):
+            node = nodes.get(node_id)
+            if (node_id == exclude or node is None or node.spec is None or not node.spec.is_async
+                    or node.problem is not None or node.lazy or node_id in self.open or node_id in self.awaiting
+                    or any(source not in values for source, _ in node.links.values())
+                    or self.key_builder.keys.get(node_id) in self.cache):
+                continue
+            found.append(node)
+        return found
+
+    def execute_together(self, node: CompiledNode, obj: Any, arguments: dict[str, list[Any]],
+                         companions: list[CompiledNode], started: float) -> bool:
+        """Start ``node`` and the ready async ``companions``, wait for all, then take their results in order
+        (the first failure, ``node``'s first, is the one reported)."""
+        batch = [(node, obj, arguments)] + [(c, self.instance(c), self.gather(c)) for c in companions]
+        running = []
+        for member, member_obj, member_arguments in batch:
+            if self.has_listeners:
+                self.emit("executing", {"node": member.id, "display_node": member.display_id,
+                                        "prompt_id": self.prompt_id})
+                self.emit("progress_state", {"prompt_id": self.prompt_id,
+                                             "nodes": {member.id: self._node_state(member, "running", 0, 1)}})
+            running.append(self.call(member, member_obj, member.spec.function, member_arguments, wait=False))
+        tasks = [r for results in running for r in results if isinstance(r, asyncio.Task)]
+        if tasks:
+            self.engine.loop.run(asyncio.wait(tasks))
+        done = True
+        for (member, _, member_arguments), results in zip(batch, running):
+            self.current = member.id
+            try:
+                values = [r.result() if isinstance(r, asyncio.Task) else r for r in results]
+            except (Interrupted, NodeFailure):
+                raise
+            except Exception as exc:
+                raise NodeFailure(member.id, exc, f"{member.class_type} #{member.id}: {type(exc).__name__}: {exc}",
+                                  traceback.format_tb(exc.__traceback__), member_arguments) from exc
+            finished = self.take_results(member, values, member_arguments)
+            self.timings[member.id] = self.timings.get(member.id, 0.0) + time.perf_counter() - started
+            if member is node:
+                done = finished
+        self.current = node.id
+        return done
 
     def blocked(self, node: CompiledNode, blocker: ExecutionBlocker) -> ExecutionBlocker:
         if blocker.message is None:

@@ -43,6 +43,7 @@ class ClassSpec:
     cls: type
     inputs: dict[str, InputSpec]          # required and optional, in declaration order
     hidden: dict[str, str]                # input name -> PROMPT / EXTRA_PNGINFO / UNIQUE_ID / DYNPROMPT
+    is_hidden_from_context: bool          # HIDDEN_FROM_CONTEXT: hidden values read from the node context, not passed
     return_types: tuple[Any, ...]
     output_is_list: tuple[bool, ...]
     is_input_list: bool                   # INPUT_IS_LIST
@@ -145,7 +146,8 @@ def build_spec(class_type: str, cls: type) -> ClassSpec:
     changed_args, changed_kwargs = argspec(is_changed) if is_changed is not None else (frozenset(), False)
     validate_args, validate_kwargs = argspec(validate_fn) if validate_fn is not None else (frozenset(), False)
     return ClassSpec(
-        class_type=class_type, cls=cls, inputs=inputs, hidden=hidden, return_types=return_types,
+        class_type=class_type, cls=cls, inputs=inputs, hidden=hidden,
+        is_hidden_from_context=getattr(cls, "HIDDEN_FROM_CONTEXT", False) is True, return_types=return_types,
         output_is_list=output_is_list, is_input_list=bool(getattr(cls, "INPUT_IS_LIST", False)),
         function=function, is_output=getattr(cls, "OUTPUT_NODE", False) is True,
         is_async=func is not None and inspect.iscoroutinefunction(func),

@@ -215,7 +215,7 @@ class _NodeChecker:
                 arguments[name] = constants[name]
             elif name in wanted and name in inputs:
                 arguments[name] = None  # linked: not known before the run
-        for name, kind in spec.hidden.items():
+        for name, kind in ({} if spec.is_hidden_from_context else spec.hidden).items():
             if name in wanted:
                 arguments[name] = {"PROMPT": self.prompt, "UNIQUE_ID": node_id}.get(kind)
         if "input_types" in wanted:

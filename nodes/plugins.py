@@ -299,17 +299,55 @@ def _collect(module: Any, report: PluginReport, module_dir: Path) -> None:
     if report.web_directory is None:
         report.web_directory = pyproject_web_directory(module_dir)
     mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
+    display_names = dict(getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None) or {})
     if mappings is None:
-        hint = " (comfy_entrypoint / V3 plugins are not supported yet)" if hasattr(module, "comfy_entrypoint") else ""
-        raise ImportError(f"{report.path} has no NODE_CLASS_MAPPINGS{hint}")
+        if not hasattr(module, "comfy_entrypoint"):
+            raise ImportError(f"{report.path} has neither NODE_CLASS_MAPPINGS nor comfy_entrypoint")
+        mappings, display_names = v3_extension_nodes(module.comfy_entrypoint, report)
     for node_name, cls in dict(mappings).items():
-        missing = [m for m in CLASSIC_MEMBERS if not hasattr(cls, m)] if isinstance(cls, type) else ["a class"]
+        try:   # a V3 class computes these from its schema, which may fail
+            missing = [m for m in CLASSIC_MEMBERS if not hasattr(cls, m)] if isinstance(cls, type) else ["a class"]
+        except Exception as exc:  # noqa: BLE001 - one broken node must not fail the pack
+            report.warnings.append(f"node {node_name!r} skipped: {type(exc).__name__}: {exc}")
+            continue
         if missing:
             report.warnings.append(f"node {node_name!r} skipped: not a classic node (missing {', '.join(missing)})")
             continue
         report.classes[str(node_name)] = cls
-    report.display_names = {str(k): str(v) for k, v in dict(getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None) or {}).items()}
+    report.display_names = {str(k): str(v) for k, v in display_names.items()}
     report.is_ok = True
+
+
+def v3_extension_nodes(entrypoint: Any, report: PluginReport) -> tuple[dict[str, type], dict[str, str]]:
+    """The nodes of a V3 pack: ``comfy_entrypoint()`` (sync or async) returns a ComfyExtension whose
+    ``on_load()`` runs, then ``get_node_list()`` (async) names the node classes; each registers under its
+    schema's ``node_id`` (display name: the schema's). A node whose schema cannot be built is skipped with
+    a warning; an entrypoint that fails fails the pack (ComfyUI skips it with a warning)."""
+    from execution.protocol import run_blocking
+
+    if not callable(entrypoint):
+        raise ImportError(f"{report.path}: comfy_entrypoint is not callable")
+    extension = run_blocking(entrypoint())
+    if not callable(getattr(extension, "get_node_list", None)):
+        raise ImportError(f"{report.path}: comfy_entrypoint() returned {type(extension).__name__}, not a ComfyExtension")
+    if callable(getattr(extension, "on_load", None)):
+        run_blocking(extension.on_load())
+    node_list = run_blocking(extension.get_node_list())
+    if not isinstance(node_list, list):
+        raise ImportError(f"{report.path}: get_node_list() returned {type(node_list).__name__}, not a list of nodes")
+    classes: dict[str, type] = {}
+    display_names: dict[str, str] = {}
+    for cls in node_list:
+        try:
+            schema = cls.GET_SCHEMA()
+        except Exception as exc:  # one broken schema must not hide the pack's other nodes
+            report.warnings.append(f"node class {getattr(cls, '__name__', cls)!r} skipped: its schema failed: "
+                                   f"{type(exc).__name__}: {exc}")
+            continue
+        classes[str(schema.node_id)] = cls
+        if schema.display_name is not None:
+            display_names[str(schema.node_id)] = str(schema.display_name)
+    return classes, display_names
 
 
 def _claim_names(report: PluginReport, reserved: set[str], owners: dict[str, str]) -> None:

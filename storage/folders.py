@@ -97,6 +97,10 @@ class Folders:
         self.input = Path(os.path.abspath(input_dir)) if input_dir else self.base / "input"
         self.temp = Path(os.path.abspath(temp_dir)) if temp_dir else self.base / "temp"
         self.user = Path(os.path.abspath(user_dir)) if user_dir else self.base / "user"
+        # The folder plugins take for ComfyUI's install folder (the ``server`` / ``folder_paths`` faces'
+        # ``__file__`` point into it): packs write ``web/extensions/<name>/`` and their own data there, which
+        # is per user and writable, never Plexus's source tree. ``plugin_web_extensions`` are served.
+        self.plugin_root = self.user / "plexus" / "comfy_root"
         self._kinds: dict[str, tuple[list[Path], frozenset[str]]] = {
             kind: ([self.models_dir / name for name in names], extensions)
             for kind, (names, extensions) in MODEL_KINDS.items()
@@ -172,6 +176,11 @@ class Folders:
     def directory(self, type_name: str) -> Path | None:
         """The folder for a client's ``type=`` value: ``input``, ``output`` or ``temp``; else None."""
         return {"input": self.input, "output": self.output, "temp": self.temp}.get(type_name)
+
+    @property
+    def plugin_web_extensions(self) -> Path:
+        """``<plugin_root>/web/extensions``: each folder below it is served as ``/extensions/<folder>/``."""
+        return self.plugin_root / "web" / "extensions"
 
     def ensure_dirs(self) -> None:
         """Create input/, output/, temp/, user/ and the common model folders if missing (the other

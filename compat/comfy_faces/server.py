@@ -149,3 +149,16 @@ def _installed_api() -> PluginWebAPI:
 
 
 PromptServer(_installed_api())
+
+
+def _as_comfy_root_file(name: str) -> str | None:
+    """Where ``<name>.py`` would sit in ComfyUI's install folder, as plugins see it: inside the per-user
+    ``Folders.plugin_root`` (created here). Packs locate ComfyUI with ``os.path.dirname(inspect.getfile(
+    PromptServer))`` or ``folder_paths.__file__`` and write ``web/extensions/<pack>/`` and data files below
+    it (they create the folders they need); that lands in the user folder and is served, instead of in
+    Plexus's source tree. None (the face's own file stays) when no Plexus layout is installed."""
+    folders = getattr(_services.installed(), "folders", None)
+    return str(folders.plugin_root / f"{name}.py") if folders is not None else None
+
+
+__file__ = _as_comfy_root_file("server") or __file__

@@ -206,3 +206,20 @@ class KSampler:
         return sample(self.model, noise, positive, negative, cfg, self.device, sampler_object(self.sampler), sigmas,
                       self.model_options, latent_image=latent_image, denoise_mask=denoise_mask, callback=callback,
                       disable_pbar=disable_pbar, seed=seed)
+
+
+_GUIDANCE_INTERNALS = ("Plexus builds its CFG denoiser inside diffusion.ksampler.run_sampling and does not expose "
+                       "ComfyUI's per-step guidance internals yet (comfy.samplers.{what}); use CFGGuider / "
+                       "KSampler, or a model patch (set_model_sampler_cfg_function)")
+
+
+def sampling_function(model: Any, x: torch.Tensor, timestep: torch.Tensor, uncond: Any, cond: Any,
+                      cond_scale: float, model_options: dict | None = None, seed: int | None = None) -> torch.Tensor:
+    """ComfyUI's one CFG step (packs' CFGGuider subclasses call it from ``predict_noise``); named so those
+    packs import, raises when called."""
+    raise NotImplementedError(_GUIDANCE_INTERNALS.format(what="sampling_function"))
+
+
+def calc_cond_batch(model: Any, conds: list, x_in: torch.Tensor, timestep: torch.Tensor,
+                    model_options: dict) -> list:
+    raise NotImplementedError(_GUIDANCE_INTERNALS.format(what="calc_cond_batch"))
