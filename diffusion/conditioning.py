@@ -134,6 +134,15 @@ def inpaint_model_conditioning(positive: Conditioning, negative: Conditioning, v
     return positive, negative, latent
 
 
+def instruct_pix2pix_conditioning(positive: Conditioning, negative: Conditioning, vae, pixels: Tensor) \
+        -> tuple[Conditioning, Conditioning, dict]:
+    """InstructPixToPixConditioning (InstructPix2Pix, FLUX.1 Depth / Canny): both conditionings carry the
+    image's latent as the model's concat input; the LATENT is zeros of that latent's shape."""
+    concat_latent = vae_ops.instruct_pix2pix_latent(vae, pixels)
+    positive, negative = (set_values(c, {"concat_latent_image": concat_latent}) for c in (positive, negative))
+    return positive, negative, {"samples": torch.zeros_like(concat_latent)}
+
+
 def encode_sd3(clip: TextEncoders, texts: Mapping[str, str], *, empty_padding: bool = True) -> Conditioning:
     """SD3 conditioning from one prompt per tower (CLIPTextEncodeSD3): context [1, T, 4096] and pooled
     [1, 2048] (models.text.sd3). Without `empty_padding` an empty prompt drops its tower's tokens; CLIP-L

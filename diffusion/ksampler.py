@@ -93,7 +93,10 @@ def model_function(model: DiffusionModel,
 def _model_function(model: DiffusionModel, unet, transformer_options: dict):
     """The model function with these patch options (models/unet_patches); `.with_options(other)` gives
     the same function with other options (a guidance pass with a perturbed attention)."""
+    from . import flux          # FLUX Fill / Depth / Canny concatenate their own way; Kontext's references
     extra_channels = model.in_channels - model.latent_format.latent_channels
+    config = model.options.get("model_config")
+    concat = flux.concat_inputs if config is not None and config.family == "flux" else _inpaint_concat
     device = model.manager.device
     is_patched = unet_patches.has_patches(transformer_options)
     # conditioning inputs the architecture takes by keyword (MM-DiT: y <- pooled_output; SDXL UNet: y <- y)
@@ -102,8 +105,9 @@ def _model_function(model: DiffusionModel, unet, transformer_options: dict):
     def apply_model(x: Tensor, timestep: Tensor, inputs: dict) -> Tensor:
         x_in = x
         if extra_channels > 0:
-            x_in = torch.cat([x, _inpaint_concat(model, x, inputs)], dim=1)
+            x_in = torch.cat([x, concat(model, x, inputs)], dim=1)
         extra = {arg: inputs[name].to(device) for arg, name in extra_inputs.items() if name in inputs}
+        extra.update(flux.reference_call_inputs(model, inputs, device))
         extra.update(MODEL_CALL_OPTIONS.get())
         args = (x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device))
         if "y" in inputs and not extra_inputs:                              # SDXL: label_emb input

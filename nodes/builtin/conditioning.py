@@ -151,3 +151,15 @@ class InpaintModelConditioning:
 
     def run(self, positive: list, negative: list, vae, pixels, mask, noise_mask: bool = True) -> tuple:
         return conditioning_ops.inpaint_model_conditioning(positive, negative, vae, pixels, mask, noise_mask)
+
+
+@node("InstructPixToPixConditioning", category="conditioning/instructpix2pix")
+class InstructPixToPixConditioning:
+    positive = Input("CONDITIONING")
+    negative = Input("CONDITIONING")
+    vae = Input("VAE")
+    pixels = Input("IMAGE")
+    RETURNS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
+
+    def run(self, positive: list, negative: list, vae, pixels) -> tuple:
+        return conditioning_ops.instruct_pix2pix_conditioning(positive, negative, vae, pixels)
