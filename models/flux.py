@@ -1,4 +1,4 @@
-"""FLUX.1 ([dev], [schnell], Fill, Depth/Canny): the rectified-flow transformer in the single-file layout
+"""FLUX.1 ([dev], [schnell], Fill, Depth/Canny, Kontext): the rectified-flow transformer in the single-file layout
 Black Forest Labs publish (`flux1-dev.safetensors`, keys `double_blocks.N.img_attn.qkv.weight`, ...).
 
 Architecture (Black Forest Labs, "FLUX.1" model cards and their reference code `flux/model.py`,
