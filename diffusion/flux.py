@@ -103,11 +103,15 @@ def with_guidance(conditioning: Conditioning, guidance: float | None) -> Conditi
     return set_values(conditioning, {"guidance": guidance})
 
 
-def model_inputs(model_config, conditioning: Conditioning) -> Conditioning:
+def model_inputs(model_config, conditioning: Conditioning, noise_mask: torch.Tensor | None = None,
+                 latent_shape: tuple[int, ...] | None = None) -> Conditioning:
     """The guidance value as the tensor input the [dev] transformer takes: 3.5 unless the conditioning
-    names one, none at all after FluxDisableGuidance (ComfyUI model_base.Flux.extra_conds)."""
+    names one, none at all after FluxDisableGuidance (ComfyUI model_base.Flux.extra_conds); Kontext's
+    reference latents as tensor inputs; for Fill without a concat_mask, the latent's noise mask at the
+    latent's size in its place (as ComfyUI falls back to the denoise mask)."""
     if model_config is None or model_config.family != "flux":
         return conditioning
+    is_fill = model_config.unet.in_channels > 2 * model_config.unet.out_channels
     out = []
     for entry in conditioning:
         options = dict(entry[1])
@@ -115,6 +119,10 @@ def model_inputs(model_config, conditioning: Conditioning) -> Conditioning:
         if value is not None and model_config.unet.guidance_embed:
             options["guidance"] = torch.tensor([float(value)])
         _reference_inputs(options)
+        if is_fill and "concat_mask" not in options and noise_mask is not None and latent_shape is not None:
+            mask = noise_mask.reshape(-1, 1, *noise_mask.shape[-2:]).float()
+            options["concat_mask"] = torch.nn.functional.interpolate(mask, size=tuple(latent_shape[-2:]),
+                                                                     mode="bilinear")
         out.append([entry[0], options])
     return out
 

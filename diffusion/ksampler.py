@@ -72,12 +72,12 @@ def _inpaint_concat(model: DiffusionModel, x: Tensor, inputs: dict) -> Tensor:
 
 
 def _conds(model: DiffusionModel, conditioning: list, prompt_type: str,
-           latent_shape: tuple[int, ...] | None = None) -> list:
+           latent_shape: tuple[int, ...] | None = None, noise_mask: Tensor | None = None) -> list:
     """CONDITIONING -> sampling Conds, with SDXL's ADM vector `y` added where the model takes one (its default
     size from `latent_shape`)."""
-    from . import flux          # FLUX: the guidance value as a model input
+    from . import flux          # FLUX: the guidance value (and Fill's fallback mask) as model inputs
     config = model.options.get("model_config")
-    conditioning = flux.model_inputs(config, conditioning)
+    conditioning = flux.model_inputs(config, conditioning, noise_mask, latent_shape)
     return conds_from_conditioning(sdxl.with_adm(config, conditioning, prompt_type, latent_shape))
 
 
@@ -212,8 +212,9 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
     reporter = reporter or StepReporter(_previewer(model, preview_folders))
     negative = controlnet.share_with_uncond(positive, negative)
     handles = [model, *controlnet.control_models(positive, negative)]   # loaded together, one budget
-    positive_conds = _conds(model, positive, "positive", tuple(samples.shape))
-    negative_conds = _conds(model, negative, "negative", tuple(samples.shape)) if negative is not None else []
+    mask = latent.get("noise_mask")
+    positive_conds = _conds(model, positive, "positive", tuple(samples.shape), mask)
+    negative_conds = _conds(model, negative, "negative", tuple(samples.shape), mask) if negative is not None else []
     shape = tuple(samples.shape)
     manager = model.manager
 

@@ -137,6 +137,27 @@ def test_fill_model_is_given_the_masked_latent_and_the_folded_mask(harness, monk
         assert folded[dy * 8 + dx, i, j] == mask[0, 0, 8 * i + dy, 8 * j + dx]
 
 
+def test_fill_without_concat_mask_takes_the_latent_noise_mask(harness, monkeypatch):
+    """VAEEncode + SetLatentNoiseMask on a Fill model: the folded mask comes from the noise mask."""
+    from models.flux import Flux
+    seen = []
+    original = Flux.forward
+
+    def recording(self, x, *args, **kwargs):
+        seen.append(x.detach().clone())
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(Flux, "forward", recording)
+    prompt = base("flux-fill.safetensors")
+    prompt["11"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["6", 0], "vae": ["3", 0]}}
+    prompt["12"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["11", 0], "mask": ["6", 1]}}
+    prompt["8"]["inputs"]["latent_image"] = ["12", 0]
+    pixels(harness, prompt)
+    folded = seen[0][0, 32:]                                   # [64, 6, 8]: the box is latent rows 1-3, cols 2-4
+    assert torch.allclose(folded[:, 2, 3], torch.ones(64)) and torch.allclose(folded[:, 5, 7], torch.zeros(64))
+    assert torch.allclose(seen[0][:, 16:32], torch.full((1, 16, 6, 8), (0 - FLUX.shift_factor) * FLUX.scale_factor))
+
+
 def test_concat_without_inputs_is_a_processed_zero_latent_and_a_full_mask():
     model = SimpleNamespace(in_channels=96, latent_format=FLUX)
     x = torch.randn(2, 16, 3, 5)
