@@ -1,5 +1,6 @@
-"""FLUX.1 ([dev], [schnell], Fill, Depth/Canny, Kontext): the rectified-flow transformer in the single-file layout
-Black Forest Labs publish (`flux1-dev.safetensors`, keys `double_blocks.N.img_attn.qkv.weight`, ...).
+"""FLUX.1 ([dev], [schnell], Fill, Depth/Canny, Kontext): the rectified-flow transformer in the
+single-file layout Black Forest Labs publish (`flux1-dev.safetensors`, keys
+`double_blocks.N.img_attn.qkv.weight`, ...).
 
 Architecture (Black Forest Labs, "FLUX.1" model cards and their reference code `flux/model.py`,
 `flux/modules/layers.py`; behaviour, not code): latents are cut into 2x2 patches (16 channels -> 64 values
@@ -337,7 +338,8 @@ class Flux(nn.Module):
             y = torch.zeros(b, self.config.vec_in_dim, device=x.device)
         img, img_ids = self.patchify(x), image_ids(h, w, b, device=x.device)
         if ref_latents:
-            placements = reference_placements([tuple(r.shape[-2:]) for r in ref_latents], ref_latents_method, h, w, p)
+            sizes = [tuple(r.shape[-2:]) for r in ref_latents]
+            placements = reference_placements(sizes, ref_latents_method, h, w, p)
             tokens, ids = [img], [img_ids]
             for ref, (index, row, column) in zip(ref_latents, placements):
                 ref = self._padded(ref.to(x))

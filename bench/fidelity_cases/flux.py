@@ -183,8 +183,8 @@ def edit(kind: str, *, method: str | None = None, steps: int = 3) -> Graph:
     pos = g.add("FluxGuidance", conditioning=pos, guidance={"fill": 30.0, "depth": 10.0}.get(kind, 2.5))[0]
     image = g.add("LoadImage", image=IMAGE_WITH_MASK if kind == "fill" else IMAGE)
     if kind == "fill":
-        cond = g.add("InpaintModelConditioning", positive=pos, negative=neg, vae=vae, pixels=image[0], mask=image[1],
-                     noise_mask=True)
+        cond = g.add("InpaintModelConditioning", positive=pos, negative=neg, vae=vae, pixels=image[0],
+                     mask=image[1], noise_mask=True)
         pos, neg, latent = cond[0], cond[1], cond[2]
     elif kind == "depth":
         cond = g.add("InstructPixToPixConditioning", positive=pos, negative=neg, vae=vae, pixels=image[0])
@@ -195,10 +195,12 @@ def edit(kind: str, *, method: str | None = None, steps: int = 3) -> Graph:
             pixels = g.add("FluxKontextImageScale", image=pixels)[0]
             pixels = g.add("ImageScale", image=pixels, upscale_method="bilinear", width=SIZE, height=48,
                            crop="disabled")[0]
-        pos = g.add("ReferenceLatent", conditioning=pos, latent=g.add("VAEEncode", pixels=pixels, vae=vae)[0])[0]
+        first = g.add("VAEEncode", pixels=pixels, vae=vae)[0]
+        pos = g.add("ReferenceLatent", conditioning=pos, latent=first)[0]
         if kind == "kontext2":
             inverted = g.add("ImageInvert", image=image[0])[0]
-            pos = g.add("ReferenceLatent", conditioning=pos, latent=g.add("VAEEncode", pixels=inverted, vae=vae)[0])[0]
+            second = g.add("VAEEncode", pixels=inverted, vae=vae)[0]
+            pos = g.add("ReferenceLatent", conditioning=pos, latent=second)[0]
             if method is not None:
                 pos = g.add("FluxKontextMultiReferenceLatentMethod", conditioning=pos,
                             reference_latents_method=method)[0]

@@ -21,7 +21,8 @@ def test_one_reference_matches_diffusers_kontext_layout(ref_size) -> None:
     state = random_flux_state(config)
     g = torch.Generator().manual_seed(3)
     x, ref = torch.randn(1, 16, 8, 6, generator=g), torch.randn(1, 16, *ref_size, generator=g)
-    context, y = torch.randn(1, 5, config.context_in_dim, generator=g), torch.randn(1, config.vec_in_dim, generator=g)
+    context = torch.randn(1, 5, config.context_in_dim, generator=g)
+    y = torch.randn(1, config.vec_in_dim, generator=g)
     t, guidance = torch.tensor([0.75]), torch.tensor([2.5])
     model = ours(config, state)
     with torch.no_grad():
