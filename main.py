@@ -108,6 +108,9 @@ def add_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None
     cluster.add_argument("--ray-worker-threads", type=int, default=default(None), metavar="N",
                          help="torch CPU threads per worker actor (default: the front end's OMP_NUM_THREADS, else "
                               "what single-machine mode uses on the worker's node; Ray's own default is dropped)")
+    cluster.add_argument("--ray-join-timeout", type=float, default=default(120.0), metavar="SECONDS",
+                         help="'run --ray' fails when no worker actor is up for this long while the prompt "
+                              "waits (none joined, or all were lost)")
 
     paths = parser.add_argument_group("folders")
     paths.add_argument("--base-directory", type=str, default=default(None),
@@ -524,8 +527,15 @@ def run_on_cluster(app: App, record: PromptRecord) -> RunResult:
     restore_sigint = interrupt_on_ctrl_c(dispatcher)    # the first Ctrl+C reaches the worker running it
     try:
         store.put(record)
+        workerless_since = time.monotonic()
         while not dispatcher.wait_idle(timeout_s=1.0) or store.history_item(record.prompt_id) is None:
-            pass
+            if dispatcher.worker_count():
+                workerless_since = time.monotonic()
+            elif time.monotonic() - workerless_since > app.args.ray_join_timeout:
+                raise UsageError("no_workers", f"no Ray worker was up for {app.args.ray_join_timeout:g} s",
+                                 "the cluster has no room for a worker actor (see --ray-worker-cpus and "
+                                 "--ray-worker-gpus), or --ray-workers is 0; raise --ray-join-timeout "
+                                 "for slow starts")
         item = store.history_item(record.prompt_id) or {}
     except KeyboardInterrupt:
         dispatcher.interrupt(record.prompt_id)

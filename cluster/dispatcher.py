@@ -87,6 +87,11 @@ class Dispatcher:
                 self._cond.wait(0.2 if remaining is None else min(remaining, 0.2))
         return True
 
+    def worker_count(self) -> int:
+        """How many workers have joined and are not lost."""
+        with self._cond:
+            return len(self.scheduler.workers)
+
     def wait_for_workers(self, count: int, timeout_s: float = 120.0) -> bool:
         deadline = time.monotonic() + timeout_s
         with self._cond:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from storage.folders import Folders
+from nodes.spec import FileList
 
 
 @dataclass
@@ -70,10 +71,10 @@ def installed() -> NodeServices | None:
     return _installed
 
 
-def file_list(kind: str) -> Callable[[], list[str]]:
+def file_list(kind: str) -> FileList:
     """A ``Combo`` option source: the files of a model kind, or [] while no services are installed."""
+    return FileList(kind, _list_files)
 
-    def options() -> list[str]:
-        return _installed.folders.list_files(kind) if _installed is not None else []
 
-    return options
+def _list_files(kind: str) -> list[str]:
+    return _installed.folders.list_files(kind) if _installed is not None else []

@@ -18,7 +18,8 @@ hand-written classic node (``INPUT_TYPES``, ``RETURN_TYPES``, ``RETURN_NAMES``, 
 
 Widget options use ComfyUI's exact keys (``forceInput``, ``dynamicPrompts``, ``control_after_generate``
 ...); options left at ``None`` are not emitted. ``Combo`` accepts a callable that is called each time
-``INPUT_TYPES`` is (model file lists stay fresh). Other protocol members (``IS_CHANGED``,
+``INPUT_TYPES`` is (model file lists stay fresh); a :class:`FileList` source also names its model folder,
+which :func:`file_inputs` reads back (the one map of loader inputs to folders). Other protocol members (``IS_CHANGED``,
 ``VALIDATE_INPUTS``, ``check_lazy_status``) are written on the class as usual and left untouched.
 """
 from __future__ import annotations
@@ -75,6 +76,18 @@ class Boolean(Input):
     def __init__(self, default: bool | None = None, label_on: str | None = None,
                  label_off: str | None = None, **common: Any):
         super().__init__("BOOLEAN", default=default, label_on=label_on, label_off=label_off, **common)
+
+
+class FileList:
+    """A ``Combo`` choices source: the files of one model folder kind (``"checkpoints"``, ``"loras"``
+    ...), listed by ``lister(kind)`` each time ``INPUT_TYPES`` is read."""
+
+    def __init__(self, kind: str, lister: Callable[[str], list[str]]):
+        self.kind = kind
+        self._lister = lister
+
+    def __call__(self) -> list[str]:
+        return self._lister(self.kind)
 
 
 class Combo(Input):
@@ -167,10 +180,18 @@ def node(name: str, *, category: str, display_name: str | None = None, output_no
         if search_aliases:
             cls.SEARCH_ALIASES = list(search_aliases)
         cls.PLEXUS_NODE_ID = name
+        cls.PLEXUS_FILE_INPUTS = {key: descriptor.choices.kind for key, descriptor in inputs
+                                  if isinstance(descriptor, Combo) and isinstance(descriptor.choices, FileList)}
         cls.PLEXUS_DISPLAY_NAME = display_name
         return cls
 
     return decorate
+
+
+def file_inputs(cls: type | None) -> dict[str, str]:
+    """``{input name: model folder kind}`` of a node class's file-list inputs; {} for classes not
+    written with :func:`node` (a plugin's literal lists name no folder)."""
+    return dict(getattr(cls, "PLEXUS_FILE_INPUTS", None) or {})
 
 
 def node_mappings(classes: Iterable[type]) -> tuple[dict[str, type], dict[str, str]]:

@@ -137,7 +137,21 @@ class ModelSampling(Protocol):
     def inverse_noise_scaling(self, sigma: Tensor, latent: Tensor) -> Tensor: ...
 
 
-class DiscreteSampling:
+class SigmaTable:
+    """A sampling's ascending table of trained noise levels and its two ends (what schedulers read)."""
+    sigmas: Tensor
+    log_sigmas: Tensor
+
+    @property
+    def sigma_min(self) -> Tensor:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> Tensor:
+        return self.sigmas[-1]
+
+
+class DiscreteSampling(SigmaTable):
     """SD1.x / SD2.x: 1000 discrete DDPM steps, sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t)
     (Karras et al. 2022, appendix C.1, the VP -> VE change of variables)."""
     is_rectified_flow = False
@@ -157,14 +171,6 @@ class DiscreteSampling:
     def _set_sigmas(self, sigmas: Tensor) -> None:
         self.sigmas = sigmas.float()
         self.log_sigmas = sigmas.log().float()
-
-    @property
-    def sigma_min(self) -> Tensor:
-        return self.sigmas[0]
-
-    @property
-    def sigma_max(self) -> Tensor:
-        return self.sigmas[-1]
 
     def timestep(self, sigma: Tensor) -> Tensor:
         """Nearest trained step in log-sigma (the UNet takes integer-valued timesteps)."""
@@ -232,7 +238,7 @@ def time_snr_shift(shift: float, t: Tensor | float) -> Tensor | float:
     return shift * t / (1 + (shift - 1) * t)
 
 
-class FlowSampling:
+class FlowSampling(SigmaTable):
     """Rectified flow (SD3/3.5): sigma = t in [0, 1], shifted; the model takes timestep = sigma * 1000."""
     is_rectified_flow = True
 
@@ -244,14 +250,6 @@ class FlowSampling:
         ts = torch.arange(1, timesteps + 1, dtype=torch.float32) / timesteps
         self.sigmas = self.sigma(ts * multiplier)
         self.log_sigmas = self.sigmas.log()
-
-    @property
-    def sigma_min(self) -> Tensor:
-        return self.sigmas[0]
-
-    @property
-    def sigma_max(self) -> Tensor:
-        return self.sigmas[-1]
 
     def timestep(self, sigma: Tensor) -> Tensor:
         return sigma * self.multiplier

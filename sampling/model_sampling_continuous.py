@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .latent_format import SDXL, LatentFormat
-from .model_sampling import Eps, Prediction, VPrediction
+from .model_sampling import Eps, Prediction, SigmaTable, VPrediction
 
 
 def _per_sample(sigma: Tensor, like: Tensor) -> Tensor:
@@ -35,7 +35,7 @@ class EDMPrediction:
         return x * sd ** 2 / (s ** 2 + sd ** 2) + output * s * sd / (s ** 2 + sd ** 2) ** 0.5
 
 
-class ContinuousEDMSampling:
+class ContinuousEDMSampling(SigmaTable):
     is_rectified_flow = False
 
     def __init__(self, prediction: Prediction | None = None, *, sigma_min: float = 0.002,
@@ -44,14 +44,6 @@ class ContinuousEDMSampling:
         self.sigma_data = sigma_data
         self.sigmas = torch.linspace(math.log(sigma_min), math.log(sigma_max), 1000).exp()
         self.log_sigmas = self.sigmas.log()
-
-    @property
-    def sigma_min(self) -> Tensor:
-        return self.sigmas[0]
-
-    @property
-    def sigma_max(self) -> Tensor:
-        return self.sigmas[-1]
 
     def timestep(self, sigma: Tensor) -> Tensor:
         return 0.25 * sigma.log()

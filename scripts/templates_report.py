@@ -36,28 +36,14 @@ from execution.registry import NodeRegistry  # noqa: E402
 from execution.workflow import workflow_to_prompt  # noqa: E402
 from nodes import services  # noqa: E402
 from nodes.registry import register_builtins  # noqa: E402
+from nodes.spec import file_inputs  # noqa: E402
 from storage.folders import Folders  # noqa: E402
 from web.editor import package_dir  # noqa: E402
 from web.template_catalog import assess, read_workflow  # noqa: E402
 
 DOCS = ROOT / "docs" / "templates.md"
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
-# Loader inputs that name a file in a models/ folder ("<class>.<input>" -> folder).
-LOADER_FOLDERS: dict[str, str] = {
-    "CheckpointLoaderSimple.ckpt_name": "checkpoints", "CheckpointLoader.ckpt_name": "checkpoints",
-    "ImageOnlyCheckpointLoader.ckpt_name": "checkpoints", "unCLIPCheckpointLoader.ckpt_name": "checkpoints",
-    "VAELoader.vae_name": "vae", "UNETLoader.unet_name": "diffusion_models",
-    "CLIPLoader.clip_name": "text_encoders", "DualCLIPLoader.clip_name1": "text_encoders",
-    "DualCLIPLoader.clip_name2": "text_encoders", "TripleCLIPLoader.clip_name1": "text_encoders",
-    "TripleCLIPLoader.clip_name2": "text_encoders", "TripleCLIPLoader.clip_name3": "text_encoders",
-    "QuadrupleCLIPLoader.clip_name1": "text_encoders", "QuadrupleCLIPLoader.clip_name2": "text_encoders",
-    "QuadrupleCLIPLoader.clip_name3": "text_encoders", "QuadrupleCLIPLoader.clip_name4": "text_encoders",
-    "LoraLoader.lora_name": "loras", "LoraLoaderModelOnly.lora_name": "loras",
-    "UpscaleModelLoader.model_name": "upscale_models", "ControlNetLoader.control_net_name": "controlnet",
-    "DiffControlNetLoader.control_net_name": "controlnet", "CLIPVisionLoader.clip_name": "clip_vision",
-    "StyleModelLoader.style_model_name": "style_models", "HypernetworkLoader.hypernetwork_name": "hypernetworks",
-    "GLIGENLoader.gligen_name": "gligen", "PhotoMakerLoader.photomaker_model_name": "photomaker",
-}
+# The editor's model "directory" names that are older spellings of our folder kinds.
 FOLDER_ALIASES = {"clip": "text_encoders", "unet": "diffusion_models"}
 
 
@@ -98,11 +84,13 @@ def named_models(workflow: dict[str, Any]) -> set[tuple[str, str]]:
     return found
 
 
-def prompt_models(prompt: dict[str, Any]) -> set[tuple[str, str]]:
+def prompt_models(prompt: dict[str, Any], registry: NodeRegistry) -> set[tuple[str, str]]:
+    """(folder, file) pairs the prompt's loaders name, from the folders their file lists declare."""
     found = set()
     for node in prompt.values():
+        folders = file_inputs(registry.get(str(node.get("class_type"))))
         for name, value in (node.get("inputs") or {}).items():
-            folder = LOADER_FOLDERS.get(f"{node.get('class_type')}.{name}")
+            folder = folders.get(name)
             if folder and isinstance(value, str) and value:
                 found.add((folder, value))
     return found
@@ -126,7 +114,7 @@ def check_template(workflow: dict[str, Any], registry: NodeRegistry, engine: Eng
     try:
         write_placeholders(folders, named_models(workflow))
         prompt = workflow_to_prompt(workflow, registry)
-        write_placeholders(folders, prompt_models(prompt))
+        write_placeholders(folders, prompt_models(prompt, registry))
     except PlexusError as exc:
         return [f"conversion: {exc.message} {exc.details}".strip()]
     result = engine.validate(prompt)

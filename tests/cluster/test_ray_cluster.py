@@ -344,3 +344,23 @@ def test_main_run_with_ray_writes_the_single_machine_png(ray_instance, tmp_path,
         assert len(written) == 1 and written[0].is_relative_to(base / "output"), written
         outputs.append(written[0].read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_main_run_with_ray_and_no_worker_fails_instead_of_waiting(ray_instance, tmp_path, capsys) -> None:
+    """``main.py run --ray`` with no worker that can join stops after ``--ray-join-timeout`` with a usage
+    error naming the cause, instead of waiting for ever."""
+    import json
+
+    import main
+    from tests.web.test_real_txt2img import demo_prompt
+
+    workflow = tmp_path / "wf.json"
+    workflow.write_text(json.dumps(demo_prompt()))
+    started = time.monotonic()
+    code = main.main(["--base-directory", str(tmp_path), "--cpu", "run", str(workflow), "--no-progress",
+                      "--ray", "auto", "--ray-workers", "0", "--ray-join-timeout", "2"])
+    captured = capsys.readouterr()
+    assert code == main.EXIT_USAGE
+    assert json.loads(captured.out)["error"]["type"] == "no_workers"
+    assert "no Ray worker was up for 2 s" in captured.err
+    assert time.monotonic() - started < 60

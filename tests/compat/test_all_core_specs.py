@@ -74,3 +74,28 @@ def test_registered_node_matches_comfyui_0364(registry: NodeRegistry, class_type
         f"  {path}: ComfyUI {found[path][0]!r}, Plexus {found[path][1]!r}" for path in sorted(unexpected))
     fixed = kept.keys() - found.keys()
     assert not fixed, f"{class_type} now matches on {sorted(fixed)}: remove them from DELIBERATE_DIFFERENCES"
+
+
+def test_every_model_file_list_reads_the_folder_comfyui_lists() -> None:
+    """A loader input whose choices ComfyUI fills from a model folder declares that same folder
+    (``services.file_list``), and no other input declares one: the fixture's spec comparison accepts
+    any list for a file list, so a loader reading the wrong folder would pass it unnoticed."""
+    from nodes.spec import file_inputs
+
+    registry = NodeRegistry()
+    register_builtins(registry)
+    checked = 0
+    for name in registry:
+        declared = file_inputs(registry.get(name))
+        entry = ALL_NODES.get(name)
+        if entry is None:
+            continue
+        expected = {}
+        for inputs in canonical(entry)["input"].values():
+            for key, spec in inputs.items():
+                choices = spec["choices"]
+                if isinstance(choices, dict) and choices.get("$file_list") not in (None, "input", "output"):
+                    expected[key] = choices["$file_list"]
+        assert declared == expected, name
+        checked += bool(expected)
+    assert checked >= 12

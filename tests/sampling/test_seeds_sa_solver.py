@@ -16,10 +16,11 @@ import torch
 from sampling import samplers_sde as SDE
 from sampling.noise import gaussian_noise_sampler
 from sampling.sa_solver import adams_weights, sa_solver, sa_solver_pece, TauWindow
+from sampling import samplers
 from sampling.samplers import HALF_LOG_SNR_SAMPLERS, SAMPLERS
 from sampling.schedules import exponential_sigmas, karras_sigmas
 
-from .toys import MU, exact_pf_ode, gaussian_denoiser
+from .toys import MU, exact_pf_ode, gaussian_denoiser, wiggly_denoiser
 from .toys import S as STD
 
 ODE = TauWindow(0.0, 0.0, eta=0.0)          # tau = 0 everywhere
@@ -171,3 +172,24 @@ def test_sa_solver_final_step_returns_the_denoised_prediction() -> None:
     calls.clear()
     sa_solver_pece(denoise, x, sigmas, noise_sampler=None, tau_func=ODE)
     assert calls == [10.0, 3.0, 3.0, 1.0, 1.0]          # PECE: the corrected states are evaluated again
+
+
+def test_first_order_ode_sa_solver_is_euler() -> None:
+    """The exponential integrator's first-order data-prediction step in VE is the DDIM / Euler step."""
+    denoise, sigmas = wiggly_denoiser(), karras_sigmas(7, 0.0291675, 14.614642)
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0)) * 14.614642
+    out = sa_solver(denoise, x, sigmas, noise_sampler=gaussian_noise_sampler(x, 1), tau_func=ODE,
+                    predictor_order=1, corrector_order=0)
+    torch.testing.assert_close(out, samplers.euler(denoise, x, sigmas), rtol=1e-4, atol=1e-4)
+
+
+def test_stochastic_runs_are_seeded_and_differ_from_the_ode() -> None:
+    denoise, sigmas = wiggly_denoiser(), karras_sigmas(8, 0.0291675, 14.614642)
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0)) * 14.614642
+    run = lambda fn, **kw: fn(denoise, x, sigmas, noise_sampler=gaussian_noise_sampler(x, 5), **kw)
+    a = run(sa_solver, tau_func=TauWindow(10.0, 0.1, 1.0))
+    torch.testing.assert_close(a, run(sa_solver, tau_func=TauWindow(10.0, 0.1, 1.0)))
+    assert torch.isfinite(a).all()
+    assert not torch.allclose(a, run(sa_solver, tau_func=ODE), atol=1e-3)
+    b = run(SDE.seeds_3)
+    assert torch.isfinite(b).all() and not torch.allclose(b, run(SDE.seeds_3, eta=0.0), atol=1e-3)
