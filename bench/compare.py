@@ -5,6 +5,8 @@
     .venv/bin/python bench/compare.py --only peer --peer-dir ...          # one side only
     flock /tmp/plexus-heavy.lock .venv/bin/python bench/compare.py --family sd3 --peer-dir ../peer/ComfyUI \
         --sizes 512 --steps 1 2 --warmup-steps 0 --port-base 8400               # SD3 medium all-in-one
+    flock /tmp/plexus-heavy.lock .venv/bin/python bench/compare.py --family flux --peer-dir ../peer/ComfyUI \
+        --models-dir /tmp/flux-models --sizes 512 --steps 1 2 --warmup-steps 0  # FLUX.1 [dev], reduced depth
 
 The workflow is ComfyUI's default graph in API format: CheckpointLoaderSimple -> two CLIPTextEncode
 -> EmptyLatentImage -> KSampler (euler, normal, cfg 7) -> VAEDecode -> SaveImage, on a full-size
@@ -45,6 +47,13 @@ graph above (CLIPTextEncode on the SDXL CLIP, EmptyLatentImage, KSampler euler /
         --sizes 512 768 --steps 1 2 --warmup-steps 0 --port-base 8300 --rss-cap-gib 19
 
 ``--checkpoint FILE`` (any family) reuses that file instead of writing one.
+
+``--family flux``: the FLUX.1 [dev] template's graph (UNETLoader, DualCLIPLoader type flux, VAELoader,
+CLIPTextEncode + FluxGuidance 3.5, EmptySD3LatentImage, KSampler euler / simple, cfg 1) on
+bench/fidelity_cases/flux.py's files: the transformer full width at reduced depth (1 double + 2 single
+blocks of the released 19 + 38, bf16), full-size T5-XXL in fp8_e4m3fn, CLIP-L fp16 and the FLUX VAE;
+written into the models folder once (about 6.5 GB). s/step is then that of 3 of the 57 blocks plus the
+embedders and final layer; text_encode_s is T5-XXL + CLIP-L on warm models.
 Standard library only, apart from ``models.testing`` (torch) to write the checkpoint.
 """
 from __future__ import annotations
@@ -103,6 +112,39 @@ def sd3_prompt(size: int, steps: int, seed: int, checkpoint: str, positive: str 
     prompt["5"] = {"class_type": "EmptySD3LatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}}
     prompt["3"]["inputs"].update(cfg=4.5, sampler_name="euler", scheduler="sgm_uniform")
     return prompt
+
+
+def flux_prompt(size: int, steps: int, seed: int, checkpoint: str, positive: str = POSITIVE) -> dict[str, Any]:
+    """The FLUX.1 [dev] template's graph on the fidelity files (same node ids for the timed nodes)."""
+    from fidelity_cases import flux as files
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": files.DEV, "weight_dtype": "default"}},
+        "2": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": files.T5, "clip_name2": files.CLIP_L,
+                                                         "type": "flux"}},
+        "4": {"class_type": "VAELoader", "inputs": {"vae_name": files.VAE}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": positive, "clip": ["2", 0]}},
+        "10": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["6", 0], "guidance": 3.5}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 0]}},
+        "5": {"class_type": "EmptySD3LatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "3": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["10", 0], "negative": ["7", 0], "latent_image": ["5", 0],
+            "seed": seed, "steps": steps, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+            "denoise": 1.0}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 0]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "compare"}},
+    }
+
+
+def ensure_flux_files(models_dir: Path) -> Path:
+    """bench/fidelity_cases/flux.py's [dev], T5-XXL, CLIP-L and VAE files, written once."""
+    sys.path.insert(0, str(ROOT))
+    from fidelity import ensure_model
+    from fidelity_cases import flux as files
+    wanted = {files.DEV, files.T5, files.CLIP_L, files.VAE}
+    for model in files.FAMILY.models:
+        if model.name in wanted:
+            ensure_model(models_dir, model)
+    return models_dir / "diffusion_models" / files.DEV
 
 
 def ensure_sd3_checkpoint(models_dir: Path, source: Path) -> Path:
@@ -177,8 +219,9 @@ class TimedServer(Server):
 
     def run_prompt(self, size: int, steps: int, seed: int, timeout_s: float,
                    positive: str = POSITIVE) -> PromptTiming:
-        if self.family == "sd3":
-            prompt = sd3_prompt(size, steps, seed, self.checkpoint, positive)
+        if self.family in ("sd3", "flux"):
+            prompt = (sd3_prompt if self.family == "sd3" else flux_prompt)(size, steps, seed, self.checkpoint,
+                                                                          positive)
         else:
             prompt = txt2img_prompt(size, steps, seed, self.checkpoint)
         done = self.submit(prompt, timeout_s)
@@ -271,11 +314,12 @@ def measure(spec: ServerSpec, args: argparse.Namespace, work: Path, model_paths:
             print(f"[{spec.label}] {size}²: {runs[lo].prompt_s:.2f} s x{lo}, {runs[hi].prompt_s:.2f} s x{hi} "
                   f"-> {s_per_step:.3f} s/step; VAE decode {_seconds(result.warm[size]['vae_decode_s'])}",
                   flush=True)
-        if args.family == "sd3":
+        if args.family in ("sd3", "flux"):
             run = server.run_prompt(args.sizes[0], 1, seed=7, timeout_s=args.prompt_timeout_s,
                                     positive="an old stone bridge over a river in autumn, morning fog")
             result.text_encode_s = run.node_s.get(TEXT_ENCODE_NODE)
-            print(f"[{spec.label}] text encode (CLIP-L + CLIP-G + T5-XXL, warm): "
+            towers = "CLIP-L + CLIP-G + T5-XXL" if args.family == "sd3" else "CLIP-L + T5-XXL"
+            print(f"[{spec.label}] text encode ({towers}, warm): "
                   f"{_seconds(result.text_encode_s)}", flush=True)
     except (PromptFailed, RuntimeError, OSError, KeyError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
@@ -297,7 +341,7 @@ def rows(result: SideResult, sizes: list[int], family: str = "sd1") -> dict[str,
         warm = result.warm.get(size, {})
         out[f"{size}² warm s/step"] = warm.get("s_per_step")
         out[f"{size}² VAE decode (s)"] = warm.get("vae_decode_s")
-    if family == "sd3":
+    if family in ("sd3", "flux"):
         out["text encode, warm (s)"] = result.text_encode_s
     out["peak RSS (MiB)"] = result.peak_rss_mib
     return out
@@ -345,9 +389,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="an unmeasured run at each new size before the pair (0: none)")
     parser.add_argument("--smoke", action="store_true", help="256² only, steps 1 and 2, no warm-up run")
     parser.add_argument("--ckpt-dtype", choices=("fp16", "fp32", "bf16"), default="fp16")
-    parser.add_argument("--family", choices=("sd1", "sd3", "sdxl"), default="sd1",
+    parser.add_argument("--family", choices=("sd1", "sd3", "sdxl", "flux"), default="sd1",
                         help="sd3: the SD3 medium all-in-one file and the SD3 graph; sdxl: an SDXL base file "
-                             "and the default graph (see above)")
+                             "and the default graph; flux: the reduced-depth FLUX.1 [dev] files and the FLUX "
+                             "graph (see above)")
     parser.add_argument("--checkpoint", type=Path,
                         help="an existing checkpoint to run (hard-linked into the models folder); default: "
                              "written per family (sdxl: the random SDXL base file named above)")
@@ -396,13 +441,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="plexus-compare-") as tmp:
         work = Path(tmp)
         models_dir = (args.models_dir or work / "models").resolve()
-        if args.checkpoint is not None or args.family == "sdxl":
+        if args.family == "flux":
+            checkpoint = ensure_flux_files(models_dir)
+        elif args.checkpoint is not None or args.family == "sdxl":
             checkpoint = linked_checkpoint(models_dir, args.checkpoint or SDXL_CHECKPOINT)
         elif args.family == "sd3":
             checkpoint = ensure_sd3_checkpoint(models_dir, args.sd3_checkpoint)
         else:
             checkpoint = ensure_checkpoint(models_dir, args.ckpt_dtype)
-        model_paths = write_model_paths(work, models_dir)
+        model_paths = write_model_paths(work, models_dir, ("checkpoints", "loras", "embeddings", "vae",
+                                                           "diffusion_models", "text_encoders"))
         results = [measure(spec, args, work, model_paths, env, checkpoint.name,
                            out.with_name(f"{out.stem}-{spec.label}.log"),
                            port=args.port_base + i if args.port_base else None) for i, spec in enumerate(specs)]

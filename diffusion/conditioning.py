@@ -136,15 +136,11 @@ def inpaint_model_conditioning(positive: Conditioning, negative: Conditioning, v
 
 def instruct_pix2pix_conditioning(positive: Conditioning, negative: Conditioning, vae, pixels: Tensor) \
         -> tuple[Conditioning, Conditioning, dict]:
-    """InstructPixToPixConditioning: the image (centre-cropped to multiples of 8 pixels) encoded once; both
-    conditionings carry its latent as concat_latent_image, and the LATENT is zeros of its shape."""
-    height, width = pixels.shape[1] // 8 * 8, pixels.shape[2] // 8 * 8
-    if (height, width) != tuple(pixels.shape[1:3]):
-        top, left = (pixels.shape[1] % 8) // 2, (pixels.shape[2] % 8) // 2
-        pixels = pixels[:, top:top + height, left:left + width, :]
-    latent = vae_ops.encode(vae, pixels)
-    positive, negative = (set_values(c, {"concat_latent_image": latent}) for c in (positive, negative))
-    return positive, negative, {"samples": torch.zeros_like(latent)}
+    """InstructPixToPixConditioning (InstructPix2Pix, FLUX.1 Depth / Canny): both conditionings carry the
+    image's latent as the model's concat input; the LATENT is zeros of that latent's shape."""
+    concat_latent = vae_ops.instruct_pix2pix_latent(vae, pixels)
+    positive, negative = (set_values(c, {"concat_latent_image": concat_latent}) for c in (positive, negative))
+    return positive, negative, {"samples": torch.zeros_like(concat_latent)}
 
 
 def encode_sd3(clip: TextEncoders, texts: Mapping[str, str], *, empty_padding: bool = True) -> Conditioning:

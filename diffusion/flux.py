@@ -1,6 +1,8 @@
 """FLUX.1 operations behind the FLUX nodes: the diffusion model alone (UNETLoader), standalone CLIP-L +
 T5-XXL files (DualCLIPLoader type "flux"), CLIPTextEncodeFlux, FluxGuidance / FluxDisableGuidance,
-ModelSamplingFlux, and the guidance value as a model input."""
+ModelSamplingFlux, the guidance value as a model input, the latents Fill and Depth / Canny models
+concatenate to their input, and Kontext's reference latents (ReferenceLatent, FluxKontextImageScale,
+FluxKontextMultiReferenceLatentMethod)."""
 from __future__ import annotations
 
 import os
@@ -10,6 +12,7 @@ from typing import Any
 
 import torch
 
+from imaging import resize
 from model_management import ModelPart
 from models import checkpoint as checkpoint_loader
 from models.detection import flux_model_config
@@ -100,19 +103,123 @@ def with_guidance(conditioning: Conditioning, guidance: float | None) -> Conditi
     return set_values(conditioning, {"guidance": guidance})
 
 
-def model_inputs(model_config, conditioning: Conditioning) -> Conditioning:
+def model_inputs(model_config, conditioning: Conditioning, noise_mask: torch.Tensor | None = None,
+                 latent_shape: tuple[int, ...] | None = None) -> Conditioning:
     """The guidance value as the tensor input the [dev] transformer takes: 3.5 unless the conditioning
-    names one, none at all after FluxDisableGuidance (ComfyUI model_base.Flux.extra_conds)."""
+    names one, none at all after FluxDisableGuidance (ComfyUI model_base.Flux.extra_conds); Kontext's
+    reference latents as tensor inputs; for Fill without a concat_mask, the latent's noise mask at the
+    latent's size in its place (as ComfyUI falls back to the denoise mask)."""
     if model_config is None or model_config.family != "flux":
         return conditioning
+    is_fill = model_config.unet.in_channels > 2 * model_config.unet.out_channels
     out = []
     for entry in conditioning:
         options = dict(entry[1])
         value = options.pop("guidance", DEFAULT_GUIDANCE)
         if value is not None and model_config.unet.guidance_embed:
             options["guidance"] = torch.tensor([float(value)])
+        _reference_inputs(options)
+        if is_fill and "concat_mask" not in options and noise_mask is not None and latent_shape is not None:
+            mask = noise_mask.reshape(-1, 1, *noise_mask.shape[-2:]).float()
+            options["concat_mask"] = torch.nn.functional.interpolate(mask, size=tuple(latent_shape[-2:]),
+                                                                     mode="bilinear")
         out.append([entry[0], options])
     return out
+
+
+# --- Fill, Depth / Canny: the latents concatenated to the input ------------------------------------------
+
+MASK_BLOCK = 8          # Fill's mask: pixels folded into 8 x 8 = 64 channels per latent pixel
+
+
+def concat_inputs(model: DiffusionModel, x: torch.Tensor, inputs: dict) -> torch.Tensor:
+    """What FLUX.1 Fill (96 latent channels in: 16 + 16 + 64) and Depth / Canny (32: 16 + 16) take beside the
+    noisy latent x [B, 16, h, w]: the control / masked-image latent (conditioning's concat_latent_image,
+    zeros when absent, in the model's latent space and resized to x), then for Fill the mask at 8x the
+    latent size, each 8 x 8 block of pixels folded into 64 channels (row-major in the block); no mask: all
+    ones. (BFL's Fill / Depth / Canny model cards; ComfyUI model_base.Flux.concat_cond; behaviour, not code.)"""
+    b, c, h, w = x.shape
+    image = inputs.get("concat_latent_image")
+    image = torch.zeros_like(x) if image is None else image.to(x)
+    if image.shape[-2:] != (h, w):
+        image = resize.upscale(image, w, h, "bilinear", "center")
+    image = _to_batch(model.latent_format.process_in(image), b)
+    if model.in_channels <= 2 * c:
+        return image
+    mask = inputs.get("concat_mask")
+    mask = x.new_ones(b, 1, h * MASK_BLOCK, w * MASK_BLOCK) if mask is None else mask.to(x)
+    mask = mask.reshape(-1, *mask.shape[-3:]) if mask.ndim >= 4 else mask.reshape(-1, 1, *mask.shape[-2:])
+    mask = mask.mean(dim=1, keepdim=True)
+    if mask.shape[-2:] != (h * MASK_BLOCK, w * MASK_BLOCK):
+        mask = resize.upscale(mask, w * MASK_BLOCK, h * MASK_BLOCK, "bilinear", "center")
+    n = mask.shape[0]
+    mask = mask.view(n, h, MASK_BLOCK, w, MASK_BLOCK).permute(0, 2, 4, 1, 3).reshape(n, MASK_BLOCK ** 2, h, w)
+    return torch.cat([image, _to_batch(mask, b)], dim=1)                   # [B, 16 + 64, h, w]
+
+
+def _to_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat (or cut) along the batch to `batch` entries (ComfyUI utils.resize_to_batch_size for the
+    usual cases: one entry, or the batch itself)."""
+    if t.shape[0] == batch:
+        return t
+    return t.repeat(-(-batch // t.shape[0]), *(1,) * (t.ndim - 1))[:batch]
+
+
+# --- Kontext: reference latents as extra image tokens ---------------------------------------------------
+
+REFERENCE_KEY = "ref_latents"        # model inputs "ref_latents.<method>.<i>": one tensor per reference
+
+
+def with_reference_latent(conditioning: Conditioning, latent: dict | None) -> Conditioning:
+    """ReferenceLatent: the latent appended to the conditioning's reference latents (none: unchanged)."""
+    if latent is None:
+        return conditioning
+    return [[c[0], {**c[1], "reference_latents": [*c[1].get("reference_latents", ()), latent["samples"]]}]
+            for c in conditioning]
+
+
+def with_reference_method(conditioning: Conditioning, method: str) -> Conditioning:
+    """FluxKontextMultiReferenceLatentMethod: "offset", "index" or "uxo/uno" (stored as "uxo")."""
+    return set_values(conditioning, {"reference_latents_method": "uxo" if "uxo" in method or "uso" in method
+                                     else method})
+
+
+def kontext_image_size(width: int, height: int) -> tuple[int, int]:
+    """The Kontext training resolution (about 1 MP, sides multiples of 16) nearest in aspect ratio
+    (BFL's Kontext preferred resolutions, as ComfyUI's FluxKontextImageScale lists them)."""
+    aspect = width / height
+    return min(KONTEXT_RESOLUTIONS, key=lambda wh: abs(aspect - wh[0] / wh[1]))
+
+
+KONTEXT_RESOLUTIONS = ((672, 1568), (688, 1504), (720, 1456), (752, 1392), (800, 1328), (832, 1248), (880, 1184),
+                       (944, 1104), (1024, 1024), (1104, 944), (1184, 880), (1248, 832), (1328, 800), (1392, 752),
+                       (1456, 720), (1504, 688), (1568, 672))
+
+
+def kontext_image_scale(image: torch.Tensor) -> torch.Tensor:
+    """FluxKontextImageScale: IMAGE [B, H, W, C] centre-cropped and Lanczos-resized to kontext_image_size."""
+    width, height = kontext_image_size(image.shape[2], image.shape[1])
+    return resize.upscale(image.movedim(-1, 1), width, height, "lanczos", "center").movedim(1, -1)
+
+
+def _reference_inputs(options: dict) -> dict:
+    """The conditioning's reference latents as tensor model inputs (the method in the key, so conds with
+    other methods never share a batch)."""
+    refs = options.pop("reference_latents", None)
+    method = options.pop("reference_latents_method", "offset")
+    for i, ref in enumerate(refs or ()):
+        options[f"{REFERENCE_KEY}.{method}.{i}"] = ref
+    return options
+
+
+def reference_call_inputs(model: DiffusionModel, inputs: dict, device) -> dict:
+    """Model-call keywords from a cond's reference inputs: ref_latents (in the model's latent space) and
+    ref_latents_method; {} when there are none."""
+    found = sorted((k.split(".") for k in inputs if k.startswith(REFERENCE_KEY + ".")), key=lambda p: int(p[2]))
+    if not found:
+        return {}
+    refs = [model.latent_format.process_in(inputs[".".join(p)].to(device)) for p in found]
+    return {"ref_latents": refs, "ref_latents_method": found[0][1]}
 
 
 def with_flux_sampling(model: DiffusionModel, max_shift: float, base_shift: float, width: int,

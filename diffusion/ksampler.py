@@ -86,12 +86,12 @@ def _ip2p_concat(x: Tensor, inputs: dict) -> Tensor:
 
 
 def _conds(model: DiffusionModel, conditioning: list, prompt_type: str,
-           latent_shape: tuple[int, ...] | None = None, seed: int = 0) -> list:
+           latent_shape: tuple[int, ...] | None = None, seed: int = 0, noise_mask: Tensor | None = None) -> list:
     """CONDITIONING -> sampling Conds, with SDXL's ADM vector `y` added where the model takes one (its default
     size from `latent_shape`); unCLIP image embeddings become `y` / SDXL's pooled vector (noise from `seed`)."""
-    from . import flux, unclip          # FLUX: the guidance value as a model input
+    from . import flux, unclip          # FLUX: the guidance value (and Fill's fallback mask) as model inputs
     config = model.options.get("model_config")
-    conditioning = flux.model_inputs(config, conditioning)
+    conditioning = flux.model_inputs(config, conditioning, noise_mask, latent_shape)
     conditioning = unclip.with_adm(config, conditioning, seed=seed)
     return conds_from_conditioning(sdxl.with_adm(config, conditioning, prompt_type, latent_shape))
 
@@ -108,7 +108,14 @@ def model_function(model: DiffusionModel,
 def _model_function(model: DiffusionModel, unet, transformer_options: dict):
     """The model function with these patch options (models/unet_patches); `.with_options(other)` gives
     the same function with other options (a guidance pass with a perturbed attention)."""
+    from . import flux          # FLUX Fill / Depth / Canny concatenate their own way; Kontext's references
     extra_channels = model.in_channels - model.latent_format.latent_channels
+    config = model.options.get("model_config")
+    if config is not None and config.family == "flux":
+        concat = flux.concat_inputs
+    else:   # InstructPix2Pix (extra = C channels): the source image's latent; inpainting: mask + image
+        def concat(model: DiffusionModel, x: Tensor, inputs: dict) -> Tensor:
+            return _ip2p_concat(x, inputs) if extra_channels == x.shape[1] else _inpaint_concat(model, x, inputs)
     device = model.manager.device
     is_patched = unet_patches.has_patches(transformer_options)
     # conditioning inputs the architecture takes by keyword (MM-DiT: y <- pooled_output; SDXL UNet: y <- y)
@@ -117,9 +124,9 @@ def _model_function(model: DiffusionModel, unet, transformer_options: dict):
     def apply_model(x: Tensor, timestep: Tensor, inputs: dict) -> Tensor:
         x_in = x
         if extra_channels > 0:
-            concat = _ip2p_concat(x, inputs) if extra_channels == x.shape[1] else _inpaint_concat(model, x, inputs)
-            x_in = torch.cat([x, concat], dim=1)
+            x_in = torch.cat([x, concat(model, x, inputs)], dim=1)
         extra = {arg: inputs[name].to(device) for arg, name in extra_inputs.items() if name in inputs}
+        extra.update(flux.reference_call_inputs(model, inputs, device))
         extra.update(MODEL_CALL_OPTIONS.get())
         args = (x_in.to(device), timestep.to(device), inputs["c_crossattn"].to(device))
         if "y" in inputs and not extra_inputs:                              # SDXL: label_emb input
@@ -230,8 +237,10 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
     negative = gligen.share_with_uncond(positive, negative)
     handles = [model, *controlnet.control_models(positive, negative, base_model=model),   # one budget
                *gligen.gligen_models(positive, negative)]
-    positive_conds = _conds(model, positive, "positive", tuple(samples.shape), seed)
-    negative_conds = _conds(model, negative, "negative", tuple(samples.shape), seed) if negative is not None else []
+    mask = latent.get("noise_mask")
+    positive_conds = _conds(model, positive, "positive", tuple(samples.shape), seed, mask)
+    negative_conds = (_conds(model, negative, "negative", tuple(samples.shape), seed, mask)
+                      if negative is not None else [])
     shape = tuple(samples.shape)
     manager = model.manager
 

@@ -163,3 +163,12 @@ def inpaint_model_conditioning(vae: Autoencoder, pixels: Tensor, mask: Tensor, i
     if is_noise_mask:
         latent["noise_mask"] = mask
     return concat_latent, mask, latent
+
+
+def instruct_pix2pix_latent(vae: Autoencoder, pixels: Tensor) -> Tensor:
+    """InstructPixToPixConditioning's concat latent: the image, centre-cropped to whole latent pixels,
+    encoded."""
+    f = vae.downscale_ratio
+    h, w = (pixels.shape[1] // f) * f, (pixels.shape[2] // f) * f
+    y0, x0 = (pixels.shape[1] % f) // 2, (pixels.shape[2] % f) // 2
+    return encode(vae, pixels[:, y0:y0 + h, x0:x0 + w, :])

@@ -1,5 +1,6 @@
-"""FLUX.1 ([dev], [schnell], Fill, Depth/Canny): the rectified-flow transformer in the single-file layout
-Black Forest Labs publish (`flux1-dev.safetensors`, keys `double_blocks.N.img_attn.qkv.weight`, ...).
+"""FLUX.1 ([dev], [schnell], Fill, Depth/Canny, Kontext): the rectified-flow transformer in the
+single-file layout Black Forest Labs publish (`flux1-dev.safetensors`, keys
+`double_blocks.N.img_attn.qkv.weight`, ...).
 
 Architecture (Black Forest Labs, "FLUX.1" model cards and their reference code `flux/model.py`,
 `flux/modules/layers.py`; behaviour, not code): latents are cut into 2x2 patches (16 channels -> 64 values
@@ -79,13 +80,47 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return out.flatten(-2).to(x.dtype)
 
 
-def image_ids(h: int, w: int, batch: int, *, index: float = 0.0, device=None) -> Tensor:
-    """[B, h*w, 3] ids (index, row, column) of an h x w grid of patches."""
+def image_ids(h: int, w: int, batch: int, *, index: float = 0.0, row: int = 0, column: int = 0,
+              device=None) -> Tensor:
+    """[B, h*w, 3] ids (index, row, column) of an h x w grid of patches whose first patch is at
+    (row, column)."""
     ids = torch.zeros(h, w, 3, device=device)
     ids[..., 0] = index
-    ids[..., 1] = torch.arange(h, device=device, dtype=torch.float32)[:, None]
-    ids[..., 2] = torch.arange(w, device=device, dtype=torch.float32)[None, :]
+    ids[..., 1] = torch.arange(row, row + h, device=device, dtype=torch.float32)[:, None]
+    ids[..., 2] = torch.arange(column, column + w, device=device, dtype=torch.float32)[None, :]
     return ids.reshape(1, h * w, 3).expand(batch, -1, -1)
+
+
+REFERENCE_METHODS = ("offset", "index", "uxo")
+
+
+def reference_placements(sizes: list[tuple[int, int]], method: str, h: int, w: int,
+                         patch: int = 2) -> list[tuple[int, int, int]]:
+    """(index, first row, first column) in patches of each reference latent (FLUX.1 Kontext), `sizes` their
+    (height, width) in latent pixels, h x w the generated image in patches. "offset" (Kontext's own): index
+    1, each further reference beside (or below) those before it, along the shorter side of the space they
+    cover; "index": at the origin with index 1, 2, ...; "uxo" (UNO / USO): index 0, diagonally past the
+    image and the references before it (ComfyUI comfy/ldm/flux/model.py `ref_latents_method`; behaviour,
+    not code). Offsets are rounded to whole patches as ComfyUI does ((offset + 1) // 2)."""
+    if method not in REFERENCE_METHODS:
+        raise ValueError(f"reference latent method {method!r} is not one of {REFERENCE_METHODS}")
+    out, covered_h, covered_w, index = [], 0, 0, 0
+    for ref_h, ref_w in sizes:
+        row = column = 0
+        if method == "index":
+            index += 1
+        elif method == "uxo":
+            index, row, column = 0, h * patch + covered_h, w * patch + covered_w
+            covered_h, covered_w = covered_h + ref_h, covered_w + ref_w
+        else:
+            index = 1
+            if ref_h + covered_h > ref_w + covered_w:
+                column = covered_w
+            else:
+                row = covered_h
+            covered_h, covered_w = max(covered_h, ref_h + row), max(covered_w, ref_w + column)
+        out.append((index, (row + patch // 2) // patch, (column + patch // 2) // patch))
+    return out
 
 
 # --- layers --------------------------------------------------------------------------------------------
@@ -285,17 +320,34 @@ class Flux(nn.Module):
             x = block(x, vec, rope, self.attention_fn)
         return self.final_layer(x[:, txt.shape[1]:], vec)
 
+    def _padded(self, x: Tensor) -> Tensor:
+        """Odd sides: circular pad to whole patches (cropped again after the model, as ComfyUI)."""
+        p = self.config.patch_size
+        pad_h, pad_w = -x.shape[-2] % p, -x.shape[-1] % p
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="circular") if pad_h or pad_w else x
+
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor | None = None,
-                guidance: Tensor | None = None, **_: object) -> Tensor:
+                guidance: Tensor | None = None, ref_latents: list[Tensor] | None = None,
+                ref_latents_method: str = "offset", **_: object) -> Tensor:
+        """`ref_latents` (Kontext): reference latents [B, C, h_i, w_i], appended after the image tokens with
+        their own position ids (reference_placements); only the image tokens come out."""
         p = self.config.patch_size
         height, width = x.shape[-2:]
-        pad_h, pad_w = -height % p, -width % p          # odd sides: circular pad, cropped again (as ComfyUI)
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="circular")
+        x = self._padded(x)
         b, h, w = x.shape[0], x.shape[-2] // p, x.shape[-1] // p
         if y is None:
             y = torch.zeros(b, self.config.vec_in_dim, device=x.device)
-        img_ids = image_ids(h, w, b, device=x.device)
+        img, img_ids = self.patchify(x), image_ids(h, w, b, device=x.device)
+        if ref_latents:
+            sizes = [tuple(r.shape[-2:]) for r in ref_latents]
+            placements = reference_placements(sizes, ref_latents_method, h, w, p)
+            tokens, ids = [img], [img_ids]
+            for ref, (index, row, column) in zip(ref_latents, placements):
+                ref = self._padded(ref.to(x))
+                tokens.append(self.patchify(ref))                                    # [B, n_i, C*p*p]
+                ids.append(image_ids(ref.shape[-2] // p, ref.shape[-1] // p, b, index=index, row=row,
+                                     column=column, device=x.device))
+            img, img_ids = torch.cat(tokens, dim=1), torch.cat(ids, dim=1)
         txt_ids = torch.zeros(b, context.shape[1], 3, device=x.device)
-        out = self.forward_tokens(self.patchify(x), img_ids, context, txt_ids, timesteps, y, guidance)
+        out = self.forward_tokens(img, img_ids, context, txt_ids, timesteps, y, guidance)[:, :h * w]
         return self.unpatchify(out, h, w)[:, :, :height, :width]

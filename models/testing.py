@@ -301,7 +301,15 @@ def write_random_sd3_checkpoint(path: str | Path, spec: Sd3CheckpointSpec) -> Pa
 
 def write_random_text_encoder(path: str | Path, kind: str, config, dtype: torch.dtype = torch.float32,
                               seed: int = 0) -> Path:
-    """A standalone text-encoder file (clip_l / clip_g / t5xxl, as in models/text_encoders)."""
+    """A standalone text-encoder file (clip_l / clip_g / t5xxl, as in models/text_encoders). T5 is made
+    tensor by tensor (the full-size T5-XXL is 4.7 B parameters), with the values random_t5_state_dict gives."""
+    if kind == "t5xxl":
+        from models.text.t5 import T5EncoderModel
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in T5EncoderModel(config).state_dict().items()}
+        write_safetensors_streaming(path, {k: (s, dtype) for k, s in shapes.items()}, lambda n: random_tensor(
+            n, shapes[n], torch.float32, seed, std=1.0 if n == "shared.weight" else None))
+        return Path(path)
     state = sd3_text_state(kind, config, seed, torch.float32, with_embed_tokens_copy=False)
     layout = {k: (tuple(t.shape), dtype) for k, t in state.items()}
     write_safetensors_streaming(path, layout, lambda n: state[n])

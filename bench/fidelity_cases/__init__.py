@@ -25,6 +25,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "sd21",
     "controlnet",
     "sdxl",
+    "flux",
 )
 
 

@@ -1,9 +1,9 @@
-"""FLUX.1 nodes with ComfyUI's specs (comfy_extras/nodes_flux.py, nodes_model_advanced.py); the work is
-in diffusion.flux."""
+"""FLUX.1 nodes with ComfyUI's specs (comfy_extras/nodes_flux.py, nodes_model_advanced.py,
+nodes_edit_model.py); the work is in diffusion.flux."""
 from __future__ import annotations
 
 from diffusion import flux
-from nodes.spec import Float, Input, Int, String, node
+from nodes.spec import Combo, Float, Input, Int, String, node, optional
 
 MAX_RESOLUTION = 16384
 
@@ -50,3 +50,35 @@ class ModelSamplingFlux:
 
     def run(self, model, max_shift: float, base_shift: float, width: int, height: int) -> tuple:
         return (flux.with_flux_sampling(model, max_shift, base_shift, width, height),)
+
+
+@node("ReferenceLatent", category="advanced/conditioning/edit_models",
+      description="This node sets the guiding latent for an edit model. If the model supports it you can chain "
+                  "multiple to set multiple reference images.")
+class ReferenceLatent:
+    conditioning = Input("CONDITIONING")
+    latent = optional(Input("LATENT"))
+    RETURNS = ("CONDITIONING",)
+
+    def run(self, conditioning, latent=None) -> tuple:
+        return (flux.with_reference_latent(conditioning, latent),)
+
+
+@node("FluxKontextImageScale", category="advanced/conditioning/flux",
+      description="This node resizes the image to one that is more optimal for flux kontext.")
+class FluxKontextImageScale:
+    image = Input("IMAGE")
+    RETURNS = ("IMAGE",)
+
+    def run(self, image) -> tuple:
+        return (flux.kontext_image_scale(image),)
+
+
+@node("FluxKontextMultiReferenceLatentMethod", category="advanced/conditioning/flux", experimental=True)
+class FluxKontextMultiReferenceLatentMethod:
+    conditioning = Input("CONDITIONING")
+    reference_latents_method = Combo(["offset", "index", "uxo/uno"])
+    RETURNS = ("CONDITIONING",)
+
+    def run(self, conditioning, reference_latents_method: str) -> tuple:
+        return (flux.with_reference_method(conditioning, reference_latents_method),)
