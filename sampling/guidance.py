@@ -158,6 +158,7 @@ class _Chunk:
     inputs: dict
     area: tuple[int, int, int, int]
     control: object | None = None
+    entry: tuple[int, int] = (0, 0)       # (cond list, index in it): the same entry at every step
 
 
 def _chunk_for(c: Cond, x: Tensor, sigma: Tensor) -> _Chunk | None:
@@ -236,9 +237,10 @@ def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists:
     counts = [torch.ones_like(x) * 1e-37 for _ in cond_lists]
     to_run: list[tuple[_Chunk, int]] = []
     for li, conds in enumerate(cond_lists):
-        for c in conds or ():
+        for ci, c in enumerate(conds or ()):
             chunk = _chunk_for(c, x, sigma)
             if chunk is not None:
+                chunk.entry = (li, ci)
                 to_run.append((chunk, li))
     while to_run:
         first = to_run[0][0]
@@ -257,7 +259,9 @@ def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists:
         x_in = torch.cat([c.x for c, _ in batch])
         inputs = _concat_inputs([c.inputs for c, _ in batch])
         # which list each chunk comes from (0 positive, 1 negative), for patches (ComfyUI cond_or_uncond)
-        inputs["transformer_options"] = {"cond_or_uncond": [li for _, li in batch], "sigmas": sigma}
+        # and which entry of that list (ComfyUI's per-cond "uuids": step caches keep one state per entry)
+        inputs["transformer_options"] = {"cond_or_uncond": [li for _, li in batch], "sigmas": sigma,
+                                         "uuids": [c.entry for c, _ in batch]}
         if first.control is not None:
             inputs["control"] = first.control
         out = apply(x_in, torch.cat([sigma] * len(batch)), inputs)

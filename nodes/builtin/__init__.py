@@ -31,4 +31,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.merging",
     "nodes.builtin.flux",
     "nodes.builtin.controlnet",
+    "nodes.builtin.step_cache",
 )
