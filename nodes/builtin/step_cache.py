@@ -1,8 +1,9 @@
-"""Step-cache nodes (ComfyUI's EasyCache and LazyCache specs): one call each into diffusion.step_cache."""
+"""Step-cache nodes (ComfyUI's EasyCache and LazyCache specs) and TorchCompileModel: one call each into
+diffusion.step_cache / diffusion.compile."""
 from __future__ import annotations
 
-from diffusion import step_cache
-from nodes.spec import Boolean, Float, Input, Output, node
+from diffusion import compile, step_cache
+from nodes.spec import Boolean, Combo, Float, Input, Output, node
 
 
 @node("EasyCache", category="advanced/debug/model", display_name="EasyCache", experimental=True,
@@ -38,3 +39,15 @@ class LazyCache:
     def run(self, model, reuse_threshold: float, start_percent: float, end_percent: float, verbose: bool) -> tuple:
         settings = step_cache.StepCacheSettings("LazyCache", reuse_threshold, start_percent, end_percent, verbose)
         return (step_cache.with_step_cache(model, settings),)
+
+
+@node("TorchCompileModel", category="_for_testing", experimental=True, function="execute")
+class TorchCompileModel:
+    """The MODEL's sampling runs through torch.compile (diffusion.compile: compiled on first use per input
+    shape, eager when compiling fails or the model is streamed, patched or in an OOM fall-back)."""
+    model = Input("MODEL")
+    backend = Combo(["inductor", "cudagraphs"])
+    RETURNS = ("MODEL",)
+
+    def run(self, model, backend: str) -> tuple:
+        return (compile.with_compile(model, backend),)
