@@ -10,10 +10,11 @@ In one run it measures:
    shapes (batch 2, 64x64 latents), best of several calls each; the ceiling is the fastest of them;
 2. the FLOPs of each forward, counted by `torch.utils.flop_counter.FlopCounterMode` (matmuls,
    convolutions and attention; a multiply-add is 2 FLOPs);
-3. each forward's median time (warm, the default bf16 path with convolution weights prepacked as the sampler
-   runs them) and its multiple of the FLOP bound, bound = FLOPs / ceiling;
+3. each forward's median time (warm, the default bf16 path with convolution (and bf16 linear) weights
+   prepacked as the sampler runs them, `--pack-linears off` for convolutions only) and its multiple of the
+   FLOP bound, bound = FLOPs / ceiling;
 4. a profile of one forward by op class (conv, matmul, attention, norm, pointwise, reorder/copy, other):
-   the self CPU time of every aten op, summed per class.
+   the self CPU time of every aten and mkldnn op (the prepacked kernels), summed per class.
 
 Rows: `sd15-unet` (batch 2, the CFG pair, 77-token context) and `vae-decoder` (batch 1) at each image size;
 `sdxl-unet` and `sd3-mmdit` are measured once their families exist in `models/` (the row says so otherwise).
@@ -41,6 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._unet_fixture import build_plexus, random_sd15_unet_state, unet_inputs  # noqa: E402
+from diffusion.prepacking import IS_PACKING_LINEARS  # noqa: E402
 from models.prepack import is_packing_available, prepacked_convolutions  # noqa: E402
 
 DTYPE = torch.bfloat16
@@ -158,13 +160,15 @@ def profile_by_class(fn: Callable[[], object]) -> dict[str, float]:
         fn()
     totals: dict[str, float] = defaultdict(float)
     for event in prof.key_averages():
-        if event.key.startswith("aten::"):
-            totals[op_class(event.key)] += event.self_cpu_time_total / 1e6
+        if event.key.startswith(("aten::", "mkldnn::")):       # mkldnn::: the prepacked convolutions / linears
+            totals[op_class(event.key.removeprefix("mkldnn::"))] += event.self_cpu_time_total / 1e6
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
-def measure_row(row: Forward, ceiling_gflops: float, iters: int, is_profiled: bool) -> dict:
-    packing = prepacked_convolutions(row.module) if is_packing_available(DTYPE) else None
+def measure_row(row: Forward, ceiling_gflops: float, iters: int, is_profiled: bool,
+                is_packing_linears: bool = IS_PACKING_LINEARS) -> dict:
+    packing = prepacked_convolutions(row.module, is_packing_linears=is_packing_linears) \
+        if is_packing_available(DTYPE) else None
     with torch.inference_mode():
         flops = count_flops(row.run)
         if packing is not None:
@@ -211,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--ceiling-only", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--pack-linears", choices=["on", "off"], default="on" if IS_PACKING_LINEARS else "off",
+                        help="also pack the bf16 linears (default: what the sampler does)")
     args = parser.parse_args(argv)
     default_sizes = {"sd15-unet": [256, 512], "vae-decoder": [512, 1024], "sdxl-unet": [768, 1024],
                      "sd3-mmdit": [512, 1024]}
@@ -230,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(rows, flush=True)
                 continue
             for row in rows:
-                result = measure_row(row, ceiling["ceiling_gflops"], args.iters, not args.no_profile)
+                result = measure_row(row, ceiling["ceiling_gflops"], args.iters, not args.no_profile,
+                                     args.pack_linears == "on")
                 results.append(result)
                 print(f"  {result['model']} {result['size']}²: {result['gflop']:,.0f} GFLOP, "
                       f"{result['seconds']:.3f} s, {result['multiple_of_bound']:.1f}x bound", flush=True)

@@ -52,6 +52,7 @@ log = logging.getLogger("plexus.diffusion")
 COMPILING_MESSAGE = "compiling the diffusion model (first step will take a while)"
 DEFAULT_BACKEND = "inductor"
 BACKEND_OPTION = "compile_backend"      # DiffusionModel option: another torch.compile backend ("aot_eager")
+COMPILE_OPTION = "compile_diffusion_model"   # DiffusionModel option: compile this MODEL (TorchCompileModel)
 UNetForward = Callable[..., Tensor]      # (x, timesteps, context, **extra (SDXL: y)) -> prediction
 
 
@@ -126,12 +127,21 @@ class CompiledForward:
         return out
 
 
+def with_compile(model: DiffusionModel, backend: str = DEFAULT_BACKEND) -> DiffusionModel:
+    """A clone of the MODEL whose sampling runs go through torch.compile with `backend` (ComfyUI's
+    TorchCompileModel), whatever `--compile-unet` says; the same fall-backs to eager apply."""
+    twin = model.clone()
+    twin.options[COMPILE_OPTION] = True
+    twin.options[BACKEND_OPTION] = backend
+    return twin
+
+
 def sampling_forward(model: DiffusionModel, *, is_fallback: bool = False) -> nn.Module | UNetForward:
     """What run_sampling calls as the UNet of a loaded `model`: its compiled forward when the manager's
-    settings ask for it (`compile_diffusion_model`), else the module itself. Eager, with a log line, while
+    settings ask for it (`compile_diffusion_model`) or the MODEL does (`with_compile`), else the module itself. Eager, with a log line, while
     the model is streamed (partial load) or in an OOM fall-back attempt (`is_fallback`)."""
     manager: Any = model.manager
-    if not getattr(manager.settings, "compile_diffusion_model", False):
+    if not (getattr(manager.settings, "compile_diffusion_model", False) or model.options.get(COMPILE_OPTION)):
         return model.module
     record = manager.record_of(model)
     if record is not None and record.placement is Placement.PARTIAL:

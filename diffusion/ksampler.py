@@ -37,7 +37,7 @@ from sampling.core import Step
 from sampling.guidance import DualCFGDenoiser, conds_from_conditioning
 from sampling.schedules import calculate_sigmas
 
-from . import controlnet, gligen, patch_api, previews, sdxl
+from . import controlnet, gligen, patch_api, previews, sdxl, step_cache
 from .compile import UNetForward, sampling_forward
 from .objects import DiffusionModel
 from .prepacking import prepacked_for_sampling
@@ -96,16 +96,18 @@ def _conds(model: DiffusionModel, conditioning: list, prompt_type: str,
     return conds_from_conditioning(sdxl.with_adm(config, conditioning, prompt_type, latent_shape))
 
 
-def model_function(model: DiffusionModel,
-                   unet: UNetForward | None = None) -> Callable[[Tensor, Tensor, dict], Tensor]:
+def model_function(model: DiffusionModel, unet: UNetForward | None = None,
+                   cache: step_cache.StepCacheRun | None = None) -> Callable[[Tensor, Tensor, dict], Tensor]:
     """sampling.guidance's ModelFn for `model`: (scaled x, timestep, inputs) -> raw prediction.
-    `unet`: what computes the forward (default the module itself; its compiled forward with --compile-unet)."""
+    `unet`: what computes the forward (default the module itself; its compiled forward with --compile-unet).
+    `cache`: a step cache's run state (EasyCache sits around the diffusion model's call)."""
     unet = unet if unet is not None else model.module
 
-    return _model_function(model, unet, model.options.get(patch_api.TRANSFORMER_OPTIONS) or {})
+    return _model_function(model, unet, model.options.get(patch_api.TRANSFORMER_OPTIONS) or {}, cache)
 
 
-def _model_function(model: DiffusionModel, unet, transformer_options: dict):
+def _model_function(model: DiffusionModel, unet, transformer_options: dict,
+                    cache: step_cache.StepCacheRun | None = None):
     """The model function with these patch options (models/unet_patches); `.with_options(other)` gives
     the same function with other options (a guidance pass with a perturbed attention)."""
     from . import flux          # FLUX Fill / Depth / Canny concatenate their own way; Kontext's references
@@ -146,10 +148,11 @@ def _model_function(model: DiffusionModel, unet, transformer_options: dict):
         with unet_patches.patched_call(options):
             return call(*args, **extra).to(x.dtype)
 
+    inner = apply_model if cache is None else cache.wrap_model_function(apply_model)
     wrapper = model.options.get("model_function_wrapper")
-    fn = apply_model if wrapper is None else \
-        (lambda x, t, inputs: wrapper(apply_model, {"input": x, "timestep": t, "c": inputs}))
-    fn.with_options = lambda options: _model_function(model, unet, options)
+    fn = inner if wrapper is None else \
+        (lambda x, t, inputs: wrapper(inner, {"input": x, "timestep": t, "c": inputs}))
+    fn.with_options = lambda options: _model_function(model, unet, options, cache)
     return fn
 
 
@@ -256,9 +259,10 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
         try:
             with torch.inference_mode():
                 unet = sampling_forward(model, is_fallback=bool(options))
-                with prepacked_for_sampling(model, unet):
+                cache = step_cache.StepCacheRun.for_model(model)
+                with prepacked_for_sampling(model, unet), step_cache.reporting(cache):
                     return sampling_driver.sample(
-                        model_function(model, unet), model.model_sampling, samples, positive_conds, negative_conds,
+                        model_function(model, unet, cache), model.model_sampling, samples, positive_conds, negative_conds,
                         seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
                         denoise=denoise, add_noise=add_noise, start_step=start_step, last_step=last_step,
                         return_with_leftover_noise=return_with_leftover_noise, noise_mask=latent.get("noise_mask"),
@@ -266,7 +270,8 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                         on_progress=reporter, fits=_fits(model, attention, bool(options.get(IS_CFG_SPLIT))),
                         cfg_function=cfg_function, post_cfg=post_cfg, pre_cfg=pre_cfg, sampler_options=sampler_options,
                         device=manager.device, make_denoiser=make_denoiser, noise=noise,
-                        mask_function=model.options.get("denoise_mask_function"))
+                        mask_function=model.options.get("denoise_mask_function"),
+                        wrap_denoiser=None if cache is None else cache.wrap_denoiser)
         finally:
             if ATTENTION_BACKEND in options:
                 set_attention_backend(model.module, configured_attention)

@@ -15,6 +15,9 @@ from .objects import DiffusionModel
 
 log = logging.getLogger("plexus.diffusion")
 
+# bf16 linears packed too (models.prepack.PackedLinear): measured by bench/roofline.py --pack-linears on/off
+IS_PACKING_LINEARS = True
+
 
 def _record_to_prepack(model: DiffusionModel, unet: Any) -> Any:
     """The manager's record of `model` when its sampling run should prepack, else None."""
@@ -38,7 +41,8 @@ def prepacked_for_sampling(model: DiffusionModel, unet: Any) -> Iterator[None]:
         yield
         return
     try:
-        with prepacked_convolutions(model.module, known_aliases=record.weights.home.values()) as count:
+        with prepacked_convolutions(model.module, known_aliases=record.weights.home.values(),
+                                    is_packing_linears=IS_PACKING_LINEARS) as count:
             log.debug("sampling with %d convolutions on prepacked weights", count)
             yield
     except UnpackError as exc:

@@ -65,6 +65,19 @@ def _is_packable_conv(conv: nn.Module) -> bool:
     return weight.is_contiguous() and is_packing_available(weight.dtype)
 
 
+def _is_packable_linear(linear: nn.Module) -> bool:
+    """A plain bf16 `nn.Linear` on the CPU (fp32 linears run MKL's sgemm, which packing through oneDNN does
+    not beat)."""
+    if type(linear) is not nn.Linear or linear._forward_hooks or linear._forward_pre_hooks:
+        return False
+    weight, bias = linear.weight, linear.bias
+    if weight.device.type != "cpu" or weight.dtype != torch.bfloat16 or weight.requires_grad:
+        return False
+    if bias is not None and (bias.dtype != weight.dtype or bias.device != weight.device):
+        return False
+    return weight.is_contiguous() and is_packing_available(weight.dtype)
+
+
 def owns_its_storage(weight: Tensor, known_aliases: int = 0) -> bool:
     """The weight's storage is resizable, holds exactly the weight, and no tensor shares it but the
     `known_aliases` ones the caller vouches for as the same weight (a model manager's own handle on it)."""
@@ -162,13 +175,35 @@ class PackedConvolution:
         self.packed = None
 
 
+class PackedLinear(PackedConvolution):
+    """The same for one bf16 `nn.Linear`: packed for oneDNN's matmul on the first call (its row count is the
+    layout hint), then `mkldnn._linear_pointwise` on the packed copy."""
+
+    def _takes(self, x: Tensor) -> bool:
+        return x.dim() >= 2 and x.device.type == "cpu" and x.dtype == self.conv.weight.dtype
+
+    def __call__(self, x: Tensor) -> Tensor:
+        linear = self.conv
+        if not self._takes(x):
+            weight = linear.weight if self.packed is None or self.file_range else self.packed.to_dense()
+            return F.linear(x, weight, linear.bias)
+        if self.packed is None:
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight, x.numel() // x.shape[-1])
+            if self.file_range is not None:
+                self.file_range.release(linear.weight)
+            else:
+                linear.weight.untyped_storage().resize_(0)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, linear.bias, "none", [], "")
+
+
 @contextlib.contextmanager
-def prepacked_convolutions(module: nn.Module, known_aliases: Iterable[Tensor] = ()) -> Iterator[int]:
+def prepacked_convolutions(module: nn.Module, known_aliases: Iterable[Tensor] = (),
+                           is_packing_linears: bool = False) -> Iterator[int]:
     """Inside the block, every packable convolution of `module` runs on a packed copy of its weight, made
     on its first call; on leaving (also on an exception) the plain weights are back, bit-identical.
     `known_aliases`: tensors that share storage with the module's weights as those same weights (see
     `is_packable`). Yields how many convolutions take part. Re-entering for a module already inside a block
-    does nothing."""
+    does nothing. `is_packing_linears`: bf16 `nn.Linear` layers too (PackedLinear)."""
     if getattr(module, "_plexus_prepacked", False):
         yield 0
         return
@@ -178,13 +213,17 @@ def prepacked_convolutions(module: nn.Module, known_aliases: Iterable[Tensor] = 
     packers: list[PackedConvolution] = []
     owned: Counter = Counter()
     for m in module.modules():
-        if not _is_packable_conv(m):
+        if _is_packable_conv(m):
+            kind: type[PackedConvolution] = PackedConvolution
+        elif is_packing_linears and _is_packable_linear(m):
+            kind = PackedLinear
+        else:
             continue
         if owns_its_storage(m.weight, aliases[m.weight.untyped_storage().data_ptr()]):
-            packers.append(PackedConvolution(m))
+            packers.append(kind(m))
             owned[m.weight.untyped_storage().data_ptr()] += 1
         elif (found := file_range_of(m.weight, file_ranges)) is not None:
-            packers.append(PackedConvolution(m, found))
+            packers.append(kind(m, found))
     # one owned weight in two modules (tied): giving its storage up for one would break the other
     packers = [p for p in packers
                if p.file_range is not None or owned[p.conv.weight.untyped_storage().data_ptr()] == 1]

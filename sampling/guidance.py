@@ -162,6 +162,7 @@ class _Chunk:
     area: tuple[int, int, int, int]
     control: object | None = None
     model_patch: object | None = None
+    entry: tuple[int, int] = (0, 0)       # (cond list, index in it): the same entry at every step
 
 
 def _chunk_for(c: Cond, x: Tensor, sigma: Tensor) -> _Chunk | None:
@@ -240,9 +241,10 @@ def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists:
     counts = [torch.ones_like(x) * 1e-37 for _ in cond_lists]
     to_run: list[tuple[_Chunk, int]] = []
     for li, conds in enumerate(cond_lists):
-        for c in conds or ():
+        for ci, c in enumerate(conds or ()):
             chunk = _chunk_for(c, x, sigma)
             if chunk is not None:
+                chunk.entry = (li, ci)
                 to_run.append((chunk, li))
     while to_run:
         first = to_run[0][0]
@@ -262,7 +264,9 @@ def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists:
         x_in = torch.cat([c.x for c, _ in batch])
         inputs = _concat_inputs([c.inputs for c, _ in batch])
         # which list each chunk comes from (0 positive, 1 negative), for patches (ComfyUI cond_or_uncond)
-        inputs["transformer_options"] = {"cond_or_uncond": [li for _, li in batch], "sigmas": sigma}
+        # and which entry of that list (ComfyUI's per-cond "uuids": step caches keep one state per entry)
+        inputs["transformer_options"] = {"cond_or_uncond": [li for _, li in batch], "sigmas": sigma,
+                                         "uuids": [c.entry for c, _ in batch]}
         if first.control is not None:
             inputs["control"] = first.control
         if first.model_patch is not None:

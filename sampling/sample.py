@@ -25,6 +25,7 @@ CFGGuider -> KSAMPLER) so that the same seed gives the same image:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -140,14 +141,16 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
            cfg_function: CfgFunction = plain_cfg, post_cfg: Sequence[PostCfgFunction] = (),
            pre_cfg: Sequence = (), sampler_options: dict | None = None, device: torch.device | str | None = None,
            make_denoiser: DenoiserFactory | None = None, noise: Tensor | None = None,
-           mask_function: MaskFunction | None = None) -> Tensor:
+           mask_function: MaskFunction | None = None,
+           wrap_denoiser: Callable[[Any], Any] | None = None) -> Tensor:
     """KSampler (defaults) or KSamplerAdvanced (add_noise, start/last step, leftover noise) on a latent.
 
     Noise is drawn on the CPU; with `device` the sampling runs there and the result comes back to the
     latent's device. `make_denoiser` replaces the CFG denoiser (positive, negative and cfg are then
     unused), e.g. for ComfyUI's DualCFGGuider. `noise`: the initial noise to use instead of the seeded
     draw (ComfyUI's `comfy.sample.sample` takes it as an argument); the seed still drives the samplers'
-    own noise."""
+    own noise. `wrap_denoiser`: puts something in front of the guided denoiser (a step cache,
+    diffusion.step_cache), inside the inpainting mask's re-noising."""
     get_sampler(sampler_name)   # fail early, with a did-you-mean hint
     if latent_format is not None and latent.shape[1] != latent_format.latent_channels \
             and torch.count_nonzero(latent) == 0:
@@ -176,6 +179,8 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
                              cfg_function=cfg_function, post_cfg=post_cfg, pre_cfg=pre_cfg)
     else:
         guider = make_denoiser(model_fn, ms, latent.shape, fits=fits, cfg_function=cfg_function, post_cfg=post_cfg)
+    if wrap_denoiser is not None:
+        guider = wrap_denoiser(guider)
     is_guided = sampler_name in CFG_PP_SAMPLERS
     denoiser = guider.with_uncond if is_guided else guider
     if noise_mask is not None:

@@ -36,4 +36,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.guidance_extra",
     "nodes.builtin.image_advanced",
     "nodes.builtin.model_patches_extra",
+    "nodes.builtin.step_cache",
 )

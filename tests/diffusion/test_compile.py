@@ -148,3 +148,16 @@ def test_an_error_of_the_inputs_is_raised_and_compiling_stays_on(tiny_sd15):
     with torch.inference_mode(), pytest.raises(RuntimeError):
         forward(torch.zeros(1, 4, 8, 8), torch.tensor([10.0]), torch.zeros(1, 77, 7))    # context must be 32 wide
     assert not forward.is_failed
+
+
+def test_torch_compile_model_node_compiles_without_the_setting(tiny_sd15, eager):
+    from nodes.builtin.step_cache import TorchCompileModel
+
+    model, clip = load(tiny_sd15)
+    (compiled,) = TorchCompileModel().run(model, "cudagraphs")
+    assert "_plexus_compiled" not in model.module.__dict__
+    out = sample(compiled, clip)
+    forward = CompiledForward.of(model.module, "cudagraphs")
+    assert forward.compiles + int(forward.is_failed) >= 1          # compiled, or tried and fell back to eager
+    torch.testing.assert_close(out, sample(*eager), atol=1e-4, rtol=1e-4)
+    assert BACKEND_OPTION not in model.options                       # the node clones

@@ -185,3 +185,30 @@ def test_weights_viewing_the_file_are_packed_and_their_pages_dropped(tiny_checkp
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
     for name, p in unet.named_parameters():
         assert torch.equal(p, before[name]), name
+
+
+def test_bf16_linears_are_packed_on_request_and_come_back(tiny_checkpoint):
+    if not prepack.is_packing_available(torch.bfloat16):
+        pytest.skip("this CPU has no oneDNN bf16 kernels")
+    unet = load_checkpoint(tiny_checkpoint("sd1")).unet
+    for p in unet.parameters():
+        p.data = p.data.to(torch.bfloat16, copy=True)
+    linears = [m for m in unet.modules() if type(m) is nn.Linear]
+    convs = [m for m in unet.modules() if type(m) is nn.Conv2d]
+    before = {name: p.clone() for name, p in unet.named_parameters()}
+    inputs = unet_inputs(torch.bfloat16)
+    with torch.inference_mode():
+        expected = unet(*inputs).float()
+        with prepacked_convolutions(unet) as count:                     # by default: convolutions only
+            assert count == len(convs)
+        with prepacked_convolutions(unet, is_packing_linears=True) as count:
+            assert count == len(convs) + len(linears) and linears
+            out = unet(*inputs).float()
+            assert all(isinstance(m.forward, prepack.PackedLinear) for m in linears)
+            assert all(m.weight.untyped_storage().nbytes() == 0 for m in linears)
+    assert (out - expected).abs().max() <= 0.05 * expected.abs().max()
+    for name, p in unet.named_parameters():
+        assert torch.equal(p, before[name]), name
+    fp32 = nn.Linear(4, 4).requires_grad_(False)                       # fp32 linears stay with MKL
+    with torch.inference_mode(), prepacked_convolutions(fp32, is_packing_linears=True) as count:
+        assert count == 0
