@@ -2,14 +2,14 @@
 VAE, CLIP-L and CLIP-G in fp16, T5-XXL in fp8_e4m3fn, 10.9 GB) run txt2img in the default mode.
 
     flock /tmp/plexus-heavy.lock .venv/bin/python bench/sd3_memory.py [--size 256] [--steps 1] \
-        [--novram --vram-budget 2] [--t5-per-block-release]
+        [--novram --vram-budget 2] [--t5-keep-pages]
 
 Writes the file once (--path), then in a fresh process: load (CheckpointLoaderSimple's path), encode a
 prompt and an empty one (T5 computed from its fp8 weights, cast per layer), sample, encode a new prompt on the
 warm models (`encode_after_sample`: what bench/compare.py's text_encode_s times), decode; prints per stage
 its time, the resident set after it and its peak (anonymous and file pages apart), then the process's peak RSS
 (VmHWM) and its ratio to the file size. A watchdog ends the run above --cap-gib (the machine is shared).
-`--t5-per-block-release` turns on T5's per-block page release (models/text/t5.py T5Block) to compare policies.
+`--t5-keep-pages` turns off T5's per-block page release (models/text/t5.py T5Block) to compare policies.
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ class Stages:
 
 
 def run(path: Path, size: int, steps: int, novram: bool, cap_gib: float, vram_budget_gib: float | None,
-        t5_per_block_release: bool = False) -> dict:
+        t5_keep_pages: bool = False) -> dict:
     import torch
 
     from diffusion import conditioning, ksampler, loading, vae_ops
@@ -101,7 +101,7 @@ def run(path: Path, size: int, steps: int, novram: bool, cap_gib: float, vram_bu
     model, clip, vae = stages.run("load", lambda: loading.load_checkpoint_file(path, manager))
     t5 = clip.module.towers["t5xxl"].model
     for block in t5.encoder.block:
-        block.releases_file_pages = t5_per_block_release
+        block.releases_file_pages = not t5_keep_pages
     stages.run("text_to_device", lambda: manager.load_models_for([clip]))
     pos = stages.run("encode_prompt", lambda: conditioning.encode_text(clip, "a photo of a cat on a red sofa"))
     neg = stages.run("encode_empty", lambda: conditioning.encode_text(clip, ""))
@@ -116,7 +116,7 @@ def run(path: Path, size: int, steps: int, novram: bool, cap_gib: float, vram_bu
     out["rss_over_file"] = out["peak_rss_gib"] / out["file_gib"]
     out["dtypes"] = {k.value: str(v.dtype) for k, v in manager.dtype_choices().items()}
     out["models"] = manager.report().get("models")
-    out["t5_per_block_release"] = t5_per_block_release
+    out["t5_keep_pages"] = t5_keep_pages
     return out
 
 
@@ -128,15 +128,15 @@ def main() -> int:
     parser.add_argument("--novram", action="store_true")
     parser.add_argument("--vram-budget", type=float, default=None, help="GiB: the simulated device (main.py's flag)")
     parser.add_argument("--cap-gib", type=float, default=19.0, help="watchdog: end the run above this RSS")
-    parser.add_argument("--t5-per-block-release", action="store_true",
-                        help="T5 drops each block's file pages after it runs (the earlier policy)")
+    parser.add_argument("--t5-keep-pages", action="store_true",
+                        help="T5 keeps its file pages after each block (default: drops them)")
     parser.add_argument("--write-only", action="store_true", help="write the file (when absent) and stop")
     parser.add_argument("--child", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     if args.child:
         print(json.dumps(run(args.path, args.size, args.steps, args.novram, args.cap_gib, args.vram_budget,
-                                    args.t5_per_block_release), default=str))
+                                    args.t5_keep_pages), default=str))
         return 0
     if not args.path.exists():
         t = time.perf_counter()
@@ -147,7 +147,7 @@ def main() -> int:
     return subprocess.run([sys.executable, __file__, "--child", "--path", str(args.path), "--size", str(args.size),
                            "--steps", str(args.steps), "--cap-gib", str(args.cap_gib)]
                           + (["--novram"] if args.novram else [])
-                          + (["--t5-per-block-release"] if args.t5_per_block_release else [])
+                          + (["--t5-keep-pages"] if args.t5_keep_pages else [])
                           + (["--vram-budget", str(args.vram_budget)] if args.vram_budget is not None else [])).returncode
 
 

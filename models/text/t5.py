@@ -205,12 +205,11 @@ class T5Block(nn.Module):
     def __init__(self, config: T5Config, index: int):
         super().__init__()
         self.layer = nn.ModuleList([T5LayerSelfAttention(config, index == 0), T5LayerFF(config)])
-        # True: the block drops the resident pages of its file-view weights when it has run, so T5-XXL holds
-        # one block's 190 MB at a time instead of 4.4 GiB, but every encode reads all of them again (from the
-        # page cache, or the disk once the cache lost them). Off by default: measured (bench/sd3_memory.py
-        # --t5-per-block-release), a warm encode kept its pages and the SD3 prompt's peak RSS stayed within
-        # 1.2x the file once CLIP-L/G stay fp16 (encoder.load_text_encoder); model management drops T5's
-        # pages while the diffusion model samples (registry._release_idle_pages)
+        # weights that view a mapped file (load_t5_encoder): the block drops their pages from the resident set
+        # when it has run (read again from the page cache next time), so T5-XXL holds one block's 190 MB at a
+        # time, not 4.4 GiB. Measured against keeping them (bench/sd3_memory.py --size 512, quiet machine):
+        # warm encode after sampling 5.67 s at peak RSS 0.60x the file, against 7.61 s at 1.01x; slow encodes
+        # (99 s) came from a loaded machine evicting the page cache, which resident file pages do not prevent
         self.releases_file_pages = False
 
     def forward(self, x: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -353,6 +352,8 @@ def load_t5_encoder(state_dict: Mapping[str, Tensor], *, compute_dtype: torch.dt
         raise KeyMismatchError("The T5 encoder weights do not fit the T5 v1.1 layout",
                                f"missing: {summarise_keys(missing)}; unexpected: {summarise_keys(unexpected)}")
     model.load_state_dict(dict(params), strict=True, assign=True)
+    for block in model.encoder.block:
+        block.releases_file_pages = True
     return T5TextEncoder(config, model.eval().requires_grad_(False), compute_dtype)
 
 
