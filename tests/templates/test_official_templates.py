@@ -46,7 +46,10 @@ def test_every_template_with_known_node_types_passes_check(outcomes) -> None:
     # utility_z_image_turbo_2k_upscaler.app loads fighter_jet.png, an input image neither the package nor
     # the walk provides (and Z-Image is a family Plexus lacks); sd3.5_large_blur (ControlNet) loads an input
     # image the JSON package does not ship, so LoadImage's check fails (as in ComfyUI without the file);
-    # so do the three FLUX Fill templates (flux_fill_inpaint/outpaint_example, image_flux.1_fill_dev_OneReward);
+    # so do the three FLUX Fill templates (flux_fill_inpaint/outpaint_example, image_flux.1_fill_dev_OneReward)
+    # and flux_kontext_dev_basic (checkable since ReferenceLatent / FluxKontextImageScale exist);
+    # image_omnigen2_image_edit (checkable since ReferenceLatent exists) saved a newer ImageScaleToTotalPixels
+    # with a third widget;
     # image_lens_t2i and image_lens_turbo_t2i saved ResolutionSelector with two widget values where 0.3.64's
     # node has three; image_longcat_text_to_image needs CLIPLoader type 'longcat_image' (a family Plexus lacks);
     # utility_image_stitch loads four input images (angle_1..4.png) the JSON package does not ship.
@@ -56,6 +59,7 @@ def test_every_template_with_known_node_types_passes_check(outcomes) -> None:
              "template_sugar_coated_gummy_style_qwen",
              "utility_z_image_turbo_2k_upscaler.app", "sd3.5_large_blur",
              "flux_fill_inpaint_example", "flux_fill_outpaint_example", "image_flux.1_fill_dev_OneReward",
+             "flux_kontext_dev_basic", "image_omnigen2_image_edit",
              "image_lens_t2i", "image_lens_turbo_t2i", "image_longcat_text_to_image", "utility_image_stitch"}
     assert set(failing) <= known, {name: errors for name, errors in failing.items() if name not in known}
 
