@@ -18,6 +18,10 @@ them as they were. The price is that nothing but the convolutions' own forward m
 inside the block: the sampler opens it after loading and patching and closes it before returning
 (diffusion/prepacking.py).
 
+bf16 `nn.Linear` layers are packed the same way on request (`is_packing_linears`, which the sampler sets:
+diffusion/prepacking.py): `mkldnn._reorder_linear_weight` on the first call, `mkldnn._linear_pointwise` after,
+instead of oneDNN re-blocking each matmul's weight per call (bench/roofline.py `--pack-linears on off`).
+
 Only plain `nn.Conv2d` modules without hooks, on the CPU, in fp32 or bf16, with one group and zero padding
 mode are packed, and only when the weight either owns its whole (resizable) storage, shared with no tensor
 but those the caller names as the same weight, or views a mapped model file; everything else runs as
