@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from model_management import ModelPart
+from model_management.handle import apply_patches
 from models.controlnet import ControlNet, ControlNetConfig, control_lora_state
 from models.convert.controlnet import control_lora_parts
 from models.detection import ControlModelInfo
@@ -69,14 +70,13 @@ class ControlLoraFile:
         with torch.device("meta"):
             module = ControlNet(config, attention_setting(manager))
         shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-        base_model.manager.load_models_for([base_model])      # its weights with the MODEL's patches in place
-        base = base_model.module.state_dict()
+        base = patched_base_weights(base_model, shapes)
         dtype = load_dtype_for(manager, ModelPart.DIFFUSION) or next(iter(base.values())).dtype
         with load_state_dict(self.path) as source:
             full_keys, low_rank_keys = control_lora_parts(source.shapes())
             try:
                 state = control_lora_state(
-                    shapes, {k: base[k] for k in shapes if k in base},
+                    shapes, base,
                     {k: source[f] for k, f in full_keys.items()},
                     {k: (source[up], source[down]) for k, (up, down) in low_rank_keys.items()}, dtype)
             except KeyError as error:
@@ -89,6 +89,21 @@ class ControlLoraFile:
         handle.info = self.info
         manager.register(handle, dtype=_dtype_for(manager, ModelPart.DIFFUSION))
         return handle
+
+
+def patched_base_weights(base_model, keys) -> dict:
+    """{key: the MODEL's weight with its patches merged} for the `keys` its module has, read from the base
+    ("home") tensors, so it is right whether the model is loaded, partly loaded or streamed (its slots then
+    hold placeholders); a model the RAM budget dropped is reloaded first."""
+    if base_model.shared.__dict__.get("is_dropped") or not base_model.shared.weights.home:
+        base_model.manager.load_models_for([base_model])
+    home = base_model.shared.weights.home
+    out = {}
+    for key in keys:
+        if key in home:
+            patches = base_model.patches.get(key)
+            out[key] = apply_patches(home[key], patches, key) if patches else home[key]
+    return out
 
 
 def _base_key(base_model) -> tuple:

@@ -57,7 +57,7 @@ from sampling.latent_format import SD3 as SD3_LATENT
 
 from . import vae_ops
 
-from .control_lora import ControlLoraFile
+from .control_lora import ControlLoraFile, patched_base_weights
 from .loading import _dtype_for, attention_setting, cached_load, load_dtype_for
 from .objects import ManagedHandle
 
@@ -163,9 +163,8 @@ def load_control_file(path: str | os.PathLike, manager: Any, *, base_model=None)
 
 def _add_base_weights(module: torch.nn.Module, base_model) -> None:
     """A diff ControlNet's weights += the base UNet's same-named weights (with the MODEL's own patches, as
-    ComfyUI reads model_state_dict() after loading the model)."""
-    base_model.manager.load_models_for([base_model])
-    base = base_model.module.state_dict()
+    ComfyUI reads model_state_dict() after loading the model; from the base tensors, whatever the placement)."""
+    base = patched_base_weights(base_model, module.state_dict().keys())
     with torch.no_grad():
         for name, tensor in module.state_dict().items():
             if name in base and base[name].shape == tensor.shape:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from model_management import MemorySettings, VramMode
 from model_management.registry import Placement
-from models.testing import CheckpointSpec, write_random_checkpoint, write_random_controlnet
+from models.testing import CheckpointSpec, write_random_checkpoint, write_random_control_lora, write_random_controlnet
 from nodes import services
 from tests.controlnet.test_controlnet_engine import cn_config, sampled
 from tests.controlnet.test_controlnet_engine import prompt as engine_prompt
@@ -30,6 +30,7 @@ def harness(root, **settings) -> Harness:
     cn_dir = h.folders.paths("controlnet")[0]
     cn_dir.mkdir(parents=True, exist_ok=True)
     write_random_controlnet(cn_dir / "cn.safetensors", cn_config(), seed=1)
+    write_random_control_lora(cn_dir / "control-lora.safetensors", two_res_block_unet(), rank=4, seed=1)
     h.folders.input.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
         h.folders.input / "hint.png")
@@ -116,4 +117,18 @@ def test_free_unloads_the_controlnet(tmp_path):
     assert records(h)["controlnet"].placement is Placement.FULL
     h.services.model_manager().free()
     assert records(h)["controlnet"].placement is Placement.RAM
+    h.close()
+
+
+def test_control_lora_built_on_a_streamed_unet(tmp_path):
+    """The control-LoRA's net is built from the UNet's base tensors and patches, not from its slots, which
+    hold placeholders while the UNet is streamed: the same latent with the UNet streamed (--novram budget)."""
+    controls = [("control-lora.safetensors", 1.0, 0.0, 1.0)]
+    free = harness(tmp_path / "free", prepack_weights=False)
+    expected = run(free, prompt(controls=controls))
+    free.close()
+    h = harness(tmp_path / "streamed", vram_mode=VramMode.NO, vram_budget_bytes=8_000_000, prepack_weights=False)
+    latent = run(h, prompt(controls=controls))
+    assert records(h)["unet"].resident_bytes == 0
+    assert torch.equal(latent, expected)
     h.close()
