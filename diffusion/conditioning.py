@@ -17,6 +17,7 @@ from torch import Tensor
 from models.text import sd3 as sd3_text
 
 from . import vae_ops
+from .hooks import encodes_with_clip_hooks
 from .objects import TextEncoders
 
 log = logging.getLogger("plexus.diffusion")
@@ -24,6 +25,7 @@ log = logging.getLogger("plexus.diffusion")
 Conditioning = list[list[Any]]
 
 
+@encodes_with_clip_hooks      # SetClipHooks' hooks (diffusion.hooks)
 def encode_text(clip: TextEncoders, text: str) -> Conditioning:
     """Prompt text -> `[[cond [1, 77k, C], {"pooled_output": [1, P]}]]` (towers concatenated on C)."""
     if clip is None:

@@ -37,10 +37,11 @@ from sampling.core import Step
 from sampling.guidance import DualCFGDenoiser, conds_from_conditioning
 from sampling.schedules import calculate_sigmas
 
-from . import controlnet, gligen, patch_api, previews, sdxl, step_cache
+from models.compute_cast import computing_in
+
+from . import controlnet, gligen, hook_sampling, patch_api, previews, sdxl, step_cache
 from .compile import UNetForward, sampling_forward
 from .objects import DiffusionModel
-from .prepacking import prepacked_for_sampling
 
 PREVIEW_MAX_PX = 512
 
@@ -97,17 +98,20 @@ def _conds(model: DiffusionModel, conditioning: list, prompt_type: str,
 
 
 def model_function(model: DiffusionModel, unet: UNetForward | None = None,
-                   cache: step_cache.StepCacheRun | None = None) -> Callable[[Tensor, Tensor, dict], Tensor]:
+                   cache: step_cache.StepCacheRun | None = None,
+                   weights: hook_sampling.SamplingWeights | None = None) -> Callable[[Tensor, Tensor, dict], Tensor]:
     """sampling.guidance's ModelFn for `model`: (scaled x, timestep, inputs) -> raw prediction.
     `unet`: what computes the forward (default the module itself; its compiled forward with --compile-unet).
-    `cache`: a step cache's run state (EasyCache sits around the diffusion model's call)."""
+    `cache`: a step cache's run state (EasyCache sits around the diffusion model's call).
+    `weights`: the run's hook-aware weights (diffusion.hook_sampling), switched to each batch's hook group."""
     unet = unet if unet is not None else model.module
 
-    return _model_function(model, unet, model.options.get(patch_api.TRANSFORMER_OPTIONS) or {}, cache)
+    return _model_function(model, unet, model.options.get(patch_api.TRANSFORMER_OPTIONS) or {}, cache, weights)
 
 
 def _model_function(model: DiffusionModel, unet, transformer_options: dict,
-                    cache: step_cache.StepCacheRun | None = None):
+                    cache: step_cache.StepCacheRun | None = None,
+                    weights: hook_sampling.SamplingWeights | None = None):
     """The model function with these patch options (models/unet_patches); `.with_options(other)` gives
     the same function with other options (a guidance pass with a perturbed attention)."""
     from . import flux          # FLUX Fill / Depth / Canny concatenate their own way; Kontext's references
@@ -122,8 +126,17 @@ def _model_function(model: DiffusionModel, unet, transformer_options: dict,
     is_patched = unet_patches.has_patches(transformer_options)
     # conditioning inputs the architecture takes by keyword (MM-DiT: y <- pooled_output; SDXL UNet: y <- y)
     extra_inputs = dict(getattr(model.module, "EXTRA_INPUTS", {}))
+    compute_dtype = model.options.get(hook_sampling.COMPUTE_DTYPE_OPTION)      # ModelComputeDtype
 
     def apply_model(x: Tensor, timestep: Tensor, inputs: dict) -> Tensor:
+        if weights is not None:                   # the weights of this batch's hook group (diffusion.hooks)
+            weights.activate(inputs.get("hooks"), inputs.get("transformer_options", {}).get("sigmas", timestep))
+        if compute_dtype is not None:             # eager, every layer's weights cast to the compute dtype
+            with computing_in(model.module, compute_dtype):
+                return _call(x, timestep, inputs, getattr(unet, "module", model.module))
+        return _call(x, timestep, inputs, unet)
+
+    def _call(x: Tensor, timestep: Tensor, inputs: dict, unet) -> Tensor:
         x_in = x
         if extra_channels > 0:
             x_in = torch.cat([x, concat(model, x, inputs)], dim=1)
@@ -152,7 +165,7 @@ def _model_function(model: DiffusionModel, unet, transformer_options: dict,
     wrapper = model.options.get("model_function_wrapper")
     fn = inner if wrapper is None else \
         (lambda x, t, inputs: wrapper(inner, {"input": x, "timestep": t, "c": inputs}))
-    fn.with_options = lambda options: _model_function(model, unet, options, cache)
+    fn.with_options = lambda options: _model_function(model, unet, options, cache, weights)
     return fn
 
 
@@ -260,9 +273,14 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
             with torch.inference_mode():
                 unet = sampling_forward(model, is_fallback=bool(options))
                 cache = step_cache.StepCacheRun.for_model(model)
-                with prepacked_for_sampling(model, unet), step_cache.reporting(cache):
+                weights = hook_sampling.SamplingWeights(
+                    model, unet, groups=hook_sampling.hook_groups(positive_conds, negative_conds),
+                    load=lambda handle: manager.load_models_for([handle], working_memory_bytes(model, shape, 2, attention),
+                                                                vram_mode=options.get(VRAM_MODE)))
+                with weights, step_cache.reporting(cache):
                     return sampling_driver.sample(
-                        model_function(model, unet, cache), model.model_sampling, samples, positive_conds, negative_conds,
+                        model_function(model, unet, cache, weights), model.model_sampling, samples, positive_conds,
+                        negative_conds,
                         seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
                         denoise=denoise, add_noise=add_noise, start_step=start_step, last_step=last_step,
                         return_with_leftover_noise=return_with_leftover_noise, noise_mask=latent.get("noise_mask"),
@@ -271,7 +289,8 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                         cfg_function=cfg_function, post_cfg=post_cfg, pre_cfg=pre_cfg, sampler_options=sampler_options,
                         device=manager.device, make_denoiser=make_denoiser, noise=noise,
                         mask_function=model.options.get("denoise_mask_function"),
-                        wrap_denoiser=None if cache is None else cache.wrap_denoiser)
+                        wrap_denoiser=None if cache is None else cache.wrap_denoiser,
+                        on_sigmas=weights.set_sample_sigmas)
         finally:
             if ATTENTION_BACKEND in options:
                 set_attention_backend(model.module, configured_attention)

@@ -16,6 +16,8 @@ from torch import Tensor
 
 from models.sdxl import SIZE_EMBED_DIM, base_adm, refiner_adm
 
+from .hooks import encodes_with_clip_hooks
+
 SDXL_FAMILIES = ("sdxl", "sdxl_refiner")
 DEFAULT_SIZE = 768                              # width/height when neither the conditioning nor the latent says
 DEFAULT_AESTHETIC = {"positive": 6.0, "negative": 2.5}
@@ -74,6 +76,7 @@ def _tower(clip: Any, kind: str, node: str):
     return found[0]
 
 
+@encodes_with_clip_hooks      # SetClipHooks' hooks (diffusion.hooks)
 def encode_sdxl(clip: Any, text_g: str, text_l: str, *, width: int, height: int, crop_w: int, crop_h: int,
                 target_width: int, target_height: int) -> list:
     """CLIPTextEncodeSDXL: text_l through CLIP-L, text_g through bigG; the shorter prompt is padded with
@@ -94,6 +97,7 @@ def encode_sdxl(clip: Any, text_g: str, text_l: str, *, width: int, height: int,
     return [[cond.cpu(), options]]
 
 
+@encodes_with_clip_hooks
 def encode_sdxl_refiner(clip: Any, text: str, *, ascore: float, width: int, height: int) -> list:
     """CLIPTextEncodeSDXLRefiner: the prompt through the refiner's bigG, with its aesthetic score and size."""
     big_g = _tower(clip, "open_clip_g", "CLIPTextEncodeSDXLRefiner")

@@ -55,6 +55,11 @@ class Cond:
     model_patch: object | None = None     # an opaque per-entry model patch (diffusion.gligen's boxes, ComfyUI's
                                           # "gligen" option): batched only with the same patch, which the
                                           # model function gets as inputs["model_patch"]
+    hooks: object | None = None           # an opaque group of weight hooks (diffusion.hooks, ComfyUI's "hooks"):
+                                          # batched only with the same group, which the model function gets
+                                          # as inputs["hooks"]
+    is_default: bool = False              # ComfyUI's "default" entry: weighted by what the list's other entries
+                                          # leave uncovered (1 - their summed weights, floored at 0)
 
 
 def conds_from_conditioning(conditioning: Sequence) -> list[Cond]:
@@ -67,11 +72,16 @@ def conds_from_conditioning(conditioning: Sequence) -> list[Cond]:
         inputs = {k: v for k, v in options.items() if isinstance(v, Tensor) and k != "mask"}
         if tensor is not None:
             inputs["c_crossattn"] = tensor
+        start, end = options.get("start_percent", 0.0), options.get("end_percent", 1.0)
+        if "clip_start_percent" in options:          # a scheduled CLIP encoding's range (SetClipHooks)
+            start = max(options["clip_start_percent"], start)
+            end = min(options.get("clip_end_percent", 1.0), end)
         out.append(Cond(inputs=inputs, area=options.get("area"), strength=options.get("strength", 1.0),
                         mask=options.get("mask"), mask_strength=options.get("mask_strength", 1.0),
                         is_area_set_to_mask_bounds=options.get("set_area_to_bounds", False),
-                        start_percent=options.get("start_percent", 0.0), end_percent=options.get("end_percent", 1.0),
-                        control=options.get("control"), model_patch=options.get("gligen")))
+                        start_percent=start, end_percent=end,
+                        control=options.get("control"), model_patch=options.get("gligen"),
+                        hooks=options.get("hooks"), is_default="default" in options))
     return out
 
 
@@ -163,6 +173,7 @@ class _Chunk:
     control: object | None = None
     model_patch: object | None = None
     entry: tuple[int, int] = (0, 0)       # (cond list, index in it): the same entry at every step
+    hooks: object | None = None
 
 
 def _chunk_for(c: Cond, x: Tensor, sigma: Tensor) -> _Chunk | None:
@@ -196,7 +207,7 @@ def _chunk_for(c: Cond, x: Tensor, sigma: Tensor) -> _Chunk | None:
                 if aw + ax < w:
                     mult[:, :, :, aw - 1 - t:aw - t] *= f
     inputs = {k: _repeat_to_batch(v.to(x.device), b) for k, v in c.inputs.items()}
-    return _Chunk(x_crop, mult, inputs, (ah, aw, ay, ax), c.control, c.model_patch)
+    return _Chunk(x_crop, mult, inputs, (ah, aw, ay, ax), c.control, c.model_patch, hooks=c.hooks)
 
 
 def _inputs_compatible(a: dict, b: dict) -> bool:
@@ -233,6 +244,33 @@ def model_x0(model_fn: ModelFn, ms: ModelSampling) -> Callable[[Tensor, Tensor, 
     return apply
 
 
+def _default_chunks(defaults: list[tuple[Cond, int, int]], to_run: list[tuple[_Chunk, int]], x: Tensor,
+                    sigma: Tensor) -> list[tuple[_Chunk, int]]:
+    """Chunks of the "default" entries: each list's default entries are weighted by relu(1 - the summed
+    weights of that list's other entries at this step), and skipped where that is zero everywhere
+    (ComfyUI finalize_default_conds)."""
+    lists = {li for _, li, _ in defaults}
+    left = {li: torch.ones_like(x) for li in lists}
+    for chunk, li in to_run:
+        if li in left:
+            ah, aw, ay, ax = chunk.area
+            left[li][:, :, ay:ay + ah, ax:ax + aw] -= chunk.mult
+    out = []
+    for li in lists:
+        torch.relu_(left[li])
+    for c, li, ci in defaults:
+        if torch.max(left[li]) == 0.0:
+            continue
+        chunk = _chunk_for(c, x, sigma)
+        if chunk is None:
+            continue
+        ah, aw, ay, ax = chunk.area
+        chunk.mult = left[li][:, :, ay:ay + ah, ax:ax + aw]
+        chunk.entry = (li, ci)
+        out.append((chunk, li))
+    return out
+
+
 def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists: Sequence[Sequence[Cond] | None],
                     x: Tensor, sigma: Tensor, fits: FitsFn | None = None) -> list[Tensor]:
     """x0 for each list of conds (area-weighted average of its entries); entries of all lists that can
@@ -240,17 +278,23 @@ def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists:
     outs = [torch.zeros_like(x) for _ in cond_lists]
     counts = [torch.ones_like(x) * 1e-37 for _ in cond_lists]
     to_run: list[tuple[_Chunk, int]] = []
+    defaults: list[tuple[Cond, int, int]] = []
     for li, conds in enumerate(cond_lists):
         for ci, c in enumerate(conds or ()):
+            if c.is_default:
+                defaults.append((c, li, ci))
+                continue
             chunk = _chunk_for(c, x, sigma)
             if chunk is not None:
                 chunk.entry = (li, ci)
                 to_run.append((chunk, li))
+    if defaults:
+        to_run += _default_chunks(defaults, to_run, x, sigma)
     while to_run:
         first = to_run[0][0]
         compatible = [k for k, (c, _) in enumerate(to_run)
                       if c.x.shape == first.x.shape and c.control is first.control
-                      and c.model_patch is first.model_patch
+                      and c.model_patch is first.model_patch and c.hooks is first.hooks
                       and _inputs_compatible(c.inputs, first.inputs)]
         compatible.reverse()
         chosen = compatible[:1]
@@ -271,6 +315,8 @@ def calc_cond_batch(apply: Callable[[Tensor, Tensor, dict], Tensor], cond_lists:
             inputs["control"] = first.control
         if first.model_patch is not None:
             inputs["model_patch"] = first.model_patch
+        if first.hooks is not None:
+            inputs["hooks"] = first.hooks
         out = apply(x_in, torch.cat([sigma] * len(batch)), inputs)
         for o, (c, li) in zip(out.chunk(len(batch)), batch):
             ah, aw, ay, ax = c.area

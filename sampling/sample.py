@@ -142,7 +142,8 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
            pre_cfg: Sequence = (), sampler_options: dict | None = None, device: torch.device | str | None = None,
            make_denoiser: DenoiserFactory | None = None, noise: Tensor | None = None,
            mask_function: MaskFunction | None = None,
-           wrap_denoiser: Callable[[Any], Any] | None = None) -> Tensor:
+           wrap_denoiser: Callable[[Any], Any] | None = None,
+           on_sigmas: Callable[[Tensor], None] | None = None) -> Tensor:
     """KSampler (defaults) or KSamplerAdvanced (add_noise, start/last step, leftover noise) on a latent.
 
     Noise is drawn on the CPU; with `device` the sampling runs there and the result comes back to the
@@ -150,7 +151,8 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
     unused), e.g. for ComfyUI's DualCFGGuider. `noise`: the initial noise to use instead of the seeded
     draw (ComfyUI's `comfy.sample.sample` takes it as an argument); the seed still drives the samplers'
     own noise. `wrap_denoiser`: puts something in front of the guided denoiser (a step cache,
-    diffusion.step_cache), inside the inpainting mask's re-noising."""
+    diffusion.step_cache), inside the inpainting mask's re-noising. `on_sigmas(sigmas)`: told the sigmas the
+    sampler will walk before it starts (ComfyUI's sample_sigmas; hook keyframes read their largest)."""
     get_sampler(sampler_name)   # fail early, with a did-you-mean hint
     if latent_format is not None and latent.shape[1] != latent_format.latent_channels \
             and torch.count_nonzero(latent) == 0:
@@ -164,6 +166,8 @@ def sample(model_fn: ModelFn, ms: ModelSampling, latent: Tensor, positive: Seque
     if sliced is None or len(sliced) == 0:
         return latent
     sigmas = sliced.to(torch.float32)
+    if on_sigmas is not None:
+        on_sigmas(sigmas)
 
     out_device = latent.device
     latent = latent.float().to(device) if device is not None else latent.float()
