@@ -200,3 +200,31 @@ def test_hook_model_as_lora_moves_toward_the_other_checkpoint(tmp_path, files) -
     manager.unload(patched)
     base = model.shared.weights.home[key].float()
     torch.testing.assert_close(got, base + 0.25 * (other.shared.weights.home[key].float() - base))
+
+
+def test_model_compute_dtype_in_a_graph(tmp_path, files) -> None:
+    """The UNet computes in bf16 (what its output convolution is given) on the fp32-loaded model, and one
+    step's latent is within bf16 rounding of fp32's (over more steps a random-weight model amplifies any
+    rounding: tests/diffusion/test_hook_values.py checks the cast against a bf16 copy of the module)."""
+    def with_dtype(dtype: str, steps: int = 1) -> dict:
+        return base_graph({"10": {"class_type": "ModelComputeDtype", "inputs": {"model": ["1", 0], "dtype": dtype}},
+                           "5": ksampler_node(["10", 0], ["2", 0], ["3", 0], steps=steps)})
+    h = make_harness(tmp_path, files)
+    try:
+        model, _, _ = load_checkpoint_file(h.folders.find("checkpoints", CKPT), h.services.model_manager())
+        seen = []
+        hook = model.module.out[2].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+        plain = latent_of(h, base_graph({"5": ksampler_node(["1", 0], ["2", 0], ["3", 0], steps=1)}))
+        assert set(seen) == {torch.float32}
+        seen.clear()
+        bf16 = latent_of(h, with_dtype("bf16"))
+        assert set(seen) == {torch.bfloat16} and bf16.dtype == torch.float32
+        hook.remove()
+        assert not torch.equal(bf16, plain)
+        assert float((bf16 - plain).abs().max()) < 0.1 * float(plain.abs().max())      # (5 % measured: cfg 5)
+        # fp32 runs eager, convolutions not prepacked: float rounding (values up to ~250 here)
+        torch.testing.assert_close(latent_of(h, with_dtype("fp32")), plain, atol=2e-3, rtol=1e-4)
+        assert torch.equal(latent_of(h, with_dtype("default")), plain)
+        assert model.module.compute_dtype is None and next(model.module.parameters()).dtype == torch.float32
+    finally:
+        h.close()
