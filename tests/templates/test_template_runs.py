@@ -123,3 +123,17 @@ def test_text_encoder_kind_follows_the_file_name() -> None:
     assert template_runner.text_encoder_kind("clip_l.safetensors") == "clip_l"
     with pytest.raises(template_runner.NoTinyLayout):
         template_runner.text_encoder_kind("qwen_3_4b.safetensors")
+
+
+def test_the_browser_index_marks_the_unloadable_and_not_the_runnable(registry) -> None:
+    import json
+
+    from web.template_catalog import UNSUPPORTED_TAG, mark_index
+    index = json.loads((FOLDER / "index.json").read_text(encoding="utf-8"))
+    marked = {e["name"]: e for c in mark_index(index, lambda n: read_workflow(FOLDER, n), registry)
+              for e in c.get("templates") or []}
+    for name in RUNNABLE:
+        assert UNSUPPORTED_TAG not in marked[name].get("tags", []), (name, marked[name]["description"])
+    for name in KNOWN_UNLOADABLE:
+        assert UNSUPPORTED_TAG in marked[name]["tags"] and "Stability's format" in marked[name]["description"]
+    assert UNSUPPORTED_TAG in marked["image_flux2"]["tags"]                  # "FLUX" + "FLUX.2 Dev"
