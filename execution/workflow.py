@@ -277,13 +277,17 @@ def _map_widget_values(node: _Node, slots: list[_WidgetSlot]) -> dict[str, Any]:
     if not isinstance(values, list):
         raise _node_error(node, "widgets_values must be a list", f"got {type(values).__name__}")
     plain = [slot for slot in slots if not slot.is_force_input]
-    for candidate in (plain, slots) if len(plain) != len(slots) else (plain,):
-        for flat, assumed in _expansions(candidate):
-            mapped = _consume(values, flat)  # older editors also kept a value for forceInput widgets
-            if mapped is not None:
-                found = {slot.name: value for slot, value in zip(flat, mapped)}
-                if all(found.get(name) == key for name, key in assumed.items()):
-                    return found
+    trimmed = list(values)
+    while trimmed and trimmed[-1] is None:   # display-only widgets of a newer node (PreviewAny's three) save null
+        trimmed.pop()
+    for listed in (values, trimmed) if len(trimmed) != len(values) else (values,):
+        for candidate in (plain, slots) if len(plain) != len(slots) else (plain,):
+            for flat, assumed in _expansions(candidate):
+                mapped = _consume(listed, flat)  # older editors also kept a value for forceInput widgets
+                if mapped is not None:
+                    found = {slot.name: value for slot, value in zip(flat, mapped)}
+                    if all(found.get(name) == key for name, key in assumed.items()):
+                        return found
     expected = ", ".join(slot.describe() for slot in plain)
     raise _node_error(node, f"widget count mismatch: {len(values)} widgets_values for the widget inputs "
                             f"[{expected}]",

@@ -25,8 +25,15 @@ MUTED, BYPASSED = 2, 4
 
 # Index "models" tags -> the checkpoint family Plexus must load for them. Tags not listed here name
 # families (or API services) Plexus does not run. Add a tag when its family lands in models/.
-SUPPORTED_MODEL_TAGS = frozenset({"SD1.5", "SD 1.5", "SD1", "SD2", "SD2.1", "SD 2.1"})
+FAMILY_OF_TAG = {"SD1.5": "sd1", "SD 1.5": "sd1", "SD1": "sd1", "SD2": "sd2", "SD2.1": "sd2", "SD 2.1": "sd2",
+                 "SDXL": "sdxl", "SD3": "sd3", "SD3.5": "sd3", "FLUX.1": "flux", "FLUX.1 Krea": "flux",
+                 "FLUX.1 Kontext": "flux"}
+SUPPORTED_MODEL_TAGS = frozenset(FAMILY_OF_TAG)
 NO_MODEL_TAGS = frozenset({"None", ""})
+# Model files (as templates name them) of a supported family whose layout Plexus does not load yet.
+UNSUPPORTED_MODEL_FILES = {
+    f"sd3.5_large_controlnet_{kind}.safetensors": "an SD3.5 large ControlNet in Stability's format"
+    for kind in ("blur", "canny", "depth")}
 UNSUPPORTED_TAG = "Not supported by Plexus"
 
 
@@ -80,10 +87,30 @@ class TemplateSupport:
         if not self.has_workflow:
             parts.append("its workflow file is not installed")
         if self.unsupported_models:
-            parts.append("model family not supported: " + ", ".join(self.unsupported_models))
+            parts.append("model (family) not supported: " + ", ".join(self.unsupported_models))
         if self.missing_types:
             parts.append("missing nodes: " + ", ".join(self.missing_types))
         return "; ".join(parts)
+
+
+def model_file_names(workflow: dict[str, Any]) -> set[str]:
+    """The model file names a workflow's nodes list in ``properties.models`` and in their string widgets."""
+    names = set()
+    for node in _nodes_of(workflow):
+        for model in (node.get("properties") or {}).get("models") or []:
+            if isinstance(model, dict) and model.get("name"):
+                names.add(str(model["name"]))
+        values = node.get("widgets_values")
+        for value in values if isinstance(values, list) else []:
+            if isinstance(value, str) and value.endswith(".safetensors"):
+                names.add(value)
+    return names
+
+
+def model_family(entry: dict[str, Any]) -> str | None:
+    """The Plexus family ("sd1", "sd2", "sdxl", "sd3", "flux") an index entry's model tags name, or None
+    (no model, or only families Plexus does not load; the bare "FLUX" tag also covers FLUX.2 and Chroma)."""
+    return next((FAMILY_OF_TAG[str(m)] for m in entry.get("models") or [] if str(m) in FAMILY_OF_TAG), None)
 
 
 def assess(entry: dict[str, Any], workflow: dict[str, Any] | None, registered: Container[str]) -> TemplateSupport:
@@ -95,6 +122,7 @@ def assess(entry: dict[str, Any], workflow: dict[str, Any] | None, registered: C
     unsupported = [m for m in models if m not in SUPPORTED_MODEL_TAGS and m not in NO_MODEL_TAGS]
     if any(m in SUPPORTED_MODEL_TAGS for m in models):
         unsupported = []   # e.g. ["SD1.5", "Stability"]: the family tag decides
+    unsupported += sorted({UNSUPPORTED_MODEL_FILES[f] for f in model_file_names(workflow) if f in UNSUPPORTED_MODEL_FILES})
     return TemplateSupport(name, missing, unsupported)
 
 

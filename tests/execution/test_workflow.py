@@ -395,6 +395,16 @@ def test_widget_count_mismatch(registry):
     assert "width, height, batch_size" in caught.value.message
 
 
+def test_trailing_null_widgets_of_a_newer_node_are_ignored(registry):
+    """A newer PreviewAny saves three display widgets as null; 0.3.64's has none (the editor drops them too)."""
+    assert workflow_to_prompt(graph(n(9, "VAEDecode", inputs=[i("samples", "LATENT"), i("vae", "VAE")],
+                                      widgets=[None, None, None])), registry)["9"]["inputs"] == {}
+    prompt = workflow_to_prompt(graph(n(5, "EmptyLatentImage", widgets=[512, 256, 1, None])), registry)
+    assert prompt["5"]["inputs"] == {"width": 512, "height": 256, "batch_size": 1}
+    with pytest.raises(PlexusError, match=r"widget count mismatch"):                    # a real value still counts
+        workflow_to_prompt(graph(n(5, "EmptyLatentImage", widgets=[512, 256, 1, 7])), registry)
+
+
 def test_dangling_link_id(registry):
     workflow = graph(n(8, "VAEDecode", inputs=[i("samples", "LATENT", 41), i("vae", "VAE")]))
     with pytest.raises(PlexusError, match=r"VAEDecode #8: dangling link 41 on input 'samples'"):
