@@ -10,6 +10,9 @@ prompts, sample 64x64 with the same seed and sampler, decode, and the 8-bit pixe
 ComfyUI side runs in a subprocess of the peer's own interpreter through its Python API
 (comfy.sd.load_checkpoint_guess_config, comfy.sd.load_clip, nodes.common_ksampler), CPU, fp32.
 
+`--controlnet` applies a random one-block SD3 ControlNet (diffusers SD3ControlNetModel layout) to both prompts
+with ControlNetApplyAdvanced and the VAE-encoded hint, on both sides.
+
 `--full FILE` runs the full-size all-in-one file with its own three text encoders instead (T5-XXL in fp8
 included); `--plexus-default` / `--peer-default` run either side in its default dtypes: the default-mode
 distance.
@@ -45,6 +48,12 @@ PEER_SCRIPT = textwrap.dedent("""
         clip = comfy.sd.load_clip([cfg["clip"]], clip_type=comfy.sd.CLIPType.SD3)
     pos = clip.encode_from_tokens_scheduled(clip.tokenize(cfg["positive"]))
     neg = clip.encode_from_tokens_scheduled(clip.tokenize(cfg["negative"]))
+    if cfg.get("controlnet"):
+        import comfy.controlnet
+        net = comfy.controlnet.load_controlnet(cfg["controlnet"])
+        hint = torch.from_numpy(np.load(cfg["hint"]))
+        pos, neg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, net, hint, cfg["cn_strength"], 0.0,
+                                                                    1.0, vae=vae)
     latent = {"samples": torch.zeros(1, 16, cfg["size"] // 8, cfg["size"] // 8)}
     out = nodes.common_ksampler(model, cfg["seed"], cfg["steps"], cfg["cfg"], cfg["sampler"], cfg["scheduler"],
                                 pos, neg, latent)[0]
@@ -73,6 +82,30 @@ def write_files(work: Path, is_sd35: bool) -> tuple[Path, Path]:
     return ckpt, clip
 
 
+def write_controlnet(work: Path, size: int) -> tuple[Path, Path]:
+    """A random SD3 ControlNet in diffusers' SD3ControlNetModel layout (1 block, the small MM-DiT's width and
+    SD3's context / pooled widths) and a deterministic hint image [1, size, size, 3] in 0..1."""
+    import torch
+    from diffusers import SD3ControlNetModel
+    from safetensors.torch import save_file
+    path, hint = work / "sd3-controlnet-1block.safetensors", work / f"hint-{size}.npy"
+    if not path.exists():
+        net = SD3ControlNetModel(sample_size=32, patch_size=2, in_channels=16, num_layers=1, attention_head_dim=64,
+                                 num_attention_heads=2, joint_attention_dim=4096, caption_projection_dim=128,
+                                 pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=32)
+        g = torch.Generator().manual_seed(7)
+        state = {}
+        for name, p in net.state_dict().items():   # zero-initialised output layers get weights too
+            scale = 1.0 / max(1, p[0].numel()) ** 0.5 if p.ndim > 1 else 0.1
+            state[name] = (torch.randn(p.shape, generator=g) * scale + (1.0 if p.ndim == 1 and "norm" in name
+                                                                         else 0.0)).contiguous()
+        save_file(state, str(path))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
+    pattern = np.stack([0.5 + 0.4 * np.sin(6 * xx), 0.5 + 0.4 * np.cos(5 * yy), (xx > 0.5).astype(np.float32)], -1)
+    np.save(hint, pattern[None].astype(np.float32))
+    return path, hint
+
+
 def plexus_pixels(cfg: dict) -> np.ndarray:
     import torch
 
@@ -83,6 +116,11 @@ def plexus_pixels(cfg: dict) -> np.ndarray:
     if cfg["clip"] is not None:
         clip = sd3.load_text_encoder_files([cfg["clip"]], manager)
     pos, neg = conditioning.encode_text(clip, cfg["positive"]), conditioning.encode_text(clip, cfg["negative"])
+    if cfg.get("controlnet"):
+        from diffusion import controlnet
+        net = controlnet.load_control_file(cfg["controlnet"], manager)
+        pos, neg = controlnet.apply_control(pos, neg, net, torch.from_numpy(np.load(cfg["hint"])),
+                                            strength=cfg["cn_strength"], vae=vae)
     latent = {"samples": torch.zeros(1, 16, cfg["size"] // 8, cfg["size"] // 8)}
     out = ksampler.ksample(model, latent, pos, neg, seed=cfg["seed"], steps=cfg["steps"], cfg=cfg["cfg"],
                            sampler_name=cfg["sampler"], scheduler=cfg["scheduler"])
@@ -107,13 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", type=Path,
                         help="an SD3 all-in-one file (bench/sd3_memory.py's full-size one) with its own CLIP-L, "
                              "CLIP-G and fp8 T5-XXL instead of the small files (heavy: run under the lock)")
+    parser.add_argument("--controlnet", action="store_true",
+                        help="apply a random 1-block SD3 ControlNet (diffusers layout) with a latent hint (vae input)")
+    parser.add_argument("--cn-strength", type=float, default=0.8)
     args = parser.parse_args(argv)
     ckpt, clip = (args.full, None) if args.full else write_files(args.work, args.sd35)
+    controlnet, hint = write_controlnet(args.work, args.size) if args.controlnet else (None, None)
     cfg = {"peer_dir": str(args.peer_dir.resolve()), "ckpt": str(ckpt), "clip": str(clip), "size": args.size,
            "seed": 42, "steps": args.steps, "cfg": 4.5, "sampler": args.sampler, "scheduler": args.scheduler,
            "positive": "a (red:1.2) photo of a cat", "negative": "blurry",
            "out": str(args.work / "peer.npy"), "plexus_default": args.plexus_default,
-           "peer_fp32": not args.peer_default}
+           "peer_fp32": not args.peer_default, "controlnet": controlnet and str(controlnet),
+           "hint": hint and str(hint), "cn_strength": args.cn_strength}
     args.work.mkdir(parents=True, exist_ok=True)
     python = args.peer_python or args.peer_dir.parent / "venv" / "bin" / "python"
     subprocess.run([str(python), "-c", PEER_SCRIPT, json.dumps(cfg)], check=True)
@@ -123,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"model": str(args.full) if args.full else "sd35" if args.sd35 else "sd3",
                       "plexus": "default" if args.plexus_default else "fp32",
                       "comfyui": "default" if args.peer_default else "fp32", "shape": list(ours.shape),
-                      "sampler": args.sampler,
+                      "sampler": args.sampler, "controlnet": bool(controlnet),
                       "scheduler": args.scheduler, "steps": args.steps, "max_abs_diff": int(diff.max()),
                       "mean_abs_diff": float(diff.mean()), "ours_std": float(ours.std()),
                       "peer_std": float(theirs.std())}))

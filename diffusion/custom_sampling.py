@@ -20,7 +20,7 @@ from sampling.noise import prepare_noise, zero_noise
 from sampling.perp_neg import PerpNegDenoiser
 from sampling.samplers_sde import reverse_time_sde_noise_scaler
 
-from .ksampler import NoiseSource, SamplerChoice, _conds
+from .ksampler import NoiseSource, SamplerChoice, guider_conds
 from .objects import DiffusionModel
 
 ER_SDE_SOLVER_TYPES = ["ER-SDE", "Reverse-time SDE", "ODE"]
@@ -134,11 +134,14 @@ class PerpNegGuider:
     cfg: float = 8.0
     neg_scale: float = 1.0
 
-    def make_denoiser(self, model_fn, ms, latent_shape, *, fits, cfg_function, post_cfg) -> PerpNegDenoiser:
-        shape = tuple(latent_shape)
-        return PerpNegDenoiser(model_fn, ms, _conds(self.model, self.positive, "positive", shape),
-                               _conds(self.model, self.negative, "negative", shape),
-                               _conds(self.model, self.empty, "negative", shape), self.cfg, self.neg_scale,
+    def conditionings(self) -> tuple[list, ...]:
+        return self.positive, self.empty, self.negative
+
+    def make_denoiser(self, model_fn, ms, latent_shape, *, fits, cfg_function, post_cfg, seed: int = 0,
+                      noise_mask=None) -> PerpNegDenoiser:
+        positive, empty, negative = guider_conds(self.model, self.conditionings(), ("positive", "negative", "negative"),
+                                                 tuple(latent_shape), seed, noise_mask)
+        return PerpNegDenoiser(model_fn, ms, positive, negative, empty, self.cfg, self.neg_scale,
                                latent_shape, fits=fits, post_cfg=post_cfg)
 
 

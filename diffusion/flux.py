@@ -5,6 +5,7 @@ concatenate to their input, and Kontext's reference latents (ReferenceLatent, Fl
 FluxKontextMultiReferenceLatentMethod)."""
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from models import checkpoint as checkpoint_loader
 from models.detection import flux_model_config
 from models.errors import ModelError
 from models.files import load_state_dict
+from models.flux import joint_mask_for_grid
 from models.flux_checkpoint import diffusion_model_prefix, load_flux_transformer, stored_dtype
 from models.rebuild import FileRebuilder
 from models.sd3_checkpoint import load_sd3_text_encoder, text_encoder_kind
@@ -106,7 +108,8 @@ def with_guidance(conditioning: Conditioning, guidance: float | None) -> Conditi
 def model_inputs(model_config, conditioning: Conditioning, noise_mask: torch.Tensor | None = None,
                  latent_shape: tuple[int, ...] | None = None) -> Conditioning:
     """The guidance value as the tensor input the [dev] transformer takes: 3.5 unless the conditioning
-    names one, none at all after FluxDisableGuidance (ComfyUI model_base.Flux.extra_conds); Kontext's
+    names one, none at all after FluxDisableGuidance (ComfyUI model_base.Flux.extra_conds); an
+    attention_mask (StyleModelApply's attn_bias) resized to the latent's token grid; Kontext's
     reference latents as tensor inputs; for Fill without a concat_mask, the latent's noise mask at the
     latent's size in its place (as ComfyUI falls back to the denoise mask)."""
     if model_config is None or model_config.family != "flux":
@@ -119,12 +122,25 @@ def model_inputs(model_config, conditioning: Conditioning, noise_mask: torch.Ten
         if value is not None and model_config.unet.guidance_embed:
             options["guidance"] = torch.tensor([float(value)])
         _reference_inputs(options)
+        _attention_mask_input(options, model_config.unet.patch_size, latent_shape)
         if is_fill and "concat_mask" not in options and noise_mask is not None and latent_shape is not None:
             mask = noise_mask.reshape(-1, 1, *noise_mask.shape[-2:]).float()
             options["concat_mask"] = torch.nn.functional.interpolate(mask, size=tuple(latent_shape[-2:]),
                                                                      mode="bilinear")
         out.append([entry[0], options])
     return out
+
+
+def _attention_mask_input(options: dict, patch: int, latent_shape: tuple[int, ...] | None) -> None:
+    """The entry's attention_mask, made over an `attention_mask_img_shape` grid of image tokens (1 x 1 when
+    StyleModelApply made it), resized to the grid the transformer will see: ceil(side / patch) tokens a side
+    (ComfyUI model_base.Flux.extra_conds)."""
+    grid = options.pop("attention_mask_img_shape", (1, 1))
+    mask = options.get("attention_mask")
+    if mask is None or latent_shape is None:
+        return
+    tokens = (math.ceil(latent_shape[-2] / patch), math.ceil(latent_shape[-1] / patch))
+    options["attention_mask"] = joint_mask_for_grid(mask, tuple(grid), tokens)
 
 
 # --- Fill, Depth / Canny: the latents concatenated to the input ------------------------------------------

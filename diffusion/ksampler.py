@@ -16,6 +16,7 @@ convolutions on weights packed once per run (diffusion.prepacking).
 from __future__ import annotations
 
 import contextvars
+import functools
 import io
 import math
 from collections.abc import Callable, Sequence
@@ -243,16 +244,17 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                  return_with_leftover_noise: bool = False, sigmas: Tensor | None = None,
                  sampler_options: dict | None = None, reporter: StepReporter | None = None,
                  preview_folders: Sequence = (), make_denoiser: sampling_driver.DenoiserFactory | None = None,
-                 noise: Tensor | None = None) -> dict:
+                 noise: Tensor | None = None, guider_conditionings: Sequence = ()) -> dict:
     """One sampling run on a LATENT dict; returns a new LATENT dict (other keys kept).
     `preview_folders`: where to look for TAESD decoders (models/vae_approx); `make_denoiser`: see
-    sampling.sample (a GUIDER's own denoiser); `noise`: explicit initial noise instead of the seeded draw."""
+    sampling.sample (a GUIDER's own denoiser); `noise`: explicit initial noise instead of the seeded draw;
+    `guider_conditionings`: that GUIDER's conditionings, whose control and GLIGEN models load with the model."""
     samples = fix_empty_latent_channels(model, latent["samples"])
     reporter = reporter or StepReporter(_previewer(model, preview_folders))
     negative = controlnet.share_with_uncond(positive, negative)
     negative = gligen.share_with_uncond(positive, negative)
-    handles = [model, *controlnet.control_models(positive, negative, base_model=model),   # one budget
-               *gligen.gligen_models(positive, negative)]
+    handles = [model, *controlnet.control_models(positive, negative, *guider_conditionings, base_model=model),
+               *gligen.gligen_models(positive, negative, *guider_conditionings)]           # one budget
     mask = latent.get("noise_mask")
     positive_conds = _conds(model, positive, "positive", tuple(samples.shape), seed, mask)
     negative_conds = (_conds(model, negative, "negative", tuple(samples.shape), seed, mask)
@@ -350,13 +352,27 @@ class DualCFGGuider:
     cfg_cond2_negative: float = 8.0
     is_nested: bool = False
 
-    def make_denoiser(self, model_fn, ms, latent_shape, *, fits, cfg_function, post_cfg) -> DualCFGDenoiser:
-        shape = tuple(latent_shape)
-        return DualCFGDenoiser(model_fn, ms, _conds(self.model, self.positive, "positive", shape),
-                               _conds(self.model, self.middle, "positive", shape),
-                               _conds(self.model, self.negative, "negative", shape),
-                               self.cfg_conds, self.cfg_cond2_negative, latent_shape, is_nested=self.is_nested,
-                               fits=fits, cfg_function=cfg_function, post_cfg=post_cfg)
+    def conditionings(self) -> tuple[list, ...]:
+        return self.positive, self.middle, self.negative
+
+    def make_denoiser(self, model_fn, ms, latent_shape, *, fits, cfg_function, post_cfg, seed: int = 0,
+                      noise_mask: Tensor | None = None) -> DualCFGDenoiser:
+        """`seed`: the noise seed (unCLIP's noise augmentation is drawn from it, as for every guider)."""
+        conds = guider_conds(self.model, self.conditionings(), ("positive", "positive", "negative"),
+                             tuple(latent_shape), seed, noise_mask)
+        return DualCFGDenoiser(model_fn, ms, *conds, self.cfg_conds, self.cfg_cond2_negative, latent_shape,
+                               is_nested=self.is_nested, fits=fits, cfg_function=cfg_function, post_cfg=post_cfg)
+
+
+def guider_conds(model: DiffusionModel, conditionings: Sequence[list], prompt_types: Sequence[str],
+                 latent_shape: tuple[int, ...], seed: int, noise_mask: Tensor | None) -> list[list]:
+    """A GUIDER's conditionings (the first the positive, the last the negative) as sampling Conds: the
+    positive's ControlNetApply controls and GLIGEN boxes shared with the negative as for KSampler, each
+    with the noise seed's unCLIP augmentation and the latent's sizes."""
+    conditionings = list(conditionings)
+    conditionings[-1] = gligen.share_with_uncond(conditionings[0],
+                                                 controlnet.share_with_uncond(conditionings[0], conditionings[-1]))
+    return [_conds(model, c, kind, latent_shape, seed, noise_mask) for c, kind in zip(conditionings, prompt_types)]
 
 
 def sigmas_for(model: DiffusionModel, scheduler: str, steps: int, denoise: float = 1.0) -> Tensor:
@@ -377,7 +393,9 @@ def sample_custom(guider: Guider | DualCFGGuider, noise: NoiseSource, sampler: S
         return latent, latent
     reporter = StepReporter(_previewer(model, preview_folders))
     if hasattr(guider, "make_denoiser"):        # DualCFGGuider, custom_sampling.PerpNegGuider
-        guidance = {"positive": [], "negative": None, "cfg": 1.0, "make_denoiser": guider.make_denoiser}
+        make_denoiser = functools.partial(guider.make_denoiser, seed=noise.seed, noise_mask=latent.get("noise_mask"))
+        guidance = {"positive": [], "negative": None, "cfg": 1.0, "make_denoiser": make_denoiser,
+                    "guider_conditionings": getattr(guider, "conditionings", tuple)()}
     else:
         guidance = {"positive": guider.positive, "negative": guider.negative, "cfg": guider.cfg}
     out = run_sampling(model, latent, seed=noise.seed, sampler_name=sampler.name, add_noise=noise.is_enabled,

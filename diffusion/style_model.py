@@ -7,9 +7,9 @@ The style model turns CLIP_VISION_OUTPUT's last_hidden_state into tokens ([B, T,
 tokens are laid end to end ([1, B*T, context]) and appended to every entry's text tokens (ComfyUI
 nodes.StyleModelApply). strength_type "multiply" scales the tokens; "attn_bias" leaves them and, when
 strength != 1 (or an entry already carries one), builds ComfyUI's float16 `attention_mask` [B, n, n] over
-text + style (+ reference-image) tokens with log(strength) in the columns of the style tokens. Plexus's
-UNet and FLUX do not read "attention_mask" yet, so with attn_bias only the tokens take effect (for
-SD1.x that is ComfyUI's behaviour too: its UNet ignores the mask; its FLUX model applies it).
+text + style (+ reference-image) tokens with log(strength) in the columns of the style tokens. FLUX reads
+it (diffusion.flux resizes it to the latent's token grid, models.flux adds it to every joint attention's
+scores); the UNets and MM-DiT ignore it, as ComfyUI's do.
 """
 from __future__ import annotations
 

@@ -195,9 +195,51 @@ def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return torch.addcmul(shift, F.layer_norm(x, x.shape[-1:], eps=NORM_EPS), 1 + scale)
 
 
-def _attend(q: Tensor, k: Tensor, v: Tensor, rope: tuple[Tensor, Tensor], attention_fn: AttentionFn) -> Tensor:
+def _attend(q: Tensor, k: Tensor, v: Tensor, rope: tuple[Tensor, Tensor], attention_fn: AttentionFn,
+            mask: Tensor | None = None) -> Tensor:
+    """Joint attention; `mask` [B, 1, L, L]: an additive bias on the scores (query rows, key columns; -inf
+    hides a key), computed by SDPA whatever the model's backend."""
     q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    return attention_fn(q, k, v, False).transpose(1, 2).flatten(2)                   # [B, L, D]
+    if mask is not None:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
+    else:
+        out = attention_fn(q, k, v, False)
+    return out.transpose(1, 2).flatten(2)                                            # [B, L, D]
+
+
+MASK_FLOOR = -1e4            # a bias this low hides a key as -inf does (exp underflows to 0 in fp32 and bf16)
+
+
+def joint_mask_for_grid(mask: Tensor, grid_in: tuple[int, int], grid_out: tuple[int, int]) -> Tensor:
+    """An attention bias [B, T + hi*wi, T + hi*wi] over text tokens then an hi x wi grid of image tokens,
+    resized to an ho x wo grid: its text-to-image and image-to-text parts bilinearly over the grid side,
+    the image-to-image part over the key grid, then over the query grid (as ComfyUI's
+    utils.upscale_dit_mask does for FLUX's attention_mask; behaviour, not code). [Q, K] masks get a batch.
+    Hidden keys (-inf) are resized as MASK_FLOOR: ComfyUI's resize turns them into NaN wherever a bilinear
+    weight is 0 (StyleModelApply attn_bias at strength 0 gives a NaN image there); here they stay hidden."""
+    (hi, wi), (ho, wo) = grid_in, grid_out
+    if (hi, wi) == (ho, wo):
+        return mask
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask.ndim != 3:
+        raise ValueError(f"an attention mask is [batch, queries, keys] or [queries, keys], got {list(mask.shape)}")
+    b, t = mask.shape[0], mask.shape[1] - hi * wi
+    if t < 0 or mask.shape[2] != mask.shape[1]:
+        raise ValueError(f"an attention mask of shape {list(mask.shape)} does not cover a {hi} x {wi} image grid")
+    if not mask.is_floating_point():                   # a boolean mask: True attends (bias 0), False hides
+        mask = torch.log(mask.float())
+    mask = mask.clamp(min=MASK_FLOOR)                  # -inf * a zero interpolation weight would be NaN
+
+    def grid(x: Tensor) -> Tensor:                     # [b, c, hi*wi] -> [b, c, ho*wo]
+        x = F.interpolate(x.reshape(b, x.shape[1], hi, wi), size=(ho, wo), mode="bilinear")
+        return x.flatten(2)
+
+    txt_txt, txt_img = mask[:, :t, :t], grid(mask[:, :t, t:])
+    img_txt = grid(mask[:, t:, :t].transpose(1, 2)).transpose(1, 2)                 # [b, ho*wo, t]
+    img_img = grid(mask[:, t:, t:])                                                  # keys resized
+    img_img = grid(img_img.transpose(1, 2)).transpose(1, 2)                          # then queries
+    return torch.cat([torch.cat([txt_txt, txt_img], dim=2), torch.cat([img_txt, img_img], dim=2)], dim=1)
 
 
 class DoubleStreamBlock(nn.Module):
@@ -221,11 +263,12 @@ class DoubleStreamBlock(nn.Module):
         x = x + mod[2] * getattr(self, f"{stream}_attn").proj(attn_out)
         return x + mod[5] * getattr(self, f"{stream}_mlp")(_modulate(x, mod[3], mod[4]))
 
-    def forward(self, img: Tensor, txt: Tensor, vec: Tensor, rope, attention_fn: AttentionFn) -> tuple[Tensor, Tensor]:
+    def forward(self, img: Tensor, txt: Tensor, vec: Tensor, rope, attention_fn: AttentionFn,
+                mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         (iq, ik, iv), img_mod = self._pre("img", img, vec)
         (tq, tk, tv), txt_mod = self._pre("txt", txt, vec)
         q, k, v = (torch.cat(pair, dim=2) for pair in ((tq, iq), (tk, ik), (tv, iv)))  # text first
-        out = _attend(q, k, v, rope, attention_fn)
+        out = _attend(q, k, v, rope, attention_fn, mask)
         t = txt.shape[1]
         return self._post("img", img, out[:, t:], img_mod), self._post("txt", txt, out[:, :t], txt_mod)
 
@@ -242,12 +285,12 @@ class SingleStreamBlock(nn.Module):
         self.norm = QKNorm(config.head_dim)
         self.modulation = Modulation(d, 3)
 
-    def forward(self, x: Tensor, vec: Tensor, rope, attention_fn: AttentionFn) -> Tensor:
+    def forward(self, x: Tensor, vec: Tensor, rope, attention_fn: AttentionFn, mask: Tensor | None = None) -> Tensor:
         shift, scale, gate = self.modulation(vec)
         qkv, mlp = self.linear1(_modulate(x, shift, scale)).split([3 * self.hidden, self.mlp_hidden], dim=-1)
         q, k, v = _heads(qkv, self.num_heads)
         q, k = self.norm(q, k)
-        out = _attend(q, k, v, rope, attention_fn)
+        out = _attend(q, k, v, rope, attention_fn, mask)
         return x + gate * self.linear2(torch.cat([out, F.gelu(mlp, approximate="tanh")], dim=-1))
 
 
@@ -269,7 +312,7 @@ class Flux(nn.Module):
 
     OFFLOAD_BLOCKS = ("double_blocks", "single_blocks")
     compute_dtype: torch.dtype | None = None   # None: its weights' dtype; set for fp8 weights (models/fp8_weights.py)
-    EXTRA_INPUTS = {"y": "pooled_output", "guidance": "guidance"}
+    EXTRA_INPUTS = {"y": "pooled_output", "guidance": "guidance", "attention_mask": "attention_mask"}
 
     def __init__(self, config: FluxConfig, attention: str = DEFAULT_ATTENTION):
         super().__init__()
@@ -303,8 +346,10 @@ class Flux(nn.Module):
         return x.view(b, h, w, -1, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, -1, h * p, w * p)
 
     def forward_tokens(self, img: Tensor, img_ids: Tensor, txt: Tensor, txt_ids: Tensor, timesteps: Tensor,
-                       y: Tensor, guidance: Tensor | None = None) -> Tensor:
-        """The transformer on packed tokens: img [B, N, in_channels] -> [B, N, out_channels]."""
+                       y: Tensor, guidance: Tensor | None = None, attention_mask: Tensor | None = None) -> Tensor:
+        """The transformer on packed tokens: img [B, N, in_channels] -> [B, N, out_channels]. `attention_mask`
+        [B, T + N, T + N]: an additive bias on every block's joint attention scores (text tokens first)."""
+        mask = None if attention_mask is None else attention_mask.unsqueeze(1)           # [B, 1, L, L]
         dtype = self.compute_dtype or self.img_in.weight.dtype
         emb = lambda t: timestep_embedding(t.float() * TIME_FACTOR, 256).to(dtype)    # noqa: E731
         vec = self.time_in(emb(timesteps))
@@ -314,11 +359,29 @@ class Flux(nn.Module):
         img, txt = self.img_in(img.to(dtype)), self.txt_in(txt.to(dtype))
         rope = rope_frequencies(torch.cat([txt_ids, img_ids], dim=1), self.config.axes_dim, self.config.theta)
         for block in self.double_blocks:
-            img, txt = block(img, txt, vec, rope, self.attention_fn)
+            img, txt = block(img, txt, vec, rope, self.attention_fn, mask)
         x = torch.cat([txt, img], dim=1)
         for block in self.single_blocks:
-            x = block(x, vec, rope, self.attention_fn)
+            x = block(x, vec, rope, self.attention_fn, mask)
         return self.final_layer(x[:, txt.shape[1]:], vec)
+
+    @staticmethod
+    def _mask_for(mask: Tensor, length: int, text: int, image: int) -> Tensor:
+        """The mask over `length` joint tokens. Kontext's reference tokens (after the `image` ones) are seen
+        unbiased and see the text as an average image token does."""
+        if mask.ndim == 2:
+            mask = mask.unsqueeze(0)
+        if not mask.is_floating_point():
+            mask = torch.log(mask.float())
+        short = length - mask.shape[-1]
+        if short < 0 or mask.shape[-2] != mask.shape[-1] or mask.shape[-1] != text + image:
+            raise ValueError(f"an attention mask of shape {list(mask.shape)} does not fit {length} text + image "
+                             "tokens (was the conditioning made for another image size?)")
+        if not short:
+            return mask
+        grown = F.pad(mask, (0, short, 0, short))
+        grown[:, text + image:, :text] = mask[:, text:, :text].mean(dim=1, keepdim=True)
+        return grown
 
     def _padded(self, x: Tensor) -> Tensor:
         """Odd sides: circular pad to whole patches (cropped again after the model, as ComfyUI)."""
@@ -328,9 +391,11 @@ class Flux(nn.Module):
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor | None = None,
                 guidance: Tensor | None = None, ref_latents: list[Tensor] | None = None,
-                ref_latents_method: str = "offset", **_: object) -> Tensor:
+                ref_latents_method: str = "offset", attention_mask: Tensor | None = None, **_: object) -> Tensor:
         """`ref_latents` (Kontext): reference latents [B, C, h_i, w_i], appended after the image tokens with
-        their own position ids (reference_placements); only the image tokens come out."""
+        their own position ids (reference_placements); only the image tokens come out. `attention_mask`
+        [B, T + N, T + N] over the text and image tokens (StyleModelApply's attn_bias, sized to this grid by
+        joint_mask_for_grid); reference tokens are seen unbiased and see the text as the image tokens do."""
         p = self.config.patch_size
         height, width = x.shape[-2:]
         x = self._padded(x)
@@ -349,5 +414,7 @@ class Flux(nn.Module):
                                      column=column, device=x.device))
             img, img_ids = torch.cat(tokens, dim=1), torch.cat(ids, dim=1)
         txt_ids = torch.zeros(b, context.shape[1], 3, device=x.device)
-        out = self.forward_tokens(img, img_ids, context, txt_ids, timesteps, y, guidance)[:, :h * w]
+        if attention_mask is not None:
+            attention_mask = self._mask_for(attention_mask, context.shape[1] + img.shape[1], context.shape[1], h * w)
+        out = self.forward_tokens(img, img_ids, context, txt_ids, timesteps, y, guidance, attention_mask)[:, :h * w]
         return self.unpatchify(out, h, w)[:, :, :height, :width]

@@ -26,6 +26,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "controlnet",
     "sdxl",
     "flux",
+    "controlnet_sdxl",
 )
 
 

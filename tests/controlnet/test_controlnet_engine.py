@@ -235,3 +235,39 @@ def test_canny_hint_workflow_runs_with_builtin_nodes_only(harness):
     p["30"]["inputs"]["image"] = ["13", 0]
     edges = sampled(harness, p)
     assert not torch.equal(edges, sampled(harness, prompt(controls=[("cn.safetensors", 1.0, 0.0, 1.0)])))
+
+
+
+def _custom(p: dict, guider: dict) -> dict:
+    """prompt() `p` sampled by SamplerCustomAdvanced (RandomNoise 5, euler, normal, STEPS) with `guider`."""
+    p = {k: v for k, v in p.items() if k != "3"}
+    p["41"] = guider
+    p["40"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 5}}
+    p["42"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
+    p["43"] = {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "normal", "steps": STEPS,
+                                                         "denoise": 1.0}}
+    p["3"] = {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["40", 0], "guider": ["41", 0],
+                                                               "sampler": ["42", 0], "sigmas": ["43", 0],
+                                                               "latent_image": ["5", 0]}}
+    return p
+
+
+@pytest.mark.parametrize("guider", ["DualCFGGuider", "PerpNegGuider"])
+def test_controlnet_through_guiders_with_their_own_denoiser(harness, guider, control_calls):
+    """DualCFGGuider at cfg 1 / 1 (uncond + (middle - uncond) + (cond - middle) = cond) and PerpNegGuider at cfg 1
+    with neg_scale 0 give the controlled positive alone: KSampler at cfg 1 with the same ControlNet."""
+    controls = [("cn.safetensors", 0.9, 0.0, 1.0)]
+    expected = sampled(harness, prompt(controls=controls, cfg=1.0))
+    if guider == "DualCFGGuider":
+        node = {"class_type": "DualCFGGuider", "inputs": {"model": ["4", 0], "cond1": ["30", 0], "cond2": ["7", 0],
+                                                         "negative": ["30", 1], "cfg_conds": 1.0,
+                                                         "cfg_cond2_negative": 1.0, "style": "regular"}}
+    else:
+        node = {"class_type": "PerpNegGuider", "inputs": {"model": ["4", 0], "positive": ["30", 0],
+                                                         "negative": ["30", 1], "empty_conditioning": ["7", 0],
+                                                         "cfg": 1.0, "neg_scale": 0.0}}
+    control_calls.clear()
+    got = sampled(harness, _custom(prompt(controls=controls), node))
+    assert control_calls, "the ControlNet never ran"
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert (got - sampled(harness, prompt(cfg=1.0))).abs().max() > 1e-3

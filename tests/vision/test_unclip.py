@@ -215,3 +215,25 @@ def test_checkpoint_face_returns_the_bundled_tower(harness):
         sys.path.pop(0)
         from tests.compat_faces.harness import forget_faces
         forget_faces()
+
+
+def test_dual_cfg_guider_draws_the_unclip_augmentation_from_the_noise_seed(harness):
+    """DualCFGGuider at cfg 1 / 1 gives cond1's prediction alone, so with the same noise seed it equals KSampler
+    at cfg 1: the unCLIP noise augmentation must come from the seed (not a fixed one) on both paths."""
+    for seed in (5, 11):
+        p = _unclip_prompt(noise_augmentation=0.5, seed=seed)
+        p["3"]["inputs"]["cfg"] = 1.0
+        expected = _run(harness, p)["samples"]
+        del p["3"]
+        p.update({
+            "40": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
+            "41": {"class_type": "DualCFGGuider", "inputs": {"model": ["4", 0], "cond1": ["20", 0], "cond2": ["6", 0],
+                                                            "negative": ["7", 0], "cfg_conds": 1.0,
+                                                            "cfg_cond2_negative": 1.0, "style": "regular"}},
+            "42": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+            "43": {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "normal", "steps": 2,
+                                                             "denoise": 1.0}},
+            "3": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["40", 0], "guider": ["41", 0],
+                                                                   "sampler": ["42", 0], "sigmas": ["43", 0],
+                                                                   "latent_image": ["5", 0]}}})
+        torch.testing.assert_close(_run(harness, p)["samples"], expected, atol=1e-4, rtol=1e-4)
