@@ -18,7 +18,8 @@ from models import checkpoint as checkpoint_loader
 from models.detection import flux_model_config
 from models.errors import ModelError
 from models.files import load_state_dict
-from models.flux_checkpoint import diffusion_model_prefix, load_flux_transformer, stored_dtype
+from models.flux_checkpoint import diffusion_model_prefix, kept_fp8_dtype, load_flux_transformer, stored_dtype
+from models.fp8_weights import weight_dtype_of
 from models.rebuild import FileRebuilder
 from models.sd3_checkpoint import load_sd3_text_encoder, text_encoder_kind
 from models.text import flux as flux_text
@@ -41,26 +42,34 @@ def is_flux_file(path: str | os.PathLike) -> bool:
         return diffusion_model_prefix(source.shapes()) is not None
 
 
-def load_diffusion_model_file(path: str | os.PathLike, manager: Any, *, attention: str | None = None) -> DiffusionModel:
+def load_diffusion_model_file(path: str | os.PathLike, manager: Any, *, attention: str | None = None,
+                              weight_dtype: str = "default") -> DiffusionModel:
     """A FLUX.1 transformer alone (BFL keys, with or without `model.diffusion_model.`; bf16, fp16, fp8
-    e4m3fn, scaled fp8)."""
+    e4m3fn, scaled fp8). An fp8 file (plain or scaled), or any file with an fp8 `weight_dtype` (UNETLoader's),
+    keeps its Linear weights in fp8 in memory and casts each one to the compute dtype where it is used
+    (models/flux_checkpoint.py build_fp8_flux): the 12 B-parameter [dev] holds 11.9 GB, not 23.8 GB of bf16."""
     path = Path(path)
     attention = attention or attention_setting(manager)
+    requested = weight_dtype_of(weight_dtype)
 
     def load() -> tuple:
         with load_state_dict(path) as source:
             prefix = diffusion_model_prefix(source.shapes())
             if prefix is None:
                 raise ModelError(f"{path.name} is not a FLUX.1 diffusion model (no img_in / double_blocks)")
-            dtype = load_dtype_for(manager, ModelPart.DIFFUSION) or stored_dtype(source, prefix)
-            module, config, (lazy, owned) = load_flux_transformer(source, prefix, dtype, attention)
+            fp8 = kept_fp8_dtype(source, prefix, requested)
+            if fp8 is not None:
+                dtype = manager.dtype_choices()[ModelPart.DIFFUSION].dtype
+            else:
+                dtype = load_dtype_for(manager, ModelPart.DIFFUSION) or stored_dtype(source, prefix)
+            module, config, (lazy, owned) = load_flux_transformer(source, prefix, dtype, attention, fp8=fp8)
             source.release_all()
         rebuilder = FileRebuilder(path, lazy, owned, source.file_format) if owned else None
         model_config = flux_model_config(config)
         return (wrap_unet(module, manager, config=model_config, source_key=str(path), rebuilder=rebuilder,
                           model_sampling=default_sampling(model_config)),)
 
-    return cached_load(manager, "flux", path, load, (attention,))[0]
+    return cached_load(manager, "flux", path, load, (attention, weight_dtype))[0]
 
 
 def load_text_encoder_files(paths: Sequence[str | os.PathLike], manager: Any, *,

@@ -1,0 +1,154 @@
+"""FLUX.1 fp8 files kept in fp8 (models/flux_checkpoint.py build_fp8_flux), and ComfyUI's scaled fp8.
+
+The references are independent of the fp8 path: the transformer built in fp32 from a state dict made here
+by hand from the file's tensors. For scaled fp8 that state is what ComfyUI's scaled-fp8 model holds
+(comfy/ops.py scaled_fp8_ops, behaviour): every Linear created in the fp8 dtype, so the file's float32
+biases (and any unscaled Linear weight) are rounded to e4m3fn when loaded, and each scaled weight means
+weight * scale_weight. Before build_fp8_flux the biases were kept unrounded (the fidelity case
+flux/schnell/scaled_fp8 was max 66 / mean 10.35 of 255 from ComfyUI)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from diffusion.flux import load_diffusion_model_file
+from model_management import MemorySettings, ModelManager, VramMode
+from models.files import load_state_dict
+from models.flux import Flux
+from models.fp8_weights import ScaledFp8Linear
+from models.testing import random_tensor, tiny_flux_config, write_random_flux
+
+FP8 = torch.float8_e4m3fn
+
+
+def flux_inputs(config, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    out = {"x": torch.randn(1, 16, 8, 8, generator=g), "timesteps": torch.tensor([0.7]),
+           "context": torch.randn(1, 5, config.context_in_dim, generator=g),
+           "y": torch.randn(1, config.vec_in_dim, generator=g)}
+    if config.guidance_embed:
+        out["guidance"] = torch.tensor([3.5])
+    return out
+
+
+def reference(path, config, state_fn) -> Flux:
+    """Flux in fp32 from {key: state_fn(key, tensors)} of the file's tensors."""
+    with load_state_dict(path) as source:
+        tensors = {k: source[k].clone() for k in source}
+    module = Flux(config).eval()
+    module.load_state_dict({k: state_fn(k, tensors) for k in module.state_dict()})
+    return module
+
+
+def linear_keys(config) -> set[str]:
+    with torch.device("meta"):
+        module = Flux(config)
+    return {f"{n}.{p}" for n, m in module.named_modules() if isinstance(m, nn.Linear)
+            for p, _ in m.named_parameters(recurse=False)}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fluxfp8")
+    schnell = tiny_flux_config(guidance=False)
+    dev = tiny_flux_config()
+    return {"scaled": (write_random_flux(tmp / "scaled.safetensors", schnell, scaled_fp8=True, seed=1), schnell),
+            "fp8": (write_random_flux(tmp / "fp8.safetensors", dev, dtype=FP8, seed=2), dev),
+            "bf16": (write_random_flux(tmp / "bf16.safetensors", dev, dtype=torch.bfloat16, seed=2), dev)}
+
+
+def run(model, config):
+    with torch.no_grad():
+        return model.module(**flux_inputs(config)) if hasattr(model, "module") else model(**flux_inputs(config))
+
+
+def test_scaled_fp8_computes_as_comfyuis_scaled_fp8_model(files):
+    path, config = files["scaled"]
+    in_linears = linear_keys(config)
+
+    def comfy_state(key, t):
+        base = key.removesuffix(".weight")
+        if key.endswith(".weight") and base + ".scale_weight" in t:
+            return t[key].float() * t[base + ".scale_weight"].float()
+        return t[key].to(FP8).float() if key in in_linears else t[key].float()
+
+    with load_state_dict(path) as source:                      # the file's biases are float32, not fp8
+        assert source.dtype_of("img_in.bias") == torch.float32 and source.dtype_of("img_in.weight") == FP8
+    model = load_diffusion_model_file(path, ModelManager(MemorySettings(force_fp32=True)))
+    module = model.module
+    assert isinstance(module.img_in, ScaledFp8Linear) and module.img_in.bias.dtype == FP8
+    assert {p.dtype for n, p in module.named_parameters() if n in in_linears} == {FP8}
+    assert {p.dtype for n, p in module.named_parameters() if n not in in_linears} == {torch.float32}
+    expected = run(reference(path, config, comfy_state), config)
+    torch.testing.assert_close(run(model, config), expected, rtol=1e-5, atol=1e-5)
+    # the earlier dequantisation (float32 biases as stored) is a different model: this test sees the rounding
+    unrounded = run(reference(path, config, lambda k, t: comfy_state(k, t) if k.endswith(".weight") or
+                              k not in in_linears else t[k].float()), config)
+    assert (unrounded - expected).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("settings", [MemorySettings(), MemorySettings(force_fp32=True),
+                                      MemorySettings(device="cpu", vram_mode=VramMode.NO, vram_budget_bytes=200_000)],
+                         ids=["default-bf16", "fp32", "novram-200kB"])
+def test_plain_fp8_file_stays_fp8_and_computes_as_the_upcast_model(files, settings):
+    path, config = files["fp8"]
+    manager = ModelManager(settings)
+    model = load_diffusion_model_file(path, manager)
+    module = model.module
+    in_linears = linear_keys(config)
+    with load_state_dict(path) as source:
+        fp8_bytes = sum(source[k].numel() for k in in_linears)
+    # the Linear weights are the file's own bytes (views of its mapping: not among the converted copies the
+    # rebuilder owns), only the norm scales were converted
+    owned = manager.record_of(model).weights.rebuilder.keys
+    assert owned and not owned & in_linears
+    resident = sum(p.numel() * p.element_size() for p in module.parameters())
+    assert {p.dtype for n, p in module.named_parameters() if n in in_linears} == {FP8}
+    assert fp8_bytes <= resident < 1.05 * fp8_bytes                   # the norm scales are a few hundred bytes
+    manager.load_models_for([model])
+    record = manager.record_of(model)
+    if settings.vram_mode is VramMode.NO:
+        assert record.placement.value == "partial" and manager.ledger.peak_bytes <= 200_000
+    out = run(model, config)
+    dtype = module.compute_dtype
+    assert out.dtype == dtype == (torch.float32 if settings.force_fp32 else torch.bfloat16)
+    upcast = reference(path, config, lambda k, t: t[k].float())
+    expected = run(upcast, config)
+    if dtype == torch.float32:
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    else:       # bf16: as far from the fp32 output as the upcast model computing in bf16 is
+        own = (run(upcast.to(dtype), config).float() - expected).abs()
+        err = (out.float() - expected).abs()
+        assert err.mean() <= 1.2 * own.mean() and err.max() <= 1.5 * own.max()
+    manager.free()
+
+
+def test_weight_dtype_rounds_a_bf16_file_to_fp8(files):
+    path, config = files["bf16"]
+    manager = ModelManager(MemorySettings(force_fp32=True))
+    model = load_diffusion_model_file(path, manager, weight_dtype="fp8_e4m3fn")
+    in_linears = linear_keys(config)
+    assert {p.dtype for n, p in model.module.named_parameters() if n in in_linears} == {FP8}
+    expected = run(reference(path, config, lambda k, t: t[k].to(FP8).float() if k in in_linears else t[k].float()),
+                   config)
+    torch.testing.assert_close(run(model, config), expected, rtol=1e-5, atol=1e-5)
+    default = load_diffusion_model_file(path, manager)
+    assert default.module is not model.module and default.module.img_in.weight.dtype == torch.float32
+
+
+def test_scaled_fp8_refuses_a_patched_weight(files):
+    path, config = files["scaled"]
+    model = load_diffusion_model_file(path, ModelManager(MemorySettings(force_fp32=True)))
+    layer = model.module.img_in
+    layer.weight.data = layer.weight.data.float()              # what model management puts there for a LoRA
+    from models.errors import ModelError
+    with pytest.raises(ModelError, match="scaled fp8"):
+        run(model, config)
+
+
+def test_values_written_are_the_random_ones(files):
+    path, _ = files["fp8"]
+    with load_state_dict(path) as source:
+        w = source["img_in.weight"]
+        assert torch.equal(w.float(), random_tensor("img_in.weight", tuple(w.shape), torch.float32, 2).to(FP8).float())
