@@ -195,3 +195,34 @@ def test_partial_load_gives_the_full_loads_latent(files, which, mode, share):
     part = sample(path, MemorySettings(device="cpu", force_fp32=True, vram_mode=mode, vram_budget_bytes=budget),
                   placement="partial")
     assert torch.isfinite(full).all() and torch.equal(part, full)
+
+
+def test_fp8_all_in_one_checkpoint_keeps_the_transformer_in_fp8(tmp_path):
+    """flux1-dev-fp8's all-in-one layout (model.diffusion_model.* in fp8 e4m3fn, vae.*, text_encoders.*)
+    through CheckpointLoaderSimple's loader: the transformer stays fp8 and computes as its upcast."""
+    from diffusion import loading
+    from models.testing import (flux_layout, flux_vae_config, module_layout, sd3_text_state, tiny_sd3_spec,
+                                write_safetensors_streaming)
+    from models.vae import AutoencoderKL
+    config = tiny_flux_config()
+    prefix = "model.diffusion_model."
+    state = {k: random_tensor(k, s, torch.float32, 0).to(FP8) for k, s in flux_layout(config, prefix).items()}
+    state.update({k: random_tensor(k, s, torch.float32, 0)
+                  for k, s in module_layout(AutoencoderKL, flux_vae_config(), "vae.").items()})
+    for kind, text_config in tiny_sd3_spec(text=("clip_l", "t5xxl")).text_configs.items():
+        state.update({f"text_encoders.{kind}.transformer.{k}": v
+                      for k, v in sd3_text_state(kind, text_config, with_embed_tokens_copy=False).items()})
+    path = tmp_path / "flux-fp8-aio.safetensors"
+    write_safetensors_streaming(path, {k: (tuple(v.shape), v.dtype) for k, v in state.items()}, lambda n: state[n])
+    model, clip, vae = loading.load_checkpoint_file(path, ModelManager(MemorySettings(force_fp32=True)))
+    in_linears = linear_keys(config)
+    assert {p.dtype for n, p in model.module.named_parameters() if n in in_linears} == {FP8}
+    assert clip is not None and vae is not None
+    upcast = reference_from({k[len(prefix):]: v.float() for k, v in state.items() if k.startswith(prefix)}, config)
+    torch.testing.assert_close(run(model, config), run(upcast, config), rtol=1e-5, atol=1e-5)
+
+
+def reference_from(state, config) -> Flux:
+    module = Flux(config).eval()
+    module.load_state_dict(state)
+    return module
