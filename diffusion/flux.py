@@ -14,6 +14,7 @@ import torch
 
 from imaging import resize
 from model_management import ModelPart
+from model_management.weights import ModuleWeights
 from models import checkpoint as checkpoint_loader
 from models.detection import flux_model_config
 from models.errors import ModelError
@@ -24,17 +25,25 @@ from models.rebuild import FileRebuilder
 from models.sd3_checkpoint import load_sd3_text_encoder, text_encoder_kind
 from models.text import flux as flux_text
 from sampling.flux import DEV_SHIFT, SCHNELL_SHIFT, FluxSampling, resolution_shift
+from sampling.model_sampling import FlowSampling
 
 from .conditioning import Conditioning, set_values
 from .loading import attention_setting, cached_load, load_dtype_for, with_embeddings, wrap_text_encoders, wrap_unet
-from .objects import DiffusionModel, TextEncoders
+from .objects import DiffusionModel, TextEncoders, TextEncoderStack
 
 DEFAULT_GUIDANCE = 3.5       # what a [dev] model gets when the conditioning names none (ComfyUI model_base.Flux)
 
 
-def default_sampling(config) -> FluxSampling:
-    """[dev] shift 1.15, [schnell] 1.0 (ComfyUI supported_models Flux / FluxSchnell sampling_settings)."""
-    return FluxSampling(shift=DEV_SHIFT if config.unet.guidance_embed else SCHNELL_SHIFT)
+def default_sampling(config) -> FlowSampling:
+    """[dev] (guidance_in): FLUX's exponential time shift, shift 1.15 (ComfyUI supported_models.Flux,
+    model type FLUX). [schnell]: plain rectified flow with shift 1.0 -- sigma = t, a table of 1,000 sigmas,
+    timestep = sigma -- because ComfyUI's FluxSchnell builds its model with model type FLOW
+    (ModelSamplingDiscreteFlow, sampling_settings shift 1.0, multiplier 1.0), not FLUX's shift; the
+    exponential shift with mu = 1.0 would give other sigmas (the schnell fidelity case's 66 / 255).
+    ModelSamplingFlux on a [schnell] model still switches it to FLUX's shift, as in ComfyUI."""
+    if config.unet.guidance_embed:
+        return FluxSampling(shift=DEV_SHIFT)
+    return FlowSampling(shift=SCHNELL_SHIFT, multiplier=1.0, timesteps=1000)
 
 
 def is_flux_file(path: str | os.PathLike) -> bool:
@@ -74,10 +83,12 @@ def load_diffusion_model_file(path: str | os.PathLike, manager: Any, *, attentio
 
 def load_text_encoder_files(paths: Sequence[str | os.PathLike], manager: Any, *,
                             embedding_dirs: Sequence[str | os.PathLike] = ()) -> TextEncoders:
-    """A clip_l and a t5xxl file (any order) as one FLUX CLIP."""
+    """A clip_l and a t5xxl file (any order) as one FLUX CLIP. It can be reloaded after a RAM-budget drop
+    (the towers read from their files again: views of the mapped files, T5-XXL's fp8 kept): beside an
+    11.9 GB fp8 [dev] the budget drops it, and a new prompt text must still encode."""
     paths = [Path(p) for p in paths]
 
-    def load() -> tuple:
+    def read_encoders() -> list:
         encoders = {}
         for path in paths:
             with load_state_dict(path) as source:
@@ -88,8 +99,15 @@ def load_text_encoder_files(paths: Sequence[str | os.PathLike], manager: Any, *,
                 state = {k: source[k] for k in source}
                 encoders[kind] = load_sd3_text_encoder(kind, state, load_dtype_for(manager, ModelPart.TEXT_ENCODER))
                 source.release_all()
-        ordered = [encoders[k] for k in flux_text.FLUX_KINDS if k in encoders]
-        return (wrap_text_encoders(ordered, manager, source_key="|".join(map(str, paths)), layout="flux"),)
+        return [encoders[k] for k in flux_text.FLUX_KINDS if k in encoders]
+
+    def reload() -> dict:
+        return dict(ModuleWeights(TextEncoderStack({e.kind: e for e in read_encoders()})).home)
+
+    def load() -> tuple:
+        clip = wrap_text_encoders(read_encoders(), manager, source_key="|".join(map(str, paths)), layout="flux")
+        manager.register(clip, dtype=manager.dtype_choices()[ModelPart.TEXT_ENCODER].dtype, reload=reload)
+        return (clip,)
 
     clip = cached_load(manager, "flux_text:" + "|".join(str(p.resolve()) for p in paths), paths[0], load)[0]
     return with_embeddings(clip, embedding_dirs)

@@ -4,8 +4,9 @@ The references are independent of the fp8 path: the transformer built in fp32 fr
 by hand from the file's tensors. For scaled fp8 that state is what ComfyUI's scaled-fp8 model holds
 (comfy/ops.py scaled_fp8_ops, behaviour): every Linear created in the fp8 dtype, so the file's float32
 biases (and any unscaled Linear weight) are rounded to e4m3fn when loaded, and each scaled weight means
-weight * scale_weight. Before build_fp8_flux the biases were kept unrounded (the fidelity case
-flux/schnell/scaled_fp8 was max 66 / mean 10.35 of 255 from ComfyUI)."""
+weight * scale_weight. Before build_fp8_flux the biases were kept unrounded (a small difference; the
+fidelity case flux/schnell/scaled_fp8's max 66 / mean 10.35 of 255 came from the schnell sampling, see
+test_schnell_samples_plain_flow_as_comfyuis_flux_schnell)."""
 from __future__ import annotations
 
 import pytest
@@ -245,3 +246,40 @@ def test_fp8_blocks_drop_their_file_pages_after_running(files, monkeypatch):
     assert len(released) == len(blocks)
     fp8_bytes = [sum(p.numel() for p in b.parameters() if p.dtype == FP8) for b in blocks]
     assert released == fp8_bytes                       # the blocks' fp8 views; their bf16/fp32 norm scales kept
+
+
+def test_schnell_samples_plain_flow_as_comfyuis_flux_schnell(files):
+    """ComfyUI's FluxSchnell is model type FLOW (ModelSamplingDiscreteFlow, shift 1.0, multiplier 1.0): sigma =
+    t over a table of 1,000 (i / 1000), the model's timestep = sigma. 'simple' at 3 steps therefore takes the
+    table's entries 1000, 667, 334 (in 1/1000) then 0. [dev] keeps FLUX's exponential shift 1.15. (This, not
+    the fp8 weights, was the schnell fidelity case's max 66 / mean 10.35: the exponential shift with mu = 1
+    gave the sigmas 1, 0.845, 0.577.)"""
+    from diffusion.ksampler import sigmas_for
+    from sampling.flux import FluxSampling
+    schnell = load_diffusion_model_file(files["scaled"][0], ModelManager(MemorySettings(force_fp32=True)))
+    sigmas = sigmas_for(schnell, "simple", 3)
+    torch.testing.assert_close(sigmas, torch.tensor([1.0, 0.667, 0.334, 0.0]), rtol=0, atol=1e-6)
+    ms = schnell.model_sampling
+    assert len(ms.sigmas) == 1000 and torch.equal(ms.timestep(torch.tensor([0.5])), torch.tensor([0.5]))
+    dev = load_diffusion_model_file(files["fp8"][0], ModelManager(MemorySettings(force_fp32=True)))
+    assert isinstance(dev.model_sampling, FluxSampling) and dev.model_sampling.shift == 1.15
+
+
+def test_flux_clip_encodes_again_after_a_ram_budget_drop(tmp_path, files):
+    """Beside a FLUX model bigger than the RAM budget the DualCLIPLoader CLIP is dropped; a new text must
+    still encode (it reloads from its files; before it failed with ModelDroppedError in bench/compare.py's
+    full-size FLUX run), to the same conditioning."""
+    from diffusion.flux import encode, load_text_encoder_files
+    from models.testing import tiny_sd3_spec, write_random_text_encoder
+    paths = []
+    for kind, config in tiny_sd3_spec(text=("clip_l", "t5xxl")).text_configs.items():
+        paths.append(write_random_text_encoder(tmp_path / f"{kind}.safetensors", kind, config,
+                                               FP8 if kind == "t5xxl" else torch.float16))
+    manager = ModelManager(MemorySettings(force_fp32=True, ram_budget_bytes=1))
+    clip = load_text_encoder_files(paths, manager)
+    before = encode(clip, "a lighthouse", "a lighthouse")
+    load_diffusion_model_file(files["fp8"][0], manager)            # over the budget: the CLIP is dropped
+    assert manager.record_of(clip) is None or manager.record_of(clip).placement.value == "dropped"
+    after = encode(clip, "a lighthouse", "a lighthouse")
+    assert torch.equal(after[0][0], before[0][0])
+    assert torch.equal(after[0][1]["pooled_output"], before[0][1]["pooled_output"])
