@@ -53,7 +53,18 @@ CLIPTextEncode + FluxGuidance 3.5, EmptySD3LatentImage, KSampler euler / simple,
 bench/fidelity_cases/flux.py's files: the transformer full width at reduced depth (1 double + 2 single
 blocks of the released 19 + 38, bf16), full-size T5-XXL in fp8_e4m3fn, CLIP-L fp16 and the FLUX VAE;
 written into the models folder once (about 6.5 GB). s/step is then that of 3 of the 57 blocks plus the
-embedders and final layer; text_encode_s is T5-XXL + CLIP-L on warm models.
+embedders and final layer; text_encode_s is T5-XXL + CLIP-L on warm models. ``--checkpoint FILE`` runs that
+FLUX diffusion-model file instead (hard-linked into diffusion_models/), e.g. the full-depth [dev] in fp8
+e4m3fn (19 + 38 blocks, 11.9 GB; bench/fidelity_cases/flux.py ``write_dev_full_fp8``), which both sides
+keep in fp8 and cast per layer (ComfyUI: unet_dtype picks the file's fp8 when the bf16 model would not fit):
+
+    flock /tmp/plexus-heavy.lock .venv/bin/python bench/compare.py --family flux --peer-dir ../peer/ComfyUI \
+        --models-dir /tmp/flux-full --checkpoint /tmp/flux-full/diffusion_models/flux1_dev_full_random_fp8_e4m3fn_s0.safetensors \
+        --sizes 512 --steps 1 2 --warmup-steps 0 --rss-cap-gib 20 --port-base 8450
+
+The issue asks for 4 steps; a 1-step and a 2-step run give the same s/step (the difference of the two
+prompts' times, so loading, text encoding and VAE decoding cancel out) at a third of the time on this CPU.
+``--plexus-arg=--novram`` (repeatable) passes flags to the Plexus server only.
 Standard library only, apart from ``models.testing`` (torch) to write the checkpoint.
 """
 from __future__ import annotations
@@ -118,7 +129,7 @@ def flux_prompt(size: int, steps: int, seed: int, checkpoint: str, positive: str
     """The FLUX.1 [dev] template's graph on the fidelity files (same node ids for the timed nodes)."""
     from fidelity_cases import flux as files
     return {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": files.DEV, "weight_dtype": "default"}},
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": checkpoint, "weight_dtype": "default"}},
         "2": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": files.T5, "clip_name2": files.CLIP_L,
                                                          "type": "flux"}},
         "4": {"class_type": "VAELoader", "inputs": {"vae_name": files.VAE}},
@@ -135,16 +146,19 @@ def flux_prompt(size: int, steps: int, seed: int, checkpoint: str, positive: str
     }
 
 
-def ensure_flux_files(models_dir: Path) -> Path:
-    """bench/fidelity_cases/flux.py's [dev], T5-XXL, CLIP-L and VAE files, written once."""
+def ensure_flux_files(models_dir: Path, unet: Path | None = None) -> Path:
+    """bench/fidelity_cases/flux.py's T5-XXL, CLIP-L and VAE files, written once, and its reduced-depth [dev]
+    file, or `unet` (a FLUX diffusion-model file) hard-linked into diffusion_models/ instead."""
     sys.path.insert(0, str(ROOT))
     from fidelity import ensure_model
     from fidelity_cases import flux as files
-    wanted = {files.DEV, files.T5, files.CLIP_L, files.VAE}
+    wanted = {files.T5, files.CLIP_L, files.VAE} | (set() if unet else {files.DEV})
     for model in files.FAMILY.models:
         if model.name in wanted:
             ensure_model(models_dir, model)
-    return models_dir / "diffusion_models" / files.DEV
+    if unet is None:
+        return models_dir / "diffusion_models" / files.DEV
+    return linked_checkpoint(models_dir, unet, "diffusion_models")
 
 
 def ensure_sd3_checkpoint(models_dir: Path, source: Path) -> Path:
@@ -159,11 +173,11 @@ def ensure_sd3_checkpoint(models_dir: Path, source: Path) -> Path:
     return path
 
 
-def linked_checkpoint(models_dir: Path, source: Path) -> Path:
+def linked_checkpoint(models_dir: Path, source: Path, folder: str = "checkpoints") -> Path:
     """An existing checkpoint hard-linked into the models folder (a symlink across file systems)."""
     if not source.exists():
         raise SystemExit(f"{source} does not exist")
-    path = models_dir / "checkpoints" / source.name
+    path = models_dir / folder / source.name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -399,6 +413,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sd3-checkpoint", type=Path, default=SD3_CHECKPOINT,
                         help="the SD3 medium random file (written there by bench/sd3_memory.py when absent)")
     parser.add_argument("--port-base", type=int, help="first of the ports the servers listen on (one each)")
+    parser.add_argument("--plexus-arg", dest="plexus_args", action="append", default=[],
+                        help="a flag for the Plexus server(s) only (repeatable), e.g. --plexus-arg=--novram")
     parser.add_argument("--rss-cap-gib", type=float, help="kill a server whose anonymous RSS passes this")
     parser.add_argument("--models-dir", type=Path,
                         help="reuse this models folder (the checkpoint is written there once); "
@@ -424,9 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     specs: list[ServerSpec] = []
     if args.only != "peer":
-        specs.append(ServerSpec("plexus", args.plexus_python, ROOT))
+        specs.append(ServerSpec("plexus", args.plexus_python, ROOT, list(args.plexus_args)))
         if args.plexus_fp32:
-            specs.append(ServerSpec("plexus-fp32", args.plexus_python, ROOT, ["--force-fp32"]))
+            specs.append(ServerSpec("plexus-fp32", args.plexus_python, ROOT, ["--force-fp32", *args.plexus_args]))
     if args.only != "plexus":
         peer_dir = args.peer_dir.resolve()
         if not (peer_dir / "main.py").exists():
@@ -442,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         models_dir = (args.models_dir or work / "models").resolve()
         if args.family == "flux":
-            checkpoint = ensure_flux_files(models_dir)
+            checkpoint = ensure_flux_files(models_dir, args.checkpoint)
         elif args.checkpoint is not None or args.family == "sdxl":
             checkpoint = linked_checkpoint(models_dir, args.checkpoint or SDXL_CHECKPOINT)
         elif args.family == "sd3":

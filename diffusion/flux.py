@@ -15,27 +15,37 @@ import torch
 
 from imaging import resize
 from model_management import ModelPart
+from model_management.weights import ModuleWeights
 from models import checkpoint as checkpoint_loader
 from models.detection import flux_model_config
 from models.errors import ModelError
 from models.files import load_state_dict
 from models.flux import joint_mask_for_grid
-from models.flux_checkpoint import diffusion_model_prefix, load_flux_transformer, stored_dtype
+from models.flux_checkpoint import diffusion_model_prefix, kept_fp8_dtype, load_flux_transformer, stored_dtype
+from models.fp8_weights import weight_dtype_of
 from models.rebuild import FileRebuilder
 from models.sd3_checkpoint import load_sd3_text_encoder, text_encoder_kind
 from models.text import flux as flux_text
 from sampling.flux import DEV_SHIFT, SCHNELL_SHIFT, FluxSampling, resolution_shift
+from sampling.model_sampling import FlowSampling
 
 from .conditioning import Conditioning, set_values
 from .loading import attention_setting, cached_load, load_dtype_for, with_embeddings, wrap_text_encoders, wrap_unet
-from .objects import DiffusionModel, TextEncoders
+from .objects import DiffusionModel, TextEncoders, TextEncoderStack
 
 DEFAULT_GUIDANCE = 3.5       # what a [dev] model gets when the conditioning names none (ComfyUI model_base.Flux)
 
 
-def default_sampling(config) -> FluxSampling:
-    """[dev] shift 1.15, [schnell] 1.0 (ComfyUI supported_models Flux / FluxSchnell sampling_settings)."""
-    return FluxSampling(shift=DEV_SHIFT if config.unet.guidance_embed else SCHNELL_SHIFT)
+def default_sampling(config) -> FlowSampling:
+    """[dev] (guidance_in): FLUX's exponential time shift, shift 1.15 (ComfyUI supported_models.Flux,
+    model type FLUX). [schnell]: plain rectified flow with shift 1.0 -- sigma = t, a table of 1,000 sigmas,
+    timestep = sigma -- because ComfyUI's FluxSchnell builds its model with model type FLOW
+    (ModelSamplingDiscreteFlow, sampling_settings shift 1.0, multiplier 1.0), not FLUX's shift; the
+    exponential shift with mu = 1.0 would give other sigmas (the schnell fidelity case's 66 / 255).
+    ModelSamplingFlux on a [schnell] model still switches it to FLUX's shift, as in ComfyUI."""
+    if config.unet.guidance_embed:
+        return FluxSampling(shift=DEV_SHIFT)
+    return FlowSampling(shift=SCHNELL_SHIFT, multiplier=1.0, timesteps=1000)
 
 
 def is_flux_file(path: str | os.PathLike) -> bool:
@@ -43,34 +53,44 @@ def is_flux_file(path: str | os.PathLike) -> bool:
         return diffusion_model_prefix(source.shapes()) is not None
 
 
-def load_diffusion_model_file(path: str | os.PathLike, manager: Any, *, attention: str | None = None) -> DiffusionModel:
+def load_diffusion_model_file(path: str | os.PathLike, manager: Any, *, attention: str | None = None,
+                              weight_dtype: str = "default") -> DiffusionModel:
     """A FLUX.1 transformer alone (BFL keys, with or without `model.diffusion_model.`; bf16, fp16, fp8
-    e4m3fn, scaled fp8)."""
+    e4m3fn, scaled fp8). An fp8 file (plain or scaled), or any file with an fp8 `weight_dtype` (UNETLoader's),
+    keeps its Linear weights in fp8 in memory and casts each one to the compute dtype where it is used
+    (models/flux_checkpoint.py build_fp8_flux): the 12 B-parameter [dev] holds 11.9 GB, not 23.8 GB of bf16."""
     path = Path(path)
     attention = attention or attention_setting(manager)
+    requested = weight_dtype_of(weight_dtype)
 
     def load() -> tuple:
         with load_state_dict(path) as source:
             prefix = diffusion_model_prefix(source.shapes())
             if prefix is None:
                 raise ModelError(f"{path.name} is not a FLUX.1 diffusion model (no img_in / double_blocks)")
-            dtype = load_dtype_for(manager, ModelPart.DIFFUSION) or stored_dtype(source, prefix)
-            module, config, (lazy, owned) = load_flux_transformer(source, prefix, dtype, attention)
+            fp8 = kept_fp8_dtype(source, prefix, requested)
+            if fp8 is not None:
+                dtype = manager.dtype_choices()[ModelPart.DIFFUSION].dtype
+            else:
+                dtype = load_dtype_for(manager, ModelPart.DIFFUSION) or stored_dtype(source, prefix)
+            module, config, (lazy, owned) = load_flux_transformer(source, prefix, dtype, attention, fp8=fp8)
             source.release_all()
         rebuilder = FileRebuilder(path, lazy, owned, source.file_format) if owned else None
         model_config = flux_model_config(config)
         return (wrap_unet(module, manager, config=model_config, source_key=str(path), rebuilder=rebuilder,
                           model_sampling=default_sampling(model_config)),)
 
-    return cached_load(manager, "flux", path, load, (attention,))[0]
+    return cached_load(manager, "flux", path, load, (attention, weight_dtype))[0]
 
 
 def load_text_encoder_files(paths: Sequence[str | os.PathLike], manager: Any, *,
                             embedding_dirs: Sequence[str | os.PathLike] = ()) -> TextEncoders:
-    """A clip_l and a t5xxl file (any order) as one FLUX CLIP."""
+    """A clip_l and a t5xxl file (any order) as one FLUX CLIP. It can be reloaded after a RAM-budget drop
+    (the towers read from their files again: views of the mapped files, T5-XXL's fp8 kept): beside an
+    11.9 GB fp8 [dev] the budget drops it, and a new prompt text must still encode."""
     paths = [Path(p) for p in paths]
 
-    def load() -> tuple:
+    def read_encoders() -> list:
         encoders = {}
         for path in paths:
             with load_state_dict(path) as source:
@@ -81,8 +101,15 @@ def load_text_encoder_files(paths: Sequence[str | os.PathLike], manager: Any, *,
                 state = {k: source[k] for k in source}
                 encoders[kind] = load_sd3_text_encoder(kind, state, load_dtype_for(manager, ModelPart.TEXT_ENCODER))
                 source.release_all()
-        ordered = [encoders[k] for k in flux_text.FLUX_KINDS if k in encoders]
-        return (wrap_text_encoders(ordered, manager, source_key="|".join(map(str, paths)), layout="flux"),)
+        return [encoders[k] for k in flux_text.FLUX_KINDS if k in encoders]
+
+    def reload() -> dict:
+        return dict(ModuleWeights(TextEncoderStack({e.kind: e for e in read_encoders()})).home)
+
+    def load() -> tuple:
+        clip = wrap_text_encoders(read_encoders(), manager, source_key="|".join(map(str, paths)), layout="flux")
+        manager.register(clip, dtype=manager.dtype_choices()[ModelPart.TEXT_ENCODER].dtype, reload=reload)
+        return (clip,)
 
     clip = cached_load(manager, "flux_text:" + "|".join(str(p.resolve()) for p in paths), paths[0], load)[0]
     return with_embeddings(clip, embedding_dirs)

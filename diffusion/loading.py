@@ -255,10 +255,7 @@ def load_unet_file(path: str | os.PathLike, manager: Any, *, prediction_type: st
         return sd3.load_diffusion_model_file(path, manager, attention=attention, weight_dtype=weight_dtype)
     from . import flux
     if flux.is_flux_file(path):                       # FLUX.1 transformer alone
-        if fp8 is not None:
-            raise ModelError(f"UNETLoader weight_dtype {weight_dtype!r} is supported for SD1.x/SD2.x/SDXL UNets and "
-                             "SD3 / SD3.5 diffusion models, not yet for FLUX.1; use 'default'")
-        return flux.load_diffusion_model_file(path, manager, attention=attention)
+        return flux.load_diffusion_model_file(path, manager, attention=attention, weight_dtype=weight_dtype)
 
     def load() -> tuple:
         with load_state_dict(path) as source:

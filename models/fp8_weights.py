@@ -92,7 +92,36 @@ def store_weights_in_fp8(model: nn.Module, fp8: torch.dtype, compute_dtype: torc
             for name, param in layer.named_parameters(recurse=False):
                 if param.is_floating_point():
                     setattr(layer, name, nn.Parameter(param.data.to(fp8), requires_grad=False))
+    return compute_per_use(model, compute_dtype)
+
+
+def compute_per_use(model: nn.Module, compute_dtype: torch.dtype) -> nn.Module:
+    """Make `model`, whose layer weights are already fp8 (a loader built it so), compute in `compute_dtype`
+    with each fp8 weight cast inside the call that uses it."""
+    if not hasattr(model, "compute_dtype"):
+        raise ModelError(f"{type(model).__name__} cannot keep its weights in fp8 (it has no compute_dtype)")
     model.compute_dtype = compute_dtype
     model.CASTS_WEIGHTS_PER_USE = True
     model.forward = _Fp8Forward(model.forward, compute_dtype)
     return model
+
+
+class ScaledFp8Linear(nn.Linear):
+    """A Linear of a ComfyUI `scaled_fp8` file: fp8 `weight` whose true value is weight * `scale_weight` (a
+    float32 scalar buffer). forward: F.linear(x * scale, weight, bias), which is x @ (weight * scale)^T + bias
+    (the scale is a scalar), so the fp8 weight is used as stored and cast per use like any other.
+    A weight that is no longer fp8 is a patched copy (a LoRA merged by model management onto the stored,
+    unscaled values), which this layer cannot apply correctly: it says so instead of computing."""
+
+    scale_weight: Tensor
+
+    @classmethod
+    def convert(cls, layer: nn.Linear, scale: Tensor) -> None:
+        layer.__class__ = cls
+        layer.register_buffer("scale_weight", scale.detach().to(torch.float32).reshape(()).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.weight.dtype not in FP8_TO_HALF:
+            raise ModelError("a patched (LoRA) weight on a scaled fp8 model is not supported yet",
+                             "load an unscaled (bf16 / fp16 / plain fp8) file to apply LoRAs")
+        return F.linear(x * self.scale_weight.to(x.dtype), self.weight, self.bias)

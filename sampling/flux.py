@@ -17,7 +17,7 @@ from sampling.model_sampling import FlowSampling
 
 BASE_SEQ_LEN, MAX_SEQ_LEN = 256, 4096
 DEV_SHIFT = 1.15            # [dev] default (ComfyUI ModelSamplingFlux default shift)
-SCHNELL_SHIFT = 1.0         # [schnell]: sampling_settings shift 1.0
+SCHNELL_SHIFT = 1.0         # [schnell]: sampling_settings shift 1.0 of plain flow (diffusion.flux.default_sampling)
 
 
 def flux_time_shift(mu: float, t: Tensor | float) -> Tensor | float:

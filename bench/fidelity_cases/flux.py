@@ -29,6 +29,7 @@ T5 = "fidelity_t5xxl_random_fp8_e4m3fn_s0.safetensors"
 CLIP_L = "fidelity_flux_clip_l_random_fp16_s0.safetensors"
 VAE = "fidelity_flux_ae_random_fp16_s0.safetensors"
 LORA = "fidelity_flux_kohya_r8_s2.safetensors"
+DEV_FULL_FP8 = "flux1_dev_full_random_fp8_e4m3fn_s0.safetensors"    # bench/compare.py --family flux --full
 IMAGE = "fidelity_flux_pattern_64.png"
 IMAGE_WITH_MASK = "fidelity_flux_pattern_mask_64.png"
 SIZE = 64
@@ -42,6 +43,16 @@ def write_dev(path: Path) -> None:
     from models.flux import FluxConfig
     from models.testing import write_random_flux
     write_random_flux(path, FluxConfig(depth=1, depth_single_blocks=2), dtype=torch.bfloat16, seed=0)
+
+
+def write_dev_full_fp8(path: Path) -> None:
+    """FLUX.1 [dev] at full depth (19 double + 38 single blocks, 11.9 B parameters) with every tensor in
+    fp8 e4m3fn, as the published flux1-dev-fp8 files hold it: 11.9 GB, streamed one tensor at a time."""
+    import torch
+
+    from models.flux import FluxConfig
+    from models.testing import write_random_flux
+    write_random_flux(path, FluxConfig(), dtype=torch.float8_e4m3fn, seed=0)
 
 
 def write_schnell(path: Path) -> None:
