@@ -123,13 +123,22 @@ def sd3_prompt(size: int, steps: int, seed: int, checkpoint: str, positive: str 
 
 def sd35_prompt(size: int, steps: int, seed: int, checkpoint: str, positive: str = POSITIVE) -> dict[str, Any]:
     """ComfyUI's SD3.5 medium example: MM-DiT-X + VAE from the checkpoint, TripleCLIPLoader for the text."""
-    from sd3_files import SD35_TEXT
+    from sd3_files import SD35_DIR, SD35_TEXT
     prompt = sd3_prompt(size, steps, seed, checkpoint, positive)
-    prompt["11"] = {"class_type": "TripleCLIPLoader", "inputs": {
-        "clip_name1": SD35_TEXT["clip_l"], "clip_name2": SD35_TEXT["clip_g"], "clip_name3": SD35_TEXT["t5xxl"]}}
+    if (SD35_DIR / SD35_TEXT["t5xxl"]).exists():
+        prompt["11"] = {"class_type": "TripleCLIPLoader", "inputs": {
+            "clip_name1": SD35_TEXT["clip_l"], "clip_name2": SD35_TEXT["clip_g"], "clip_name3": SD35_TEXT["t5xxl"]}}
+    else:                                           # bench/sd3_files.py could not write T5 (disk): CLIP-L + G
+        prompt["11"] = {"class_type": "DualCLIPLoader", "inputs": {
+            "clip_name1": SD35_TEXT["clip_l"], "clip_name2": SD35_TEXT["clip_g"], "type": "sd3", "device": "default"}}
     for node in ("6", "7"):
         prompt[node]["inputs"]["clip"] = ["11", 0]
     return prompt
+
+
+def sd35_has_t5() -> bool:
+    from sd3_files import SD35_DIR, SD35_TEXT
+    return (SD35_DIR / SD35_TEXT["t5xxl"]).exists()
 
 
 def flux_prompt(size: int, steps: int, seed: int, checkpoint: str, positive: str = POSITIVE) -> dict[str, Any]:
@@ -349,6 +358,8 @@ def measure(spec: ServerSpec, args: argparse.Namespace, work: Path, model_paths:
                                     positive="an old stone bridge over a river in autumn, morning fog")
             result.text_encode_s = run.node_s.get(TEXT_ENCODE_NODE)
             towers = "CLIP-L + T5-XXL" if args.family == "flux" else "CLIP-L + CLIP-G + T5-XXL"
+            if args.family == "sd35" and run.node_s is not None and not sd35_has_t5():
+                towers = "CLIP-L + CLIP-G, no T5-XXL file"
             print(f"[{spec.label}] text encode ({towers}, warm): "
                   f"{_seconds(result.text_encode_s)}", flush=True)
     except (PromptFailed, RuntimeError, OSError, KeyError) as exc:

@@ -9,11 +9,15 @@
   encoders ComfyUI's SD3.5 example graph loads through TripleCLIPLoader, in the key layout the SD3 files use
   with their prefixes stripped.
 
-bench/compare.py --family sd35 hard-links them into its models folder. Random weights from models/testing.py.
+A file is written only while the disk keeps MARGIN_BYTES free after it (the disk is shared); one that does not
+fit is left out with a message, and bench/compare.py --family sd35 then runs without it (T5-XXL absent:
+DualCLIPLoader type sd3 instead of TripleCLIPLoader, said in its output). compare.py hard-links the files into
+its models folder. Random weights from models/testing.py.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SD35_DIR = Path("/tmp/plexus-sd35-medium")
 SD35_CHECKPOINT = "sd3.5_medium-random.safetensors"
+MARGIN_BYTES = 4 * 2 ** 30
 SD35_TEXT = {"clip_l": "clip_l.safetensors", "clip_g": "clip_g.safetensors", "t5xxl": "t5xxl_fp8_e4m3fn.safetensors"}
 
 
@@ -40,7 +45,8 @@ def sd35_medium_mmdit():
 
 
 def write_sd35_medium(directory: Path = SD35_DIR) -> dict[str, Path]:
-    """Write the files that are missing; returns {"checkpoint" | kind: path}."""
+    """Write the files that are missing (and fit, see MARGIN_BYTES); returns {"checkpoint" | kind: path} of
+    the files there."""
     sys.path.insert(0, str(ROOT))
     import torch
 
@@ -49,8 +55,15 @@ def write_sd35_medium(directory: Path = SD35_DIR) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"checkpoint": directory / SD35_CHECKPOINT, **{k: directory / v for k, v in SD35_TEXT.items()}}
     dtypes = {"clip_l": torch.float16, "clip_g": torch.float16, "t5xxl": torch.float8_e4m3fn}
-    for key, path in paths.items():
+    sizes = {"checkpoint": 5_107_089_320, "clip_l": 246_144_152, "clip_g": 1_389_382_176, "t5xxl": 4_900_000_000}
+    for key, path in list(paths.items()):
         if path.exists():
+            continue
+        free = shutil.disk_usage(directory).free
+        if free < sizes[key] + MARGIN_BYTES:
+            print(f"not written: {path.name} needs {sizes[key] / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free "
+                  f"(a margin of {MARGIN_BYTES / 2**30:.0f} GiB is kept)", flush=True)
+            del paths[key]
             continue
         started = time.perf_counter()
         partial = path.with_suffix(".partial.safetensors")
