@@ -39,6 +39,13 @@ folder, never copied) with the SD3 template's graph: EmptySD3LatentImage, KSampl
 cfg 4.5. After the warm pairs, one more prompt with a new positive text (1 step) times its CLIPTextEncode
 node, CLIP-L + CLIP-G + T5-XXL on warm models: ``text_encode_s``. ``--rss-cap-gib`` ends a server whose
 anonymous resident set passes it (the machine is shared) and reports that instead of its numbers.
+``--family sd35``: full-size random SD3.5 medium files (bench/sd3_files.py writes them once into
+/tmp/plexus-sd35-medium, about 11.5 GB: the MM-DiT-X + VAE file in bf16, clip_l and clip_g in fp16, t5xxl in
+fp8_e4m3fn; hard-linked into the models folder) with the graph of ComfyUI's SD3.5 medium example: the checkpoint
+for MODEL and VAE, TripleCLIPLoader (clip_l, clip_g, t5xxl) for CLIP, then the SD3 graph above:
+
+    flock /tmp/plexus-heavy.lock .venv/bin/python bench/compare.py --family sd35 --peer-dir ../peer/ComfyUI \
+        --sizes 512 --steps 1 2 --warmup-steps 0 --port-base 8400
 ``--family sdxl``: an SDXL base checkpoint (``--checkpoint``, default the 6.9 GB random fp16 file in the SDXL
 base layout that models/testing.py writes, hard-linked into the models folder, never copied) with the default
 graph above (CLIPTextEncode on the SDXL CLIP, EmptyLatentImage, KSampler euler / normal, cfg 7):
@@ -125,6 +132,26 @@ def sd3_prompt(size: int, steps: int, seed: int, checkpoint: str, positive: str 
     return prompt
 
 
+def sd35_prompt(size: int, steps: int, seed: int, checkpoint: str, positive: str = POSITIVE) -> dict[str, Any]:
+    """ComfyUI's SD3.5 medium example: MM-DiT-X + VAE from the checkpoint, TripleCLIPLoader for the text."""
+    from sd3_files import SD35_DIR, SD35_TEXT
+    prompt = sd3_prompt(size, steps, seed, checkpoint, positive)
+    if (SD35_DIR / SD35_TEXT["t5xxl"]).exists():
+        prompt["11"] = {"class_type": "TripleCLIPLoader", "inputs": {
+            "clip_name1": SD35_TEXT["clip_l"], "clip_name2": SD35_TEXT["clip_g"], "clip_name3": SD35_TEXT["t5xxl"]}}
+    else:                                           # bench/sd3_files.py could not write T5 (disk): CLIP-L + G
+        prompt["11"] = {"class_type": "DualCLIPLoader", "inputs": {
+            "clip_name1": SD35_TEXT["clip_l"], "clip_name2": SD35_TEXT["clip_g"], "type": "sd3", "device": "default"}}
+    for node in ("6", "7"):
+        prompt[node]["inputs"]["clip"] = ["11", 0]
+    return prompt
+
+
+def sd35_has_t5() -> bool:
+    from sd3_files import SD35_DIR, SD35_TEXT
+    return (SD35_DIR / SD35_TEXT["t5xxl"]).exists()
+
+
 def flux_prompt(size: int, steps: int, seed: int, checkpoint: str, positive: str = POSITIVE) -> dict[str, Any]:
     """The FLUX.1 [dev] template's graph on the fidelity files (same node ids for the timed nodes)."""
     from fidelity_cases import flux as files
@@ -171,6 +198,18 @@ def ensure_sd3_checkpoint(models_dir: Path, source: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.link(source, path)
     return path
+
+
+def ensure_sd35_files(models_dir: Path) -> Path:
+    """bench/sd3_files.py's SD3.5 medium files (written once) hard-linked into the models folder."""
+    from sd3_files import write_sd35_medium
+    paths = write_sd35_medium()
+    for key, source in paths.items():
+        path = models_dir / ("checkpoints" if key == "checkpoint" else "text_encoders") / source.name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.link(source, path)
+    return models_dir / "checkpoints" / paths["checkpoint"].name
 
 
 def linked_checkpoint(models_dir: Path, source: Path, folder: str = "checkpoints") -> Path:
@@ -233,9 +272,9 @@ class TimedServer(Server):
 
     def run_prompt(self, size: int, steps: int, seed: int, timeout_s: float,
                    positive: str = POSITIVE) -> PromptTiming:
-        if self.family in ("sd3", "flux"):
-            prompt = (sd3_prompt if self.family == "sd3" else flux_prompt)(size, steps, seed, self.checkpoint,
-                                                                          positive)
+        if self.family in ("sd3", "sd35", "flux"):
+            make = {"sd3": sd3_prompt, "sd35": sd35_prompt, "flux": flux_prompt}[self.family]
+            prompt = make(size, steps, seed, self.checkpoint, positive)
         else:
             prompt = txt2img_prompt(size, steps, seed, self.checkpoint)
         done = self.submit(prompt, timeout_s)
@@ -328,11 +367,13 @@ def measure(spec: ServerSpec, args: argparse.Namespace, work: Path, model_paths:
             print(f"[{spec.label}] {size}²: {runs[lo].prompt_s:.2f} s x{lo}, {runs[hi].prompt_s:.2f} s x{hi} "
                   f"-> {s_per_step:.3f} s/step; VAE decode {_seconds(result.warm[size]['vae_decode_s'])}",
                   flush=True)
-        if args.family in ("sd3", "flux"):
+        if args.family in ("sd3", "sd35", "flux"):
             run = server.run_prompt(args.sizes[0], 1, seed=7, timeout_s=args.prompt_timeout_s,
                                     positive="an old stone bridge over a river in autumn, morning fog")
             result.text_encode_s = run.node_s.get(TEXT_ENCODE_NODE)
-            towers = "CLIP-L + CLIP-G + T5-XXL" if args.family == "sd3" else "CLIP-L + T5-XXL"
+            towers = "CLIP-L + T5-XXL" if args.family == "flux" else "CLIP-L + CLIP-G + T5-XXL"
+            if args.family == "sd35" and run.node_s is not None and not sd35_has_t5():
+                towers = "CLIP-L + CLIP-G, no T5-XXL file"
             print(f"[{spec.label}] text encode ({towers}, warm): "
                   f"{_seconds(result.text_encode_s)}", flush=True)
     except (PromptFailed, RuntimeError, OSError, KeyError) as exc:
@@ -355,7 +396,7 @@ def rows(result: SideResult, sizes: list[int], family: str = "sd1") -> dict[str,
         warm = result.warm.get(size, {})
         out[f"{size}² warm s/step"] = warm.get("s_per_step")
         out[f"{size}² VAE decode (s)"] = warm.get("vae_decode_s")
-    if family in ("sd3", "flux"):
+    if family in ("sd3", "sd35", "flux"):
         out["text encode, warm (s)"] = result.text_encode_s
     out["peak RSS (MiB)"] = result.peak_rss_mib
     return out
@@ -403,8 +444,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="an unmeasured run at each new size before the pair (0: none)")
     parser.add_argument("--smoke", action="store_true", help="256² only, steps 1 and 2, no warm-up run")
     parser.add_argument("--ckpt-dtype", choices=("fp16", "fp32", "bf16"), default="fp16")
-    parser.add_argument("--family", choices=("sd1", "sd3", "sdxl", "flux"), default="sd1",
-                        help="sd3: the SD3 medium all-in-one file and the SD3 graph; sdxl: an SDXL base file "
+    parser.add_argument("--family", choices=("sd1", "sd3", "sd35", "sdxl", "flux"), default="sd1",
+                        help="sd3: the SD3 medium all-in-one file and the SD3 graph; sd35: the SD3.5 medium files and "
+                             "its TripleCLIPLoader graph; sdxl: an SDXL base file "
                              "and the default graph; flux: the reduced-depth FLUX.1 [dev] files and the FLUX "
                              "graph (see above)")
     parser.add_argument("--checkpoint", type=Path,
@@ -463,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = linked_checkpoint(models_dir, args.checkpoint or SDXL_CHECKPOINT)
         elif args.family == "sd3":
             checkpoint = ensure_sd3_checkpoint(models_dir, args.sd3_checkpoint)
+        elif args.family == "sd35":
+            checkpoint = ensure_sd35_files(models_dir)
         else:
             checkpoint = ensure_checkpoint(models_dir, args.ckpt_dtype)
         model_paths = write_model_paths(work, models_dir, ("checkpoints", "loras", "embeddings", "vae",

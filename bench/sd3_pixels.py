@@ -13,13 +13,16 @@ ComfyUI side runs in a subprocess of the peer's own interpreter through its Pyth
 `--controlnet` applies a random one-block SD3 ControlNet (diffusers SD3ControlNetModel layout) to both prompts
 with ControlNetApplyAdvanced and the VAE-encoded hint, on both sides.
 
-`--full FILE` runs the full-size all-in-one file with its own three text encoders instead (T5-XXL in fp8
-included); `--plexus-default` / `--peer-default` run either side in its default dtypes: the default-mode
-distance.
+`--full FILE` runs a full-size file instead: the SD3 all-in-one file with its own three text encoders (T5-XXL in
+fp8 included), or with `--text-encoders FILE...` an SD3.5 medium file (MM-DiT-X + VAE) with standalone clip_l /
+clip_g / t5xxl files (bench/sd3_files.py's), loaded as TripleCLIPLoader does on both sides. `--plexus-default` /
+`--peer-default` run either side in its default dtypes: the default-mode distance; `--both` runs Plexus in fp32
+and then in its default mode against the one ComfyUI fp32 run (one line each).
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import subprocess
 import sys
@@ -45,7 +48,7 @@ PEER_SCRIPT = textwrap.dedent("""
     model, clip, vae = comfy.sd.load_checkpoint_guess_config(cfg["ckpt"], output_vae=True,
                                                              output_clip=cfg["clip"] is None)[:3]
     if cfg["clip"] is not None:
-        clip = comfy.sd.load_clip([cfg["clip"]], clip_type=comfy.sd.CLIPType.SD3)
+        clip = comfy.sd.load_clip(cfg["clip"], clip_type=comfy.sd.CLIPType.SD3)
     pos = clip.encode_from_tokens_scheduled(clip.tokenize(cfg["positive"]))
     neg = clip.encode_from_tokens_scheduled(clip.tokenize(cfg["negative"]))
     if cfg.get("controlnet"):
@@ -114,7 +117,7 @@ def plexus_pixels(cfg: dict) -> np.ndarray:
     manager = ModelManager(MemorySettings(force_fp32=not cfg.get("plexus_default")))
     model, clip, vae = loading.load_checkpoint_file(cfg["ckpt"], manager)
     if cfg["clip"] is not None:
-        clip = sd3.load_text_encoder_files([cfg["clip"]], manager)
+        clip = sd3.load_text_encoder_files(cfg["clip"], manager)
     pos, neg = conditioning.encode_text(clip, cfg["positive"]), conditioning.encode_text(clip, cfg["negative"])
     if cfg.get("controlnet"):
         from diffusion import controlnet
@@ -142,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="Plexus in its default dtypes (bf16 on a CPU) against ComfyUI in fp32: the distance")
     parser.add_argument("--peer-default", action="store_true",
                         help="ComfyUI without --force-fp32 (its CPU default: fp32 MM-DiT, fp16-stored CLIP)")
+    parser.add_argument("--text-encoders", type=Path, nargs="+",
+                        help="with --full: standalone clip_l / clip_g / t5xxl files (SD3.5 medium ships none)")
+    parser.add_argument("--both", action="store_true", help="Plexus in fp32, then in its default mode")
     parser.add_argument("--full", type=Path,
                         help="an SD3 all-in-one file (bench/sd3_memory.py's full-size one) with its own CLIP-L, "
                              "CLIP-G and fp8 T5-XXL instead of the small files (heavy: run under the lock)")
@@ -149,9 +155,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="apply a random 1-block SD3 ControlNet (diffusers layout) with a latent hint (vae input)")
     parser.add_argument("--cn-strength", type=float, default=0.8)
     args = parser.parse_args(argv)
-    ckpt, clip = (args.full, None) if args.full else write_files(args.work, args.sd35)
+    if args.full:
+        ckpt, clip = args.full, [str(p) for p in args.text_encoders] if args.text_encoders else None
+    else:
+        ckpt, small_clip = write_files(args.work, args.sd35)
+        clip = [str(small_clip)]
     controlnet, hint = write_controlnet(args.work, args.size) if args.controlnet else (None, None)
-    cfg = {"peer_dir": str(args.peer_dir.resolve()), "ckpt": str(ckpt), "clip": str(clip), "size": args.size,
+    cfg = {"peer_dir": str(args.peer_dir.resolve()), "ckpt": str(ckpt), "clip": clip, "size": args.size,
            "seed": 42, "steps": args.steps, "cfg": 4.5, "sampler": args.sampler, "scheduler": args.scheduler,
            "positive": "a (red:1.2) photo of a cat", "negative": "blurry",
            "out": str(args.work / "peer.npy"), "plexus_default": args.plexus_default,
@@ -161,16 +171,23 @@ def main(argv: list[str] | None = None) -> int:
     python = args.peer_python or args.peer_dir.parent / "venv" / "bin" / "python"
     subprocess.run([str(python), "-c", PEER_SCRIPT, json.dumps(cfg)], check=True)
     theirs = np.load(cfg["out"]).astype(np.int16)
-    ours = plexus_pixels(cfg).astype(np.int16)
+    for plexus_default in ([False, True] if args.both else [args.plexus_default]):
+        ours = plexus_pixels({**cfg, "plexus_default": plexus_default}).astype(np.int16)
+        gc.collect()
+        report(args, ours, theirs, plexus_default)
+    return 0
+
+
+def report(args: argparse.Namespace, ours: np.ndarray, theirs: np.ndarray, plexus_default: bool) -> None:
     diff = np.abs(ours - theirs)
     print(json.dumps({"model": str(args.full) if args.full else "sd35" if args.sd35 else "sd3",
-                      "plexus": "default" if args.plexus_default else "fp32",
+                      "text_encoders": [str(p) for p in args.text_encoders or []],
+                      "plexus": "default" if plexus_default else "fp32",
                       "comfyui": "default" if args.peer_default else "fp32", "shape": list(ours.shape),
-                      "sampler": args.sampler, "controlnet": bool(controlnet),
+                      "sampler": args.sampler, "controlnet": bool(args.controlnet),
                       "scheduler": args.scheduler, "steps": args.steps, "max_abs_diff": int(diff.max()),
                       "mean_abs_diff": float(diff.mean()), "ours_std": float(ours.std()),
-                      "peer_std": float(theirs.std())}))
-    return 0
+                      "peer_std": float(theirs.std())}), flush=True)
 
 
 if __name__ == "__main__":

@@ -264,3 +264,34 @@ class RowBlocks(Adapter):
     def _add_into(self, weight: Tensor, strength: float) -> None:
         for start, rows, adapter in self.blocks:
             adapter.add_into(weight[start:start + rows], strength)     # a view: rows of a contiguous weight
+
+
+def _swap_halves(t: Tensor) -> Tensor:
+    first, second = t.chunk(2, dim=0)
+    return torch.cat([second, first])
+
+
+@dataclass(frozen=True, eq=False)
+class SwapHalves(Adapter):
+    """`inner`, written for the weight with its two output-row halves in the other order: applied to the
+    swapped weight and swapped back (exact for every format, DoRA too: its norms are per row or summed over
+    rows). diffusers' AdaLayerNormContinuous emits (scale, shift) where the single-file adaLN emits (shift,
+    scale): the last, pre-only context block of an MM-DiT (models/lora/mmdit_keys.py) and its final layer."""
+
+    name = "swapped"
+    inner: Adapter = None
+
+    def __call__(self, weight: Tensor) -> Tensor:
+        return _swap_halves(self.inner(_swap_halves(weight)))
+
+    def delta_numel(self) -> int | None:
+        return self.inner.delta_numel()
+
+    @property
+    def add_into(self):
+        return None if self.inner.add_into is None else self._add_into
+
+    def _add_into(self, weight: Tensor, strength: float) -> None:
+        swapped = _swap_halves(weight)
+        self.inner.add_into(swapped, strength)
+        weight.copy_(_swap_halves(swapped))

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from models.errors import summarise_keys
 from models.files import load_state_dict
-from models.lora.adapters import Adapter, Diff, LoHa, LoKr, LoRA, RowBlocks, SetWeight
+from models.lora.adapters import Adapter, Diff, LoHa, LoKr, LoRA, RowBlocks, SetWeight, SwapHalves
 
 log = logging.getLogger("plexus.lora")
 
@@ -66,6 +66,14 @@ class WeightSlice(NamedTuple):
     key: str
     start: int
     rows: int
+
+
+class HalvesSwapped(NamedTuple):
+    """A LoRA module whose weight (and bias) has the two output-row halves of `key` in the other order, as a
+    value of the `names` map: diffusers' (scale, shift) `norm1_context.linear` of an MM-DiT's last context
+    block against the single-file (shift, scale) `adaLN_modulation.1`."""
+
+    key: str
 
 
 @dataclass
@@ -139,7 +147,8 @@ def _build(module: str, roles: dict[str, Tensor], file_keys: dict[str, str]) -> 
 def build_patches(lora: Mapping[str, Tensor], names: Mapping[str, str],
                   shapes: Mapping[str, tuple[int, ...]] | None = None) -> PatchSet:
     """Patches for the weights `names` reaches ({LoRA module name: weight key or WeightSlice}, from
-    `models.lora.keys`); the slices of one weight become one RowBlocks patch.
+    `models.lora.keys`); the slices of one weight become one RowBlocks patch, a HalvesSwapped module a
+    SwapHalves patch.
 
     `shapes` ({weight key: shape}) lets every patch be checked against its weight now, so a LoRA for a
     model of another size is reported here rather than failing when the model is loaded."""
@@ -161,9 +170,11 @@ def build_patches(lora: Mapping[str, Tensor], names: Mapping[str, str],
         if weight_key is None:
             result.unmatched.extend(group_keys[module].values())
             continue
-        rows = None
+        rows, swapped = None, isinstance(weight_key, HalvesSwapped)
         if isinstance(weight_key, WeightSlice):
             weight_key, rows = weight_key.key, weight_key
+        elif swapped:
+            weight_key = weight_key.key
         made, used = _build(module, roles, group_keys[module])
         leftover = [group_keys[module][r] for r in roles if r not in used]
         if not made:
@@ -179,12 +190,14 @@ def build_patches(lora: Mapping[str, Tensor], names: Mapping[str, str],
             if problem:
                 result.problems.append(f"{module}: {problem}")
                 continue
+            result.formats[adapter.name] += 1
+            if swapped:
+                adapter = SwapHalves(adapter.source_keys, inner=adapter)
             if rows is not None:
                 sliced.setdefault(target, []).append((rows.start, rows.rows, adapter))
             else:
                 result.patches[target] = adapter
             result.used_keys.update(adapter.source_keys)
-            result.formats[adapter.name] += 1
     for target, blocks in sliced.items():
         blocks = sorted(blocks, key=lambda b: b[0])
         if target in result.patches:                 # a whole-weight patch as well: applied first

@@ -11,16 +11,18 @@ Where diffusers splits one fused single-file weight, its names address row block
 `attn.to_q` / `to_k` / `to_v` are rows 0..D, D..2D, 2D..3D of `x_block.attn.qkv`, `attn.add_{q,k,v}_proj`
 of `context_block.attn.qkv`, `attn2.to_{q,k,v}` of `x_block.attn2.qkv` (dual attention); the loader patches
 those rows (adapters.RowBlocks), as ComfyUI's key map does with (offset, size) slices. The pre-only last
-context block's adaLN is (scale, shift) in diffusers and (shift, scale) here: a LoRA on it would need its
-output rows swapped, not a slice of the weight, so those keys are reported as unmatched (not dropped
-silently). Module correspondences: diffusers' single-file converter
-(`convert_sd3_transformer_checkpoint_to_diffusers`), read for facts.
+context block's adaLN (`norm1_context.linear`) and the final layer's (`norm_out.linear`) are diffusers'
+AdaLayerNormContinuous, (scale, shift), where the single file has (shift, scale): those names map to
+`HalvesSwapped` and their patches are applied with the two output-row halves swapped (adapters.SwapHalves),
+as ComfyUI's key map applies its swap_scale_shift to them. Module correspondences: diffusers' single-file
+converter (`convert_sd3_transformer_checkpoint_to_diffusers`, whose swap_scale_shift reorders exactly these
+two weights), read for facts.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from models.lora.loader import WeightSlice
+from models.lora.loader import HalvesSwapped, WeightSlice
 from models.mmdit import MMDiTConfig
 
 _DIFFUSERS_PREFIXES = ("transformer.", "", "base_model.model.", "transformer.base_model.model.")
@@ -65,11 +67,25 @@ def _diffusers_slices(config: MMDiTConfig) -> dict[str, tuple[str, int]]:
     return out
 
 
-def mmdit_lora_names(config: MMDiTConfig, weight_keys: Iterable[str], prefix: str = "") -> dict[str, str | WeightSlice]:
-    """{LoRA module name: weight key, or the WeightSlice of a fused qkv} for an MM-DiT whose state-dict keys
-    start with `prefix`."""
+def _diffusers_swapped(config: MMDiTConfig) -> dict[str, str]:
+    """{diffusers module path: single-file module} of the (scale, shift) adaLNs (see the module docstring)."""
+    last = config.depth - 1
+    return {f"transformer_blocks.{last}.norm1_context.linear": f"joint_blocks.{last}.context_block.adaLN_modulation.1",
+            "norm_out.linear": "final_layer.adaLN_modulation.1"}
+
+
+def mmdit_lora_names(config: MMDiTConfig, weight_keys: Iterable[str],
+                     prefix: str = "") -> dict[str, str | WeightSlice | HalvesSwapped]:
+    """{LoRA module name: weight key, the WeightSlice of a fused qkv, or a HalvesSwapped adaLN} for an MM-DiT
+    whose state-dict keys start with `prefix`."""
     keys = set(weight_keys)
-    names: dict[str, str | WeightSlice] = dict(transformer_lora_names(keys, prefix, _diffusers_modules(config)))
+    names: dict[str, str | WeightSlice | HalvesSwapped] = dict(
+        transformer_lora_names(keys, prefix, _diffusers_modules(config)))
+    for diffusers, single in _diffusers_swapped(config).items():
+        key = f"{prefix}{single}.weight"
+        if key in keys:
+            for p in _DIFFUSERS_PREFIXES:
+                names[p + diffusers] = HalvesSwapped(key)
     d = config.hidden_size
     for diffusers, (single, third) in _diffusers_slices(config).items():
         key = f"{prefix}{single}.weight"
