@@ -37,7 +37,7 @@ from sampling.core import Step
 from sampling.guidance import DualCFGDenoiser, conds_from_conditioning
 from sampling.schedules import calculate_sigmas
 
-from . import controlnet, gligen, patch_api, previews, sdxl, step_cache
+from . import controlnet, deep_cache, gligen, patch_api, previews, sdxl, step_cache
 from .compile import UNetForward, sampling_forward
 from .objects import DiffusionModel
 from .prepacking import prepacked_for_sampling
@@ -260,7 +260,8 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
             with torch.inference_mode():
                 unet = sampling_forward(model, is_fallback=bool(options))
                 cache = step_cache.StepCacheRun.for_model(model)
-                with prepacked_for_sampling(model, unet), step_cache.reporting(cache):
+                with prepacked_for_sampling(model, unet), step_cache.reporting(cache), \
+                        deep_cache.reused_blocks(model, unet) as unet:
                     return sampling_driver.sample(
                         model_function(model, unet, cache), model.model_sampling, samples, positive_conds, negative_conds,
                         seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,

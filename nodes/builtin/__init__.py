@@ -37,4 +37,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.image_advanced",
     "nodes.builtin.model_patches_extra",
     "nodes.builtin.step_cache",
+    "nodes.builtin.deep_cache",
 )
