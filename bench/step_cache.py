@@ -1,4 +1,4 @@
-"""EasyCache / LazyCache against the uncached run: KSampler seconds, steps skipped, and the image distance.
+"""EasyCache / LazyCache / PlexusDeepCache against the uncached run: KSampler seconds, steps skipped, and the image distance.
 
     .venv/bin/python bench/step_cache.py --checkpoint /path/to/sd15.safetensors
     .venv/bin/python bench/step_cache.py --size 256 --steps 20 --thresholds 0.1 0.2 --samplers euler dpmpp_2m
@@ -14,6 +14,9 @@ With random weights (the default checkpoint is bench/txt2img.py's random full-si
 predictions do not follow a real model's smooth trajectory, so skip counts and distances here are not what
 a trained checkpoint gives; the speed-up per skipped step is. Results: a table on stdout and
 bench/results/step_cache.json.
+
+`--kinds PlexusDeepCache --thresholds 2 3` runs the DeepCache node (cache_depth 1, whole schedule) with those
+cache intervals; its "skipped" column counts the UNet calls that ran only the shallow blocks.
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ from memory import Runner  # bench scripts import each other by file name
 from quality import pixel_distance, read_preview
 from txt2img import DEFAULT_CHECKPOINT, RESULTS, prompt_for, write_checkpoint
 
-SUMMARY = re.compile(r"(EasyCache|LazyCache) - skipped (\d+)/(\d+) steps")
+SUMMARY = re.compile(r"(EasyCache|LazyCache) - skipped (\d+)/(\d+) steps|(DeepCache) - (\d+) cached calls over (\d+)")
+DEEP_CACHE = "PlexusDeepCache"           # --kinds PlexusDeepCache: the threshold list is its cache_interval
 
 
 class _Summaries(logging.Handler):
@@ -48,7 +52,11 @@ class _Summaries(logging.Handler):
 def cached_prompt(size: int, steps: int, seed: int, sampler: str, kind: str | None, threshold: float) -> dict:
     prompt = prompt_for(size, steps, seed)
     prompt["5"]["inputs"]["sampler_name"] = sampler
-    if kind is not None:
+    if kind == DEEP_CACHE:
+        prompt["9"] = {"class_type": kind, "inputs": {"model": ["1", 0], "cache_interval": int(threshold),
+                                                     "cache_depth": 1, "start_percent": 0.0, "end_percent": 1.0}}
+        prompt["5"]["inputs"]["model"] = ["9", 0]
+    elif kind is not None:
         prompt["9"] = {"class_type": kind, "inputs": {"model": ["1", 0], "reuse_threshold": threshold,
                                                      "start_percent": 0.15, "end_percent": 0.95, "verbose": False}}
         prompt["5"]["inputs"]["model"] = ["9", 0]
@@ -63,7 +71,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--samplers", nargs="+", default=["euler"])
     p.add_argument("--kinds", nargs="+", default=["EasyCache", "LazyCache"])
-    p.add_argument("--thresholds", nargs="+", type=float, default=[0.2])
+    p.add_argument("--thresholds", nargs="+", type=float, default=[0.2],
+                   help="reuse thresholds; for PlexusDeepCache the cache intervals (cached calls count as skipped)")
     p.add_argument("--json", type=Path, default=RESULTS / "step_cache.json")
     args = p.parse_args()
     if not args.checkpoint.exists():
@@ -89,7 +98,7 @@ def main() -> int:
                 distance = pixel_distance(read_preview(runner, result), reference)
                 seconds = timing["node_timings_s"]["5"]
                 rows.append({"sampler": sampler, "cache": kind, "threshold": threshold, "ksampler_s": seconds,
-                             "skipped": int(found.group(2)) if found else None, "speedup": round(base_s / seconds, 2),
+                             "skipped": int(found.group(2) or found.group(5)) if found else None, "speedup": round(base_s / seconds, 2),
                              "max_abs": distance.max_abs, "mean_abs": round(distance.mean_abs, 2),
                              "psnr_db": None if distance.psnr_db is None else round(distance.psnr_db, 1)})
                 print(rows[-1], flush=True)

@@ -40,7 +40,7 @@ from sampling.schedules import calculate_sigmas
 
 from models.compute_cast import computing_in
 
-from . import controlnet, gligen, hook_sampling, patch_api, previews, sdxl, step_cache
+from . import controlnet, gligen, deep_cache, hook_sampling, patch_api, previews, sdxl, step_cache
 from .compile import UNetForward, sampling_forward
 from .objects import DiffusionModel
 
@@ -279,7 +279,7 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                     model, unet, groups=hook_sampling.hook_groups(positive_conds, negative_conds),
                     load=lambda handle: manager.load_models_for([handle], working_memory_bytes(model, shape, 2, attention),
                                                                 vram_mode=options.get(VRAM_MODE)))
-                with weights, step_cache.reporting(cache):
+                with weights, step_cache.reporting(cache), deep_cache.reused_blocks(model, unet) as unet:
                     return sampling_driver.sample(
                         model_function(model, unet, cache, weights), model.model_sampling, samples, positive_conds,
                         negative_conds,

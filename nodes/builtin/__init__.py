@@ -38,4 +38,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.model_patches_extra",
     "nodes.builtin.step_cache",
     "nodes.builtin.hooks",
+    "nodes.builtin.deep_cache",
 )
