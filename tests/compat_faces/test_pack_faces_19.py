@@ -184,3 +184,11 @@ def test_a_loaded_pack_that_sets_extension_web_dirs_has_its_js_served(harness, t
     import nodes
 
     assert nodes.EXTENSION_WEB_DIRS["style_pack_web"].endswith("js")
+
+
+def test_server_module_has_aiohttp_web(harness) -> None:
+    import aiohttp.web
+
+    import server
+
+    assert server.web is aiohttp.web          # VideoHelperSuite: ``web = server.web``
