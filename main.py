@@ -577,11 +577,12 @@ def build_server(app: App) -> tuple[Any, Any]:
     folders.ensure_dirs()
     queue_db = None if args.queue_db == "memory" else Path(args.queue_db or folders.user / "plexus" / "queue.sqlite3")
     store = PromptStore(queue_db)
-    plugins = [Plugin(p.name, p.path, p.web_directory) for p in app.report.plugins.plugins if p.is_ok]
     node_services = services.current()
+    registered = dict(node_services.extension_web_dirs)   # web folders packs put in nodes.EXTENSION_WEB_DIRS
+    plugins = [Plugin(p.name, p.path, p.web_directory or (Path(registered[p.name]) if p.name in registered else None))
+               for p in app.report.plugins.plugins if p.is_ok]
     known = {p.name for p in plugins}
-    plugins += [Plugin(name, Path(path), Path(path)) for name, path in node_services.extension_web_dirs.items()
-                if name not in known]       # web folders packs registered in nodes.EXTENSION_WEB_DIRS
+    plugins += [Plugin(name, Path(path), Path(path)) for name, path in registered.items() if name not in known]
     plugins += copied_web_extensions(folders, {p.name for p in plugins})
     if args.ray:
         from cluster.dispatcher import ClusterEngine

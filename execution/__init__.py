@@ -19,6 +19,7 @@ _EXPORTS = {
     "CachePolicy": "execution.caching",
     "PromptStore": "execution.store", "Worker": "execution.worker",
     "workflow_to_prompt": "execution.workflow",
+    "PromptExecutor": "execution.prompt_executor",
 }
 
 __all__ = list(_EXPORTS)

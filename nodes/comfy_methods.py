@@ -83,9 +83,35 @@ def make_method(cls: type, entry: dict[str, Any]) -> Any | None:
     return method
 
 
+# ComfyUI's class-level option lists on core nodes, which packs read to build their own inputs
+# (``nodes.ImageScale.upscale_methods``): attribute -> the input whose options it lists
+OPTION_ATTRIBUTES = {
+    "LatentUpscale": {"upscale_methods": "upscale_method", "crop_methods": "crop"},
+    "LatentUpscaleBy": {"upscale_methods": "upscale_method"},
+    "ImageScale": {"upscale_methods": "upscale_method", "crop_methods": "crop"},
+    "ImageScaleBy": {"upscale_methods": "upscale_method"},
+    "LoadImageMask": {"_color_channels": "channel"},
+}
+
+
+def attach_option_lists(cls: type, class_type: str) -> None:
+    """Set ComfyUI's option-list class attributes of ``class_type`` from the node's own input options."""
+    wanted = {attr: input_name for attr, input_name in OPTION_ATTRIBUTES.get(class_type, {}).items()
+              if attr not in vars(cls)}
+    if not wanted:
+        return
+    spec = cls.INPUT_TYPES()
+    inputs = {**spec.get("required", {}), **spec.get("optional", {})}
+    for attr, input_name in wanted.items():
+        options = inputs.get(input_name, (None,))[0]
+        if isinstance(options, (list, tuple)):
+            setattr(cls, attr, list(options))
+
+
 def attach(cls: type, class_type: str) -> bool:
     """Give a built-in node class ComfyUI's method for ``class_type`` and point ``FUNCTION`` at it.
     Returns whether the class now answers ComfyUI's method name."""
+    attach_option_lists(cls, class_type)
     entry = comfy_method(class_type)
     if entry is None or getattr(cls, "FUNCTION", None) != "run" or not callable(getattr(cls, "run", None)):
         return entry is not None and getattr(cls, "FUNCTION", None) == (entry or {}).get("function")

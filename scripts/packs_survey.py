@@ -39,7 +39,9 @@ def _first_error(log: str) -> str:
     return match.group(1).strip()[:200] if match else ""
 
 
-def survey_pack(pack_dir: Path, scratch: Path, port: int, python: str, timeout_s: float) -> dict:
+def survey_pack(pack_dir: Path, scratch: Path, port: int, python: str, timeout_s: float,
+                server_main: Path | None = None) -> dict:
+    """``server_main``: another server's ``main.py`` taking the same flags (ComfyUI's, to count the same pack there)."""
     name = pack_dir.name
     base = scratch / name
     shutil.rmtree(base, ignore_errors=True)
@@ -48,10 +50,11 @@ def survey_pack(pack_dir: Path, scratch: Path, port: int, python: str, timeout_s
     log_path = base / "plexus.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log:
-        server = subprocess.Popen([python, str(REPO / "main.py"), "--cpu", "--port", str(port),
+        server = subprocess.Popen([python, str(server_main or REPO / "main.py"), "--cpu", "--port", str(port),
                                    "--base-directory", str(base)], stdout=log, stderr=subprocess.STDOUT,
-                                  cwd=str(base), env=env)
-    row = {"pack": name, "imports_ok": False, "nodes": 0, "js_listed": 0, "js_served": False, "error": ""}
+                                  cwd=str((server_main.parent if server_main else base)), env=env)
+    row = {"pack": name, "imports_ok": False, "nodes": 0, "classes": [], "js_listed": 0, "js_served": False,
+           "error": ""}
     try:
         deadline = time.monotonic() + timeout_s
         info = None
@@ -66,7 +69,9 @@ def survey_pack(pack_dir: Path, scratch: Path, port: int, python: str, timeout_s
             row["error"] = _first_error(log_text) or f"server did not answer (exit {server.poll()})"
             return row
         module = f"custom_nodes.{name}"
-        row["nodes"] = sum(1 for spec in info.values() if str(spec.get("python_module", "")).startswith(module))
+        row["classes"] = sorted(key for key, spec in info.items()
+                                if str(spec.get("python_module", "")).startswith(module))
+        row["nodes"] = len(row["classes"])
         extensions = json.loads(_get(f"http://127.0.0.1:{port}/extensions"))
         mine = [e for e in extensions if e.startswith(f"/extensions/{name}/")]
         row["js_listed"] = len(mine)
@@ -108,14 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/plexus-packs-survey"))
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--timeout-s", type=float, default=180.0)
+    parser.add_argument("--server-main", type=Path, default=None,
+                        help="run this main.py instead of Plexus's (e.g. ComfyUI's, to count the same packs there)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
     packs = sorted(p for p in args.packs.iterdir() if p.is_dir() and (args.only is None or p.name in args.only))
     rows = []
     for pack in packs:
-        row = survey_pack(pack, args.scratch, args.port, args.python, args.timeout_s)
-        print(json.dumps(row), flush=True)
+        row = survey_pack(pack, args.scratch, args.port, args.python, args.timeout_s, args.server_main)
+        print(json.dumps({k: v for k, v in row.items() if k != "classes"}), flush=True)
         rows.append(row)
     command = "python scripts/packs_survey.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.json:

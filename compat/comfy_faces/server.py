@@ -14,6 +14,8 @@ import io
 import struct
 from typing import Any, Callable
 
+from aiohttp import web  # noqa: F401  (ComfyUI's server module has it as an attribute: packs use server.web)
+
 from nodes import services as _services
 from web.plugin_api import PluginWebAPI
 

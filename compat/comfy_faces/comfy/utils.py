@@ -2,6 +2,7 @@
 over ``models.files``, resizing over ``imaging.resize``, and the tiled-scale helpers."""
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Callable
 
@@ -188,6 +189,60 @@ def tiled_scale(samples: torch.Tensor, function: Callable[[torch.Tensor], torch.
                 if pbar is not None:
                     pbar.update(1)
         output[i] = value / weight.clamp(min=1e-8)
+    return output
+
+
+def _scaled(value: float, amount: Any, downscale: bool) -> int:
+    """A size or position after scaling by ``amount`` (a number, or a function of the value)."""
+    if callable(amount):
+        return round(amount(value))
+    return round(value / amount) if downscale else round(value * amount)
+
+
+@torch.inference_mode()
+def tiled_scale_multidim(samples: torch.Tensor, function: Callable[[torch.Tensor], torch.Tensor],
+                         tile: tuple = (64, 64), overlap: Any = 8, upscale_amount: Any = 4, out_channels: int = 3,
+                         output_device: str = "cpu", downscale: bool = False, index_formulas: Any = None,
+                         pbar: ProgressBar | None = None) -> torch.Tensor:
+    """``tiled_scale`` over the last ``len(tile)`` dims of ``[B, C, *dims]`` (video latents: (t, h, w)).
+    ``upscale_amount`` / ``overlap`` are per dim or one for all; ``downscale`` divides instead of
+    multiplying (encoders); ``index_formulas`` give tile positions in the output where they scale
+    differently from sizes (a number or a function per dim). Overlaps blend with a linear feather."""
+    dims = len(tile)
+    amounts = list(upscale_amount) if isinstance(upscale_amount, (list, tuple)) else [upscale_amount] * dims
+    overlaps = list(overlap) if isinstance(overlap, (list, tuple)) else [overlap] * dims
+    formulas = (list(index_formulas) if isinstance(index_formulas, (list, tuple))
+                else [index_formulas if index_formulas is not None else a for a in amounts])
+    formulas = [f if f is not None else a for f, a in zip(formulas, amounts)]
+    in_sizes = samples.shape[2:]
+    out_sizes = [_scaled(size, amount, downscale) for size, amount in zip(in_sizes, amounts)]
+    output = torch.empty((samples.shape[0], out_channels, *out_sizes), device=output_device)
+    starts = []
+    for size, t, o in zip(in_sizes, tile, overlaps):
+        step = max(1, t - o)
+        starts.append(sorted({min(p, max(0, size - t)) for p in range(0, max(1, size - o), step)})
+                      if size > t else [0])
+    for b in range(samples.shape[0]):
+        value = torch.zeros((out_channels, *out_sizes), device=output_device)
+        weight = torch.zeros((1, *out_sizes), device=output_device)
+        for origin in itertools.product(*starts):
+            index = (slice(b, b + 1), slice(None)) + tuple(slice(p, p + t) for p, t in zip(origin, tile))
+            scaled = function(samples[index].to(samples.device)).to(output_device)[0]
+            mask = torch.ones((1, *scaled.shape[1:]), device=output_device)
+            for d in range(dims):
+                feather = min(_scaled(overlaps[d], amounts[d], downscale), mask.shape[d + 1] // 2)
+                for t in range(feather):
+                    ramp = (t + 1) / (feather + 1)
+                    mask.narrow(d + 1, t, 1).mul_(ramp)
+                    mask.narrow(d + 1, mask.shape[d + 1] - t - 1, 1).mul_(ramp)
+            region = (slice(None),) + tuple(
+                slice(_scaled(p, f, downscale), _scaled(p, f, downscale) + n)
+                for p, f, n in zip(origin, formulas, scaled.shape[1:]))
+            value[region] += scaled * mask
+            weight[region] += mask
+            if pbar is not None:
+                pbar.update(1)
+        output[b] = value / weight.clamp(min=1e-8)
     return output
 
 
