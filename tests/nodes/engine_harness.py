@@ -54,3 +54,22 @@ class Harness:
 
     def close(self) -> None:
         services.install(None)
+
+
+def write_reference_image(h: Harness, shape: tuple[int, int] = (56, 56), name: str = "ref.png") -> None:
+    """A seeded random RGB image (height, width) in the harness's input folder, for LoadImage nodes."""
+    import numpy as np
+    from PIL import Image
+    rgb = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    h.folders.input.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(h.folders.input / name)
+
+
+def installed(h: Harness):
+    """Generator body of a per-test fixture over a module-scoped harness with its own services: installs them,
+    clears the engine cache and `Capture.seen`, yields the harness, uninstalls after the test."""
+    services.install(h.services)
+    h.engine.clear_cache()
+    Capture.seen = []
+    yield h
+    services.install(None)

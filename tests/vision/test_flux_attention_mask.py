@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from model_management import MemorySettings
 from models.flux import MASK_FLOOR, Flux, joint_mask_for_grid
@@ -26,7 +24,7 @@ from models.testing import (
 )
 from models.testing_vision import tiny_clip_vision_config, write_random_clip_vision, write_random_style_model
 from nodes import services
-from tests.nodes.engine_harness import Capture, Harness
+from tests.nodes.engine_harness import Capture, Harness, installed, write_reference_image
 
 
 def _grid_matrix(grid_in: tuple[int, int], grid_out: tuple[int, int]) -> torch.Tensor:
@@ -136,9 +134,7 @@ def harness_redux(tmp_path_factory):
     write_random_clip_vision(folders["clip_vision"] / "siglip.safetensors",
                              tiny_clip_vision_config(is_siglip=True), seed=4)
     write_random_style_model(folders["style_models"] / "redux.safetensors", REDUX, seed=1)
-    rgb = np.random.default_rng(0).integers(0, 256, (56, 56, 3), dtype=np.uint8)
-    h.folders.input.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(h.folders.input / "ref.png")
+    write_reference_image(h, (56, 56))
     h.registry.register("TestCapture", Capture)
     yield h
     h.close()
@@ -146,11 +142,7 @@ def harness_redux(tmp_path_factory):
 
 @pytest.fixture
 def harness(harness_redux):
-    services.install(harness_redux.services)
-    harness_redux.engine.clear_cache()
-    Capture.seen = []
-    yield harness_redux
-    services.install(None)
+    yield from installed(harness_redux)
 
 
 def _prompt(*, styled: bool = True, strength: float = 1.0, strength_type: str = "attn_bias") -> dict:

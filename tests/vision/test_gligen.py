@@ -15,7 +15,7 @@ from models.testing import CheckpointSpec, tiny_unet_config, write_random_checkp
 from models.testing_vision import unet_transformer_blocks, write_random_gligen
 from nodes import services
 from tests.diffusion.helpers import TINY_VAE
-from tests.nodes.engine_harness import Capture, Harness
+from tests.nodes.engine_harness import Capture, Harness, installed
 
 UNET = tiny_unet_config("sd1")                     # 7 transformer blocks, widths 32 / 64
 TEXT_WIDTH = 32                                    # the tiny CLIP-L's pooled width
@@ -93,11 +93,7 @@ def harness_module(tmp_path_factory):
 
 @pytest.fixture
 def harness(harness_module):
-    services.install(harness_module.services)
-    harness_module.engine.clear_cache()
-    Capture.seen = []
-    yield harness_module
-    services.install(None)
+    yield from installed(harness_module)
 
 
 def _prompt(boxes=(), *, name="gligen.safetensors", capture="latent"):

@@ -2,11 +2,9 @@
 StyleModelApply's tokens and attention bias, and a style workflow through the real Engine."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers import CLIPVisionConfig
 from transformers.models.clip.modeling_clip import CLIPEncoder
 
@@ -19,7 +17,7 @@ from models.testing import CheckpointSpec, tiny_unet_config, write_random_checkp
 from models.testing_vision import tiny_clip_vision_config, write_random_clip_vision, write_random_style_model
 from nodes import services
 from tests.diffusion.helpers import TINY_VAE
-from tests.nodes.engine_harness import Capture, Harness
+from tests.nodes.engine_harness import Capture, Harness, installed, write_reference_image
 
 STYLE = StyleModelConfig("t2i_style", in_width=128, out_width=32, num_layers=2, num_tokens=4)
 REDUX = StyleModelConfig("redux", in_width=128, out_width=64)
@@ -93,9 +91,7 @@ def harness_module(tmp_path_factory):
         h.folders.paths(kind)[0].mkdir(parents=True, exist_ok=True)
     write_random_clip_vision(h.folders.paths("clip_vision")[0] / "vit.safetensors", tiny_clip_vision_config(), seed=4)
     write_random_style_model(h.folders.paths("style_models")[0] / "style.safetensors", STYLE, seed=1)
-    rgb = np.random.default_rng(0).integers(0, 256, (56, 56, 3), dtype=np.uint8)
-    h.folders.input.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(h.folders.input / "ref.png")
+    write_reference_image(h, (56, 56))
     h.registry.register("TestCapture", Capture)
     yield h
     h.close()
@@ -103,11 +99,7 @@ def harness_module(tmp_path_factory):
 
 @pytest.fixture
 def harness(harness_module):
-    services.install(harness_module.services)
-    harness_module.engine.clear_cache()
-    Capture.seen = []
-    yield harness_module
-    services.install(None)
+    yield from installed(harness_module)
 
 
 def _prompt(*, strength=1.0, strength_type="multiply", styled=True, capture="latent"):

@@ -2,12 +2,10 @@
 SD2.1 unCLIP checkpoints, and unCLIP / Revision workflows through the real Engine on tiny random files."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
 from diffusers.models.embeddings import get_timestep_embedding
-from PIL import Image
 
 from model_management import MemorySettings
 from models.detection import detect
@@ -17,7 +15,7 @@ from models.testing_vision import tiny_clip_vision_config, write_random_clip_vis
 from models.unclip import ImageEmbedding, NoiseAugmentor, unclip_adm
 from nodes import services
 from tests.diffusion.helpers import TINY_VAE
-from tests.nodes.engine_harness import Capture, Harness
+from tests.nodes.engine_harness import Capture, Harness, installed, write_reference_image
 
 VISION = tiny_clip_vision_config()                 # projection 48: label_emb takes 96
 UNCLIP = "tiny-unclip.safetensors"
@@ -70,9 +68,7 @@ def harness_module(tmp_path_factory):
     write_random_clip_vision(vision_dir / "vit-hf.safetensors", VISION, layout="hf", seed=4)
     write_random_clip_vision(vision_dir / "vit-openclip.safetensors", VISION, layout="open_clip", seed=4)
     write_random_clip_vision(vision_dir / "big-g.safetensors", tiny_clip_vision_config(projection_dim=1280), seed=5)
-    rgb = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
-    h.folders.input.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(h.folders.input / "ref.png")
+    write_reference_image(h, (48, 80))
     h.registry.register("TestCapture", Capture)
     yield h
     h.close()
@@ -80,11 +76,7 @@ def harness_module(tmp_path_factory):
 
 @pytest.fixture
 def harness(harness_module):
-    services.install(harness_module.services)
-    harness_module.engine.clear_cache()
-    Capture.seen = []
-    yield harness_module
-    services.install(None)
+    yield from installed(harness_module)
 
 
 def _unclip_prompt(*, strength=1.0, noise_augmentation=0.0, seed=5, images=1, capture="latent"):
