@@ -40,6 +40,21 @@ CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize", "inc
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "mesh_upload", "animated_image_upload",
                   "file_upload")
 SEED_NAMES = frozenset({"seed", "noise_seed"})
+# Input types the newer editor draws as a widget of its own (its ComfyWidgets table beyond the five
+# above: ImageCompare's IMAGECOMPARE slider, COLOR pickers, CURVE editors, ...). Editors older than the
+# widget made a socket of them and saved no value, and the newer ones save null where the widget is not
+# persisted (ImageCompare's), so each is a soft slot: a saved value fills it, a missing one is skipped,
+# and a null is not sent.
+EDITOR_WIDGET_TYPES = frozenset({"MARKDOWN", "IMAGEUPLOAD", "COLOR", "IMAGECOMPARE", "BOUNDING_BOX", "CHART",
+                                 "GALLERIA", "PAINTER", "COMPOSITOR", "TEXTAREA", "CURVE", "RANGE",
+                                 "VIDEO_EDIT", "RESOLUTION_PREVIEW", "BOUNDING_BOXES", "COLORS"})
+# Display widgets an editor extension appends after a core node's own widgets. They are not inputs
+# (the editor never sends them), each editor version saves some prefix of them (none, nulls, or a
+# value such as PreviewAny's "previewMode" toggle), so they are soft slots that are dropped.
+#   PreviewAny: the frontend's previewAny.ts adds preview_markdown, preview_text and previewMode.
+EDITOR_ADDED_WIDGETS: dict[str, tuple[str, ...]] = {
+    "PreviewAny": ("preview_markdown", "preview_text", "previewMode"),
+}
 
 
 def workflow_to_prompt(workflow: dict[str, Any], registry: Any) -> dict[str, dict[str, Any]]:
@@ -179,6 +194,8 @@ class _WidgetSlot:
     default: Any
     extras: tuple[str, ...] = ()
     is_force_input: bool = False
+    is_soft: bool = False      # may be absent from widgets_values (EDITOR_WIDGET_TYPES, EDITOR_ADDED_WIDGETS)
+    is_sent: bool = True       # False for an editor's display widget: never an input of the prompt
     # a DynamicCombo: (option key, the widget slots that follow its value when chosen) per option
     dynamic: tuple[tuple[str, tuple[_WidgetSlot, ...]], ...] | None = None
 
@@ -227,22 +244,28 @@ def _widget_extras(name: str, input_type: Any, options: dict[str, Any]) -> tuple
     return extras
 
 
-def _widget_slots(cls: Any) -> list[_WidgetSlot]:
-    return _slots_of(_spec_inputs(cls), "")
+def _widget_slots(cls: Any, class_type: str | None = None) -> list[_WidgetSlot]:
+    added = [_WidgetSlot(name, None, is_soft=True, is_sent=False)
+             for name in EDITOR_ADDED_WIDGETS.get(class_type or "", ())]
+    return _slots_of(_spec_inputs(cls), "") + added
 
 
 def _slots_of(inputs: list[tuple[str, Any, dict[str, Any]]], prefix: str) -> list[_WidgetSlot]:
     slots = []
     for short_name, input_type, options in inputs:
+        name = prefix + short_name
+        if isinstance(input_type, str) and input_type in EDITOR_WIDGET_TYPES:
+            slots.append(_WidgetSlot(name, options.get("default"), is_force_input=bool(options.get("forceInput")),
+                                     is_soft=True))
+            continue
         if not _is_widget(input_type):
             continue
-        name = prefix + short_name
         if input_type == DYNAMIC_COMBO:
             choices = tuple((str(option["key"]), tuple(_slots_of(_section_inputs(option.get("inputs") or {}),
                                                                   name + ".")))
                             for option in options.get("options") or [] if isinstance(option, dict) and "key" in option)
             default = options.get("default", choices[0][0] if choices else None)
-            slots.append(_WidgetSlot(name, default, (), bool(options.get("forceInput")), choices))
+            slots.append(_WidgetSlot(name, default, (), bool(options.get("forceInput")), dynamic=choices))
             continue
         default = options.get("default")
         if default is None and _is_combo(input_type):
@@ -273,7 +296,8 @@ def _map_widget_values(node: _Node, slots: list[_WidgetSlot]) -> dict[str, Any]:
     if values is None:
         return _defaults(slots)
     if isinstance(values, dict):  # some extensions save widgets by name
-        return {name: values[name] for name in _names(slots, values) if name in values}
+        sent = [slot for slot in slots if slot.is_sent]
+        return {name: values[name] for name in _names(sent, values) if name in values}
     if not isinstance(values, list):
         raise _node_error(node, "widgets_values must be a list", f"got {type(values).__name__}")
     plain = [slot for slot in slots if not slot.is_force_input]
@@ -285,10 +309,11 @@ def _map_widget_values(node: _Node, slots: list[_WidgetSlot]) -> dict[str, Any]:
             for flat, assumed in _expansions(candidate):
                 mapped = _consume(listed, flat)  # older editors also kept a value for forceInput widgets
                 if mapped is not None:
-                    found = {slot.name: value for slot, value in zip(flat, mapped)}
+                    found = {slot.name: value for slot, value in mapped
+                             if slot.is_sent and not (slot.is_soft and value is None)}
                     if all(found.get(name) == key for name, key in assumed.items()):
                         return found
-    expected = ", ".join(slot.describe() for slot in plain)
+    expected = ", ".join(slot.describe() for slot in plain if slot.is_sent)
     raise _node_error(node, f"widget count mismatch: {len(values)} widgets_values for the widget inputs "
                             f"[{expected}]",
                       f"widgets_values={values!r}; the node's spec may differ from the one the workflow "
@@ -299,7 +324,7 @@ def _defaults(slots: list[_WidgetSlot]) -> dict[str, Any]:
     """Each widget's default; a DynamicCombo's default option brings its own widgets' defaults."""
     found: dict[str, Any] = {}
     for slot in slots:
-        if slot.default is None or slot.is_force_input:
+        if slot.default is None or slot.is_force_input or not slot.is_sent:
             continue
         found[slot.name] = slot.default
         for key, inner in slot.dynamic or ():
@@ -319,27 +344,34 @@ def _names(slots: list[_WidgetSlot], values: dict[str, Any]) -> list[str]:
     return names
 
 
-def _consume(values: list[Any], slots: list[_WidgetSlot]) -> list[Any] | None:
-    """One value per slot, skipping each slot's saved extras; None if ``values`` cannot be split so.
+def _consume(values: list[Any], slots: list[_WidgetSlot]) -> list[tuple[_WidgetSlot, Any]] | None:
+    """``(slot, value)`` for each slot that has a saved value, skipping each slot's saved extras; None if
+    ``values`` cannot be split so.
 
     Extras are taken when the saved value fits them (longest run first) and dropped when the counts
-    say they were not saved; a small memoised search over (slot, position) settles it.
+    say they were not saved; a soft slot takes a value when the counts allow and is left out when they
+    do not. A small memoised search over (slot, position) settles it.
     """
     failed: set[tuple[int, int]] = set()
 
-    def walk(index: int, position: int) -> list[Any] | None:
+    def walk(index: int, position: int) -> list[tuple[_WidgetSlot, Any]] | None:
         if index == len(slots):
             return [] if position == len(values) else None
-        if position >= len(values) or (index, position) in failed:
+        if (index, position) in failed:
             return None
-        extras = slots[index].extras
-        for taken in range(len(extras), -1, -1):
-            following = values[position + 1:position + 1 + taken]
-            if len(following) == taken and all(EXTRA_MATCHES[kind](value)
-                                               for kind, value in zip(extras, following)):
-                rest = walk(index + 1, position + 1 + taken)
-                if rest is not None:
-                    return [values[position]] + rest
+        slot = slots[index]
+        if position < len(values):
+            for taken in range(len(slot.extras), -1, -1):
+                following = values[position + 1:position + 1 + taken]
+                if len(following) == taken and all(EXTRA_MATCHES[kind](value)
+                                                   for kind, value in zip(slot.extras, following)):
+                    rest = walk(index + 1, position + 1 + taken)
+                    if rest is not None:
+                        return [(slot, values[position])] + rest
+        if slot.is_soft:
+            rest = walk(index + 1, position)
+            if rest is not None:
+                return rest
         failed.add((index, position))
         return None
 
@@ -538,7 +570,7 @@ class _Converter:
             if node.kind != "node" or node.mode in (MODE_MUTED, MODE_BYPASS):
                 continue
             cls = self.node_class(node)
-            widget_values = _map_widget_values(node, _widget_slots(cls))
+            widget_values = _map_widget_values(node, _widget_slots(cls, node.type))
             inputs = {name: _wrap(value) for name, value in widget_values.items()}
             if node.instance is not None and node.instance.container is not None:
                 overrides = node.instance.container.widget_overrides.get(str(node.raw["id"]), {})

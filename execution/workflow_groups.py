@@ -139,7 +139,7 @@ def expand_group_node(converter: Any, node: _Node, name: str, definition: dict[s
                                     f"{len(widgets)} widgets of the group node",
                               "the group definition and the node disagree; re-save the workflow in the "
                               "editor")
-        for (index, widget), value in zip(widgets, mapped):
+        for (index, widget), (_, value) in zip(widgets, mapped):  # group widgets are never soft: one each
             if str(inner_raw[index].get("type")) == "PrimitiveNode":
                 primitive = nodes[str(index)]
                 primitive["widgets_values"] = [value] + list(primitive.get("widgets_values") or [])[1:]

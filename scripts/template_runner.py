@@ -53,6 +53,7 @@ class RunOutcome:
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
     node_seconds: dict[str, float] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)   # node id -> the text its UI output shows (PreviewAny)
 
 
 # --- shrinking -----------------------------------------------------------------------------------------------
@@ -272,6 +273,14 @@ def count_images(outputs: dict[str, Any]) -> int:
     return sum(len(ui.get("images") or []) for ui in outputs.values() if isinstance(ui, dict))
 
 
+def texts_only(outputs: dict[str, Any], output_nodes: list[str]) -> bool:
+    """Whether a run that left no image is a text template that finished: every output node it ran
+    (PreviewAny, ...) left a text and none of them is an image node (basic_datatype_conversion)."""
+    return bool(output_nodes) and all(
+        isinstance(outputs.get(node_id), dict) and outputs[node_id].get("text")
+        and not outputs[node_id].get("images") for node_id in output_nodes)
+
+
 def run_tiny(workflow: dict[str, Any], family: str, registry: NodeRegistry, base: Path) -> RunOutcome:
     """Write the tiny files for `workflow` under the base folder `base` and run it; the verdict."""
     from model_management import MemorySettings
@@ -307,9 +316,11 @@ def run_tiny(workflow: dict[str, Any], family: str, registry: NodeRegistry, base
         timings = {f"{prompt[n]['class_type']} #{n}": t for n, t in (result.node_timings_s or {}).items() if n in prompt}
         if result.status != "success":
             return RunOutcome(False, _first_error(result), images, seconds, files, timings)
-        if not images:
-            return RunOutcome(False, "finished without an output image", 0, seconds, files, timings)
-        return RunOutcome(True, "", images, seconds, files, timings)
+        texts = {node_id: "\n".join(map(str, ui["text"])) for node_id, ui in result.outputs.items()
+                 if isinstance(ui, dict) and ui.get("text")}
+        if not images and not texts_only(result.outputs, list(checked.outputs_to_execute)):
+            return RunOutcome(False, "finished without an output image", 0, seconds, files, timings, texts)
+        return RunOutcome(True, "", images, seconds, files, timings, texts)
     finally:
         engine.close()
         services.install(previous)

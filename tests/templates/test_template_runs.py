@@ -32,11 +32,12 @@ RUNNABLE = {
     "flux_fill_outpaint_example": "flux", "image_flux.1_fill_dev_OneReward": "flux",
     "flux_canny_model_example": "flux", "flux_redux_model_example": "flux", "flux_kontext_dev_basic": "flux",
     "basic_mask_operations_and_compositing": None, "utility_image_stitch": None,
+    "utility_interpolation_image_upscale": None,
 }
 # Runnable by node types and family, but a model file they name has a layout Plexus does not load yet.
 KNOWN_UNLOADABLE = {"sd3.5_large_canny_controlnet_example", "sd3.5_large_blur"}
-# Model-free templates whose saved widgets do not map onto 0.3.64's specs (see test_official_templates.py).
-KNOWN_CONVERSION = {"basic_datatype_conversion", "utility_interpolation_image_upscale"}
+# Model-free templates whose outputs are texts (PreviewAny), not images.
+TEXT_ONLY = {"basic_datatype_conversion"}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_the_runnable_set_is_this_list(registry) -> None:
         if family is not None or not templates_report.named_models(workflow):
             found[name] = family
     assert found == {**RUNNABLE, **{n: "sd3" for n in KNOWN_UNLOADABLE},
-                     **{n: None for n in KNOWN_CONVERSION}}
+                     **{n: None for n in TEXT_ONLY}}
 
 
 @pytest.mark.parametrize("name", sorted(RUNNABLE))
@@ -73,6 +74,22 @@ def test_template_runs_end_to_end_on_tiny_models(name, registry, tmp_path, caplo
     assert outcome.images >= 1
     outputs = list((tmp_path / "output").rglob("*.png")) + list((tmp_path / "temp").rglob("*.png"))
     assert outputs, "no image file was written"
+
+
+def test_the_datatype_conversion_template_previews_each_converted_value(registry, tmp_path) -> None:
+    """basic_datatype_conversion: the string "1", the int 0 and the float 1.5 through ComfyNumberConvert and
+    ComfyMathExpression into PreviewAny nodes (saved with the editor's display widgets, which are no inputs)."""
+    workflow = read_workflow(FOLDER, "basic_datatype_conversion")
+    outcome = template_runner.run_tiny(workflow, "none", registry, tmp_path)
+    assert outcome.ok, outcome.error
+    titled = {str(node["id"]): node.get("title") for node in workflow["nodes"] if node["type"] == "PreviewAny"}
+    assert len(titled) == 13
+    texts = outcome.texts
+    assert set(texts) == set(titled) and outcome.images == 0
+    # ComfyNumberConvert of the string "1": FLOAT 1.0 and INT 1; of the float 1.5 via the expression "a":
+    # FLOAT 1.5, INT 1 (truncated), BOOLEAN True
+    assert texts["5"] == "1.0" and texts["6"] == "1"
+    assert (texts["20"], texts["21"], texts["22"]) == ("1.5", "1", "True")
 
 
 @pytest.mark.parametrize("name", sorted(KNOWN_UNLOADABLE))
