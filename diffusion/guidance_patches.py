@@ -194,3 +194,17 @@ def with_cfg_function(model: DiffusionModel, fn) -> DiffusionModel:
 
 def with_renorm_cfg(model: DiffusionModel, cfg_trunc: float, renorm: float) -> DiffusionModel:
     return with_cfg_function(model, guidance_variants.renorm_cfg(cfg_trunc, renorm))
+
+
+def with_latent_operation_cfg(model: DiffusionModel, operation: Callable[..., Tensor]) -> DiffusionModel:
+    """LatentApplyOperationCFG: before CFG, the guidance direction cond_x0 - uncond_x0 goes through the
+    LATENT_OPERATION (LatentOperationSharpen, LatentOperationTonemapReinhard, ...) and cond_x0 becomes
+    uncond_x0 + operation(cond_x0 - uncond_x0), as in ComfyUI's nodes_latent.py (an unconditioned pass,
+    which evaluates to zeros, gives operation(cond_x0))."""
+
+    def pre_cfg(args) -> tuple[Tensor, Tensor]:
+        if args.uncond_x0 is None:
+            return operation(latent=args.cond_x0), args.uncond_x0
+        return operation(latent=args.cond_x0 - args.uncond_x0) + args.uncond_x0, args.uncond_x0
+
+    return with_pre_cfg(model, pre_cfg)

@@ -2,18 +2,21 @@
 (`model.diffusion_model.*`, `cond_stage_model.transformer.*`, `first_stage_model.*`), with each handle's
 weight patches (LoRAs) merged in, and the prompt / workflow as metadata, so that the file loads again
 here and in ComfyUI/A1111. Tensors are written one at a time (the file never sits in RAM).
+ImageOnlyCheckpointSave writes MODEL + CLIP_VISION + VAE the same way (see `_vision_entries`).
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from model_management import ModelHandle, apply_patches
-from models.detection import UNET_PREFIX, VAE_PREFIX
+from models.convert.clip_vision import hf_to_open_clip
+from models.detection import UNCLIP_VISION_PREFIX, UNET_PREFIX, VAE_PREFIX
 from models.testing import write_safetensors_streaming
 from models.text.convert import to_open_clip_layout
 
@@ -65,15 +68,33 @@ def _text_entries(clip: TextEncoders | None) -> dict[str, Entry]:
     return out
 
 
+def _vision_entries(vision: Any, model: DiffusionModel) -> dict[str, Entry]:
+    """The CLIP vision tower (ImageOnlyCheckpointSave). ComfyUI puts it under the model family's
+    `clip_vision_prefix`, which no family Plexus loads has except SD2.1 unCLIP (`embedder.model.visual.`):
+    so its Hugging Face names at the top level (what CLIPVisionLoader reads back), and for an unCLIP model
+    the OpenCLIP layout under that prefix, as the original unCLIP files store it (ComfyUI writes Hugging
+    Face names there, which neither loader reads back)."""
+    if vision is None:
+        return {}
+    config = model.model_config
+    if config is None or getattr(config, "variant", None) != "unclip":
+        return _entries(vision, lambda k: k)
+    hf = {key: _patched(vision, key) for key in vision.shared.weights.slots}
+    return {name: ((lambda t=t: t), tuple(t.shape), t.dtype)
+            for name, t in hf_to_open_clip(hf, UNCLIP_VISION_PREFIX).items()}
+
+
 def save_checkpoint(path: str | Path, model: DiffusionModel, clip: TextEncoders | None, vae: Autoencoder | None,
-                    *, prompt: dict | None = None, extra_pnginfo: dict | None = None) -> Path:
-    """Write the checkpoint; metadata carries `prompt` and each extra_pnginfo entry as JSON (ComfyUI)."""
-    for handle in (model, clip, vae):
+                    *, clip_vision: Any = None, prompt: dict | None = None,
+                    extra_pnginfo: dict | None = None) -> Path:
+    """Write the checkpoint; metadata carries `prompt` and each extra_pnginfo entry as JSON (ComfyUI).
+    `clip_vision` (a diffusion.clip_vision.ClipVision) is ImageOnlyCheckpointSave's tower (_vision_entries)."""
+    for handle in (model, clip, vae, clip_vision):
         manager = getattr(handle, "manager", None)
         if handle is not None and manager is not None:
             manager.unload(handle)      # the base tensors may hold another clone's patches, merged in place
     entries = {**_entries(model, lambda k: UNET_PREFIX + k), **_text_entries(clip),
-               **_entries(vae, lambda k: VAE_PREFIX + k)}
+               **_entries(vae, lambda k: VAE_PREFIX + k), **_vision_entries(clip_vision, model)}
     metadata: dict[str, str] = {"format": "pt"}
     if prompt is not None:
         metadata["prompt"] = json.dumps(prompt)

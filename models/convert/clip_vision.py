@@ -77,3 +77,41 @@ def hf_vision_keys(keys) -> list[str]:
     """The keys of a Hugging Face file that belong to the vision tower."""
     return [k for k in keys if k.startswith(HF_PREFIXES) and not k.endswith("position_ids")
             and not k.startswith("vision_model.head.")]
+
+
+def hf_to_open_clip(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The inverse of `open_clip_to_hf`: a tower in Hugging Face names -> OpenCLIP names under `prefix`
+    (q, k, v fused into `in_proj`, the projection transposed back to [C, P]); a key with no OpenCLIP name
+    (a SigLIP tower's, say) raises, naming it."""
+    import torch
+
+    top = {hf: oc for oc, hf in _OPEN_CLIP_TOP.items()}
+    layer_names = {hf: oc for oc, hf in _OPEN_CLIP_LAYER.items()}
+    layer_key = re.compile(r"vision_model\.encoder\.layers\.(\d+)\.(.+)\.(weight|bias)")
+    out: dict[str, Tensor] = {}
+    fused: dict[tuple[str, str], dict[str, Tensor]] = {}
+    unmapped = []
+    for key, tensor in state.items():
+        if key in top:
+            out[prefix + top[key]] = tensor
+        elif key == "visual_projection.weight":
+            out[prefix + "proj"] = tensor.t().contiguous()                    # [P, C] -> [C, P]
+        elif (m := layer_key.fullmatch(key)) and m.group(2) in layer_names:
+            layer, module, param = m.groups()
+            out[f"{prefix}transformer.resblocks.{layer}.{layer_names[module]}.{param}"] = tensor
+        elif (m := layer_key.fullmatch(key)) and m.group(2) in ("self_attn.q_proj", "self_attn.k_proj",
+                                                                 "self_attn.v_proj"):
+            layer, module, param = m.groups()
+            fused.setdefault((layer, param), {})[module.rsplit(".", 1)[1][0]] = tensor  # "q" / "k" / "v"
+        else:
+            unmapped.append(key)
+    for (layer, param), parts in fused.items():
+        if set(parts) != {"q", "k", "v"}:
+            unmapped.append(f"vision_model.encoder.layers.{layer}.self_attn.*_proj.{param}")
+            continue
+        out[f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{param}"] = torch.cat(
+            [parts["q"], parts["k"], parts["v"]])                             # 3 x [C, ...] -> [3C, ...]
+    if unmapped:
+        from models.errors import UnknownModelError, summarise_keys
+        raise UnknownModelError("CLIP vision: keys with no OpenCLIP name", summarise_keys(unmapped))
+    return out

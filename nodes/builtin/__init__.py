@@ -39,4 +39,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.step_cache",
     "nodes.builtin.hooks",
     "nodes.builtin.deep_cache",
+    "nodes.builtin.checkpoints_extra",
 )

@@ -1,7 +1,9 @@
 """Latent arithmetic, batching and latent-operation nodes (ComfyUI's comfy_extras/nodes_latent and
-nodes_rebatch specs). Each wraps one function of `imaging.latent_math`."""
+nodes_rebatch specs). Each wraps one function of `imaging.latent_math` (LatentApplyOperationCFG: of
+`diffusion.guidance_patches`)."""
 from __future__ import annotations
 
+from diffusion.guidance_patches import with_latent_operation_cfg
 from imaging import latent_math
 from nodes.spec import Combo, Float, Input, Int, Output, node
 
@@ -111,6 +113,16 @@ class LatentApplyOperation:
 
     def run(self, samples: dict, operation: latent_math.LatentOperation) -> tuple[dict]:
         return (latent_math.apply_operation(samples, operation),)
+
+
+@node("LatentApplyOperationCFG", category="latent/advanced/operations", experimental=True, function="execute")
+class LatentApplyOperationCFG:
+    model = Input("MODEL")
+    operation = Input("LATENT_OPERATION")
+    RETURNS = ("MODEL",)
+
+    def run(self, model, operation: latent_math.LatentOperation) -> tuple:
+        return (with_latent_operation_cfg(model, operation),)
 
 
 @node("LatentOperationTonemapReinhard", category="latent/advanced/operations", experimental=True,
