@@ -22,6 +22,7 @@ and 1 (``links`` as objects). Problems raise :class:`PlexusError` naming the nod
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,12 +49,20 @@ SEED_NAMES = frozenset({"seed", "noise_seed"})
 EDITOR_WIDGET_TYPES = frozenset({"MARKDOWN", "IMAGEUPLOAD", "COLOR", "IMAGECOMPARE", "BOUNDING_BOX", "CHART",
                                  "GALLERIA", "PAINTER", "COMPOSITOR", "TEXTAREA", "CURVE", "RANGE",
                                  "VIDEO_EDIT", "RESOLUTION_PREVIEW", "BOUNDING_BOXES", "COLORS"})
-# Display widgets an editor extension appends after a core node's own widgets. They are not inputs
-# (the editor never sends them), each editor version saves some prefix of them (none, nulls, or a
-# value such as PreviewAny's "previewMode" toggle), so they are soft slots that are dropped.
-#   PreviewAny: the frontend's previewAny.ts adds preview_markdown, preview_text and previewMode.
-EDITOR_ADDED_WIDGETS: dict[str, tuple[str, ...]] = {
-    "PreviewAny": ("preview_markdown", "preview_text", "previewMode"),
+# Widgets an editor extension appends after a core node's own widgets, as (name, sent), where sent says
+# whether the editor sends it as an input. Each editor version saves some prefix of them (none, nulls, or
+# values), so they are soft slots; a name ending in "*" stands for any number of widgets (sent: never).
+#   PreviewAny: the frontend's previewAny.ts adds preview_markdown, preview_text and previewMode (display
+#     only; none is sent).
+#   CustomCombo: customCombo.ts adds a hidden "index" (the chosen option's position, an int, sent) and
+#     the option texts option0, option1, ... (the node's choices, which only the editor needs).
+EDITOR_ADDED_WIDGETS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "PreviewAny": (("preview_markdown", False), ("preview_text", False), ("previewMode", False)),
+    "CustomCombo": (("index", True), ("option*", False)),
+}
+# What a saved value of an editor-added widget must look like to be taken as that widget's.
+EDITOR_WIDGET_VALUES: dict[str, Callable[[Any], bool]] = {
+    "index": lambda value: isinstance(value, int) and not isinstance(value, bool),
 }
 
 
@@ -196,6 +205,8 @@ class _WidgetSlot:
     is_force_input: bool = False
     is_soft: bool = False      # may be absent from widgets_values (EDITOR_WIDGET_TYPES, EDITOR_ADDED_WIDGETS)
     is_sent: bool = True       # False for an editor's display widget: never an input of the prompt
+    is_rest: bool = False      # takes every value left (an editor-added "name*" widget)
+    fits: Callable[[Any], bool] | None = None   # the saved value it takes must pass this (EDITOR_WIDGET_VALUES)
     # a DynamicCombo: (option key, the widget slots that follow its value when chosen) per option
     dynamic: tuple[tuple[str, tuple[_WidgetSlot, ...]], ...] | None = None
 
@@ -245,8 +256,9 @@ def _widget_extras(name: str, input_type: Any, options: dict[str, Any]) -> tuple
 
 
 def _widget_slots(cls: Any, class_type: str | None = None) -> list[_WidgetSlot]:
-    added = [_WidgetSlot(name, None, is_soft=True, is_sent=False)
-             for name in EDITOR_ADDED_WIDGETS.get(class_type or "", ())]
+    added = [_WidgetSlot(name.rstrip("*"), None, is_soft=True, is_sent=sent, is_rest=name.endswith("*"),
+                         fits=EDITOR_WIDGET_VALUES.get(name))
+             for name, sent in EDITOR_ADDED_WIDGETS.get(class_type or "", ())]
     return _slots_of(_spec_inputs(cls), "") + added
 
 
@@ -360,7 +372,10 @@ def _consume(values: list[Any], slots: list[_WidgetSlot]) -> list[tuple[_WidgetS
         if (index, position) in failed:
             return None
         slot = slots[index]
-        if position < len(values):
+        if slot.is_rest:
+            rest = walk(index + 1, len(values))
+            return [(slot, values[position:])] + rest if rest is not None else None
+        if position < len(values) and (slot.fits is None or slot.fits(values[position])):
             for taken in range(len(slot.extras), -1, -1):
                 following = values[position + 1:position + 1 + taken]
                 if len(following) == taken and all(EXTRA_MATCHES[kind](value)

@@ -15,6 +15,8 @@ types, widget values) and ComfyUI's public ``comfy_extras/nodes_logic.py`` / ``n
 - ResolutionSelector ("utils", "Resolution Selector"): ``aspect_ratio`` (ComfyUI's eight ratios),
   ``megapixels`` FLOAT 1.0 [0.1, 16], ``multiple`` INT 8 [8, 128] step 4 (the three widgets the
   templates save); outputs ``width``, ``height``. Newer ComfyUI adds an advanced ``minimum`` input.
+- CustomCombo ("utils", "Custom Combo", experimental): a combo whose options the editor holds; outputs
+  STRING (the choice) and INDEX (its position, the editor's hidden "index" widget).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import string as ascii_names
 from typing import Any
 
 from execution.errors import PlexusError
-from nodes.spec import Combo, Float, Input, Int, Output, String, node, optional
+from nodes.spec import Combo, Float, Hidden, Input, Int, Output, String, node, optional
 from values import expressions, sizes, text
 
 NUMBER_TYPES = "FLOAT,INT,BOOLEAN"
@@ -125,3 +127,24 @@ class ResolutionSelector:
 
     def run(self, aspect_ratio: str, megapixels: float, multiple: int = 8) -> tuple[int, int]:
         return sizes.resolution(aspect_ratio, megapixels, multiple)
+
+
+@node("CustomCombo", category="utils", display_name="Custom Combo", experimental=True, function="execute",
+      description="Provides a user-defined dropdown combo box where options are written by the user, "
+                  "outputting the selected string and its index.")
+class CustomCombo:
+    # Newer than ComfyUI 0.3.64 (comfy_extras/nodes_logic.py, found with the search tool): the choices are the
+    # editor's own option widgets (customCombo.ts), so the combo is declared empty and VALIDATE_INPUTS takes
+    # 'choice' over (any text is accepted, as ComfyUI does). The editor also sends its hidden "index"
+    # widget, which ComfyUI's node receives through accept_all_inputs; here it is a hidden input of its own
+    # kind, which gets what the prompt gives (execution/compiled.py).
+    choice = Combo([])
+    index = Hidden("INT")
+    RETURNS = (Output("STRING", name="STRING"), Output("INT", name="INDEX"))
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, choice: str) -> bool:
+        return True
+
+    def run(self, choice: str, index: int | None = 0) -> tuple[str, int]:
+        return (choice, int(index or 0))
