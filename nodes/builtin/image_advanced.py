@@ -10,15 +10,16 @@ the search tool, and the templates' saved widgets (["scale dimensions", 512, 512
   its own inputs), ``scale_method`` (default "area"); output ``resized`` of the input's type.
 - SaveImageAdvanced ("image", "Save Image (Advanced)", output node): ``images``, ``filename_prefix``,
   DynamicCombo ``format``: png (bit_depth 8-bit / 16-bit, input_color_space sRGB), exr, avif (with their
-  own widgets); output ``images`` (the input, passed on). Plexus writes png; exr and avif are refused
-  with a clear error (no EXR / 10-bit AVIF encoder here).
+  own widgets); output ``images`` (the input, passed on). Plexus writes png and 8-bit sRGB avif
+  (imaging.avif, Pillow's libavif); exr, 10-bit and HDR avif are refused with a clear error (no EXR /
+  10-bit AV1 encoder here).
 """
 from __future__ import annotations
 
 import torch
 
 from execution.errors import PlexusError
-from imaging import files, png_deep, resize_modes
+from imaging import avif, files, png_deep, resize_modes
 from nodes import services
 from nodes.spec import Combo, DynamicCombo, Float, Hidden, Input, Int, Output, String, node
 
@@ -95,12 +96,27 @@ class SaveImageAdvanced:
 
     def run(self, images: torch.Tensor, filename_prefix: str, format: dict, prompt: dict | None = None,  # noqa: A002
             extra_pnginfo: dict | None = None) -> dict:
-        if format["format"] != "png":
+        if format["format"] not in ("png", "avif"):
             raise PlexusError("unsupported_format", f"SaveImageAdvanced input 'format': Plexus cannot write "
-                              f"{format['format']} files yet", "choose png (8-bit or 16-bit)")
+                              f"{format['format']} files yet", "choose png (8-bit or 16-bit) or avif (8-bit)")
         workflow = (extra_pnginfo or {}).get("workflow")
         prefix = files.expand_prefix(filename_prefix, prompt=prompt, workflow=workflow)
         target = services.folders().save_target(prefix, images.shape[2], images.shape[1])
+        if format["format"] == "avif":
+            return {"ui": {"images": _save_avif(images, target, format)}, "result": (images,)}
         results = png_deep.save_png_images(images, target, bit_depth=format["bit_depth"], prompt=prompt,
                                            extra_pnginfo=extra_pnginfo)
         return {"ui": {"images": results}, "result": (images,)}
+
+
+def _save_avif(images: torch.Tensor, target, format: dict) -> list[dict]:  # noqa: A002
+    mode = format.get("save_mode") or {}
+    if isinstance(mode, str):       # a choice whose option has no inputs stays a plain value
+        mode = {"save_mode": mode}
+    try:
+        return avif.save_avif_images(images, target, bit_depth=format["bit_depth"],
+                                     color_space=format["input_color_space"], crf=format["crf"],
+                                     animated=mode.get("save_mode") == "animated", fps=mode.get("fps", 6.0),
+                                     loop_count=mode.get("loop_count", 0))
+    except avif.AvifError as exc:
+        raise PlexusError("unsupported_format", f"SaveImageAdvanced input 'format' (avif): {exc}") from exc
