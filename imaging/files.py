@@ -150,3 +150,11 @@ def load_mask(path: Path, channel: str) -> torch.Tensor:
     if band == "A":
         mask = 1.0 - mask
     return mask.unsqueeze(0)
+
+
+def png_bytes(image: torch.Tensor, compress_level: int = 1) -> bytes:
+    """One image [H, W, C] in 0..1 as 8-bit PNG bytes with no metadata (SaveImageWebsocket's frames)."""
+    import io
+    buffer = io.BytesIO()
+    to_pil(image).save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()

@@ -40,4 +40,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.hooks",
     "nodes.builtin.deep_cache",
     "nodes.builtin.checkpoints_extra",
+    "nodes.builtin.api_image",
 )
