@@ -82,7 +82,8 @@ class ControlModel(ManagedHandle):
 class ControlNetFile:
     """CONTROL_NET: a loaded control model plus how ComfyUI applies it."""
     model: ControlModel | None                # None for a control-LoRA (built on the sampled MODEL)
-    kind: str                                 # "controlnet" | "t2i_adapter" | "control_lora"
+    kind: str                                 # "controlnet" | "t2i_adapter" | "control_lora" | "mmdit_controlnet"
+                                              # | "sd35_controlnet"
     is_global_average_pooling: bool = False   # *_shuffle files: residuals averaged over the image
     control_types: tuple[int, ...] = ()       # union ControlNets: SetUnionControlNetType's choice (() = auto)
     lora: ControlLoraFile | None = None       # a control-LoRA file
