@@ -11,7 +11,10 @@ ComfyUI side runs in a subprocess of the peer's own interpreter through its Pyth
 (comfy.sd.load_checkpoint_guess_config, comfy.sd.load_clip, nodes.common_ksampler), CPU, fp32.
 
 `--controlnet` applies a random one-block SD3 ControlNet (diffusers SD3ControlNetModel layout) to both prompts
-with ControlNetApplyAdvanced and the VAE-encoded hint, on both sides.
+with ControlNetApplyAdvanced and the VAE-encoded hint, on both sides. `--controlnet stability` applies a random
+one-block SD3.5 ControlNet in Stability's own layout (sd3.5_large_controlnet_*: `--control-type` blur / canny /
+depth, written by models.testing.write_random_sd35_controlnet) on the small MM-DiT in SD3.5 large's layout
+(QK-norm, no dual attention; `--sd35-large`, implied).
 
 `--full FILE` runs a full-size file instead: the SD3 all-in-one file with its own three text encoders (T5-XXL in
 fp8 included), or with `--text-encoders FILE...` an SD3.5 medium file (MM-DiT-X + VAE) with standalone clip_l /
@@ -66,18 +69,18 @@ PEER_SCRIPT = textwrap.dedent("""
 """)
 
 
-def write_files(work: Path, is_sd35: bool) -> tuple[Path, Path]:
+def write_files(work: Path, is_sd35: bool, is_large: bool = False) -> tuple[Path, Path]:
     import torch
 
     from models.mmdit import MMDiTConfig
     from models.testing import Sd3CheckpointSpec, text_encoder_config, write_random_sd3_checkpoint, write_random_text_encoder
     from models.vae import VAEConfig
     work.mkdir(parents=True, exist_ok=True)
-    name = "sd35" if is_sd35 else "sd3"
+    name = "sd35-large" if is_large else "sd35" if is_sd35 else "sd3"
     ckpt, clip = work / f"{name}-small-mmdit.safetensors", work / "clip_l-random.safetensors"
     if not ckpt.exists():
-        mmdit = MMDiTConfig(depth=2, hidden_size=128, num_heads=2, pos_embed_max_size=32, qk_norm=is_sd35,
-                            dual_attention_blocks=(0,) if is_sd35 else ())
+        mmdit = MMDiTConfig(depth=2, hidden_size=128, num_heads=2, pos_embed_max_size=32, qk_norm=is_sd35 or is_large,
+                            dual_attention_blocks=(0,) if is_sd35 and not is_large else ())
         vae = VAEConfig(z_channels=16, embed_dim=16, has_quant_conv=False)
         write_random_sd3_checkpoint(ckpt, Sd3CheckpointSpec(mmdit, vae, seed=3))
     if not clip.exists():
@@ -85,13 +88,23 @@ def write_files(work: Path, is_sd35: bool) -> tuple[Path, Path]:
     return ckpt, clip
 
 
-def write_controlnet(work: Path, size: int) -> tuple[Path, Path]:
+def write_controlnet(work: Path, size: int, layout: str = "diffusers",
+                     control_type: str = "canny") -> tuple[Path, Path]:
     """A random SD3 ControlNet in diffusers' SD3ControlNetModel layout (1 block, the small MM-DiT's width and
-    SD3's context / pooled widths) and a deterministic hint image [1, size, size, 3] in 0..1."""
+    SD3's context / pooled widths), or in Stability's SD3.5 layout (1 block, the small MM-DiT's width, pooled
+    2048, `control_type`), and a deterministic hint image [1, size, size, 3] in 0..1."""
     import torch
     from diffusers import SD3ControlNetModel
     from safetensors.torch import save_file
-    path, hint = work / "sd3-controlnet-1block.safetensors", work / f"hint-{size}.npy"
+    if layout == "stability":
+        from models.testing import sd35_controlnet_config, write_random_sd35_controlnet
+        path = work / f"sd35-controlnet-{control_type}-1block.safetensors"
+        if not path.exists():
+            write_random_sd35_controlnet(path, sd35_controlnet_config(hidden=128, blocks=1, adm=2048),
+                                         control_type=control_type, seed=7)
+    else:
+        path = work / "sd3-controlnet-1block.safetensors"
+    hint = work / f"hint-{size}.npy"
     if not path.exists():
         net = SD3ControlNetModel(sample_size=32, patch_size=2, in_channels=16, num_layers=1, attention_head_dim=64,
                                  num_attention_heads=2, joint_attention_dim=4096, caption_projection_dim=128,
@@ -137,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-python", type=Path)
     parser.add_argument("--work", type=Path, default=Path("/tmp/plexus-sd3-pixels"))
     parser.add_argument("--sd35", action="store_true")
+    parser.add_argument("--sd35-large", action="store_true",
+                        help="the small MM-DiT in SD3.5 large's layout (QK-norm, no dual attention)")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--sampler", default="euler")
@@ -151,16 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", type=Path,
                         help="an SD3 all-in-one file (bench/sd3_memory.py's full-size one) with its own CLIP-L, "
                              "CLIP-G and fp8 T5-XXL instead of the small files (heavy: run under the lock)")
-    parser.add_argument("--controlnet", action="store_true",
-                        help="apply a random 1-block SD3 ControlNet (diffusers layout) with a latent hint (vae input)")
+    parser.add_argument("--controlnet", nargs="?", const="diffusers", choices=("diffusers", "stability"),
+                        help="apply a random 1-block SD3 ControlNet (diffusers layout, or Stability's SD3.5 layout) "
+                             "with a latent hint (vae input)")
+    parser.add_argument("--control-type", default="canny", choices=("blur", "canny", "depth"),
+                        help="with --controlnet stability: the file's control_type (how the hint is prepared)")
     parser.add_argument("--cn-strength", type=float, default=0.8)
     args = parser.parse_args(argv)
     if args.full:
         ckpt, clip = args.full, [str(p) for p in args.text_encoders] if args.text_encoders else None
     else:
-        ckpt, small_clip = write_files(args.work, args.sd35)
+        args.sd35_large = args.sd35_large or args.controlnet == "stability"
+        ckpt, small_clip = write_files(args.work, args.sd35, args.sd35_large)
         clip = [str(small_clip)]
-    controlnet, hint = write_controlnet(args.work, args.size) if args.controlnet else (None, None)
+    controlnet, hint = (write_controlnet(args.work, args.size, args.controlnet, args.control_type)
+                        if args.controlnet else (None, None))
     cfg = {"peer_dir": str(args.peer_dir.resolve()), "ckpt": str(ckpt), "clip": clip, "size": args.size,
            "seed": 42, "steps": args.steps, "cfg": 4.5, "sampler": args.sampler, "scheduler": args.scheduler,
            "positive": "a (red:1.2) photo of a cat", "negative": "blurry",
@@ -180,11 +200,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args: argparse.Namespace, ours: np.ndarray, theirs: np.ndarray, plexus_default: bool) -> None:
     diff = np.abs(ours - theirs)
-    print(json.dumps({"model": str(args.full) if args.full else "sd35" if args.sd35 else "sd3",
+    model = "sd35-large" if args.sd35_large else "sd35" if args.sd35 else "sd3"
+    print(json.dumps({"model": str(args.full) if args.full else model,
                       "text_encoders": [str(p) for p in args.text_encoders or []],
                       "plexus": "default" if plexus_default else "fp32",
                       "comfyui": "default" if args.peer_default else "fp32", "shape": list(ours.shape),
-                      "sampler": args.sampler, "controlnet": bool(args.controlnet),
+                      "sampler": args.sampler, "controlnet": args.controlnet,
+                      "control_type": args.control_type if args.controlnet == "stability" else None,
                       "scheduler": args.scheduler, "steps": args.steps, "max_abs_diff": int(diff.max()),
                       "mean_abs_diff": float(diff.mean()), "ours_std": float(ours.std()),
                       "peer_std": float(theirs.std())}), flush=True)

@@ -27,7 +27,11 @@ ComfyUI's behaviour kept (comfy/controlnet.py, comfy/samplers.py, nodes.py):
 - SD3 ControlNets (MM-DiT) take a latent hint: the hint at 8x the latent size, VAE-encoded (the `vae` input
   of ControlNetApplyAdvanced) and scaled by SD3's latent factor with no shift (ComfyUI's "SD3 controlnet
   weirdness": shift_factor 0); the inpainting one (17 hint channels) gets the keep-mask (1 - mask) resized
-  to the latent as its last channel, 1 everywhere without a mask (ControlNetInpaintingAliMamaApply).
+  to the latent as its last channel, 1 everywhere without a mask (ControlNetInpaintingAliMamaApply);
+- SD3.5 large ControlNets in Stability's layout (blur / canny / depth; kind "sd35_controlnet") take the latent
+  hint with SD3's full latent format (scale and shift), the pixels prepared first by the file's control_type
+  (ComfyUI load_controlnet_sd35: canny a * 127.5 + 0.5, depth 1 - a, blur as is), the pooled text vector as
+  `y`, and the patch embedding of the MODEL being sampled (`x_embedder`, ComfyUI's ControlNetSD35.pre_run).
 """
 from __future__ import annotations
 
@@ -46,8 +50,8 @@ from imaging.resize import upscale
 from model_management import ModelPart
 from models import checkpoint as checkpoint_loader
 from models.controlnet import UNION_CONTROL_TYPES, ControlNet, ControlResiduals
-from models.controlnet_mmdit import MMDiTControlNet
-from models.convert.controlnet_mmdit import sd3_controlnet_state
+from models.controlnet_mmdit import MMDiTControlNet, SD35ControlNet
+from models.convert.controlnet_mmdit import SD35_CONTROL_TYPE_KEY, sd35_controlnet_state, sd3_controlnet_state
 from models.convert import controlnet as control_keys
 from models.detection import ControlModelInfo, detect_control_model
 from models.errors import ModelError
@@ -63,7 +67,7 @@ from .objects import ManagedHandle
 
 HINT_UPSCALE = "nearest-exact"
 LATENT_TO_PIXELS = 8
-LATENT_HINT_KINDS = ("mmdit_controlnet",)      # control models whose hint is a VAE latent
+LATENT_HINT_KINDS = ("mmdit_controlnet", "sd35_controlnet")      # control models whose hint is a VAE latent
 
 
 class ControlModel(ManagedHandle):
@@ -78,7 +82,8 @@ class ControlModel(ManagedHandle):
 class ControlNetFile:
     """CONTROL_NET: a loaded control model plus how ComfyUI applies it."""
     model: ControlModel | None                # None for a control-LoRA (built on the sampled MODEL)
-    kind: str                                 # "controlnet" | "t2i_adapter" | "control_lora"
+    kind: str                                 # "controlnet" | "t2i_adapter" | "control_lora" | "mmdit_controlnet"
+                                              # | "sd35_controlnet"
     is_global_average_pooling: bool = False   # *_shuffle files: residuals averaged over the image
     control_types: tuple[int, ...] = ()       # union ControlNets: SetUnionControlNetType's choice (() = auto)
     lora: ControlLoraFile | None = None       # a control-LoRA file
@@ -107,6 +112,13 @@ def set_union_type(net: ControlNetFile, type_name: str) -> ControlNetFile:
 
 def _build(info: ControlModelInfo, source, dtype: torch.dtype, attention: str):
     keys = list(source.shapes())
+    if info.kind == "sd35_controlnet":
+        config = info.config
+        if SD35_CONTROL_TYPE_KEY in keys:                    # 0 blur, 1 canny, 2 depth: how the hint is prepared
+            config = replace(config, control_type=round(float(source[SD35_CONTROL_TYPE_KEY].reshape(-1)[0])))
+        state = sd35_controlnet_state({k: source[k] for k in keys if k != SD35_CONTROL_TYPE_KEY})
+        return checkpoint_loader.build_module(lambda: SD35ControlNet(config, attention), {k: k for k in state},
+                                              state, dtype, "SD3.5 ControlNet")
     if info.kind == "mmdit_controlnet":
         state = sd3_controlnet_state({k: source[k] for k in keys})
         return checkpoint_loader.build_module(lambda: MMDiTControlNet(info.config, attention), {k: k for k in state},
@@ -204,6 +216,7 @@ class ControlApplication:
         self.extra_concat = list(extra_concat)                   # [B, C, H, W] channels joined to a latent hint
         self.previous = previous
         self.control_model: ControlModel | None = net.model       # a control-LoRA's: set by models(base_model)
+        self.base_model = None                                    # the MODEL sampled (set by models(base_model))
         self._cache: dict[tuple, Tensor | list[Tensor]] = {}     # (kind, size, device, dtype) -> hint/features
 
     def chain(self) -> list[ControlApplication]:
@@ -219,6 +232,7 @@ class ControlApplication:
         out = []
         for application in self.chain():
             application.control_model = application.net.model_for(base_model)
+            application.base_model = base_model
             out.append(application.control_model)
         return out
 
@@ -246,9 +260,13 @@ class ControlApplication:
         if hint is None:
             f = getattr(self.vae, "downscale_ratio", LATENT_TO_PIXELS)
             pixels = upscale(self.hint.float(), width * f, height * f, HINT_UPSCALE, "center")
-            latent = vae_ops.encode(self.vae, pixels.movedim(1, -1)) * SD3_LATENT.scale_factor   # shift 0
-            extra = list(self.extra_concat)
             module = self.control_model.module
+            if isinstance(module, SD35ControlNet):               # Stability's SD3.5 nets: full SD3 latent format
+                pixels = _prepared_sd35_hint(pixels, module.config.control_kind)
+                latent = SD3_LATENT.process_in(vae_ops.encode(self.vae, pixels.movedim(1, -1)))
+            else:                                                # diffusers-layout SD3 nets: scale, shift 0
+                latent = vae_ops.encode(self.vae, pixels.movedim(1, -1)) * SD3_LATENT.scale_factor
+            extra = list(self.extra_concat)
             if getattr(module.config, "is_inpaint", False) and not extra:
                 extra = [torch.ones(1, 1, 1, 1)]                                     # no mask: keep all
             parts = [latent] + [upscale(c.float(), width, height, HINT_UPSCALE, "center")
@@ -274,6 +292,10 @@ class ControlApplication:
                 features = module(self._hint_at(*size, device, module.dtype))
                 self._cache[key] = features
             out = _broadcast_residuals(features, x.shape[0], chunks)
+        elif self.net.kind == "sd35_controlnet":
+            hint = broadcast_hint(self._latent_hint_at(x.shape[2], x.shape[3], device, module.dtype), x.shape[0], chunks)
+            y = inputs.get("pooled_output", inputs.get("y"))
+            out = module(x, hint, timestep.to(device), None if y is None else y.to(device), self._base_x_embedder())
         elif self.net.kind in LATENT_HINT_KINDS:
             hint = broadcast_hint(self._latent_hint_at(x.shape[2], x.shape[3], device, module.dtype), x.shape[0], chunks)
             context = inputs.get("crossattn_controlnet", inputs["c_crossattn"]).to(device)
@@ -293,6 +315,17 @@ class ControlApplication:
             return t.to(x.dtype) if self.net.kind == "t2i_adapter" else t
         return out.map(finish)
 
+    def _base_x_embedder(self):
+        """The patch embedding of the MODEL being sampled, in its own compute dtype (an SD3.5 ControlNet file
+        holds none: ComfyUI copies the base's weights into the net before sampling)."""
+        base = getattr(self.base_model, "module", None)
+        embedder = getattr(base, "x_embedder", None)
+        if embedder is None:
+            raise ModelError("An SD3.5 ControlNet (Stability's format) runs on an SD3.5 MM-DiT model's patch "
+                             "embedding", f"the MODEL is a {type(base).__name__}; connect an SD3.5 large model")
+        dtype = getattr(base, "compute_dtype", None) or embedder.proj.weight.dtype
+        return lambda x: embedder(x.to(dtype))
+
     def residuals(self, x: Tensor, timestep: Tensor, inputs: dict, *, sigma: float, chunks: int,
                   model_sampling) -> ControlResiduals | None:
         """What this application and those below it add to one UNet call. x: the model's scaled input
@@ -303,6 +336,16 @@ class ControlApplication:
         if not self._is_active(sigma, model_sampling):
             return below
         return self._own_residuals(x, timestep, inputs, chunks).plus(below)
+
+
+def _prepared_sd35_hint(pixels: Tensor, control_kind: str) -> Tensor:
+    """The hint pixels [B, C, H, W] as Stability's SD3.5 ControlNets were trained on them (ComfyUI
+    load_controlnet_sd35's preprocess_image): canny edges a * 255 * 0.5 + 0.5, depth inverted, blur as is."""
+    if control_kind == "canny":
+        return pixels * 127.5 + 0.5
+    if control_kind == "depth":
+        return 1.0 - pixels
+    return pixels
 
 
 def _hint_from_image(image: Tensor) -> Tensor:

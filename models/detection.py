@@ -419,6 +419,7 @@ def detect_flux_checkpoint(shapes: Shapes) -> ModelConfig:
 @dataclass(frozen=True)
 class ControlModelInfo:
     kind: str                  # "controlnet" | "t2i_adapter" | "control_lora" | "mmdit_controlnet" (SD3)
+                               # | "sd35_controlnet" (SD3.5 large, Stability's layout)
     layout: str                # "ldm" (original names) | "diffusers"
     prefix: str                # stripped before the module sees the keys ("control_model." or "")
     config: object             # models.controlnet.ControlNetConfig / ControlLoraConfig | T2IAdapterConfig
@@ -430,9 +431,8 @@ def detect_control_model(shapes: Shapes) -> ControlModelInfo:
     if "lora_controlnet" in shapes:                     # Stability control-LoRA: built on the base UNet
         return ControlModelInfo("control_lora", "ldm", "", detect_control_lora(shapes))
     if "controlnet_blocks.0.weight" in shapes and "pos_embed_input.proj.weight" in shapes:
-        if "transformer_blocks.0.adaLN_modulation.1.bias" in shapes:
-            raise UnsupportedModelError("SD3.5 ControlNets in Stability's format (blur / canny / depth for SD3.5 "
-                                        "large) are not supported yet", "found transformer_blocks.*.adaLN_modulation")
+        if "transformer_blocks.0.adaLN_modulation.1.bias" in shapes:      # Stability's SD3.5 layout
+            return ControlModelInfo("sd35_controlnet", "stability", "", detect_sd35_controlnet(shapes))
         return ControlModelInfo("mmdit_controlnet", "diffusers", "", detect_mmdit_controlnet(shapes))
     if "controlnet_cond_embedding.conv_in.weight" in shapes:
         config = detect_controlnet_diffusers(shapes)
@@ -468,6 +468,32 @@ def detect_mmdit_controlnet(shapes: Shapes):
         dual_attention_blocks=tuple(i for i in blocks if f"transformer_blocks.{i}.attn2.to_q.weight" in shapes))
     return MMDiTControlNetConfig(mmdit=mmdit, base_depth=hidden // HEAD_WIDTH,
                                  hint_channels=shapes["pos_embed_input.proj.weight"][1])
+
+
+def detect_sd35_controlnet(shapes: Shapes):
+    """SD35ControlNetConfig of an SD3.5 ControlNet in Stability's layout (`transformer_blocks.i.adaLN_modulation`,
+    `attn.qkv`, `mlp.fc1`; `controlnet_blocks`; `pos_embed_input`; timestep / pooled-text embedders under
+    diffusers' or single-file names). Width 64 x the base's depth, 64-wide heads (ComfyUI's
+    load_controlnet_sd35 assumes the same)."""
+    from models.controlnet_mmdit import HEAD_WIDTH, SD35ControlNetConfig
+    y_key = next((k for k in ("time_text_embed.text_embedder.linear_1.weight", "y_embedder.mlp.0.weight")
+                  if k in shapes), None)
+    t_key = next((k for k in ("time_text_embed.timestep_embedder.linear_1.weight", "t_embedder.mlp.0.weight")
+                  if k in shapes), None)
+    if y_key is None or t_key is None or "transformer_blocks.0.mlp.fc1.weight" not in shapes:
+        raise UnknownModelError("Unknown SD3.5 ControlNet layout: no timestep / pooled-text embedder or MLP",
+                                summarise_keys(list(shapes)))
+    hidden, adm = shapes[y_key][:2]
+    if hidden == adm:
+        raise UnsupportedModelError("SD3.5 ControlNets that re-embed the pooled vector (a square y_embedder, "
+                                    "ComfyUI's double_y_emb) are not supported yet", f"{y_key} {shapes[y_key]}")
+    hint_channels, patch = shapes["pos_embed_input.proj.weight"][1:3]
+    mmdit = MMDiTConfig(
+        depth=len(_block_indices(shapes, "transformer_blocks.")), hidden_size=hidden, num_heads=hidden // HEAD_WIDTH,
+        patch_size=patch, in_channels=hint_channels, out_channels=hint_channels, adm_in_dim=adm,
+        frequency_embedding_size=shapes[t_key][1],
+        mlp_ratio=shapes["transformer_blocks.0.mlp.fc1.weight"][0] / hidden)
+    return SD35ControlNetConfig(mmdit=mmdit, base_depth=hidden // HEAD_WIDTH)
 
 
 def detect_control_lora(shapes: Shapes):

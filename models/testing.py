@@ -583,3 +583,49 @@ def write_random_t2i_adapter(path: str | Path, config, *, layout: str = "origina
     write_safetensors_streaming(path, {k: (shapes[m], dtype) for k, m in keys.items()},
                                 lambda name: random_tensor(keys[name], shapes[keys[name]], dtype, seed))
     return Path(path)
+
+
+# --- SD3.5 ControlNets in Stability AI's layout (models/controlnet_mmdit.py SD35ControlNet) ------------------
+
+SD35_CONTROL_TYPES = {"blur": 0, "canny": 1, "depth": 2}
+
+
+def sd35_controlnet_config(*, hidden: int = 128, blocks: int = 1, adm: int = 64, hint_channels: int = 16):
+    """An SD3.5 ControlNet for a base MM-DiT `hidden` wide (hidden / 64 blocks, 64-wide heads); released:
+    hidden 2432 (SD3.5 large), 19 blocks, adm 2048, 16 hint channels."""
+    from models.controlnet_mmdit import HEAD_WIDTH, SD35ControlNetConfig
+    from models.mmdit import MMDiTConfig
+    mmdit = MMDiTConfig(depth=blocks, hidden_size=hidden, num_heads=hidden // HEAD_WIDTH, in_channels=hint_channels,
+                        out_channels=hint_channels, adm_in_dim=adm)
+    return SD35ControlNetConfig(mmdit=mmdit, base_depth=hidden // HEAD_WIDTH)
+
+
+def sd35_controlnet_file_keys(config) -> dict[str, str]:
+    """{file key: module key} as Stability's released files name them: diffusers' names for the timestep and
+    pooled-text embedders (`time_text_embed.*`), the module's own for everything else."""
+    from models.controlnet_mmdit import SD35ControlNet
+    from models.convert.controlnet_mmdit import _SD35_EMBEDDERS
+    to_file = {v: k for k, v in _SD35_EMBEDDERS.items()}
+    out = {}
+    for key in module_layout(SD35ControlNet, config, ""):
+        module, _, leaf = key.rpartition(".")
+        out[f"{to_file.get(module, module)}.{leaf}"] = key
+    return out
+
+
+def write_random_sd35_controlnet(path: str | Path, config, *, control_type: str | None = "canny",
+                                 dtype: torch.dtype = torch.float32, seed: int = 0) -> Path:
+    """A random-weight SD3.5 ControlNet file in Stability's layout, with its `control_type` scalar (None: none)."""
+    from models.controlnet_mmdit import SD35ControlNet
+    shapes = module_layout(SD35ControlNet, config, "")
+    keys = sd35_controlnet_file_keys(config)
+    layout: Layout = {k: (shapes[m], dtype) for k, m in keys.items()}
+    if control_type is not None:
+        layout["control_type"] = ((), dtype)
+
+    def make(name: str) -> Tensor:
+        if name == "control_type":
+            return torch.tensor(float(SD35_CONTROL_TYPES[control_type]), dtype=dtype)
+        return random_tensor(keys[name], shapes[keys[name]], dtype, seed)
+    write_safetensors_streaming(path, layout, make)
+    return Path(path)

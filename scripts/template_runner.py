@@ -6,7 +6,8 @@ For one template (its editor workflow and its index entry) whose model family Pl
 2. every model file a loader widget names is written, under that exact name, as a tiny random-weight file
    in the real key layout of that loader and family (``models.testing`` / ``models.testing_vision``):
    SD1/SD2/SDXL/SD3/FLUX checkpoints, FLUX diffusion models (Fill / Canny / Kontext by name),
-   CLIP-L / CLIP-G / T5 text encoders, VAEs, CLIP vision towers, Redux style models, FLUX LoRAs;
+   CLIP-L / CLIP-G / T5 text encoders, VAEs, CLIP vision towers, Redux style models, FLUX LoRAs, SD3.5
+   ControlNets in Stability's layout (blur / canny / depth by name);
 3. every image a LoadImage / LoadImageMask node names is written as a small generated RGBA PNG (its alpha
    holds a transparent box, so the MASK output is not empty);
 4. the size widgets are shrunk (width / height 64, batch 1, outpaint pads 16, megapixels 0.01) and the step
@@ -193,6 +194,15 @@ def write_flux_lora(path: Path) -> None:
               str(path))
 
 
+def sd35_control_type(name: str) -> str | None:
+    """"blur" / "canny" / "depth" for Stability's SD3.5 ControlNet files (sd3.5_large_controlnet_<kind>),
+    written in Stability's layout for the tiny SD3.5 checkpoint (128 wide, pooled 64); None for other names."""
+    lower = name.lower()
+    if "sd3.5" not in lower or "controlnet" not in lower:
+        return None
+    return next((kind for kind in ("blur", "canny", "depth") if kind in lower), None)
+
+
 def write_clip_vision(path: Path, family: str) -> None:
     from models.testing_vision import tiny_clip_vision_config, write_random_clip_vision
     lower = path.name.lower()
@@ -234,8 +244,10 @@ def write_model(folders: Folders, kind: str, name: str, role: str, family: str) 
         testing.write_random_vae(path, testing.flux_vae_config() if family in ("flux", "sd3") else _sd_vae())
     elif kind == "loras" and family == "flux":
         write_flux_lora(path)
-    elif kind == "controlnet" and family == "sd3" and name in UNSUPPORTED_MODEL_FILES:
+    elif name in UNSUPPORTED_MODEL_FILES:
         raise NoTinyLayout(f"{role}: {name!r} is {UNSUPPORTED_MODEL_FILES[name]}, which Plexus cannot load yet")
+    elif kind == "controlnet" and family == "sd3" and sd35_control_type(name):
+        testing.write_random_sd35_controlnet(path, testing.sd35_controlnet_config(), control_type=sd35_control_type(name))
     elif kind == "clip_vision":
         write_clip_vision(path, family)
     elif kind == "style_models":

@@ -31,9 +31,8 @@ FAMILY_OF_TAG = {"SD1.5": "sd1", "SD 1.5": "sd1", "SD1": "sd1", "SD2": "sd2", "S
 SUPPORTED_MODEL_TAGS = frozenset(FAMILY_OF_TAG)
 NO_MODEL_TAGS = frozenset({"None", ""})
 # Model files (as templates name them) of a supported family whose layout Plexus does not load yet.
-UNSUPPORTED_MODEL_FILES = {
-    f"sd3.5_large_controlnet_{kind}.safetensors": "an SD3.5 large ControlNet in Stability's format"
-    for kind in ("blur", "canny", "depth")}
+# None at present (the SD3.5 large ControlNets in Stability's format, listed here before, load now).
+UNSUPPORTED_MODEL_FILES: dict[str, str] = {}
 UNSUPPORTED_TAG = "Not supported by Plexus"
 
 

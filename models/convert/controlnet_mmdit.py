@@ -76,3 +76,39 @@ def sd3_controlnet_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     for key, parts in fused.items():
         out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)   # [3D, ...]: q, k, v row blocks
     return out
+
+
+# --- SD3.5 large ControlNets in Stability AI's layout (models/controlnet_mmdit.py SD35ControlNet) -------------
+# The blocks, `controlnet_blocks` and `pos_embed_input` already carry the module's names; the timestep and
+# pooled-text embedders may be stored under diffusers' names (the released files) or the single-file ones
+# (ComfyUI's MMDIT_MAP_BASIC renames the former; facts only). `control_type` is a value, not a weight.
+_SD35_EMBEDDERS = {
+    "time_text_embed.timestep_embedder.linear_1": "t_embedder.mlp.0",
+    "time_text_embed.timestep_embedder.linear_2": "t_embedder.mlp.2",
+    "time_text_embed.text_embedder.linear_1": "y_embedder.mlp.0",
+    "time_text_embed.text_embedder.linear_2": "y_embedder.mlp.2",
+}
+_SD35_BLOCK_KEY = re.compile(r"transformer_blocks\.\d+\.(adaLN_modulation\.1|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
+                             r"\.(weight|bias)$")
+_SD35_OWN = re.compile(r"(controlnet_blocks\.\d+|pos_embed_input\.proj|t_embedder\.mlp\.[02]|y_embedder\.mlp\.[02])"
+                       r"\.(weight|bias)$")
+SD35_CONTROL_TYPE_KEY = "control_type"
+
+
+def sd35_controlnet_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """{SD35ControlNet name: tensor} of a Stability SD3.5 ControlNet file (without its `control_type`)."""
+    out: dict[str, Tensor] = {}
+    unmapped = []
+    for key, tensor in state.items():
+        if key == SD35_CONTROL_TYPE_KEY:
+            continue
+        module, _, leaf = key.rpartition(".")
+        if module in _SD35_EMBEDDERS:
+            out[f"{_SD35_EMBEDDERS[module]}.{leaf}"] = tensor
+        elif _SD35_BLOCK_KEY.match(key) or _SD35_OWN.match(key):
+            out[key] = tensor
+        else:
+            unmapped.append(key)
+    if unmapped:
+        raise KeyError(f"SD3.5 ControlNet: {len(unmapped)} keys with no place in the model: {sorted(unmapped)[:8]}")
+    return out

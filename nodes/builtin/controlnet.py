@@ -93,3 +93,22 @@ class ControlNetInpaintingAliMamaApply:
             start_percent: float, end_percent: float) -> tuple:
         return controlnet.apply_inpainting_control(positive, negative, control_net, vae, image, mask, strength=strength,
                                                    start_percent=start_percent, end_percent=end_percent)
+
+
+@node("ControlNetApplySD3", category="conditioning/controlnet", function="execute",
+      display_name="Apply Controlnet with VAE", deprecated=True)
+class ControlNetApplySD3:
+    positive = Input("CONDITIONING")
+    negative = Input("CONDITIONING")
+    control_net = Input("CONTROL_NET")
+    vae = Input("VAE")
+    image = Input("IMAGE")
+    strength = Float(1.0, min=0.0, max=10.0, step=0.01)
+    start_percent = Float(0.0, min=0.0, max=1.0, step=0.001)
+    end_percent = Float(1.0, min=0.0, max=1.0, step=0.001)
+    RETURNS = (Output("CONDITIONING", name="positive"), Output("CONDITIONING", name="negative"))
+
+    def run(self, positive, negative, control_net, vae, image: torch.Tensor, strength: float, start_percent: float,
+            end_percent: float) -> tuple:
+        return controlnet.apply_control(positive, negative, control_net, image, strength=strength,
+                                        start_percent=start_percent, end_percent=end_percent, vae=vae)

@@ -1,8 +1,8 @@
 """Every official SD1.x / SD2.x / SDXL / SD3.5 / FLUX.1 template whose node types Plexus has runs end to end
 through the Engine on tiny random-weight models written in the real key layouts under the file names its
 loaders name (scripts/template_runner.py), with generated input images and shrunk sizes / steps, and ends
-with an image; so do the model-free templates. The SD3.5 large ControlNet templates are the known exception:
-Stability's SD3.5 ControlNet format is not loadable yet (they are marked in the browser)."""
+with an image; so do the model-free templates (the SD3.5 large blur / canny ControlNet templates included: their
+ControlNets are written in Stability's own SD3.5 layout)."""
 from __future__ import annotations
 
 import logging
@@ -26,7 +26,7 @@ FOLDER = templates_report.templates_dir()
 RUNNABLE = {
     "image_sdxl_simple": "sdxl", "sdxl_simple_example": "sdxl", "sdxlturbo_example": "sdxl",
     "sdxl_refiner_prompt_example": "sdxl", "sdxl_revision_text_prompts": "sdxl",
-    "sd3.5_simple_example": "sd3",
+    "sd3.5_simple_example": "sd3", "sd3.5_large_blur": "sd3", "sd3.5_large_canny_controlnet_example": "sd3",
     "flux_dev_full_text_to_image": "flux", "flux_dev_checkpoint_example": "flux", "flux1_krea_dev": "flux",
     "flux_schnell_full_text_to_image": "flux", "flux_schnell": "flux", "flux_fill_inpaint_example": "flux",
     "flux_fill_outpaint_example": "flux", "image_flux.1_fill_dev_OneReward": "flux",
@@ -34,8 +34,6 @@ RUNNABLE = {
     "basic_mask_operations_and_compositing": None, "utility_image_stitch": None,
     "utility_interpolation_image_upscale": None,
 }
-# Runnable by node types and family, but a model file they name has a layout Plexus does not load yet.
-KNOWN_UNLOADABLE = {"sd3.5_large_canny_controlnet_example", "sd3.5_large_blur"}
 # Model-free templates whose outputs are texts (PreviewAny), not images.
 TEXT_ONLY = {"basic_datatype_conversion"}
 
@@ -62,8 +60,7 @@ def test_the_runnable_set_is_this_list(registry) -> None:
         family = model_family(entry)
         if family is not None or not templates_report.named_models(workflow):
             found[name] = family
-    assert found == {**RUNNABLE, **{n: "sd3" for n in KNOWN_UNLOADABLE},
-                     **{n: None for n in TEXT_ONLY}}
+    assert found == {**RUNNABLE, **{n: None for n in TEXT_ONLY}}
 
 
 @pytest.mark.parametrize("name", sorted(RUNNABLE))
@@ -92,12 +89,18 @@ def test_the_datatype_conversion_template_previews_each_converted_value(registry
     assert (texts["20"], texts["21"], texts["22"]) == ("1.5", "1", "True")
 
 
-@pytest.mark.parametrize("name", sorted(KNOWN_UNLOADABLE))
-def test_sd35_large_controlnet_templates_fail_early_and_say_why(name, registry, tmp_path) -> None:
-    outcome = template_runner.run_tiny(read_workflow(FOLDER, name), "sd3", registry, tmp_path)
-    assert not outcome.ok and "Stability's format" in outcome.error
-    support = assess(entries()[name], read_workflow(FOLDER, name), registry)
-    assert not support.is_supported and "Stability's format" in support.reason()
+
+def test_sd35_controlnet_files_are_written_in_stabilitys_layout(tmp_path) -> None:
+    from models.files import load_state_dict
+    from models.detection import detect_control_model
+    assert template_runner.sd35_control_type("sd3.5_large_controlnet_canny.safetensors") == "canny"
+    assert template_runner.sd35_control_type("sd3.5_large_controlnet_depth.safetensors") == "depth"
+    assert template_runner.sd35_control_type("control_v11p_sd15_canny.safetensors") is None
+    folders = template_runner.Folders(tmp_path)
+    path = template_runner.write_model(folders, "controlnet", "sd3.5_large_controlnet_blur.safetensors", "test", "sd3")
+    with load_state_dict(path) as source:
+        assert detect_control_model(source.shapes()).kind == "sd35_controlnet"
+        assert float(source["control_type"]) == 0.0
 
 
 def test_shrink_cuts_sizes_steps_and_keeps_a_refiner_split() -> None:
@@ -151,6 +154,5 @@ def test_the_browser_index_marks_the_unloadable_and_not_the_runnable(registry) -
               for e in c.get("templates") or []}
     for name in RUNNABLE:
         assert UNSUPPORTED_TAG not in marked[name].get("tags", []), (name, marked[name]["description"])
-    for name in KNOWN_UNLOADABLE:
-        assert UNSUPPORTED_TAG in marked[name]["tags"] and "Stability's format" in marked[name]["description"]
+    assert UNSUPPORTED_TAG in marked["sd3.5_large_depth"]["tags"]           # LotusConditioning is missing
     assert UNSUPPORTED_TAG in marked["image_flux2"]["tags"]                  # "FLUX" + "FLUX.2 Dev"
