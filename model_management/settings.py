@@ -2,9 +2,9 @@
 
 `main.py` fills a :class:`MemorySettings` from the command-line flags (`--cpu`, `--highvram`,
 `--normalvram`, `--lowvram`, `--novram`, `--reserve-vram GB`, `--vram-budget GB`, `--ram-budget GB`,
-`--force-fp32`, `--force-fp16`, `--bf16-unet`, `--fp32-vae`, `--compile-unet`, `--compile-blocking`, `--compile-cache-dir`,
-`--attention`, `--disable-weight-prepack`). Nothing here parses argv
-or looks at a device: the settings are data, and every policy that reads them is a pure function of them.
+`--force-fp32`, `--force-fp16`, `--bf16-unet`, `--fp32-vae`, `--compile-unet`, `--compile-blocking`,
+`--compile-cache-dir`, `--attention`, `--disable-weight-prepack`). Nothing here parses argv or looks
+at a device: the settings are data, and every policy that reads them is a pure function of them.
 """
 from __future__ import annotations
 

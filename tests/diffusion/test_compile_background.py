@@ -87,7 +87,7 @@ def test_sampling_with_a_background_compile_equals_eager_and_follows_lora_patche
     base = sample(twin, clip)
     patched = sample(patch(twin), clip)            # weights swapped in their slots between prompts
     back = sample(twin, clip)
-    assert forward.compiled_calls - calls_before == 3 * 2, "every step (one batch-2 call) of the three prompts ran compiled"
+    assert forward.compiled_calls - calls_before == 3 * 2, "each step (one batch-2 call) of 3 prompts ran compiled"
     assert forward.compiles == 1, "one signature (batch 2 at 8x8), compiled once, LoRA changes included"
     reference = sample(eager_model, eager_clip)
     torch.testing.assert_close(first, reference, atol=1e-5, rtol=1e-5)
@@ -164,3 +164,40 @@ def test_sampling_points_inductor_at_the_configured_cache_folder(tiny_sd15, tmp_
     sample(twin, clip, steps=1)
     assert CompiledForward.of(model.module, "aot_eager").wait(120)
     assert os.environ[CACHE_ENV] == str(folder) and folder.is_dir()
+
+
+EXITING_SCRIPT = """
+import sys, threading, time, torch, torch._dynamo
+sys.path.insert(0, {root!r})
+from diffusion.compile import CompiledForward
+
+@torch._dynamo.register_backend
+def _never_finishes(graph, example_inputs):
+    threading.Event().wait()
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x, timesteps, context):
+        return self.linear(x) + context.mean()
+
+forward = CompiledForward(Tiny(), backend="_never_finishes")
+with torch.inference_mode():
+    forward(torch.zeros(2, 4), torch.zeros(2), torch.zeros(2, 1, 4))
+time.sleep(0.5)
+print("exiting with a compile in flight")
+"""
+
+
+def test_a_compile_in_flight_does_not_keep_the_process_alive():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    script = EXITING_SCRIPT.format(root=root)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "exiting with a compile in flight" in done.stdout
