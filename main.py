@@ -149,8 +149,15 @@ def add_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None
     device.add_argument("--bf16-unet", action="store_true", default=default(False))
     device.add_argument("--fp32-vae", action="store_true", default=default(False))
     device.add_argument("--compile-unet", action="store_true", default=default(False),
-                        help="run the diffusion model through torch.compile (inductor); the first step of "
-                             "each new image size compiles first (minutes on a CPU; see bench/compile.py)")
+                        help="run the diffusion model through torch.compile (inductor); each new image size "
+                             "compiles in a background thread while the first steps run eager (minutes on a "
+                             "CPU, seconds from the on-disk cache; see bench/compile.py)")
+    device.add_argument("--compile-blocking", action="store_true", default=default(False),
+                        help="with --compile-unet: compile on the sampling thread (the first step of each new "
+                             "size waits for it) instead of in the background")
+    device.add_argument("--compile-cache-dir", type=Path, default=default(None), metavar="DIR",
+                        help="torch.compile's on-disk cache (default <base directory>/cache/compile; an "
+                             "existing TORCHINDUCTOR_CACHE_DIR wins)")
     device.add_argument("--disable-weight-prepack", action="store_true", default=default(False),
                         help="on a CPU, run convolutions on their plain weights instead of packing them once "
                              "per sampling run (slower; for comparisons)")
@@ -219,6 +226,11 @@ def make_folders(args: argparse.Namespace) -> tuple[Folders, list[ExtraPath]]:
     return folders, added
 
 
+def compile_cache_dir(args: argparse.Namespace) -> Path:
+    """Where torch.compile keeps generated code between processes: <base directory>/cache/compile."""
+    return (Path(args.base_directory) if args.base_directory else PROGRAM_DIR) / "cache" / "compile"
+
+
 def memory_settings(args: argparse.Namespace) -> Any:
     """model_management's MemorySettings from the device flags (imported here: model_management
     imports torch, and ``check`` should not pay for it when it is not needed elsewhere)."""
@@ -234,6 +246,8 @@ def memory_settings(args: argparse.Namespace) -> Any:
                               force_fp32=args.force_fp32, force_fp16=args.force_fp16,
                               bf16_unet=args.bf16_unet, fp32_vae=args.fp32_vae,
                               compile_diffusion_model=args.compile_unet,
+                              compile_in_background=not args.compile_blocking,
+                              compile_cache_dir=str(args.compile_cache_dir or compile_cache_dir(args)),
                               attention_backend=args.attention.replace("-", "_"),
                               prepack_weights=not args.disable_weight_prepack)
     except ValueError as exc:  # MemorySettingsError: flags that contradict each other

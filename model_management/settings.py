@@ -2,8 +2,9 @@
 
 `main.py` fills a :class:`MemorySettings` from the command-line flags (`--cpu`, `--highvram`,
 `--normalvram`, `--lowvram`, `--novram`, `--reserve-vram GB`, `--vram-budget GB`, `--ram-budget GB`,
-`--force-fp32`, `--force-fp16`, `--bf16-unet`, `--fp32-vae`, `--compile-unet`, `--attention`, `--disable-weight-prepack`). Nothing here parses argv
-or looks at a device: the settings are data, and every policy that reads them is a pure function of them.
+`--force-fp32`, `--force-fp16`, `--bf16-unet`, `--fp32-vae`, `--compile-unet`, `--compile-blocking`,
+`--compile-cache-dir`, `--attention`, `--disable-weight-prepack`). Nothing here parses argv or looks
+at a device: the settings are data, and every policy that reads them is a pure function of them.
 """
 from __future__ import annotations
 
@@ -49,10 +50,16 @@ class MemorySettings:
     bf16_unet: bool = False
     fp32_vae: bool = False
     pin_memory: bool = True                   # CUDA: page-lock streamed weights for async copies
-    # --compile-unet: run the diffusion model's forward through torch.compile (inductor), compiled on first
-    # use per input shape (minutes for a full-size UNet on a CPU); eager while streaming or after a failed
-    # compile. See diffusion/compile.py.
+    # --compile-unet: run the diffusion model's forward through torch.compile (inductor), compiled once per
+    # input shape (minutes for a full-size UNet on a CPU, seconds from the on-disk cache); eager while
+    # streaming or after a failed compile. See diffusion/compile.py.
     compile_diffusion_model: bool = False
+    # --compile-blocking turns this off: the first step of a new shape then waits for its compile instead of
+    # running eager while a background thread compiles it.
+    compile_in_background: bool = True
+    # --compile-cache-dir: inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR, unless the environment sets
+    # it); main.py defaults it to <base directory>/cache/compile. None: inductor's own default folder.
+    compile_cache_dir: str | None = None
     # --attention: the attention backend models are built with (a models.attention name: auto, sdpa, sliced,
     # sub_quadratic); the OOM fall-backs may switch to sub_quadratic for one call.
     attention_backend: str = "auto"

@@ -52,8 +52,9 @@ def _needs_upcast(q: Tensor, upcast: bool) -> bool:
 
 
 def attention_auto(q: Tensor, k: Tensor, v: Tensor, upcast: bool = False) -> Tensor:
-    """The default: "sliced" for bf16 on the CPU (faster there, see the module notes), else "sdpa"."""
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and not upcast:
+    """The default: "sliced" for bf16 on the CPU (faster there, see the module notes), else "sdpa". Under
+    torch.compile always "sdpa": inductor cannot lower the sliced path's `out=` views (diffusion/compile.py)."""
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and not upcast and not torch.compiler.is_compiling():
         return attention_sliced(q, k, v)
     return attention_sdpa(q, k, v, upcast)
 

@@ -96,6 +96,14 @@ def test_compile_unet_flag_reaches_the_memory_settings() -> None:
     assert main.memory_settings(main.parse_args(["run", "wf.json", "--compile-unet"])).compile_diffusion_model
 
 
+def test_compile_mode_and_cache_folder_reach_the_memory_settings(tmp_path: Path) -> None:
+    default = main.memory_settings(main.parse_args(["--compile-unet", "--base-directory", str(tmp_path)]))
+    assert default.compile_in_background and default.compile_cache_dir == str(tmp_path / "cache" / "compile")
+    chosen = main.memory_settings(main.parse_args(["--compile-unet", "--compile-blocking",
+                                                   "--compile-cache-dir", str(tmp_path / "ind")]))
+    assert not chosen.compile_in_background and chosen.compile_cache_dir == str(tmp_path / "ind")
+
+
 def test_contradicting_device_flags_exit_2(tmp_path: Path, dirs: list[str], capsys) -> None:
     workflow = write_json(tmp_path / "wf.json", API_WORKFLOW)
     assert main.main(["check", str(workflow), "--force-fp32", "--bf16-unet", *dirs]) == 2

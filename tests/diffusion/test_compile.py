@@ -1,7 +1,9 @@
 """--compile-unet (diffusion/compile.py) on the tiny random-weight SD1.5 checkpoint through the real loader:
 compiled sampling equals eager, weights changed through a handle are followed without a recompile,
-streaming and failed compiles run eager. One test compiles with inductor (tens of seconds on a CPU);
-the behavioural ones use dynamo's "aot_eager" backend (same tracing and guards, no code generation)."""
+streaming and failed compiles run eager, a background compile does not hold up the first call and is
+swapped in when ready. One test compiles with inductor (tens of seconds on a CPU); the behavioural ones use
+dynamo's "aot_eager" backend (same tracing and guards, no code generation). `BLOCKING` tests run the
+compile on the sampling thread, so that its counts are final when the sampler returns."""
 from __future__ import annotations
 
 import logging
@@ -25,6 +27,9 @@ def _fresh_dynamo():
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
+
+
+BLOCKING = {"compile_diffusion_model": True, "compile_in_background": False}
 
 
 def load(path, **settings):
@@ -61,7 +66,7 @@ def eager(tiny_sd15):
 
 
 def test_inductor_compiled_sampling_equals_eager(tiny_sd15, eager, caplog):
-    model, clip = load(tiny_sd15, compile_diffusion_model=True)
+    model, clip = load(tiny_sd15, **BLOCKING)
     with caplog.at_level(logging.INFO, logger="plexus.diffusion"):
         compiled = sample(model, clip)
     forward = CompiledForward.of(model.module)
@@ -80,7 +85,7 @@ def test_inductor_compiled_sampling_equals_eager(tiny_sd15, eager, caplog):
 
 
 def test_compiled_forward_follows_weights_patched_through_a_handle(tiny_sd15, eager):
-    model, clip = load(tiny_sd15, compile_diffusion_model=True)
+    model, clip = load(tiny_sd15, **BLOCKING)
     model = with_backend(model, "aot_eager")
     eager_model, eager_clip = eager
     base = sample(model, clip)
@@ -96,7 +101,7 @@ def test_compiled_forward_follows_weights_patched_through_a_handle(tiny_sd15, ea
 
 
 def test_new_latent_size_compiles_once_more(tiny_sd15):
-    model, clip = load(tiny_sd15, compile_diffusion_model=True)
+    model, clip = load(tiny_sd15, **BLOCKING)
     model = with_backend(model, "aot_eager")
     positive = conditioning.encode_text(clip, "a cat")
     for size in (8, 16, 8):
@@ -106,7 +111,7 @@ def test_new_latent_size_compiles_once_more(tiny_sd15):
 
 
 def test_streamed_model_runs_eager(tiny_sd15, eager, caplog):
-    model, clip = load(tiny_sd15, compile_diffusion_model=True, vram_mode=VramMode.NO,
+    model, clip = load(tiny_sd15, **BLOCKING, vram_mode=VramMode.NO,
                        vram_budget_bytes=1 << 30)
     model = with_backend(model, "aot_eager")
     with caplog.at_level(logging.INFO, logger="plexus.diffusion"):
@@ -124,7 +129,7 @@ def _fails_like_a_missing_compiler(graph, example_inputs):
 
 @pytest.mark.parametrize("backend", ["no_such_backend", "_fails_like_a_missing_compiler"])
 def test_failed_compile_falls_back_to_eager(tiny_sd15, eager, caplog, backend):
-    model, clip = load(tiny_sd15, compile_diffusion_model=True)
+    model, clip = load(tiny_sd15, **BLOCKING)
     model = with_backend(model, backend)
     with caplog.at_level(logging.WARNING, logger="plexus.diffusion"):
         out = sample(model, clip)
@@ -143,17 +148,18 @@ def test_without_the_setting_nothing_is_compiled(tiny_sd15):
 
 
 def test_an_error_of_the_inputs_is_raised_and_compiling_stays_on(tiny_sd15):
-    model, _ = load(tiny_sd15, compile_diffusion_model=True)
+    model, _ = load(tiny_sd15, **BLOCKING)
     forward = CompiledForward.of(model.module, "aot_eager")
     with torch.inference_mode(), pytest.raises(RuntimeError):
         forward(torch.zeros(1, 4, 8, 8), torch.tensor([10.0]), torch.zeros(1, 77, 7))    # context must be 32 wide
+    assert forward.wait(120)             # the background compile of that call fails, and so does its eager run
     assert not forward.is_failed
 
 
 def test_torch_compile_model_node_compiles_without_the_setting(tiny_sd15, eager):
     from nodes.builtin.step_cache import TorchCompileModel
 
-    model, clip = load(tiny_sd15)
+    model, clip = load(tiny_sd15, compile_in_background=False)
     (compiled,) = TorchCompileModel().run(model, "cudagraphs")
     assert "_plexus_compiled" not in model.module.__dict__
     out = sample(compiled, clip)
