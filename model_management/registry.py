@@ -437,6 +437,11 @@ class ModelManager:
         if patches:
             if key in record.weights.cast_per_use and record.dtype is not None and home.is_floating_point():
                 dtype = record.dtype     # a patched fp8 T5 weight is held in the compute dtype, not rounded to fp8
+            if key in record.weights.scales:
+                # a scaled fp8 weight: patched as its true value (weight * scale, float32) and held so, in the
+                # compute dtype (never fp8: the layer then uses it as it is, without its scale)
+                dtype = record.dtype or torch.float32
+                return apply_patches(record.weights.true_value(key, tensor), patches, key, out_dtype=dtype)
             rebuilder = record.weights.rebuilder
             if may_patch_in_place and tensor is home and home.dtype == dtype and rebuilder is not None \
                     and key in rebuilder.keys:
