@@ -73,7 +73,8 @@ def harness(harness_scaled):
     yield from installed(harness_scaled)
 
 
-def latent(h: Harness, unet: str, lora: bool) -> torch.Tensor:
+def latent(h: Harness, unet: str, lora: bool, merge_with: str | None = None) -> torch.Tensor:
+    """KSampler's latent on `unet` (with the LoRA; or ModelMergeSimple of it with `merge_with` at ratio 0.5)."""
     prompt = {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
         "2": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "t5xxl.safetensors",
@@ -91,6 +92,11 @@ def latent(h: Harness, unet: str, lora: bool) -> torch.Tensor:
         prompt["13"] = {"class_type": "LoraLoaderModelOnly",
                         "inputs": {"model": ["1", 0], "lora_name": "flux-lora.safetensors", "strength_model": 1.0}}
         prompt["8"]["inputs"]["model"] = ["13", 0]
+    if merge_with is not None:
+        prompt["14"] = {"class_type": "UNETLoader", "inputs": {"unet_name": merge_with, "weight_dtype": "default"}}
+        prompt["15"] = {"class_type": "ModelMergeSimple", "inputs": {"model1": ["1", 0], "model2": ["14", 0],
+                                                                     "ratio": 0.5}}
+        prompt["8"]["inputs"]["model"] = ["15", 0]
     result = h.run(prompt)
     assert result.status == "success", (result.error.get("exception_message"), result.error.get("traceback"))
     return Capture.seen[-1]["samples"]
@@ -106,3 +112,12 @@ def test_a_lora_on_a_scaled_fp8_file_matches_it_on_the_dequantised_file(harness)
     assert (patched - plain).abs().max() > 1e-2                 # the LoRA matters, far beyond the tolerance
     harness.engine.clear_cache()
     assert torch.equal(latent(harness, "flux-dev-scaled-fp8.safetensors", lora=False), plain)   # it comes off
+
+
+def test_a_merge_with_a_scaled_fp8_model_uses_its_true_weights(harness):
+    """ModelMergeSimple 0.5 of the scaled file and its dequantised twin is the same model (both ways round): the
+    scaled side's weights enter the merge as weight * scale_weight, as the second model as well as the first."""
+    plain = latent(harness, "flux-dev-dequantised.safetensors", lora=False)
+    for first, second in (("flux-dev-scaled-fp8.safetensors", "flux-dev-dequantised.safetensors"),
+                          ("flux-dev-dequantised.safetensors", "flux-dev-scaled-fp8.safetensors")):
+        torch.testing.assert_close(latent(harness, first, lora=False, merge_with=second), plain, rtol=1e-4, atol=1e-5)
