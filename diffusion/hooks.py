@@ -224,7 +224,8 @@ class ModelAsLora:
 
     def _difference(self, like: Tensor) -> Tensor:
         other = source_weight(self.source, self.key, target=self.target).to(like.device)
-        return other - self.target.shared.weights.home[self.key].to(like.device, torch.float32)
+        weights = self.target.shared.weights
+        return other - weights.true_value(self.key, weights.home[self.key].to(like.device)).to(torch.float32)
 
     def add_into(self, weight: Tensor, strength: float) -> None:
         weight.add_(self._difference(weight), alpha=strength)

@@ -36,7 +36,8 @@ def source_weight(source: ModelHandle, key: str, *, target: ModelHandle | None =
         record = manager.record_of(source)
         if record is not None and key in record.patched_in_place:
             manager.unload(source)
-    base = source.shared.weights.home[key]
+    weights = source.shared.weights
+    base = weights.true_value(key, weights.home[key])     # a scaled fp8 weight: times its scale
     patches = source.patches.get(key)
     return apply_patches(base, patches, key, out_dtype=torch.float32) if patches else base.float()
 

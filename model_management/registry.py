@@ -106,9 +106,21 @@ class ModelRecord:
         """Bytes of the whole model on the device (its size in the compute dtype)."""
         return self.weights.total_bytes(self.dtype)
 
-    @property
-    def ram_bytes(self) -> int:
-        return 0 if self.placement is Placement.DROPPED else self.weights.total_bytes()
+    def ram_split(self, spans: Sequence[tuple[int, int]]) -> tuple[int, int]:
+        """(bytes of its own, bytes that view a mapped file) of its base tensors in RAM. A view of a mapped
+        model file (`spans`: address, length of each) holds no memory of its own: its pages are the file's,
+        in the page cache, dropped and read back by the kernel as needed, so only the rest counts against
+        the RAM budget. A dropped model holds neither."""
+        if self.placement is Placement.DROPPED:
+            return 0, 0
+        own = views = 0
+        for tensor in self.weights.home.values():
+            nbytes = tensor.numel() * tensor.element_size()
+            if spans and _is_file_view(tensor, nbytes, spans):
+                views += nbytes
+            else:
+                own += nbytes
+        return own, views
 
     @property
     def resident_bytes(self) -> int:
@@ -119,14 +131,30 @@ class ModelRecord:
         return self.placement in (Placement.FULL, Placement.PARTIAL)
 
 
+def _is_file_view(tensor: Tensor, nbytes: int, spans: Sequence[tuple[int, int]]) -> bool:
+    if tensor.device.type != "cpu" or not nbytes:
+        return False
+    ptr = tensor.data_ptr()
+    return any(start <= ptr and ptr + nbytes <= start + length for start, length in spans)
+
+
+def no_file_spans() -> list[tuple[int, int]]:
+    return []
+
+
 class ModelManager:
     def __init__(self, settings: MemorySettings, *, device: torch.device | None = None,
                  memory_probe: Callable[[torch.device], DeviceMemory] = devices.device_memory,
-                 ram_probe: Callable[[], DeviceMemory] = devices.ram_memory) -> None:
+                 ram_probe: Callable[[], DeviceMemory] = devices.ram_memory,
+                 file_spans: Callable[[], Sequence[tuple[int, int]]] = no_file_spans) -> None:
+        """`file_spans`: (address, length) of each model file the process has memory-mapped
+        (models.files.mapped_file_spans; the loaders' layer owns the mappings); base tensors inside them are
+        counted as file pages, not against the RAM budget. The default knows none: everything counts."""
         self.settings = settings
         self._device = device
         self._memory_probe = memory_probe
         self._ram_probe = ram_probe
+        self._file_spans = file_spans
         self.ledger = DeviceLedger()
         self._records: dict[int, ModelRecord] = {}
         self._clock = itertools.count(1)
@@ -409,6 +437,11 @@ class ModelManager:
         if patches:
             if key in record.weights.cast_per_use and record.dtype is not None and home.is_floating_point():
                 dtype = record.dtype     # a patched fp8 T5 weight is held in the compute dtype, not rounded to fp8
+            if key in record.weights.scales:
+                # a scaled fp8 weight: patched as its true value (weight * scale, float32) and held so, in the
+                # compute dtype (never fp8: the layer then uses it as it is, without its scale)
+                dtype = record.dtype or torch.float32
+                return apply_patches(record.weights.true_value(key, tensor), patches, key, out_dtype=dtype)
             rebuilder = record.weights.rebuilder
             if may_patch_in_place and tensor is home and home.dtype == dtype and rebuilder is not None \
                     and key in rebuilder.keys:
@@ -505,18 +538,27 @@ class ModelManager:
     # --- RAM ----------------------------------------------------------------------------------------
 
     def ram_used_bytes(self) -> int:
-        return sum(r.ram_bytes for r in self._records.values())
+        """RAM the held models' base tensors own (what the RAM budget limits); views of mapped files excluded."""
+        spans = self._file_spans()
+        return sum(r.ram_split(spans)[0] for r in self._records.values())
+
+    def file_view_bytes(self) -> int:
+        """Bytes of the held models' base tensors that view a mapped model file (page cache, reclaimable)."""
+        spans = self._file_spans()
+        return sum(r.ram_split(spans)[1] for r in self._records.values())
 
     def _enforce_ram_budget(self, keep: set[int]) -> None:
         budget = self.ram_budget_bytes()
-        used = self.ram_used_bytes()
+        spans = self._file_spans()
+        own = {r.shared.id: r.ram_split(spans)[0] for r in self._records.values()}
+        used = sum(own.values())
         for record in sorted(self._records.values(), key=lambda r: r.last_used):
             if used <= budget:
                 break
             if record.shared.id in keep or record.shared.id in self._graph_needs \
-                    or record.placement is Placement.DROPPED:
+                    or record.placement is Placement.DROPPED or not own[record.shared.id]:
                 continue
-            used -= record.ram_bytes
+            used -= own[record.shared.id]
             self._drop(record, why=f"dropped from RAM (least recently used; RAM budget {_size(budget)})")
         if used > budget:
             log.warning("models needed now take %.0f MiB of RAM, over the %.0f MiB RAM budget",
@@ -565,6 +607,7 @@ class ModelManager:
             ram = self._ram_probe()
             budget = self.settings.vram_budget_bytes
             torch_total, torch_free = devices.allocator_bytes(device)
+            spans = self._file_spans()
             return {
                 "device": {"name": devices.describe_device(device), "type": device.type,
                            "index": device.index if device.index is not None else 0,
@@ -579,18 +622,19 @@ class ModelManager:
                 "models_device_bytes": self.ledger.bytes,
                 "models_device_peak_bytes": self.ledger.peak_bytes,
                 "ram": {"total": ram.total_bytes, "free": ram.free_bytes, "budget": self.ram_budget_bytes(),
-                        "models": self.ram_used_bytes()},
+                        "models": self.ram_used_bytes(), "models_file_views": self.file_view_bytes()},
                 "dtypes": {part.value: choice.to_json() for part, choice in self.dtype_choices().items()},
                 "attention": self.settings.attention_backend,
                 "convolutions_prepacked": self.is_prepacking_convolutions,
-                "models": [self._describe(r)
+                "models": [self._describe(r, spans)
                            for r in sorted(self._records.values(), key=lambda r: -r.last_used)],
             }
 
-    def _describe(self, record: ModelRecord) -> dict:
+    def _describe(self, record: ModelRecord, spans: Sequence[tuple[int, int]]) -> dict:
+        own, views = record.ram_split(spans)
         return {"name": record.name, "source_key": record.source_key, "placement": record.placement.value,
                 "size_bytes": record.device_bytes, "resident_bytes": record.resident_bytes,
-                "ram_bytes": record.ram_bytes,
+                "ram_bytes": own, "file_view_bytes": views,
                 "dtype": str(record.dtype).removeprefix("torch.") if record.dtype else None,
                 "patched_weights": len(record.active_patches), "why": record.why}
 

@@ -92,6 +92,9 @@ class ModuleWeights:
         self.cast_per_use: set[str] = set()      # keys of CASTS_WEIGHTS_PER_USE submodules
         # (tensors) -> bytes: drops the resident pages of home tensors that view a mapped file (set by the loader)
         self.page_releaser: Callable[[list[Tensor]], int] | None = None
+        # stored weight key -> key of the scalar buffer its true value is multiplied by (modules that declare
+        # SCALED_WEIGHTS = {weight attr: scale attr}: ComfyUI scaled_fp8 Linears, models/fp8_weights.py)
+        self.scales: dict[str, str] = {}
         casting = tuple(name + "." if name else "" for name, m in module.named_modules()
                         if getattr(m, "CASTS_WEIGHTS_PER_USE", False))
         seen: dict[int, str] = {}
@@ -111,6 +114,10 @@ class ModuleWeights:
                     self.home[key] = tensor.data if is_param else tensor
                     if casting and key.startswith(casting):
                         self.cast_per_use.add(key)
+            for attr, scale_attr in getattr(owner, "SCALED_WEIGHTS", {}).items():
+                if getattr(owner, attr, None) is not None and getattr(owner, scale_attr, None) is not None:
+                    self.scales[f"{prefix}.{attr}" if prefix else attr] = \
+                        f"{prefix}.{scale_attr}" if prefix else scale_attr
 
     def keys(self) -> Iterator[str]:
         return iter(self.slots)
@@ -124,6 +131,14 @@ class ModuleWeights:
         if key in self.cast_per_use and home.element_size() <= _element_size(dtype):
             return home.dtype
         return dtype
+
+    def true_value(self, key: str, tensor: Tensor) -> Tensor:
+        """`tensor` (the stored value of `key`, on any device) as the value it stands for: a scaled weight
+        times its scale, in float32 (what patches must be merged into); any other weight as it is."""
+        scale_key = self.scales.get(key)
+        if scale_key is None:
+            return tensor
+        return tensor.float() * self.home[scale_key].to(tensor.device, torch.float32)
 
     def nbytes(self, key: str, dtype: torch.dtype | None = None) -> int:
         return self.home[key].numel() * _element_size(self.device_dtype(key, dtype))

@@ -299,6 +299,12 @@ def model_file_ranges() -> dict[int, MappedRange]:
     return live
 
 
+def mapped_file_spans() -> list[tuple[int, int]]:
+    """(address, length) of each model file still mapped (`model_file_ranges`): what model_management is
+    handed to tell a tensor that views a file (page cache) from one that owns its memory."""
+    return [(r.address, r.length) for r in model_file_ranges().values()]
+
+
 def release_file_pages(tensors) -> int:
     """Drop the resident pages of those `tensors` that view a mapped model file (the next read faults them
     back in from the page cache or the file); returns the bytes advised. Other tensors are left alone."""

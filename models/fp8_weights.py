@@ -110,9 +110,12 @@ class ScaledFp8Linear(nn.Linear):
     """A Linear of a ComfyUI `scaled_fp8` file: fp8 `weight` whose true value is weight * `scale_weight` (a
     float32 scalar buffer). forward: F.linear(x * scale, weight, bias), which is x @ (weight * scale)^T + bias
     (the scale is a scalar), so the fp8 weight is used as stored and cast per use like any other.
-    A weight that is no longer fp8 is a patched copy (a LoRA merged by model management onto the stored,
-    unscaled values), which this layer cannot apply correctly: it says so instead of computing."""
+    A weight that is not fp8 is its true value already: model management merges a patch (LoRA) into
+    weight * scale_weight in float32 (`SCALED_WEIGHTS`, model_management/weights.py `true_value`) and puts the
+    result, in the compute dtype, in the slot; it is used as it is, without the scale (ComfyUI re-rounds such a
+    weight to fp8 / scale with stochastic rounding; keeping it wide is the exact patched value)."""
 
+    SCALED_WEIGHTS = {"weight": "scale_weight"}
     scale_weight: Tensor
 
     @classmethod
@@ -121,7 +124,6 @@ class ScaledFp8Linear(nn.Linear):
         layer.register_buffer("scale_weight", scale.detach().to(torch.float32).reshape(()).clone())
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.weight.dtype not in FP8_TO_HALF:
-            raise ModelError("a patched (LoRA) weight on a scaled fp8 model is not supported yet",
-                             "load an unscaled (bf16 / fp16 / plain fp8) file to apply LoRAs")
+        if self.weight.dtype not in FP8_TO_HALF:          # the true (patched) value: no scale again
+            return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         return F.linear(x * self.scale_weight.to(x.dtype), self.weight, self.bias)

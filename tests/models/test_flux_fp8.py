@@ -138,14 +138,27 @@ def test_weight_dtype_rounds_a_bf16_file_to_fp8(files):
     assert default.module is not model.module and default.module.img_in.weight.dtype == torch.float32
 
 
-def test_scaled_fp8_refuses_a_patched_weight(files):
+def test_a_patch_on_a_scaled_fp8_weight_merges_into_its_true_value(files):
+    """Model management merges a patch into weight * scale_weight (float32), holds it in the compute dtype and
+    the layer uses it without scaling again; unloading puts the stored fp8 weight back."""
     path, config = files["scaled"]
-    model = load_diffusion_model_file(path, ModelManager(MemorySettings(force_fp32=True)))
+    manager = ModelManager(MemorySettings(force_fp32=True))
+    model = load_diffusion_model_file(path, manager)
     layer = model.module.img_in
-    layer.weight.data = layer.weight.data.float()              # what model management puts there for a LoRA
-    from models.errors import ModelError
-    with pytest.raises(ModelError, match="scaled fp8"):
-        run(model, config)
+    stored, scale = layer.weight.data, layer.scale_weight
+    assert stored.dtype == FP8 and model.shared.weights.scales["img_in.weight"] == "img_in.scale_weight"
+    delta = torch.randn(stored.shape, generator=torch.Generator().manual_seed(0)) * 0.01
+    patched = model.clone()
+    patched.add_patches({"img_in.weight": lambda w: w + delta})
+    manager.load_models_for([patched])
+    expected = stored.float() * scale + delta
+    assert layer.weight.dtype == torch.float32 and torch.equal(layer.weight.data, expected)
+    x = torch.randn(3, config.in_channels)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x),
+                                   x @ expected.T + layer.bias.float(), rtol=1e-5, atol=1e-5)
+    manager.free()
+    assert layer.weight.dtype == FP8 and layer.weight.data_ptr() == stored.data_ptr()
 
 
 def test_values_written_are_the_random_ones(files):
