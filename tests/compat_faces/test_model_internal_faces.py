@@ -342,3 +342,14 @@ def test_acn_style_legacy_node_runs(harness) -> None:
     result = harness.run({"1": {"class_type": "LatentKeyframeLike", "inputs": {"batch_index": 2, "strength": 0.5}},
                           "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}})
     assert result.status == "success", (result.error or {}).get("exception_message")
+
+
+def test_vae_crops_pixels_as_advanced_controlnets_reference_preprocessor_asks(harness, tiny_checkpoint) -> None:
+    import comfy.sd
+
+    _, _, vae, _ = comfy.sd.load_checkpoint_guess_config(str(tiny_checkpoint), output_vae=True, output_clip=False)
+    pixels = torch.rand(1, 20, 27, 3)
+    cropped = vae.vae_encode_crop_pixels(pixels)       # 20 x 27 -> 16 x 24, centred
+    torch.testing.assert_close(cropped, pixels[:, 2:18, 1:25])
+    assert vae.vae_encode_crop_pixels(cropped) is cropped
+    assert vae.encode(cropped).shape == (1, 4, 2, 3)
