@@ -278,7 +278,7 @@ def reshape_mask(input_mask: torch.Tensor, output_shape: tuple) -> torch.Tensor:
 
 
 # --- the LDM <-> diffusers UNet key tables packs build their converters from ------------------------------------
-from comfy.unet_key_maps import TRANSFORMER_BLOCKS, UNET_MAP_ATTENTIONS, UNET_MAP_BASIC, UNET_MAP_RESNET  # noqa: E402
+from comfy._unet_key_maps import TRANSFORMER_BLOCKS, UNET_MAP_ATTENTIONS, UNET_MAP_BASIC, UNET_MAP_RESNET  # noqa: E402
 
 
 def unet_to_diffusers(unet_config: dict) -> dict:
