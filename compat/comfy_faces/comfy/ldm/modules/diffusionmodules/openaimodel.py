@@ -41,7 +41,8 @@ class TimestepBlock(nn.Module):
 
 
 class TimestepEmbedSequential(nn.Sequential, TimestepBlock):
-    def forward(self, x: Tensor, emb: Tensor | None = None, context=None, transformer_options=None, **kwargs) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor | None = None, *args, **kwargs) -> Tensor:
+        """``(x, emb, context, transformer_options, ...)`` as ComfyUI calls it; only ``x`` and ``emb`` are used."""
         for layer in self:
             if isinstance(layer, _NotInPlexus):
                 raise NotImplementedError(f"TimestepEmbedSequential: {type(layer).__name__} is not built in Plexus")
