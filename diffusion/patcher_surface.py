@@ -111,6 +111,11 @@ class VaeSurface:
         from . import vae_ops
         return vae_ops.encode_tiled(self, pixels, tile_px=tile_x, overlap_px=overlap)
 
+    def vae_encode_crop_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels ``[B, H, W, C]`` cropped (centred) to a multiple of the downscale ratio, as encode does."""
+        from . import vae_ops
+        return vae_ops.crop_to_multiple(pixels, self.downscale_ratio)
+
     def spacial_compression_decode(self) -> int:
         return self.downscale_ratio
 

@@ -11,6 +11,9 @@ here they may use:
 - :data:`PREVIEW_METHODS` -- the latent preview methods; ``NodeContext.preview_method`` is the one this
   prompt asked for (a sampler makes step previews only when it is not ``"none"``);
 - :data:`ANY` and :func:`types_compatible` -- the socket-type rules the validator applies;
+- :class:`NodeResult`, :func:`read_result` and :func:`node_result` -- what a node's FUNCTION returned
+  (a tuple of outputs, an ExecutionBlocker, or the ``{"result", "ui", "expand"}`` dict) read and written
+  the one way the engine reads it (V3 nodes' ``NodeOutput`` is converted through them);
 - :func:`run_blocking` -- the result of a coroutine, from sync code (the plugin loader awaits V3 packs'
   ``comfy_entrypoint`` with it).
 """
@@ -68,6 +71,35 @@ class ExecutionBlocker:
     def __repr__(self) -> str:
         return f"ExecutionBlocker({self.message!r})"
 
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """One call's return value as the engine reads it: ``result`` (the outputs tuple, or an ExecutionBlocker
+    that blocks every output), the ``ui`` dict for the editor, and an ``expand`` subgraph."""
+    result: Any = ()
+    ui: dict[str, Any] | None = None
+    expand: dict[str, Any] | None = None
+
+
+def read_result(returned: Any) -> NodeResult:
+    """A classic FUNCTION's return value: a ``{"result", "ui", "expand"}`` dict (as in ComfyUI; a ``ui`` that
+    is not a dict is ignored) or the outputs themselves."""
+    if isinstance(returned, dict):
+        ui = returned.get("ui")
+        return NodeResult(returned.get("result", ()), ui if isinstance(ui, dict) else None, returned.get("expand"))
+    return NodeResult(returned)
+
+
+def node_result(result: Any = (), ui: dict[str, Any] | None = None, expand: dict[str, Any] | None = None) -> dict:
+    """The classic result dict for ``result`` (+ ``ui`` / ``expand`` when given), which :func:`read_result`
+    reads back."""
+    out: dict[str, Any] = {"result": result}
+    if ui is not None:
+        out["ui"] = ui
+    if expand is not None:
+        out["expand"] = expand
+    return out
 
 @dataclass(frozen=True)
 class Preview:

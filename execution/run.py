@@ -29,6 +29,7 @@ from execution.protocol import (
     _enter_context,
     _leave_context,
     is_link,
+    read_result,
     resolve_preview_method,
 )
 from execution.specs import SpecCache
@@ -472,18 +473,16 @@ class PromptRun:
         uis: list[dict[str, Any]] = []
         expansions: list[dict[str, Any]] = []
         for index, result in enumerate(results):
-            if isinstance(result, dict):  # {"result": ..., "ui": ..., "expand": ...}, as in ComfyUI
-                if isinstance(result.get("ui"), dict):
-                    uis.append(result["ui"])
-                value = result.get("result", ())
-                if result.get("expand") is not None:
-                    graph, value = rename_expansion(node.id, index, result["expand"], value, self.dynamic)
-                    expansions.append(graph)
-                    per_call.append(("expand", value))
-                    continue
-                per_call.append(self.slots(node, value, arguments))
-            else:
-                per_call.append(self.slots(node, result, arguments))
+            returned = read_result(result)  # the outputs, or {"result": ..., "ui": ..., "expand": ...}
+            if returned.ui is not None:
+                uis.append(returned.ui)
+            value = returned.result
+            if returned.expand is not None:
+                graph, value = rename_expansion(node.id, index, returned.expand, value, self.dynamic)
+                expansions.append(graph)
+                per_call.append(("expand", value))
+                continue
+            per_call.append(self.slots(node, value, arguments))
         ui = merge_ui(uis)
         if expansions:
             return self.start_expansion(node, expansions, per_call, ui)

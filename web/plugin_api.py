@@ -11,6 +11,9 @@ A :class:`PluginWebAPI` exists before any plugin is imported (packs add routes a
   read (a handler that raises is logged and skipped);
 - ``client_id`` / ``last_node_id`` / ``last_prompt_id``: the client of the running prompt and the node
   running now, tracked from the engine's events;
+- ``app``: an aiohttp application from the start, as ComfyUI's ``PromptServer.instance.app`` is while packs
+  import (KJNodes checks ``app.router.frozen`` and adds a static route to it); :meth:`mount` moves what packs
+  registered on it into the server's application, which ``app`` is from then on;
 - ``supports`` and ``feature_flags``: what packs check (``custom_nodes_from_web``: the server serves
   each pack's ``WEB_DIRECTORY`` itself, so packs need not copy their JavaScript into the front end).
 """
@@ -32,7 +35,7 @@ class PluginWebAPI:
     def __init__(self, events: Any, feature_flags: dict[str, Any] | None = None) -> None:
         self.events = events
         self.routes = web.RouteTableDef()
-        self.app: web.Application | None = None
+        self.app: web.Application = web.Application()   # the import-time app; mount() moves its routes
         self.loop: Any = None
         self.on_prompt_handlers: list[Callable[[dict], dict]] = []
         self.supports = list(SUPPORTS)
@@ -90,7 +93,13 @@ class PluginWebAPI:
     # --- the application --------------------------------------------------------------------------
     def mount(self, app: web.Application) -> None:
         """Add the plugins' routes to ``app``: each at ``/api`` + path and at its own path."""
-        self.app = app
+        early, self.app = self.app, app
+        if early is not app:
+            for resource in early.router.resources():
+                try:
+                    app.router.register_resource(resource)
+                except (ValueError, RuntimeError) as exc:
+                    log.warning("plugin route %s not mounted: %s", resource.canonical, exc)
         api_routes = web.RouteTableDef()
         for route in self.routes:
             if isinstance(route, web.RouteDef):

@@ -203,7 +203,7 @@ def test_controlnet_names_import_and_fail_clearly(harness) -> None:
     class MyControl(comfy.controlnet.ControlBase):   # packs subclass at import
         pass
 
-    with pytest.raises(NotImplementedError, match="ControlNet is not supported by Plexus"):
+    with pytest.raises(NotImplementedError, match="ControlBase objects are not built in Plexus"):
         MyControl()
     with pytest.raises(NotImplementedError, match="load_controlnet"):
         comfy.controlnet.load_controlnet("x.safetensors")

@@ -1,10 +1,14 @@
-"""ComfyUI's ``comfy.controlnet`` names for plugins. Plexus has no ControlNet / T2I-Adapter support yet, so
-these names exist for imports and subclassing, and raise a clear error when used."""
+"""ComfyUI's ``comfy.controlnet`` names for plugins. Plexus's CONTROL_NET objects are its own (models/controlnet.py,
+models/t2i_adapter.py, applied by nodes/builtin/controlnet.py), not ComfyUI's ``ControlBase`` hierarchy with its
+``get_control`` / ``pre_run`` / ``cleanup`` protocol, so these classes exist for imports and subclassing
+(Advanced-ControlNet defines ``ControlNetAdvanced(ControlNet, ...)`` and friends at import), and building one or
+calling a loader raises a clear error."""
 from __future__ import annotations
 
 from typing import Any
 
-_MESSAGE = "ControlNet is not supported by Plexus yet ({what}); see the ControlNet issue"
+_MESSAGE = ("{what}: ComfyUI's ControlBase objects are not built in Plexus; its ControlNet / T2I-Adapter nodes "
+            "(ControlNetLoader, ControlNetApplyAdvanced) use Plexus's own CONTROL_NET objects")
 
 
 class ControlBase:
@@ -13,6 +17,10 @@ class ControlBase:
 
 
 class ControlNet(ControlBase):
+    pass
+
+
+class ControlNetSD35(ControlNet):
     pass
 
 

@@ -275,3 +275,12 @@ def reshape_mask(input_mask: torch.Tensor, output_shape: tuple) -> torch.Tensor:
     mask = torch.nn.functional.interpolate(mask.float(), size=tuple(output_shape[2:]), mode="bilinear")
     mask = mask.repeat(1, output_shape[1], 1, 1) if output_shape[1] > 1 else mask
     return repeat_to_batch_size(mask, output_shape[0])
+
+
+# --- the LDM <-> diffusers UNet key tables packs build their converters from ------------------------------------
+from comfy._unet_key_maps import TRANSFORMER_BLOCKS, UNET_MAP_ATTENTIONS, UNET_MAP_BASIC, UNET_MAP_RESNET  # noqa: E402
+
+
+def unet_to_diffusers(unet_config: dict) -> dict:
+    raise NotImplementedError("comfy.utils.unet_to_diffusers: Plexus converts diffusers UNets in its own loaders "
+                              "(models/convert/); ComfyUI's unet_config is not built")

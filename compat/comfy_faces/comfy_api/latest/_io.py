@@ -43,7 +43,7 @@ from typing import Any, Callable, Literal
 
 from comfy_api.internal import (_ComfyNodeInternal, _NodeOutputInternal, classproperty, copy_class,
                                 first_real_override, is_class, prune_dict, shallow_clone_class)
-from execution.protocol import ExecutionBlocker, current_context
+from execution.protocol import ExecutionBlocker, current_context, node_result, read_result
 
 
 class FolderType(str, Enum):
@@ -736,10 +736,10 @@ class NodeOutput(_NodeOutputInternal):
     @classmethod
     def from_dict(cls, data: dict) -> NodeOutput:
         """A classic result dict (``{"result": (...), "ui": {...}, "expand": {...}}``) as a NodeOutput."""
-        result = data.get("result", ())
-        if isinstance(result, ExecutionBlocker):
-            return cls(block_execution=result.message)
-        return cls(*(result or ()), ui=data.get("ui"), expand=data.get("expand"))
+        returned = read_result(data)
+        if isinstance(returned.result, ExecutionBlocker):
+            return cls(block_execution=returned.result.message)
+        return cls(*(returned.result or ()), ui=returned.ui, expand=returned.expand)
 
     def __getitem__(self, index: int) -> Any:
         return self.args[index]
@@ -768,15 +768,11 @@ def _normalized(cls: type, returned: Any) -> NodeOutput:
 
 def _classic_result(cls: type, output: NodeOutput) -> dict:
     """A NodeOutput as the classic ``{"result", "ui", "expand"}`` dict the engine takes."""
-    result: Any = output.args
-    if output.block_execution is not None:
-        result = tuple(ExecutionBlocker(output.block_execution) for _ in cls.RETURN_TYPES)
-    classic: dict = {"result": tuple(result)}
-    if output.ui is not None:
-        classic["ui"] = output.ui if isinstance(output.ui, dict) else output.ui.as_dict()
-    if output.expand is not None:
-        classic["expand"] = output.expand
-    return classic
+    result: Any = tuple(output.args)
+    if output.block_execution is not None:   # the engine blocks every output for one blocker
+        result = ExecutionBlocker(output.block_execution)
+    ui = output.ui if output.ui is None or isinstance(output.ui, dict) else output.ui.as_dict()
+    return node_result(result, ui=ui, expand=output.expand)
 
 
 # --- the node class ----------------------------------------------------------------------------------

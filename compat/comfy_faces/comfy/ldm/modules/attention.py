@@ -92,3 +92,23 @@ def get_attention_function(name: str, default: Any = ...) -> Callable | None:
     if default is ...:
         raise KeyError(f"attention function {name!r} is not registered")
     return default
+
+
+# --- transformer block classes packs subclass or look for (Advanced-ControlNet's reference attention) ----------
+class _NotInPlexus(torch.nn.Module):
+    def __init__(self, *args: Any, **kwargs: Any):
+        raise NotImplementedError(f"comfy.ldm.modules.attention.{type(self).__name__}: ComfyUI's transformer blocks "
+                                  "are not built in Plexus (its UNet transformer is models/unet.py); no Plexus "
+                                  "module is an instance of this class")
+
+
+class BasicTransformerBlock(_NotInPlexus):
+    pass
+
+
+class SpatialTransformer(_NotInPlexus):
+    pass
+
+
+class SpatialVideoTransformer(SpatialTransformer):
+    pass

@@ -1,0 +1,1 @@
+"""ComfyUI's ``comfy.cldm`` for plugins: ``cldm.ControlNet``, the name packs subclass."""

@@ -1,0 +1,1 @@
+"""ComfyUI's ``comfy.ldm.lightricks.vae`` for plugins."""

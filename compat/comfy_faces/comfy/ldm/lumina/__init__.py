@@ -1,0 +1,1 @@
+"""ComfyUI's ``comfy.ldm.lumina`` for plugins: only ``model.FeedForward``."""

@@ -1,0 +1,1 @@
+"""ComfyUI's ``comfy.ldm.modules.diffusionmodules`` for plugins: only ``model.ResnetBlock``."""

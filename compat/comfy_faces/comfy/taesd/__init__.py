@@ -1,0 +1,1 @@
+"""ComfyUI's ``comfy.taesd`` for plugins: the TAESD building blocks (``taesd``)."""
