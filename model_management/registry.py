@@ -106,17 +106,17 @@ class ModelRecord:
         """Bytes of the whole model on the device (its size in the compute dtype)."""
         return self.weights.total_bytes(self.dtype)
 
-    def ram_split(self, spans: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    def ram_split(self, is_file_view: Callable[[Tensor], bool]) -> tuple[int, int]:
         """(bytes of its own, bytes that view a mapped file) of its base tensors in RAM. A view of a mapped
-        model file (`spans`: address, length of each) holds no memory of its own: its pages are the file's,
-        in the page cache, dropped and read back by the kernel as needed, so only the rest counts against
-        the RAM budget. A dropped model holds neither."""
+        model file holds no memory of its own: its pages are the file's, in the page cache, dropped and read
+        back by the kernel as needed, so only the rest counts against the RAM budget. A dropped model holds
+        neither."""
         if self.placement is Placement.DROPPED:
             return 0, 0
         own = views = 0
         for tensor in self.weights.home.values():
             nbytes = tensor.numel() * tensor.element_size()
-            if spans and _is_file_view(tensor, nbytes, spans):
+            if is_file_view(tensor):
                 views += nbytes
             else:
                 own += nbytes
@@ -131,30 +131,23 @@ class ModelRecord:
         return self.placement in (Placement.FULL, Placement.PARTIAL)
 
 
-def _is_file_view(tensor: Tensor, nbytes: int, spans: Sequence[tuple[int, int]]) -> bool:
-    if tensor.device.type != "cpu" or not nbytes:
-        return False
-    ptr = tensor.data_ptr()
-    return any(start <= ptr and ptr + nbytes <= start + length for start, length in spans)
-
-
-def no_file_spans() -> list[tuple[int, int]]:
-    return []
+def no_file_views() -> Callable[[Tensor], bool]:
+    return lambda tensor: False
 
 
 class ModelManager:
     def __init__(self, settings: MemorySettings, *, device: torch.device | None = None,
                  memory_probe: Callable[[torch.device], DeviceMemory] = devices.device_memory,
                  ram_probe: Callable[[], DeviceMemory] = devices.ram_memory,
-                 file_spans: Callable[[], Sequence[tuple[int, int]]] = no_file_spans) -> None:
-        """`file_spans`: (address, length) of each model file the process has memory-mapped
-        (models.files.mapped_file_spans; the loaders' layer owns the mappings); base tensors inside them are
-        counted as file pages, not against the RAM budget. The default knows none: everything counts."""
+                 file_views: Callable[[], Callable[[Tensor], bool]] = no_file_views) -> None:
+        """`file_views`: makes the test of whether a tensor views a model file the process has mapped now
+        (models.files.file_view_test; the loaders' layer owns the mappings); such base tensors are counted as
+        file pages, not against the RAM budget. The default knows none: everything counts."""
         self.settings = settings
         self._device = device
         self._memory_probe = memory_probe
         self._ram_probe = ram_probe
-        self._file_spans = file_spans
+        self._file_views = file_views
         self.ledger = DeviceLedger()
         self._records: dict[int, ModelRecord] = {}
         self._clock = itertools.count(1)
@@ -537,20 +530,22 @@ class ModelManager:
 
     # --- RAM ----------------------------------------------------------------------------------------
 
+    def _ram_splits(self) -> dict[int, tuple[int, int]]:
+        """Each held model's (own, file-view) RAM bytes, by shared id (ModelRecord.ram_split)."""
+        is_file_view = self._file_views()
+        return {r.shared.id: r.ram_split(is_file_view) for r in self._records.values()}
+
     def ram_used_bytes(self) -> int:
         """RAM the held models' base tensors own (what the RAM budget limits); views of mapped files excluded."""
-        spans = self._file_spans()
-        return sum(r.ram_split(spans)[0] for r in self._records.values())
+        return sum(own for own, _ in self._ram_splits().values())
 
     def file_view_bytes(self) -> int:
         """Bytes of the held models' base tensors that view a mapped model file (page cache, reclaimable)."""
-        spans = self._file_spans()
-        return sum(r.ram_split(spans)[1] for r in self._records.values())
+        return sum(views for _, views in self._ram_splits().values())
 
     def _enforce_ram_budget(self, keep: set[int]) -> None:
         budget = self.ram_budget_bytes()
-        spans = self._file_spans()
-        own = {r.shared.id: r.ram_split(spans)[0] for r in self._records.values()}
+        own = {key: split[0] for key, split in self._ram_splits().items()}
         used = sum(own.values())
         for record in sorted(self._records.values(), key=lambda r: r.last_used):
             if used <= budget:
@@ -607,7 +602,7 @@ class ModelManager:
             ram = self._ram_probe()
             budget = self.settings.vram_budget_bytes
             torch_total, torch_free = devices.allocator_bytes(device)
-            spans = self._file_spans()
+            splits = self._ram_splits()
             return {
                 "device": {"name": devices.describe_device(device), "type": device.type,
                            "index": device.index if device.index is not None else 0,
@@ -622,16 +617,17 @@ class ModelManager:
                 "models_device_bytes": self.ledger.bytes,
                 "models_device_peak_bytes": self.ledger.peak_bytes,
                 "ram": {"total": ram.total_bytes, "free": ram.free_bytes, "budget": self.ram_budget_bytes(),
-                        "models": self.ram_used_bytes(), "models_file_views": self.file_view_bytes()},
+                        "models": sum(own for own, _ in splits.values()),
+                        "models_file_views": sum(views for _, views in splits.values())},
                 "dtypes": {part.value: choice.to_json() for part, choice in self.dtype_choices().items()},
                 "attention": self.settings.attention_backend,
                 "convolutions_prepacked": self.is_prepacking_convolutions,
-                "models": [self._describe(r, spans)
+                "models": [self._describe(r, splits[r.shared.id])
                            for r in sorted(self._records.values(), key=lambda r: -r.last_used)],
             }
 
-    def _describe(self, record: ModelRecord, spans: Sequence[tuple[int, int]]) -> dict:
-        own, views = record.ram_split(spans)
+    def _describe(self, record: ModelRecord, split: tuple[int, int]) -> dict:
+        own, views = split
         return {"name": record.name, "source_key": record.source_key, "placement": record.placement.value,
                 "size_bytes": record.device_bytes, "resident_bytes": record.resident_bytes,
                 "ram_bytes": own, "file_view_bytes": views,

@@ -27,7 +27,7 @@ import pickle
 import struct
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,10 +299,12 @@ def model_file_ranges() -> dict[int, MappedRange]:
     return live
 
 
-def mapped_file_spans() -> list[tuple[int, int]]:
-    """(address, length) of each model file still mapped (`model_file_ranges`): what model_management is
-    handed to tell a tensor that views a file (page cache) from one that owns its memory."""
-    return [(r.address, r.length) for r in model_file_ranges().values()]
+def file_view_test() -> Callable[[torch.Tensor], bool]:
+    """Whether a tensor views a model file mapped now (`model_file_ranges`, `MappedRange.contains`): what
+    model_management is handed to tell a tensor whose pages are the file's (page cache) from one that owns
+    its memory."""
+    ranges = list(model_file_ranges().values())
+    return lambda tensor: any(r.contains(tensor) for r in ranges)
 
 
 def release_file_pages(tensors) -> int:

@@ -36,8 +36,8 @@ class NodeServices:
             if self._model_manager is None:
                 from model_management.registry import ModelManager
                 from model_management.settings import MemorySettings
-                from models.files import mapped_file_spans
-                self._model_manager = ModelManager(self.settings or MemorySettings(), file_spans=mapped_file_spans)
+                from models.files import file_view_test
+                self._model_manager = ModelManager(self.settings or MemorySettings(), file_views=file_view_test)
                 logging.getLogger("plexus").info("model manager: %s", "; ".join(self._model_manager.startup_lines()))
             return self._model_manager
 

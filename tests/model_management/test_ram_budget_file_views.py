@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from model_management import MemorySettings, ModelHandle, ModelManager, Placement
-from models.files import load_state_dict, mapped_file_spans
+from models.files import load_state_dict, file_view_test
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="file views are told from /proc/self/maps")
 
@@ -40,7 +40,7 @@ def mapped_linears(path: Path, kib: int, seed: int):
 
 
 def test_views_of_a_mapped_file_do_not_drop_a_model_that_owns_its_memory(tmp_path: Path) -> None:
-    manager = ModelManager(MemorySettings(device="cpu", ram_budget_bytes=100 * KIB), file_spans=mapped_file_spans)
+    manager = ModelManager(MemorySettings(device="cpu", ram_budget_bytes=100 * KIB), file_views=file_view_test)
     vae = ModelHandle(linears(40, 1), name="vae")                  # owned memory, no reload: a drop is final
     manager.load_models_for([vae])
     module, source = mapped_linears(tmp_path / "big.safetensors", 160, 2)
@@ -59,7 +59,7 @@ def test_views_of_a_mapped_file_do_not_drop_a_model_that_owns_its_memory(tmp_pat
 
 def test_models_that_own_their_memory_still_count(tmp_path: Path) -> None:
     """The same file loaded as copies (a converted dtype owns its memory) counts in full: the budget drops."""
-    manager = ModelManager(MemorySettings(device="cpu", ram_budget_bytes=100 * KIB), file_spans=mapped_file_spans)
+    manager = ModelManager(MemorySettings(device="cpu", ram_budget_bytes=100 * KIB), file_views=file_view_test)
     first = ModelHandle(linears(40, 1), name="first")
     manager.load_models_for([first])
     module, source = mapped_linears(tmp_path / "big.safetensors", 160, 2)
