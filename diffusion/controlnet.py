@@ -261,7 +261,7 @@ class ControlApplication:
             f = getattr(self.vae, "downscale_ratio", LATENT_TO_PIXELS)
             pixels = upscale(self.hint.float(), width * f, height * f, HINT_UPSCALE, "center")
             module = self.control_model.module
-            if isinstance(module, SD35ControlNet):               # Stability's SD3.5 nets: full SD3 latent format
+            if self.net.kind == "sd35_controlnet":               # Stability's SD3.5 nets: full SD3 latent format
                 pixels = _prepared_sd35_hint(pixels, module.config.control_kind)
                 latent = SD3_LATENT.process_in(vae_ops.encode(self.vae, pixels.movedim(1, -1)))
             else:                                                # diffusers-layout SD3 nets: scale, shift 0
