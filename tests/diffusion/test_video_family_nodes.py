@@ -1,0 +1,143 @@
+"""The video-family latent, schedule and guidance nodes (nodes/builtin/video.py) and the empty latents of
+families Plexus does not load yet.
+
+References: ComfyUI 0.3.64's shape formulas for the empty latents; ComfyUI's own LTXVScheduler output on the
+same inputs (values below, from comfy_extras.nodes_lt run in the peer venv); the CFG formulas of
+VideoLinear/TriangleCFGGuidance checked through the sampler on a tiny random-weight SD1.5 checkpoint (one
+Euler step to sigma 0 returns the guided x0, so each frame's output is uncond + scale_i (cond - uncond))."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diffusion import conditioning, guidance_patches as gp, ksampler, loading, model_patches
+from model_management import MemorySettings, ModelManager
+from nodes.builtin import video
+from sampling.flux import FluxSampling
+from sampling.schedules_extra import ltxv_shift, ltxv_sigmas
+
+
+@pytest.mark.parametrize("cls, args, shape", [
+    (video.EmptyHunyuanLatentVideo, (848, 480, 25, 2), (2, 16, 7, 60, 106)),
+    (video.EmptyHunyuanLatentVideo, (64, 48, 1, 1), (1, 16, 1, 6, 8)),
+    (video.EmptyMochiLatentVideo, (848, 480, 25, 1), (1, 12, 5, 60, 106)),
+    (video.EmptyLTXVLatentVideo, (768, 512, 97, 1), (1, 128, 13, 16, 24)),
+    (video.EmptyCosmosLatentVideo, (1280, 704, 121, 1), (1, 16, 16, 88, 160)),
+    (video.EmptyHunyuanImageLatent, (2048, 1024, 3), (3, 64, 32, 64)),
+    (video.EmptyChromaRadianceLatentImage, (80, 48, 2), (2, 3, 48, 80)),
+    (video.EmptyLatentHunyuan3Dv2, (3072, 2), (2, 64, 3072)),
+    (video.EmptyAceStepLatentAudio, (120.0, 1), (1, 8, 16, int(120.0 * 44100 / 512 / 8))),
+])
+def test_empty_latents_have_comfyuis_shapes(cls, args, shape) -> None:
+    (latent,) = cls().run(*args)
+    assert tuple(latent["samples"].shape) == shape and not latent["samples"].any()
+    assert latent.get("type") == {video.EmptyLatentHunyuan3Dv2: "hunyuan3dv2",
+                                  video.EmptyAceStepLatentAudio: "audio"}.get(cls)
+
+
+def test_stable_cascade_empty_latent_gives_both_stages() -> None:
+    stage_c, stage_b = video.StableCascade_EmptyLatentImage().run(1024, 768, 42, 2)
+    assert tuple(stage_c["samples"].shape) == (2, 16, 768 // 42, 1024 // 42)
+    assert tuple(stage_b["samples"].shape) == (2, 4, 192, 256)
+    assert video.StableCascade_EmptyLatentImage.RETURN_NAMES == ("stage_c", "stage_b")
+
+
+def test_trim_video_latent_drops_leading_frames_and_keeps_other_keys() -> None:
+    samples = torch.arange(2 * 3 * 5 * 2 * 2, dtype=torch.float32).reshape(2, 3, 5, 2, 2)
+    latent = {"samples": samples, "batch_index": [4, 5]}
+    (out,) = video.TrimVideoLatent().run(latent, 2)
+    torch.testing.assert_close(out["samples"], samples[:, :, 2:])
+    assert out["batch_index"] == [4, 5] and latent["samples"] is samples and samples.shape[2] == 5
+    assert video.TrimVideoLatent().run(latent, 9)[0]["samples"].shape[2] == 0
+
+
+# ComfyUI 0.3.64's LTXVScheduler on the same inputs (steps, max_shift, base_shift, stretch, terminal, tokens)
+COMFYUI_LTXV = [
+    ((8, 2.05, 0.95, True, 0.1, 4096),
+     [0.9999999, 0.9657117, 0.9218748, 0.8638561, 0.7834455, 0.6645793, 0.4710027, 0.1, 0.0]),
+    ((5, 2.05, 0.95, False, 0.1, 4096), [0.9999999, 0.9688199, 0.9209602, 0.8381511, 0.6600924, 0.0]),
+    ((6, 1.5, 0.5, True, 0.25, 3 * 8 * 12), [1.0, 0.8738378, 0.7372361, 0.5888432, 0.4270635, 0.25, 0.0]),
+]
+
+
+@pytest.mark.parametrize("args, expected", COMFYUI_LTXV)
+def test_ltxv_scheduler_equals_comfyui(args, expected) -> None:
+    torch.testing.assert_close(ltxv_sigmas(*args), torch.tensor(expected), rtol=0, atol=2e-6)
+
+
+def test_ltxv_scheduler_node_counts_the_latents_tokens() -> None:
+    latent = {"samples": torch.zeros(1, 128, 3, 8, 12)}
+    (sigmas,) = video.LTXVScheduler().run(6, 1.5, 0.5, True, 0.25, latent)
+    torch.testing.assert_close(sigmas, torch.tensor(COMFYUI_LTXV[2][1]), rtol=0, atol=2e-6)
+    (default,) = video.LTXVScheduler().run(5, 2.05, 0.95, False, 0.1)
+    torch.testing.assert_close(default, torch.tensor(COMFYUI_LTXV[1][1]), rtol=0, atol=2e-6)
+
+
+def test_ltxv_shift_is_the_line_through_its_two_anchors() -> None:
+    assert math.isclose(ltxv_shift(1024, 2.05, 0.95), 0.95) and math.isclose(ltxv_shift(4096, 2.05, 0.95), 2.05)
+    assert math.isclose(ltxv_shift(2560, 2.0, 1.0), 1.5)
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    from tests.diffusion.helpers import write_tiny
+    path = write_tiny(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    model, clip, _ = loading.load_checkpoint_file(path, ModelManager(MemorySettings(force_fp32=True)))
+    return model, conditioning.encode_text(clip, "a cat"), conditioning.encode_text(clip, "a dog")
+
+
+def test_model_sampling_ltxv_is_flux_sampling_with_the_token_shift(parts) -> None:
+    model, _, _ = parts
+    latent = {"samples": torch.zeros(1, 128, 2, 4, 4)}
+    (patched,) = video.ModelSamplingLTXV().run(model, 2.05, 0.95, latent)
+    ms = patched.model_sampling
+    mu = ltxv_shift(32, 2.05, 0.95)
+    assert isinstance(ms, FluxSampling) and math.isclose(ms.shift, mu)
+    t = torch.tensor([0.25, 0.5, 0.9])
+    torch.testing.assert_close(ms.sigma(t), math.exp(mu) / (math.exp(mu) + 1 / t - 1))
+    assert not isinstance(model.model_sampling, FluxSampling)            # the input handle is untouched
+    assert math.isclose(model_patches.with_ltxv_sampling(model, 2.05, 0.95).model_sampling.shift, 2.05)
+
+
+def _sample(model, positive, negative, *, cfg: float, frames: int = 5) -> torch.Tensor:
+    return ksampler.ksample(model, {"samples": torch.zeros(frames, 4, 8, 8)}, positive, negative, seed=7,
+                            steps=1, cfg=cfg, sampler_name="euler", scheduler="normal")["samples"]
+
+
+@pytest.mark.parametrize("shape, scales", [
+    ("linear", [1.5, 2.375, 3.25, 4.125, 5.0]),           # linspace(min_cfg, cfg, frames)
+    ("triangle", [1.5, 3.25, 5.0, 3.25, 1.5]),            # min_cfg at both ends, cfg in the middle
+])
+def test_video_cfg_guidance_scales_each_frame(parts, shape, scales) -> None:
+    model, pos, neg = parts
+    node = video.VideoLinearCFGGuidance if shape == "linear" else video.VideoTriangleCFGGuidance
+    (patched,) = node().run(model, 1.5)
+    guided = _sample(patched, pos, neg, cfg=5.0)
+    cond = _sample(model, pos, neg, cfg=1.0)
+    uncond = _sample(model, neg, neg, cfg=1.0)
+    assert not torch.allclose(cond, uncond, atol=1e-4)
+    expected = uncond + torch.tensor(scales).reshape(5, 1, 1, 1) * (cond - uncond)
+    torch.testing.assert_close(guided, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_temporal_attention_factors_pick_output_projections_by_kind() -> None:
+    keys = ["diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_out.0.weight",
+            "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_out.0.bias",
+            "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight",
+            "diffusion_model.input_blocks.1.1.time_stack.0.attn1.to_out.0.weight",
+            "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_out.0.weight",
+            "diffusion_model.input_blocks.1.1.time_stack.0.attn2.to_out.0.bias"]
+    assert gp.temporal_attention_factors(keys, 2.0, 3.0, 4.0, 5.0) == {
+        keys[0]: 2.0, keys[1]: 2.0, keys[3]: 3.0, keys[4]: 4.0, keys[5]: 5.0}
+    assert gp.temporal_attention_factors(keys, 1.0, 3.0, 1.0, 1.0) == {keys[3]: 3.0}
+
+
+def test_temporal_attention_multiply_on_an_image_unet_scales_the_structural_output(parts) -> None:
+    model, pos, neg = parts
+    (patched,) = video.UNetTemporalAttentionMultiply().run(model, 0.5, 7.0, 1.0, 7.0)
+    reference = gp.with_unet_attention_multiplied(model, "attn1", 1.0, 1.0, 1.0, 0.5)
+    assert patched.patched_keys() == reference.patched_keys() and not model.patched_keys()
+    torch.testing.assert_close(_sample(patched, pos, neg, cfg=3.0, frames=1),
+                               _sample(reference, pos, neg, cfg=3.0, frames=1))
