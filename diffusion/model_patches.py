@@ -1,12 +1,13 @@
 """MODEL clones with a different model sampling or guidance function (ModelSamplingDiscrete, RescaleCFG,
-ModelSamplingLTXV)."""
+ModelSamplingLTXV, ModelSamplingStableCascade)."""
 from __future__ import annotations
 
 import math
 
 from sampling.guidance import rescale_cfg
 from sampling.flux import FluxSampling
-from sampling.model_sampling import X0, DiscreteSampling, DistilledDiscreteSampling, Eps, VPrediction
+from sampling.model_sampling import (X0, DiscreteSampling, DistilledDiscreteSampling, Eps, StableCascadeSampling,
+                                     VPrediction)
 from sampling.schedules_extra import ltxv_shift
 
 from .objects import DiffusionModel
@@ -52,3 +53,8 @@ def with_ltxv_sampling(model: DiffusionModel, max_shift: float, base_shift: floa
     """ModelSamplingLTXV: rectified flow with FLUX.1's exponential shift, mu from the latent's token count
     (sampling.schedules_extra.ltxv_shift)."""
     return model.with_model_sampling(FluxSampling(shift=ltxv_shift(latent_tokens(latent), max_shift, base_shift)))
+
+
+def with_stable_cascade_sampling(model: DiffusionModel, shift: float) -> DiffusionModel:
+    """ModelSamplingStableCascade: eps prediction on Stable Cascade's shifted cosine schedule."""
+    return model.with_model_sampling(StableCascadeSampling(Eps(), shift=shift))

@@ -41,5 +41,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.deep_cache",
     "nodes.builtin.checkpoints_extra",
     "nodes.builtin.api_image",
-    "nodes.builtin.video",
+    "nodes.builtin.families",
 )

@@ -1,8 +1,9 @@
-"""Latent, schedule and guidance nodes of the video families (Hunyuan Video, Wan, Mochi, LTX-Video, Cosmos,
-Stable Video Diffusion), plus the empty latents of other families whose models Plexus does not load yet
-(Hunyuan Image 2.1, Chroma Radiance, Stable Cascade, Hunyuan3D-2, ACE-Step audio). ComfyUI's specs
-(comfy_extras' nodes_hunyuan, nodes_mochi, nodes_lt, nodes_cosmos, nodes_wan, nodes_video_model,
-nodes_attention_multiply, nodes_chroma_radiance, nodes_stable_cascade, nodes_hunyuan3d, nodes_ace).
+"""Core nodes of model families Plexus does not load yet: the latent, schedule and guidance nodes of the
+video families (Hunyuan Video, Wan, Mochi, LTX-Video, Cosmos, Stable Video Diffusion), the empty latents of
+Hunyuan Image 2.1, Chroma Radiance, Stable Cascade, Hunyuan3D-2 and ACE-Step audio, and Stable Cascade's
+model sampling. ComfyUI's specs (comfy_extras' nodes_hunyuan, nodes_mochi, nodes_lt, nodes_cosmos,
+nodes_wan, nodes_video_model, nodes_attention_multiply, nodes_chroma_radiance, nodes_stable_cascade,
+nodes_hunyuan3d, nodes_ace, nodes_model_advanced).
 
 Each node wraps one function of `imaging.latent_ops`, `sampling.schedules_extra`,
 `diffusion.guidance_patches` or `diffusion.model_patches`. The latents are exact (shape and keys); a
@@ -154,6 +155,17 @@ class ModelSamplingLTXV:
 
     def run(self, model, max_shift: float, base_shift: float, latent: dict | None = None) -> tuple:
         return (model_patches.with_ltxv_sampling(model, max_shift, base_shift, latent),)
+
+
+@node("ModelSamplingStableCascade", category="advanced/model", display_name="ModelSamplingStableCascade",
+      function="patch")
+class ModelSamplingStableCascade:
+    model = Input("MODEL")
+    shift = Float(2.0, min=0.0, max=100.0, step=0.01)
+    RETURNS = ("MODEL",)
+
+    def run(self, model, shift: float) -> tuple:
+        return (model_patches.with_stable_cascade_sampling(model, shift),)
 
 
 # --- empty latents of image / audio / 3D families Plexus does not load yet ---------------------------

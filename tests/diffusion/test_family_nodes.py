@@ -1,4 +1,4 @@
-"""The video-family latent, schedule and guidance nodes (nodes/builtin/video.py) and the empty latents of
+"""The video-family latent, schedule and guidance nodes (nodes/builtin/families.py) and the empty latents of
 families Plexus does not load yet.
 
 References: ComfyUI 0.3.64's shape formulas for the empty latents; ComfyUI's own LTXVScheduler output on the
@@ -14,8 +14,9 @@ import torch
 
 from diffusion import conditioning, guidance_patches as gp, ksampler, loading, model_patches
 from model_management import MemorySettings, ModelManager
-from nodes.builtin import video
+from nodes.builtin import families as video
 from sampling.flux import FluxSampling
+from sampling.model_sampling import Eps, StableCascadeSampling
 from sampling.schedules_extra import ltxv_shift, ltxv_sigmas
 
 
@@ -141,3 +142,28 @@ def test_temporal_attention_multiply_on_an_image_unet_scales_the_structural_outp
     assert patched.patched_keys() == reference.patched_keys() and not model.patched_keys()
     torch.testing.assert_close(_sample(patched, pos, neg, cfg=3.0, frames=1),
                                _sample(reference, pos, neg, cfg=3.0, frames=1))
+
+
+def test_stable_cascade_sampling_equals_comfyui(parts) -> None:
+    """Values of ComfyUI 0.3.64's StableCascadeSampling + EPS at shift 2 (and 1), run in the peer venv."""
+    model, _, _ = parts
+    (patched,) = video.ModelSamplingStableCascade().run(model, 2.0)
+    ms = patched.model_sampling
+    assert isinstance(ms, StableCascadeSampling) and isinstance(ms.prediction, Eps)
+    close = dict(rtol=2e-6, atol=2e-6)
+    torch.testing.assert_close(ms.sigmas[[0, 1, 99, 4999, 9998, 9999]],
+                               torch.tensor([0.010001, 0.010001, 0.050266, 2.024779, 99.995003, 99.995003]),
+                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ms.sigma(torch.tensor([0.05, 0.3, 0.7, 0.95])),
+                               torch.tensor([0.179523, 1.040755, 3.961396, 25.614548]), **close)
+    torch.testing.assert_close(ms.timestep(torch.tensor([0.2, 1.0, 5.0, 40.0])),
+                               torch.tensor([0.11892, 0.49605, 0.873339, 0.983962]), **close)
+    assert [round(ms.percent_to_sigma(p), 5) for p in (0.0, 0.25, 0.5, 0.9, 1.0)] == \
+        [999999999.9, 4.87087, 2.02478, 0.33887, 0.0]
+    unshifted = StableCascadeSampling(shift=1.0)
+    torch.testing.assert_close(unshifted.sigma(torch.tensor([0.05, 0.3, 0.7, 0.95])),
+                               torch.tensor([0.089761, 0.520377, 1.980698, 12.807274]), **close)
+    # without a shift, the timestep inverts sigma (the cosine schedule of Nichol & Dhariwal 2021, eq. 17)
+    t = torch.tensor([0.1, 0.4, 0.8])
+    torch.testing.assert_close(unshifted.timestep(unshifted.sigma(t)), t, rtol=1e-4, atol=1e-4)
+    assert model.model_sampling is not ms
