@@ -42,4 +42,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.checkpoints_extra",
     "nodes.builtin.api_image",
     "nodes.builtin.families",
+    "nodes.builtin.training",
 )
