@@ -12,7 +12,7 @@ workflow using them still stops at its loader when the family is not supported, 
 from __future__ import annotations
 
 from diffusion import guidance_patches as gp
-from diffusion import model_patches
+from diffusion import model_patches, novel_view
 from imaging import latent_ops
 from nodes.spec import Boolean, Float, Input, Int, Output, node, optional
 from sampling.schedules_extra import ltxv_sigmas
@@ -227,3 +227,89 @@ class EmptyAceStepLatentAudio:
     def run(self, seconds: float, batch_size: int) -> tuple:
         return (latent_ops.empty_sequence(latent_ops.ace_step_frames(seconds), batch_size, shape=(8, 16),
                                           kind="audio"),)
+
+
+# --- image-to-video and novel-view conditioning (diffusion.novel_view) -------------------------------
+
+def _size(default: int) -> Int:
+    return Int(default, min=16, max=MAX_RESOLUTION, step=8)
+
+
+def _angle(limit: float) -> Float:
+    return Float(0.0, min=-limit, max=limit, step=0.1, round=False)
+
+
+_VIEW_RETURNS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
+
+
+@node("SVD_img2vid_Conditioning", category="conditioning/video_models", display_name="SVD_img2vid_Conditioning",
+      function="encode")
+class SVD_img2vid_Conditioning:
+    clip_vision = Input("CLIP_VISION")
+    init_image = Input("IMAGE")
+    vae = Input("VAE")
+    width = _size(1024)
+    height = _size(576)
+    video_frames = Int(14, min=1, max=4096)
+    motion_bucket_id = Int(127, min=1, max=1023)
+    fps = Int(6, min=1, max=1024)
+    augmentation_level = Float(0.0, min=0.0, max=10.0, step=0.01)
+    RETURNS = _VIEW_RETURNS
+
+    def run(self, clip_vision, init_image, vae, width: int, height: int, video_frames: int, motion_bucket_id: int,
+            fps: int, augmentation_level: float) -> tuple:
+        return novel_view.svd_img2vid(clip_vision, init_image, vae, width, height, video_frames, motion_bucket_id,
+                                      fps, augmentation_level)
+
+
+@node("StableZero123_Conditioning", category="conditioning/3d_models", function="execute")
+class StableZero123_Conditioning:
+    clip_vision = Input("CLIP_VISION")
+    init_image = Input("IMAGE")
+    vae = Input("VAE")
+    width = _size(256)
+    height = _size(256)
+    batch_size = Int(1, min=1, max=4096)
+    elevation = _angle(180.0)
+    azimuth = _angle(180.0)
+    RETURNS = _VIEW_RETURNS
+
+    def run(self, clip_vision, init_image, vae, width: int, height: int, batch_size: int, elevation: float,
+            azimuth: float) -> tuple:
+        return novel_view.zero123(clip_vision, init_image, vae, width, height, batch_size, elevation, azimuth)
+
+
+@node("StableZero123_Conditioning_Batched", category="conditioning/3d_models", function="execute")
+class StableZero123_Conditioning_Batched:
+    clip_vision = Input("CLIP_VISION")
+    init_image = Input("IMAGE")
+    vae = Input("VAE")
+    width = _size(256)
+    height = _size(256)
+    batch_size = Int(1, min=1, max=4096)
+    elevation = _angle(180.0)
+    azimuth = _angle(180.0)
+    elevation_batch_increment = _angle(180.0)
+    azimuth_batch_increment = _angle(180.0)
+    RETURNS = _VIEW_RETURNS
+
+    def run(self, clip_vision, init_image, vae, width: int, height: int, batch_size: int, elevation: float,
+            azimuth: float, elevation_batch_increment: float, azimuth_batch_increment: float) -> tuple:
+        return novel_view.zero123(clip_vision, init_image, vae, width, height, batch_size, elevation, azimuth,
+                                  elevation_batch_increment, azimuth_batch_increment)
+
+
+@node("SV3D_Conditioning", category="conditioning/3d_models", function="execute")
+class SV3D_Conditioning:
+    clip_vision = Input("CLIP_VISION")
+    init_image = Input("IMAGE")
+    vae = Input("VAE")
+    width = _size(576)
+    height = _size(576)
+    video_frames = Int(21, min=1, max=4096)
+    elevation = _angle(90.0)
+    RETURNS = _VIEW_RETURNS
+
+    def run(self, clip_vision, init_image, vae, width: int, height: int, video_frames: int,
+            elevation: float) -> tuple:
+        return novel_view.sv3d(clip_vision, init_image, vae, width, height, video_frames, elevation)
