@@ -12,9 +12,10 @@ workflow using them still stops at its loader when the family is not supported, 
 from __future__ import annotations
 
 from diffusion import guidance_patches as gp
+from diffusion import family_conditioning as fc
 from diffusion import model_patches, novel_view
 from imaging import latent_ops
-from nodes.spec import Boolean, Float, Input, Int, Output, node, optional
+from nodes.spec import Boolean, Combo, Float, Input, Int, Output, String, node, optional
 from sampling.schedules_extra import ltxv_sigmas
 
 MAX_RESOLUTION = 16384
@@ -313,3 +314,50 @@ class SV3D_Conditioning:
     def run(self, clip_vision, init_image, vae, width: int, height: int, video_frames: int,
             elevation: float) -> tuple:
         return novel_view.sv3d(clip_vision, init_image, vae, width, height, video_frames, elevation)
+
+
+# --- conditioning values of other families (diffusion.family_conditioning) ---------------------------
+
+@node("CLIPTextEncodeLumina2", category="conditioning", display_name="CLIP Text Encode for Lumina2",
+      function="execute")
+class CLIPTextEncodeLumina2:
+    system_prompt = Combo(list(fc.LUMINA2_SYSTEM_PROMPTS))
+    user_prompt = String(multiline=True, dynamic_prompts=True)
+    clip = Input("CLIP")
+    RETURNS = ("CONDITIONING",)
+
+    def run(self, system_prompt: str, user_prompt: str, clip) -> tuple:
+        return (fc.encode_lumina2(clip, system_prompt, user_prompt),)
+
+
+@node("CLIPTextEncodePixArtAlpha", category="advanced/conditioning", function="execute")
+class CLIPTextEncodePixArtAlpha:
+    width = Int(1024, min=0, max=MAX_RESOLUTION)
+    height = Int(1024, min=0, max=MAX_RESOLUTION)
+    text = String(multiline=True, dynamic_prompts=True)
+    clip = Input("CLIP")
+    RETURNS = ("CONDITIONING",)
+
+    def run(self, width: int, height: int, text: str, clip) -> tuple:
+        return (fc.encode_pixart(clip, text, width, height),)
+
+
+@node("LTXVConditioning", category="conditioning/video_models", function="execute")
+class LTXVConditioning:
+    positive = Input("CONDITIONING")
+    negative = Input("CONDITIONING")
+    frame_rate = Float(25.0, min=0.0, max=1000.0, step=0.01)
+    RETURNS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"))
+
+    def run(self, positive, negative, frame_rate: float) -> tuple:
+        return fc.with_frame_rate(positive, negative, frame_rate)
+
+
+@node("StableCascade_StageB_Conditioning", category="conditioning/stable_cascade", function="execute")
+class StableCascade_StageB_Conditioning:
+    conditioning = Input("CONDITIONING")
+    stage_c = Input("LATENT")
+    RETURNS = ("CONDITIONING",)
+
+    def run(self, conditioning, stage_c: dict) -> tuple:
+        return (fc.with_stable_cascade_prior(conditioning, stage_c["samples"]),)

@@ -167,3 +167,39 @@ def test_stable_cascade_sampling_equals_comfyui(parts) -> None:
     t = torch.tensor([0.1, 0.4, 0.8])
     torch.testing.assert_close(unshifted.timestep(unshifted.sigma(t)), t, rtol=1e-4, atol=1e-4)
     assert model.model_sampling is not ms
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from tests.diffusion.helpers import write_tiny
+    path = write_tiny(tmp_path_factory.mktemp("ckpt-clip") / "tiny.safetensors")
+    return loading.load_checkpoint_file(path, ModelManager(MemorySettings(force_fp32=True)))[1]
+
+
+def test_lumina2_encodes_the_system_prompt_before_the_users(clip) -> None:
+    (out,) = video.CLIPTextEncodeLumina2().run("alignment", "a red fox", clip)
+    text = ("You are an assistant designed to generate high-quality images with the highest degree of "
+            "image-text alignment based on textual prompts. <Prompt Start> a red fox")
+    (reference,) = conditioning.encode_text(clip, text)
+    torch.testing.assert_close(out[0][0], reference[0])
+    assert video.CLIPTextEncodeLumina2.INPUT_TYPES()["required"]["system_prompt"][0] == ["superior", "alignment"]
+
+
+def test_pixart_alpha_encoding_carries_the_size(clip) -> None:
+    (out,) = video.CLIPTextEncodePixArtAlpha().run(640, 480, "a boat", clip)
+    (reference,) = conditioning.encode_text(clip, "a boat")
+    torch.testing.assert_close(out[0][0], reference[0])
+    assert out[0][1]["width"] == 640 and out[0][1]["height"] == 480
+    torch.testing.assert_close(out[0][1]["pooled_output"], reference[1]["pooled_output"])
+
+
+def test_ltxv_conditioning_and_stage_b_add_their_keys_without_changing_the_input() -> None:
+    cond = torch.ones(1, 3, 4)
+    positive, negative = [[cond, {"a": 1}]], [[cond * 0, {}], [cond, {"b": 2}]]
+    new_positive, new_negative = video.LTXVConditioning().run(positive, negative, 24.0)
+    assert new_positive[0][1] == {"a": 1, "frame_rate": 24.0} and positive[0][1] == {"a": 1}
+    assert [entry[1]["frame_rate"] for entry in new_negative] == [24.0, 24.0] and new_negative[1][1]["b"] == 2
+    stage_c = torch.randn(1, 16, 3, 3)
+    (prior,) = video.StableCascade_StageB_Conditioning().run(positive, {"samples": stage_c})
+    assert prior[0][1]["stable_cascade_prior"] is stage_c and prior[0][0] is cond
+    assert "stable_cascade_prior" not in positive[0][1]
