@@ -7,9 +7,13 @@ it is given, plus the keys that family's model reads.
 - PixArt-alpha (Chen et al. 2023) takes the target size beside the T5 encoding ("width", "height").
 - LTX-Video takes the clip's frame rate ("frame_rate") on both conditionings.
 - Stable Cascade's stage B takes stage C's latent as "stable_cascade_prior".
+- LTX-Video's guide frames (LTXVAddGuide) are appended at the end of the latent's frame axis, their
+  positions in "keyframe_idxs" ([N, ...], column 0 the frame index); LTXVCropGuides removes as many frames
+  as there are distinct guide frames and clears "keyframe_idxs", keeping the noise mask in step.
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .conditioning import encode_text, set_values
@@ -40,3 +44,26 @@ def with_frame_rate(positive: list, negative: list, frame_rate: float) -> tuple[
 
 def with_stable_cascade_prior(conditioning: list, stage_c: Tensor) -> list:
     return set_values(conditioning, {"stable_cascade_prior": stage_c})
+
+
+def _first_value(conditioning: list, key: str):
+    for entry in conditioning:
+        if key in entry[1]:
+            return entry[1][key]
+    return None
+
+
+def crop_ltxv_guides(positive: list, negative: list, latent: dict) -> tuple[list, list, dict]:
+    samples = latent["samples"].clone()
+    mask = latent.get("noise_mask")
+    if mask is None:
+        mask = torch.ones((samples.shape[0], 1, samples.shape[2], 1, 1), dtype=torch.float32)
+    else:
+        mask = mask.clone()
+    keyframes = _first_value(positive, "keyframe_idxs")
+    count = 0 if keyframes is None else int(torch.unique(keyframes[:, 0]).shape[0])
+    if count == 0:
+        return positive, negative, {"samples": samples, "noise_mask": mask}
+    cleared = {"keyframe_idxs": None}
+    return (set_values(positive, cleared), set_values(negative, cleared),
+            {"samples": samples[:, :, :-count], "noise_mask": mask[:, :, :-count]})

@@ -361,3 +361,14 @@ class StableCascade_StageB_Conditioning:
 
     def run(self, conditioning, stage_c: dict) -> tuple:
         return (fc.with_stable_cascade_prior(conditioning, stage_c["samples"]),)
+
+
+@node("LTXVCropGuides", category="conditioning/video_models", function="execute")
+class LTXVCropGuides:
+    positive = Input("CONDITIONING")
+    negative = Input("CONDITIONING")
+    latent = Input("LATENT")
+    RETURNS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
+
+    def run(self, positive, negative, latent: dict) -> tuple:
+        return fc.crop_ltxv_guides(positive, negative, latent)

@@ -203,3 +203,21 @@ def test_ltxv_conditioning_and_stage_b_add_their_keys_without_changing_the_input
     (prior,) = video.StableCascade_StageB_Conditioning().run(positive, {"samples": stage_c})
     assert prior[0][1]["stable_cascade_prior"] is stage_c and prior[0][0] is cond
     assert "stable_cascade_prior" not in positive[0][1]
+
+
+def test_ltxv_crop_guides_removes_one_frame_per_distinct_guide_frame() -> None:
+    samples = torch.randn(1, 4, 6, 2, 2)
+    mask = torch.rand(1, 1, 6, 1, 1)
+    guides = torch.tensor([[4, 0, 0], [4, 0, 1], [5, 0, 0]])        # two guide frames, one with two cells
+    positive, negative = [[torch.ones(1), {"keyframe_idxs": guides}]], [[torch.zeros(1), {"keyframe_idxs": guides}]]
+    new_positive, new_negative, out = video.LTXVCropGuides().run(positive, negative,
+                                                                  {"samples": samples, "noise_mask": mask})
+    torch.testing.assert_close(out["samples"], samples[:, :, :4])
+    torch.testing.assert_close(out["noise_mask"], mask[:, :, :4])
+    assert new_positive[0][1]["keyframe_idxs"] is None and new_negative[0][1]["keyframe_idxs"] is None
+    assert positive[0][1]["keyframe_idxs"] is guides
+    # without guides: unchanged, with a ones mask over the frames (ComfyUI's get_noise_mask)
+    same_positive, _, plain = video.LTXVCropGuides().run([[torch.ones(1), {}]], [], {"samples": samples})
+    torch.testing.assert_close(plain["samples"], samples)
+    torch.testing.assert_close(plain["noise_mask"], torch.ones(1, 1, 6, 1, 1))
+    assert same_positive[0][1] == {}
