@@ -7,6 +7,9 @@ it is given, plus the keys that family's model reads.
 - PixArt-alpha (Chen et al. 2023) takes the target size beside the T5 encoding ("width", "height").
 - LTX-Video takes the clip's frame rate ("frame_rate") on both conditionings.
 - Stable Cascade's stage B takes stage C's latent as "stable_cascade_prior".
+- Stable Diffusion x4 upscaler (Stability's SD 2 x4 upscaler): the low-resolution image, in [-1, 1] and
+  channels first, at a quarter of the target size ("concat_image", center crop + bilinear), with its
+  "noise_augmentation"; the latent is [B, 4, H/4, W/4] of the target size (its VAE downsamples by 4).
 - LTX-Video's guide frames (LTXVAddGuide) are appended at the end of the latent's frame axis, their
   positions in "keyframe_idxs" ([N, ...], column 0 the frame index); LTXVCropGuides removes as many frames
   as there are distinct guide frames and clears "keyframe_idxs", keeping the noise mask in step.
@@ -15,6 +18,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from execution.errors import PlexusError
+from imaging.resize import upscale
 
 from .conditioning import encode_text, set_values
 
@@ -67,3 +73,17 @@ def crop_ltxv_guides(positive: list, negative: list, latent: dict) -> tuple[list
     cleared = {"keyframe_idxs": None}
     return (set_values(positive, cleared), set_values(negative, cleared),
             {"samples": samples[:, :, :-count], "noise_mask": mask[:, :, :-count]})
+
+
+def x4_upscale_conditioning(images: Tensor, positive: list, negative: list, scale_ratio: float,
+                            noise_augmentation: float) -> tuple[list, list, dict]:
+    width = max(1, round(images.shape[-2] * scale_ratio))
+    height = max(1, round(images.shape[-3] * scale_ratio))
+    if width < 4 or height < 4:
+        raise PlexusError("invalid_input", "SD_4XUpscale_Conditioning: the target is under 4 pixels wide or high",
+                          f"{images.shape[-2]}x{images.shape[-3]} times scale_ratio {scale_ratio} gives "
+                          f"{width}x{height}; raise scale_ratio")
+    pixels = upscale(images.movedim(-1, 1) * 2.0 - 1.0, width // 4, height // 4, "bilinear", "center")
+    values = {"concat_image": pixels, "noise_augmentation": noise_augmentation}
+    latent = {"samples": torch.zeros([images.shape[0], 4, height // 4, width // 4])}
+    return set_values(positive, values), set_values(negative, values), latent

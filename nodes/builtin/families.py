@@ -372,3 +372,16 @@ class LTXVCropGuides:
 
     def run(self, positive, negative, latent: dict) -> tuple:
         return fc.crop_ltxv_guides(positive, negative, latent)
+
+
+@node("SD_4XUpscale_Conditioning", category="conditioning/upscale_diffusion", function="execute")
+class SD_4XUpscale_Conditioning:
+    images = Input("IMAGE")
+    positive = Input("CONDITIONING")
+    negative = Input("CONDITIONING")
+    scale_ratio = Float(4.0, min=0.0, max=10.0, step=0.01)
+    noise_augmentation = Float(0.0, min=0.0, max=1.0, step=0.001)
+    RETURNS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
+
+    def run(self, images, positive, negative, scale_ratio: float, noise_augmentation: float) -> tuple:
+        return fc.x4_upscale_conditioning(images, positive, negative, scale_ratio, noise_augmentation)

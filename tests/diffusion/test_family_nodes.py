@@ -12,6 +12,8 @@ import math
 import pytest
 import torch
 
+from execution.errors import PlexusError
+
 from diffusion import conditioning, guidance_patches as gp, ksampler, loading, model_patches
 from model_management import MemorySettings, ModelManager
 from nodes.builtin import families as video
@@ -221,3 +223,21 @@ def test_ltxv_crop_guides_removes_one_frame_per_distinct_guide_frame() -> None:
     torch.testing.assert_close(plain["samples"], samples)
     torch.testing.assert_close(plain["noise_mask"], torch.ones(1, 1, 6, 1, 1))
     assert same_positive[0][1] == {}
+
+
+def test_sd_x4_upscale_conditioning_carries_the_image_at_a_quarter_of_the_target() -> None:
+    from imaging.resize import upscale
+    images = torch.rand(2, 20, 32, 3)
+    cond = torch.ones(1, 3, 4)
+    positive, negative, latent = video.SD_4XUpscale_Conditioning().run(
+        images, [[cond, {"a": 1}]], [[cond, {}]], 2.5, 0.2)
+    # target 80 x 50: the image goes in at 20 x 12 (common_upscale's center crop + bilinear), in [-1, 1]
+    expected = upscale(images.movedim(-1, 1) * 2 - 1, 20, 12, "bilinear", "center")
+    for options in (positive[0][1], negative[0][1]):
+        assert options["noise_augmentation"] == 0.2 and options["concat_image"].shape == (2, 3, 12, 20)
+        torch.testing.assert_close(options["concat_image"], expected)
+    assert positive[0][1]["a"] == 1 and positive[0][0] is cond
+    assert float(expected.min()) >= -1.0 and float(expected.max()) <= 1.0 and float(expected.min()) < 0
+    assert tuple(latent["samples"].shape) == (2, 4, 12, 20) and not latent["samples"].any()
+    with pytest.raises(PlexusError, match="under 4 pixels"):
+        video.SD_4XUpscale_Conditioning().run(images, [], [], 0.1, 0.0)
