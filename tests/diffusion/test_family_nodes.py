@@ -12,48 +12,47 @@ import math
 import pytest
 import torch
 
-from execution.errors import PlexusError
-
 from diffusion import conditioning, guidance_patches as gp, ksampler, loading, model_patches
+from execution.errors import PlexusError
 from model_management import MemorySettings, ModelManager
-from nodes.builtin import families as video
+from nodes.builtin import families
 from sampling.flux import FluxSampling
 from sampling.model_sampling import Eps, StableCascadeSampling
 from sampling.schedules_extra import ltxv_shift, ltxv_sigmas
 
 
 @pytest.mark.parametrize("cls, args, shape", [
-    (video.EmptyHunyuanLatentVideo, (848, 480, 25, 2), (2, 16, 7, 60, 106)),
-    (video.EmptyHunyuanLatentVideo, (64, 48, 1, 1), (1, 16, 1, 6, 8)),
-    (video.EmptyMochiLatentVideo, (848, 480, 25, 1), (1, 12, 5, 60, 106)),
-    (video.EmptyLTXVLatentVideo, (768, 512, 97, 1), (1, 128, 13, 16, 24)),
-    (video.EmptyCosmosLatentVideo, (1280, 704, 121, 1), (1, 16, 16, 88, 160)),
-    (video.EmptyHunyuanImageLatent, (2048, 1024, 3), (3, 64, 32, 64)),
-    (video.EmptyChromaRadianceLatentImage, (80, 48, 2), (2, 3, 48, 80)),
-    (video.EmptyLatentHunyuan3Dv2, (3072, 2), (2, 64, 3072)),
-    (video.EmptyAceStepLatentAudio, (120.0, 1), (1, 8, 16, int(120.0 * 44100 / 512 / 8))),
+    (families.EmptyHunyuanLatentVideo, (848, 480, 25, 2), (2, 16, 7, 60, 106)),
+    (families.EmptyHunyuanLatentVideo, (64, 48, 1, 1), (1, 16, 1, 6, 8)),
+    (families.EmptyMochiLatentVideo, (848, 480, 25, 1), (1, 12, 5, 60, 106)),
+    (families.EmptyLTXVLatentVideo, (768, 512, 97, 1), (1, 128, 13, 16, 24)),
+    (families.EmptyCosmosLatentVideo, (1280, 704, 121, 1), (1, 16, 16, 88, 160)),
+    (families.EmptyHunyuanImageLatent, (2048, 1024, 3), (3, 64, 32, 64)),
+    (families.EmptyChromaRadianceLatentImage, (80, 48, 2), (2, 3, 48, 80)),
+    (families.EmptyLatentHunyuan3Dv2, (3072, 2), (2, 64, 3072)),
+    (families.EmptyAceStepLatentAudio, (120.0, 1), (1, 8, 16, int(120.0 * 44100 / 512 / 8))),
 ])
 def test_empty_latents_have_comfyuis_shapes(cls, args, shape) -> None:
     (latent,) = cls().run(*args)
     assert tuple(latent["samples"].shape) == shape and not latent["samples"].any()
-    assert latent.get("type") == {video.EmptyLatentHunyuan3Dv2: "hunyuan3dv2",
-                                  video.EmptyAceStepLatentAudio: "audio"}.get(cls)
+    assert latent.get("type") == {families.EmptyLatentHunyuan3Dv2: "hunyuan3dv2",
+                                  families.EmptyAceStepLatentAudio: "audio"}.get(cls)
 
 
 def test_stable_cascade_empty_latent_gives_both_stages() -> None:
-    stage_c, stage_b = video.StableCascade_EmptyLatentImage().run(1024, 768, 42, 2)
+    stage_c, stage_b = families.StableCascade_EmptyLatentImage().run(1024, 768, 42, 2)
     assert tuple(stage_c["samples"].shape) == (2, 16, 768 // 42, 1024 // 42)
     assert tuple(stage_b["samples"].shape) == (2, 4, 192, 256)
-    assert video.StableCascade_EmptyLatentImage.RETURN_NAMES == ("stage_c", "stage_b")
+    assert families.StableCascade_EmptyLatentImage.RETURN_NAMES == ("stage_c", "stage_b")
 
 
 def test_trim_video_latent_drops_leading_frames_and_keeps_other_keys() -> None:
     samples = torch.arange(2 * 3 * 5 * 2 * 2, dtype=torch.float32).reshape(2, 3, 5, 2, 2)
     latent = {"samples": samples, "batch_index": [4, 5]}
-    (out,) = video.TrimVideoLatent().run(latent, 2)
+    (out,) = families.TrimVideoLatent().run(latent, 2)
     torch.testing.assert_close(out["samples"], samples[:, :, 2:])
     assert out["batch_index"] == [4, 5] and latent["samples"] is samples and samples.shape[2] == 5
-    assert video.TrimVideoLatent().run(latent, 9)[0]["samples"].shape[2] == 0
+    assert families.TrimVideoLatent().run(latent, 9)[0]["samples"].shape[2] == 0
 
 
 # ComfyUI 0.3.64's LTXVScheduler on the same inputs (steps, max_shift, base_shift, stretch, terminal, tokens)
@@ -72,9 +71,9 @@ def test_ltxv_scheduler_equals_comfyui(args, expected) -> None:
 
 def test_ltxv_scheduler_node_counts_the_latents_tokens() -> None:
     latent = {"samples": torch.zeros(1, 128, 3, 8, 12)}
-    (sigmas,) = video.LTXVScheduler().run(6, 1.5, 0.5, True, 0.25, latent)
+    (sigmas,) = families.LTXVScheduler().run(6, 1.5, 0.5, True, 0.25, latent)
     torch.testing.assert_close(sigmas, torch.tensor(COMFYUI_LTXV[2][1]), rtol=0, atol=2e-6)
-    (default,) = video.LTXVScheduler().run(5, 2.05, 0.95, False, 0.1)
+    (default,) = families.LTXVScheduler().run(5, 2.05, 0.95, False, 0.1)
     torch.testing.assert_close(default, torch.tensor(COMFYUI_LTXV[1][1]), rtol=0, atol=2e-6)
 
 
@@ -94,7 +93,7 @@ def parts(tmp_path_factory):
 def test_model_sampling_ltxv_is_flux_sampling_with_the_token_shift(parts) -> None:
     model, _, _ = parts
     latent = {"samples": torch.zeros(1, 128, 2, 4, 4)}
-    (patched,) = video.ModelSamplingLTXV().run(model, 2.05, 0.95, latent)
+    (patched,) = families.ModelSamplingLTXV().run(model, 2.05, 0.95, latent)
     ms = patched.model_sampling
     mu = ltxv_shift(32, 2.05, 0.95)
     assert isinstance(ms, FluxSampling) and math.isclose(ms.shift, mu)
@@ -115,7 +114,7 @@ def _sample(model, positive, negative, *, cfg: float, frames: int = 5) -> torch.
 ])
 def test_video_cfg_guidance_scales_each_frame(parts, shape, scales) -> None:
     model, pos, neg = parts
-    node = video.VideoLinearCFGGuidance if shape == "linear" else video.VideoTriangleCFGGuidance
+    node = families.VideoLinearCFGGuidance if shape == "linear" else families.VideoTriangleCFGGuidance
     (patched,) = node().run(model, 1.5)
     guided = _sample(patched, pos, neg, cfg=5.0)
     cond = _sample(model, pos, neg, cfg=1.0)
@@ -139,7 +138,7 @@ def test_temporal_attention_factors_pick_output_projections_by_kind() -> None:
 
 def test_temporal_attention_multiply_on_an_image_unet_scales_the_structural_output(parts) -> None:
     model, pos, neg = parts
-    (patched,) = video.UNetTemporalAttentionMultiply().run(model, 0.5, 7.0, 1.0, 7.0)
+    (patched,) = families.UNetTemporalAttentionMultiply().run(model, 0.5, 7.0, 1.0, 7.0)
     reference = gp.with_unet_attention_multiplied(model, "attn1", 1.0, 1.0, 1.0, 0.5)
     assert patched.patched_keys() == reference.patched_keys() and not model.patched_keys()
     torch.testing.assert_close(_sample(patched, pos, neg, cfg=3.0, frames=1),
@@ -149,7 +148,7 @@ def test_temporal_attention_multiply_on_an_image_unet_scales_the_structural_outp
 def test_stable_cascade_sampling_equals_comfyui(parts) -> None:
     """Values of ComfyUI 0.3.64's StableCascadeSampling + EPS at shift 2 (and 1), run in the peer venv."""
     model, _, _ = parts
-    (patched,) = video.ModelSamplingStableCascade().run(model, 2.0)
+    (patched,) = families.ModelSamplingStableCascade().run(model, 2.0)
     ms = patched.model_sampling
     assert isinstance(ms, StableCascadeSampling) and isinstance(ms.prediction, Eps)
     close = dict(rtol=2e-6, atol=2e-6)
@@ -179,16 +178,16 @@ def clip(tmp_path_factory):
 
 
 def test_lumina2_encodes_the_system_prompt_before_the_users(clip) -> None:
-    (out,) = video.CLIPTextEncodeLumina2().run("alignment", "a red fox", clip)
+    (out,) = families.CLIPTextEncodeLumina2().run("alignment", "a red fox", clip)
     text = ("You are an assistant designed to generate high-quality images with the highest degree of "
             "image-text alignment based on textual prompts. <Prompt Start> a red fox")
     (reference,) = conditioning.encode_text(clip, text)
     torch.testing.assert_close(out[0][0], reference[0])
-    assert video.CLIPTextEncodeLumina2.INPUT_TYPES()["required"]["system_prompt"][0] == ["superior", "alignment"]
+    assert families.CLIPTextEncodeLumina2.INPUT_TYPES()["required"]["system_prompt"][0] == ["superior", "alignment"]
 
 
 def test_pixart_alpha_encoding_carries_the_size(clip) -> None:
-    (out,) = video.CLIPTextEncodePixArtAlpha().run(640, 480, "a boat", clip)
+    (out,) = families.CLIPTextEncodePixArtAlpha().run(640, 480, "a boat", clip)
     (reference,) = conditioning.encode_text(clip, "a boat")
     torch.testing.assert_close(out[0][0], reference[0])
     assert out[0][1]["width"] == 640 and out[0][1]["height"] == 480
@@ -198,11 +197,11 @@ def test_pixart_alpha_encoding_carries_the_size(clip) -> None:
 def test_ltxv_conditioning_and_stage_b_add_their_keys_without_changing_the_input() -> None:
     cond = torch.ones(1, 3, 4)
     positive, negative = [[cond, {"a": 1}]], [[cond * 0, {}], [cond, {"b": 2}]]
-    new_positive, new_negative = video.LTXVConditioning().run(positive, negative, 24.0)
+    new_positive, new_negative = families.LTXVConditioning().run(positive, negative, 24.0)
     assert new_positive[0][1] == {"a": 1, "frame_rate": 24.0} and positive[0][1] == {"a": 1}
     assert [entry[1]["frame_rate"] for entry in new_negative] == [24.0, 24.0] and new_negative[1][1]["b"] == 2
     stage_c = torch.randn(1, 16, 3, 3)
-    (prior,) = video.StableCascade_StageB_Conditioning().run(positive, {"samples": stage_c})
+    (prior,) = families.StableCascade_StageB_Conditioning().run(positive, {"samples": stage_c})
     assert prior[0][1]["stable_cascade_prior"] is stage_c and prior[0][0] is cond
     assert "stable_cascade_prior" not in positive[0][1]
 
@@ -212,14 +211,14 @@ def test_ltxv_crop_guides_removes_one_frame_per_distinct_guide_frame() -> None:
     mask = torch.rand(1, 1, 6, 1, 1)
     guides = torch.tensor([[4, 0, 0], [4, 0, 1], [5, 0, 0]])        # two guide frames, one with two cells
     positive, negative = [[torch.ones(1), {"keyframe_idxs": guides}]], [[torch.zeros(1), {"keyframe_idxs": guides}]]
-    new_positive, new_negative, out = video.LTXVCropGuides().run(positive, negative,
+    new_positive, new_negative, out = families.LTXVCropGuides().run(positive, negative,
                                                                   {"samples": samples, "noise_mask": mask})
     torch.testing.assert_close(out["samples"], samples[:, :, :4])
     torch.testing.assert_close(out["noise_mask"], mask[:, :, :4])
     assert new_positive[0][1]["keyframe_idxs"] is None and new_negative[0][1]["keyframe_idxs"] is None
     assert positive[0][1]["keyframe_idxs"] is guides
     # without guides: unchanged, with a ones mask over the frames (ComfyUI's get_noise_mask)
-    same_positive, _, plain = video.LTXVCropGuides().run([[torch.ones(1), {}]], [], {"samples": samples})
+    same_positive, _, plain = families.LTXVCropGuides().run([[torch.ones(1), {}]], [], {"samples": samples})
     torch.testing.assert_close(plain["samples"], samples)
     torch.testing.assert_close(plain["noise_mask"], torch.ones(1, 1, 6, 1, 1))
     assert same_positive[0][1] == {}
@@ -229,7 +228,7 @@ def test_sd_x4_upscale_conditioning_carries_the_image_at_a_quarter_of_the_target
     from imaging.resize import upscale
     images = torch.rand(2, 20, 32, 3)
     cond = torch.ones(1, 3, 4)
-    positive, negative, latent = video.SD_4XUpscale_Conditioning().run(
+    positive, negative, latent = families.SD_4XUpscale_Conditioning().run(
         images, [[cond, {"a": 1}]], [[cond, {}]], 2.5, 0.2)
     # target 80 x 50: the image goes in at 20 x 12 (common_upscale's center crop + bilinear), in [-1, 1]
     expected = upscale(images.movedim(-1, 1) * 2 - 1, 20, 12, "bilinear", "center")
@@ -240,4 +239,4 @@ def test_sd_x4_upscale_conditioning_carries_the_image_at_a_quarter_of_the_target
     assert float(expected.min()) >= -1.0 and float(expected.max()) <= 1.0 and float(expected.min()) < 0
     assert tuple(latent["samples"].shape) == (2, 4, 12, 20) and not latent["samples"].any()
     with pytest.raises(PlexusError, match="under 4 pixels"):
-        video.SD_4XUpscale_Conditioning().run(images, [], [], 0.1, 0.0)
+        families.SD_4XUpscale_Conditioning().run(images, [], [], 0.1, 0.0)
