@@ -1,5 +1,5 @@
-"""The video-family latent, schedule and guidance nodes (nodes/builtin/families.py) and the empty latents of
-families Plexus does not load yet.
+"""The nodes of families Plexus does not load yet (nodes/builtin/families.py): video latents, schedules and
+guidance, other families' empty latents, Stable Cascade's model sampling and the conditioning-value nodes.
 
 References: ComfyUI 0.3.64's shape formulas for the empty latents; ComfyUI's own LTXVScheduler output on the
 same inputs (values below, from comfy_extras.nodes_lt run in the peer venv); the CFG formulas of
