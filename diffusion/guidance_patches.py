@@ -117,6 +117,39 @@ def with_unet_attention_multiplied(model: DiffusionModel, attention: str, q: flo
                                      f"{attention}.to_out.0": out}, f"{attention} multiply")
 
 
+def temporal_attention_factors(keys, self_structural: float, self_temporal: float, cross_structural: float,
+                               cross_temporal: float) -> dict[str, float]:
+    """UNetTemporalAttentionMultiply's choice of weights: the output projection (".to_out.0" weight and
+    bias) of each self- (attn1) and cross-attention (attn2), temporal when the key lies in a video UNet's
+    ".time_stack." (SVD's temporal transformer blocks), structural otherwise. Factors of 1 are left out."""
+    found = {}
+    for key in keys:
+        for attention, structural, temporal in (("attn1", self_structural, self_temporal),
+                                                ("attn2", cross_structural, cross_temporal)):
+            if key.endswith((f"{attention}.to_out.0.weight", f"{attention}.to_out.0.bias")):
+                factor = temporal if ".time_stack." in key else structural
+                if factor != 1.0:
+                    found[key] = factor
+    return found
+
+
+def with_temporal_attention_multiplied(model: DiffusionModel, self_structural: float, self_temporal: float,
+                                       cross_structural: float, cross_temporal: float) -> DiffusionModel:
+    """UNetTemporalAttentionMultiply: copy-on-write scaling of the weights temporal_attention_factors picks."""
+    twin = model.clone()
+    chosen = temporal_attention_factors(model.shared.weights.slots, self_structural, self_temporal,
+                                        cross_structural, cross_temporal)
+    for key, factor in chosen.items():
+        twin.add_patches({key: _scaled(factor)}, 1.0, "temporal attention multiply")
+    return twin
+
+
+def with_video_cfg(model: DiffusionModel, shape: str, min_cfg: float) -> DiffusionModel:
+    """VideoLinearCFGGuidance ("linear") / VideoTriangleCFGGuidance ("triangle") as the clone's CFG function."""
+    fn = {"linear": guidance_variants.video_linear_cfg, "triangle": guidance_variants.video_triangle_cfg}[shape]
+    return with_cfg_function(model, fn(min_cfg))
+
+
 def with_clip_attention_multiplied(clip: TextEncoders, q: float, k: float, v: float, out: float) -> TextEncoders:
     """CLIPAttentionMultiply: every text tower's self-attention projections."""
     return _multiply_weights(clip, {"self_attn.q_proj": q, "self_attn.k_proj": k, "self_attn.v_proj": v,

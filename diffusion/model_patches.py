@@ -1,8 +1,14 @@
-"""MODEL clones with a different model sampling or guidance function (ModelSamplingDiscrete, RescaleCFG)."""
+"""MODEL clones with a different model sampling or guidance function (ModelSamplingDiscrete, RescaleCFG,
+ModelSamplingLTXV, ModelSamplingStableCascade)."""
 from __future__ import annotations
 
+import math
+
 from sampling.guidance import rescale_cfg
-from sampling.model_sampling import X0, DiscreteSampling, DistilledDiscreteSampling, Eps, VPrediction
+from sampling.flux import FluxSampling
+from sampling.model_sampling import (X0, DiscreteSampling, DistilledDiscreteSampling, Eps, StableCascadeSampling,
+                                     VPrediction)
+from sampling.schedules_extra import ltxv_shift
 
 from .objects import DiffusionModel
 
@@ -33,3 +39,22 @@ def with_rescale_cfg(model: DiffusionModel, multiplier: float) -> DiffusionModel
     twin = model.clone()
     twin.set_cfg_function(rescale_cfg(multiplier))
     return twin
+
+
+def latent_tokens(latent: dict | None) -> int:
+    """The number of latent cells past batch and channels (LTX-Video's token count); 4096 without a latent."""
+    if latent is None:
+        return 4096
+    return math.prod(latent["samples"].shape[2:])
+
+
+def with_ltxv_sampling(model: DiffusionModel, max_shift: float, base_shift: float,
+                       latent: dict | None = None) -> DiffusionModel:
+    """ModelSamplingLTXV: rectified flow with FLUX.1's exponential shift, mu from the latent's token count
+    (sampling.schedules_extra.ltxv_shift)."""
+    return model.with_model_sampling(FluxSampling(shift=ltxv_shift(latent_tokens(latent), max_shift, base_shift)))
+
+
+def with_stable_cascade_sampling(model: DiffusionModel, shift: float) -> DiffusionModel:
+    """ModelSamplingStableCascade: eps prediction on Stable Cascade's shifted cosine schedule."""
+    return model.with_model_sampling(StableCascadeSampling(Eps(), shift=shift))

@@ -56,13 +56,18 @@ EDITOR_WIDGET_TYPES = frozenset({"MARKDOWN", "IMAGEUPLOAD", "COLOR", "IMAGECOMPA
 #     only; none is sent).
 #   CustomCombo: customCombo.ts adds a hidden "index" (the chosen option's position, an int, sent) and
 #     the option texts option0, option1, ... (the node's choices, which only the editor needs).
+#   GetImageSize: the text it sends while running (send_progress_text) is shown in the frontend's
+#     "$$node-text-preview" widget, which editors of mid-2025 saved (image_omnigen2_image_edit; the
+#     newer ones mark it serialize: false). Display only.
 EDITOR_ADDED_WIDGETS: dict[str, tuple[tuple[str, bool], ...]] = {
     "PreviewAny": (("preview_markdown", False), ("preview_text", False), ("previewMode", False)),
     "CustomCombo": (("index", True), ("option*", False)),
+    "GetImageSize": (("$$node-text-preview", False),),
 }
 # What a saved value of an editor-added widget must look like to be taken as that widget's.
 EDITOR_WIDGET_VALUES: dict[str, Callable[[Any], bool]] = {
     "index": lambda value: isinstance(value, int) and not isinstance(value, bool),
+    "$$node-text-preview": lambda value: isinstance(value, str),
 }
 
 
@@ -325,6 +330,17 @@ def _map_widget_values(node: _Node, slots: list[_WidgetSlot]) -> dict[str, Any]:
                              if slot.is_sent and not (slot.is_soft and value is None)}
                     if all(found.get(name) == key for name, key in assumed.items()):
                         return found
+    # The editor assigns saved values to its widgets by position and leaves the widgets past the last
+    # saved value at their defaults (litegraph's LGraphNode.configure), so a workflow saved before a
+    # node gained trailing widgets still loads: fill those from the spec, as the editor would send them.
+    # Only when no full match exists; a surplus value is still refused.
+    for flat, assumed in _expansions(plain):
+        mapped = _consume(values, flat, fill_trailing=True)
+        if mapped is not None:
+            found = {slot.name: value for slot, value in mapped
+                     if slot.is_sent and not (slot.is_soft and value is None)}
+            if all(found.get(name) == key for name, key in assumed.items()):
+                return found
     expected = ", ".join(slot.describe() for slot in plain if slot.is_sent)
     raise _node_error(node, f"widget count mismatch: {len(values)} widgets_values for the widget inputs "
                             f"[{expected}]",
@@ -356,9 +372,11 @@ def _names(slots: list[_WidgetSlot], values: dict[str, Any]) -> list[str]:
     return names
 
 
-def _consume(values: list[Any], slots: list[_WidgetSlot]) -> list[tuple[_WidgetSlot, Any]] | None:
+def _consume(values: list[Any], slots: list[_WidgetSlot],
+             fill_trailing: bool = False) -> list[tuple[_WidgetSlot, Any]] | None:
     """``(slot, value)`` for each slot that has a saved value, skipping each slot's saved extras; None if
-    ``values`` cannot be split so.
+    ``values`` cannot be split so. With ``fill_trailing``, the slots left when the values run out take
+    their defaults (a DynamicCombo's default option's widgets are not among them: see the caller).
 
     Extras are taken when the saved value fits them (longest run first) and dropped when the counts
     say they were not saved; a soft slot takes a value when the counts allow and is left out when they
@@ -369,6 +387,8 @@ def _consume(values: list[Any], slots: list[_WidgetSlot]) -> list[tuple[_WidgetS
     def walk(index: int, position: int) -> list[tuple[_WidgetSlot, Any]] | None:
         if index == len(slots):
             return [] if position == len(values) else None
+        if fill_trailing and position == len(values) and position > 0:
+            return [(slot, slot.default) for slot in slots[index:] if not slot.is_soft and not slot.is_rest]
         if (index, position) in failed:
             return None
         slot = slots[index]

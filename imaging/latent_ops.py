@@ -138,3 +138,33 @@ def blend(first: dict, second: dict, blend_factor: float) -> dict:
 
 def set_noise_mask(latent: dict, mask: torch.Tensor) -> dict:
     return dict(latent, noise_mask=mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1])))
+
+
+def empty_video(width: int, height: int, length: int, batch_size: int, *, channels: int, frames_per_latent: int,
+                downscale: int) -> dict:
+    """Zeros [B, C, (length - 1) // frames_per_latent + 1, H / downscale, W / downscale]: a causal video
+    VAE's latent, whose first frame stands alone and each later latent frame covers frames_per_latent
+    frames (HunyuanVideo / Wan: 16 channels, 4, 8; Mochi: 12, 6, 8; LTX-Video: 128, 8, 32; Cosmos: 16, 8, 8)."""
+    frames = (length - 1) // frames_per_latent + 1
+    return {"samples": torch.zeros([batch_size, channels, frames, height // downscale, width // downscale])}
+
+
+def trim_frames(latent: dict, amount: int) -> dict:
+    """TrimVideoLatent: the latent without its first `amount` latent frames (dim 2); other keys kept."""
+    out = dict(latent)
+    out["samples"] = latent["samples"][:, :, amount:]
+    return out
+
+
+def empty_sequence(length: int, batch_size: int, *, shape: tuple[int, ...], kind: str | None = None) -> dict:
+    """Zeros [B, *shape, length] for sequence latents (ACE-Step audio: shape (8, 16); Hunyuan3D-2: (64,)
+    with length = the resolution), with the latent's "type" when the family marks one."""
+    latent = {"samples": torch.zeros([batch_size, *shape, length])}
+    if kind is not None:
+        latent["type"] = kind
+    return latent
+
+
+def ace_step_frames(seconds: float) -> int:
+    """ACE-Step's latent length: 44.1 kHz audio, a hop of 512 samples, 8x temporal compression."""
+    return int(seconds * 44100 / 512 / 8)

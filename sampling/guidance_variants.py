@@ -186,3 +186,31 @@ def renorm_cfg(cfg_trunc: float, renorm: float):
             guided = torch.where(norm >= cap, guided * (cap / norm), guided)
         return guided
     return cfg
+
+
+# --- CFG functions -----------------------------------------------------------------------------------
+
+def _per_frame_scale(values: Tensor, like: Tensor) -> Tensor:
+    return values.to(like.dtype).reshape([like.shape[0]] + [1] * (like.ndim - 1))
+
+
+def video_linear_cfg(min_cfg: float):
+    """VideoLinearCFGGuidance (Stable Video Diffusion's sampling, Blattmann et al. 2023): the batch holds
+    the frames, and the CFG scale grows linearly from min_cfg at the first to cond_scale at the last."""
+    def fn(a: CfgArgs) -> Tensor:
+        n = a.cond_x0.shape[0]
+        scale = _per_frame_scale(torch.linspace(min_cfg, a.cond_scale, n, device=a.cond_x0.device), a.cond_x0)
+        return a.uncond_x0 + scale * (a.cond_x0 - a.uncond_x0)
+    return fn
+
+
+def video_triangle_cfg(min_cfg: float):
+    """VideoTriangleCFGGuidance: the scale over the frames is a triangle wave of period 1 on
+    linspace(0, 1): min_cfg at both ends, cond_scale in the middle."""
+    def fn(a: CfgArgs) -> Tensor:
+        n = a.cond_x0.shape[0]
+        u = torch.linspace(0.0, 1.0, n, device=a.cond_x0.device)
+        wave = 2.0 * (u - torch.floor(u + 0.5)).abs()
+        scale = _per_frame_scale(wave * (a.cond_scale - min_cfg) + min_cfg, a.cond_x0)
+        return a.uncond_x0 + scale * (a.cond_x0 - a.uncond_x0)
+    return fn

@@ -230,6 +230,47 @@ class DistilledDiscreteSampling(DiscreteSampling):
         return super().sigma(t).to(timestep.device)
 
 
+class StableCascadeSampling(DiscreteSampling):
+    """Stable Cascade (Wuerstchen v3, Pernias et al. 2023): a continuous cosine schedule, t in [0, 1],
+    alpha_bar(t) = cos((t + s) / (1 + s) * pi / 2)^2 / cos(s / (1 + s) * pi / 2)^2 with s = 0.008
+    (Nichol & Dhariwal 2021, eq. 17), clamped to [1e-4, 0.9999]; a shift moves log SNR by -2 log(shift)
+    (its GDF's shifted schedule). The model's timestep is the unshifted inverse of the cosine, as ComfyUI
+    computes it (StableCascadeSampling.timestep ignores the shift), so a workflow matches ComfyUI's.
+    The table (what schedulers read) holds sigma(t) at t = 1/10000 ... 1."""
+
+    def __init__(self, prediction: Prediction | None = None, *, shift: float = 1.0, cosine_s: float = 8e-3,
+                 timesteps: int = 10000) -> None:
+        self.prediction = prediction if prediction is not None else Eps()
+        self.sigma_data = 1.0
+        self.shift = shift
+        self.cosine_s = cosine_s
+        s = torch.tensor(cosine_s)     # float32 throughout, as ComfyUI computes it
+        self._alpha_bar_0 = torch.cos(s / (1 + s) * math.pi * 0.5) ** 2
+        ts = torch.arange(1, timesteps + 1, dtype=torch.float64) / timesteps
+        self._set_sigmas(self.sigma(ts.float()))
+
+    def sigma(self, timestep: Tensor) -> Tensor:
+        t = torch.as_tensor(timestep, dtype=torch.float32)
+        s = torch.tensor(self.cosine_s)
+        alpha_bar = torch.cos((t + s) / (1 + s) * math.pi * 0.5) ** 2 / self._alpha_bar_0.to(t.device)
+        if self.shift != 1.0:
+            alpha_bar = torch.sigmoid(torch.log(alpha_bar / (1 - alpha_bar)) + 2 * torch.log(1.0 / torch.tensor(self.shift)))
+        alpha_bar = alpha_bar.clamp(1e-4, 0.9999)
+        return ((1 - alpha_bar) / alpha_bar) ** 0.5
+
+    def timestep(self, sigma: Tensor) -> Tensor:
+        alpha_bar = (1 / (sigma * sigma + 1)).clamp(0, 1.0)
+        s = torch.tensor(self.cosine_s, device=sigma.device)
+        return ((alpha_bar * self._alpha_bar_0.to(sigma.device)) ** 0.5).acos() / (math.pi * 0.5) * (1 + s) - s
+
+    def percent_to_sigma(self, percent: float) -> float:
+        if percent <= 0.0:
+            return 999999999.9
+        if percent >= 1.0:
+            return 0.0
+        return float(self.sigma(torch.tensor(1.0 - percent)))
+
+
 def time_snr_shift(shift: float, t: Tensor | float) -> Tensor | float:
     """SD3's resolution-dependent timestep shift (Esser et al. 2024, eq. 23):
     t_shifted = shift * t / (1 + (shift - 1) * t)."""

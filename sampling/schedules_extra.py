@@ -12,6 +12,11 @@ sigmas, descending (ending in 0 unless the formula says otherwise).
 - `gits_sigmas`: GITS (Chen et al. 2024, "On the trajectory regularity of ODE-based diffusion sampling",
   arXiv:2405.11326): time steps searched per "coeff" for 2..20 steps, in `data/gits_levels.json` (the
   published table, read when first used); more steps resample the 20-step levels log-linearly.
+- `ltxv_shift`, `ltxv_sigmas`: LTX-Video's token-count-dependent shift (HaCohen et al. 2024, "LTX-Video",
+  arXiv:2501.00103, section 2.4 / its reference scheduler): mu grows linearly from base_shift at 1024 tokens
+  to max_shift at 4096 tokens (FLUX.1's rule, sampling.flux.resolution_shift, over video tokens), the
+  linear t schedule is shifted by sigma = e^mu / (e^mu + 1/t - 1), and optionally stretched so that its
+  last nonzero sigma is `terminal`.
 """
 from __future__ import annotations
 
@@ -127,3 +132,25 @@ def gits_sigmas(coeff: float, steps: int, denoise: float = 1.0) -> Tensor:
         raise ValueError(f"GITS needs at least 2 steps, got {steps}")
     levels = table[steps - 2] if steps <= GITS_MAX_TABLED_STEPS else table[-1]
     return tabled_sigmas(tuple(levels), steps, denoise)
+
+
+def ltxv_shift(tokens: int, max_shift: float, base_shift: float) -> float:
+    """mu for `tokens` latent cells (frames x height x width): the line through (1024, base_shift) and
+    (4096, max_shift), extrapolated beyond them."""
+    slope = (max_shift - base_shift) / (4096 - 1024)
+    return tokens * slope + base_shift - slope * 1024
+
+
+def ltxv_sigmas(steps: int, max_shift: float, base_shift: float, stretch: bool, terminal: float,
+                tokens: int = 4096) -> Tensor:
+    """LTXVScheduler: steps + 1 sigmas from 1 to 0."""
+    mu = ltxv_shift(tokens, max_shift, base_shift)
+    t = torch.linspace(1.0, 0.0, steps + 1)
+    nonzero = t != 0
+    sigmas = torch.zeros_like(t)
+    sigmas[nonzero] = math.exp(mu) / (math.exp(mu) + (1.0 / t[nonzero] - 1.0))
+    if stretch:
+        # scale 1 - sigma so the last nonzero sigma lands on `terminal` (the first stays at 1)
+        one_minus = 1.0 - sigmas[nonzero]
+        sigmas[nonzero] = 1.0 - one_minus * (1.0 - terminal) / one_minus[-1]
+    return sigmas

@@ -41,4 +41,6 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.builtin.deep_cache",
     "nodes.builtin.checkpoints_extra",
     "nodes.builtin.api_image",
+    "nodes.builtin.families",
+    "nodes.builtin.training",
 )

@@ -93,6 +93,10 @@ FILE_LISTS: dict[str, str] = {
     "Load3DAnimation.model_file": "input/3d",
     "LoadVideo.file": "input",
     "ModelPatchLoader.name": "model_patches",
+    # the input folder's subfolders (ComfyUI's folder_paths.get_input_subfolders); the 0.3.64 fixture's
+    # two entries were replaced by this marker by hand (that ComfyUI's input folder held "3d")
+    "LoadImageSetFromFolderNode.folder": "input/<subfolders>",
+    "LoadImageTextSetFromFolderNode.folder": "input/<subfolders>",
 }
 
 # The whole core node set of one ComfyUI release (its `nodes` and `comfy_extras` modules; the paid

@@ -241,3 +241,32 @@ def test_latent_apply_operation_cfg_through_ksampler(harness) -> None:
     plain = sample(None)
     torch.testing.assert_close(sample(0.0), plain, atol=1e-5, rtol=0)   # sharpen with alpha 0 is the identity
     assert (sample(2.0) - plain).abs().max() > 1e-3
+
+
+def test_image_only_checkpoint_loader_reads_back_what_image_only_checkpoint_save_wrote(harness) -> None:
+    """unCLIP checkpoint -> ImageOnlyCheckpointSave -> ImageOnlyCheckpointLoader gives the same UNet, VAE and
+    vision tower weights as unCLIPCheckpointLoader of the original (and the loader needs no text encoder)."""
+    prompt = {"1": {"class_type": "unCLIPCheckpointLoader", "inputs": {"ckpt_name": UNCLIP}},
+              "3": {"class_type": "ImageOnlyCheckpointSave", "inputs": {
+                  "model": ["1", 0], "clip_vision": ["1", 3], "vae": ["1", 2], "filename_prefix": "checkpoints/rt"}}}
+    result = harness.run(prompt)
+    assert result.status == "success", result.error
+    [saved] = list((harness.folders.output / "checkpoints").glob("rt_*.safetensors"))
+    target = harness.folders.paths("checkpoints")[0] / "rt-read-back.safetensors"
+    target.write_bytes(saved.read_bytes())
+    loaded = {"1": {"class_type": "ImageOnlyCheckpointLoader", "inputs": {"ckpt_name": target.name}}}
+    original = {"1": {"class_type": "unCLIPCheckpointLoader", "inputs": {"ckpt_name": UNCLIP}}}
+    for slot, original_slot in ((0, 0), (1, 3), (2, 2)):
+        read_back = _captured(harness, loaded, "1", slot)
+        reference = _captured(harness, original, "1", original_slot)
+        assert read_back is not None and type(read_back) is type(reference)
+        mine, theirs = _module_state(read_back), _module_state(reference)
+        assert mine.keys() == theirs.keys() and mine
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def _module_state(handle) -> dict:
+    module = getattr(handle, "module", None)
+    if module is None:
+        module = handle.shared.module
+    return {k: v.detach() for k, v in module.state_dict().items()}

@@ -391,8 +391,23 @@ def test_unknown_node_type_is_fine_when_muted(registry):
 
 def test_widget_count_mismatch(registry):
     with pytest.raises(PlexusError, match=r"EmptyLatentImage #5: widget count mismatch") as caught:
-        workflow_to_prompt(graph(n(5, "EmptyLatentImage", widgets=[512, 512])), registry)
+        workflow_to_prompt(graph(n(5, "EmptyLatentImage", widgets=[512, 512, 1, 3])), registry)
     assert "width, height, batch_size" in caught.value.message
+
+
+def test_missing_trailing_widgets_take_the_spec_defaults_as_the_editor_does(registry):
+    """litegraph's LGraphNode.configure assigns widgets_values[i] to widgets[i] for the values saved and
+    leaves the later widgets at their defaults: a workflow saved before a node gained trailing widgets
+    (ResolutionSelector's `multiple`, ImageScaleToTotalPixels' `resolution_steps`) loads with them."""
+    prompt = workflow_to_prompt(graph(n(5, "EmptyLatentImage", widgets=[512, 256])), registry)
+    assert prompt["5"]["inputs"] == {"width": 512, "height": 256, "batch_size": 1}
+    # a KSampler saved with its seed's control value and fewer trailing widgets
+    prompt = workflow_to_prompt(graph(n(7, "KSampler", inputs=[i("model", "MODEL"), i("positive", "CONDITIONING"),
+                                                               i("negative", "CONDITIONING"),
+                                                               i("latent_image", "LATENT")],
+                                        widgets=[5, "fixed", 12, 7.0])), registry)
+    assert prompt["7"]["inputs"] == {"seed": 5, "steps": 12, "cfg": 7.0, "sampler_name": "euler",
+                                     "scheduler": "normal", "denoise": 1.0}
 
 
 def test_trailing_null_widgets_of_a_newer_node_are_ignored(registry):

@@ -46,10 +46,30 @@ class Tint:  # an editor-drawn widget (COLOR) between two classic ones
                              "mode": (["add", "multiply"],)}}
 
 
+class GetImageSize:  # ComfyUI's spec: one IMAGE socket, no widgets; it sends its size as progress text
+    RETURN_TYPES = ("INT", "INT", "INT")
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE", {})}}
+
+
+class Resolution:  # a node that gained a trailing widget after some workflows were saved
+    RETURN_TYPES = ("INT", "INT")
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"aspect_ratio": (["1:1 (Square)", "16:9"], {}),
+                             "megapixels": ("FLOAT", {"default": 1.0}),
+                             "multiple": ("INT", {"default": 16})}}
+
+
 @pytest.fixture(scope="module")
 def registry() -> NodeRegistry:
     registry = NodeRegistry()
-    for cls in (PreviewAny, ImageCompare, Tint):
+    for cls in (PreviewAny, ImageCompare, Tint, GetImageSize, Resolution):
         registry.register(cls.__name__, cls)
     return registry
 
@@ -89,3 +109,24 @@ def test_an_editor_widget_between_classic_ones_is_optional_and_keeps_the_others_
     assert _inputs(registry, "Tint", None) == {"strength": 0.5, "color": "#ffffff", "mode": "add"}
     with pytest.raises(PlexusError, match=r"widget count mismatch"):
         _inputs(registry, "Tint", [0.25, "#102030", "multiply", "extra"])
+
+
+def test_get_image_size_progress_text_widget_is_display_only(registry) -> None:
+    # image_omnigen2_image_edit (saved by an editor of ComfyUI 0.3.42) kept the "$$node-text-preview" text
+    sockets = [i("image", "IMAGE")]
+    for widgets in (None, [], ["width: 1365, height: 768\n batch size: 1"]):
+        assert _inputs(registry, "GetImageSize", widgets, sockets) == {}
+    with pytest.raises(PlexusError, match=r"GetImageSize #3: widget count mismatch"):
+        _inputs(registry, "GetImageSize", ["width: 1, height: 1", "extra"], sockets)
+    with pytest.raises(PlexusError, match=r"GetImageSize #3: widget count mismatch"):
+        _inputs(registry, "GetImageSize", [7], sockets)       # not a text: not the preview's value
+
+
+def test_missing_trailing_widgets_take_their_defaults_and_a_surplus_is_refused(registry) -> None:
+    # image_lens_t2i saved ResolutionSelector as ["1:1 (Square)", 2]: the editor leaves `multiple` at 16
+    assert _inputs(registry, "Resolution", ["1:1 (Square)", 2]) == {
+        "aspect_ratio": "1:1 (Square)", "megapixels": 2, "multiple": 16}
+    assert _inputs(registry, "Resolution", ["16:9"]) == {"aspect_ratio": "16:9", "megapixels": 1.0, "multiple": 16}
+    assert _inputs(registry, "Resolution", ["16:9", 2, 8]) == {"aspect_ratio": "16:9", "megapixels": 2, "multiple": 8}
+    with pytest.raises(PlexusError, match=r"Resolution #3: widget count mismatch: 4 widgets_values"):
+        _inputs(registry, "Resolution", ["16:9", 2, 8, 1])
