@@ -297,8 +297,11 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
             if ATTENTION_BACKEND in options:
                 set_attention_backend(model.module, configured_attention)
 
-    with manager.graph_needs(handles):
-        result = with_oom_fallbacks(attempt, SAMPLING_FALLBACKS, free=manager.free, what="sampling")
+    try:
+        with manager.graph_needs(handles):
+            result = with_oom_fallbacks(attempt, SAMPLING_FALLBACKS, free=manager.free, what="sampling")
+    finally:
+        controlnet.finish_controls(positive, negative, *guider_conditionings)
     # contiguous: packed convolutions (diffusion.prepacking) hand back channels-last activations
     return {**latent, "samples": result.float().cpu().contiguous()}
 

@@ -312,7 +312,9 @@ def test_timestep_embed_sequential_and_downsample(harness) -> None:
 def test_controlnet_and_unet_internals_subclass_and_fail_clearly(harness) -> None:
     pack = _pack("acn_style")
     assert issubclass(pack.ControlNetSD35Advanced, pack.ControlNetAdvanced)
-    for cls, match in ((pack.ControlNetAdvanced, "ControlBase objects are not built"),
+    vanilla = pack.ControlNetAdvanced()                 # ComfyUI's defaults, no network (tests/compat_faces/
+    assert vanilla.strength == 1.0 and vanilla.extra_conds == ["y"]        # test_controlnet_face.py runs one)
+    for cls, match in ((pack.ControlNetSD35Advanced, "not built in Plexus"),
                        (pack.SparseControlNet, "not built in Plexus"),
                        (pack.RefBasicTransformerBlock, "transformer blocks are not built"),
                        (pack.UNetModel, "UNet modules are not built"),
