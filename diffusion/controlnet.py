@@ -214,6 +214,10 @@ class SamplingControl:
                   model_sampling) -> ControlResiduals | None:
         raise NotImplementedError
 
+    def set_sample_sigmas(self, sigmas: Tensor) -> None:
+        """Before the first step: the sigmas the sampler will walk (ComfyUI's transformer_options
+        "sample_sigmas"); Plexus's own applications do not need them."""
+
     def finish(self) -> None:
         """After a sampling run (ComfyUI's cleanup): nothing to drop for Plexus's own applications."""
 
@@ -259,6 +263,11 @@ class ControlApplication(SamplingControl):
             out.append(application.control_model)
         foreign = self._foreign_below()
         return out + (foreign.models(base_model) if foreign is not None else [])
+
+    def set_sample_sigmas(self, sigmas: Tensor) -> None:
+        foreign = self._foreign_below()
+        if foreign is not None:
+            foreign.set_sample_sigmas(sigmas)
 
     def finish(self) -> None:
         foreign = self._foreign_below()
@@ -482,15 +491,26 @@ def control_models(*conditionings: Iterable | None, base_model=None) -> list[Con
     return list(seen.values())
 
 
-def finish_controls(*conditionings: Iterable | None) -> None:
-    """After a sampling run: each control of the conditionings is told once (ComfyUI's cleanup)."""
-    done: set[int] = set()
+def _each_control(conditionings: Iterable) -> Iterable[SamplingControl]:
+    seen: set[int] = set()
     for conditioning in conditionings:
         for entry in conditioning or ():
             control = entry[1].get("control") if len(entry) > 1 else None
-            if isinstance(control, SamplingControl) and id(control) not in done:
-                done.add(id(control))
-                control.finish()
+            if isinstance(control, SamplingControl) and id(control) not in seen:
+                seen.add(id(control))
+                yield control
+
+
+def tell_sample_sigmas(sigmas: Tensor, *conditionings: Iterable | None) -> None:
+    """Before the first step: each control of the conditionings, once, gets the sigmas the sampler walks."""
+    for control in _each_control(conditionings):
+        control.set_sample_sigmas(sigmas)
+
+
+def finish_controls(*conditionings: Iterable | None) -> None:
+    """After a sampling run: each control of the conditionings is told once (ComfyUI's cleanup)."""
+    for control in _each_control(conditionings):
+        control.finish()
 
 
 def residuals_for_call(x: Tensor, timestep: Tensor, inputs: dict, model_sampling) -> ControlResiduals | None:

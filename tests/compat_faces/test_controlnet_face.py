@@ -31,7 +31,7 @@ import folder_paths
 from comfy.controlnet import ControlBase, ControlNet, StrengthType
 from comfy_api.latest import ComfyExtension, io
 
-CALLS = {"pre_run": 0, "get_control": 0, "cleanup": 0, "sample_sigmas": []}
+CALLS = {"pre_run": 0, "get_control": 0, "cleanup": 0, "cond_or_uncond": [], "sample_sigmas": []}
 
 
 class TimestepKeyframeGroup:
@@ -92,7 +92,8 @@ class ControlNetAdvanced(ControlNet, AdvancedControlBase):
 
     def get_control_advanced(self, x_noisy, t, cond, batched_number, transformer_options):
         """The pack's own version of ControlNet.get_control (the hint, the network call, the merge)."""
-        CALLS["sample_sigmas"].append(transformer_options.get("cond_or_uncond"))
+        CALLS["cond_or_uncond"].append(transformer_options.get("cond_or_uncond"))
+        CALLS["sample_sigmas"].append(transformer_options.get("sample_sigmas"))
         control_prev = None
         if self.previous_controlnet is not None:
             control_prev = self.previous_controlnet.get_control(x_noisy, t, cond, batched_number, transformer_options)
@@ -265,7 +266,7 @@ def harness(tmp_path, files):
     h.load()
     assert h.plugin("acn_cn_style").is_ok, h.plugin("acn_cn_style").traceback
     h.registry.register("TestCapture", Capture)
-    _pack().CALLS.update(pre_run=0, get_control=0, cleanup=0, sample_sigmas=[])
+    _pack().CALLS.update(pre_run=0, get_control=0, cleanup=0, cond_or_uncond=[], sample_sigmas=[])
     yield h
     h.close()
 
@@ -337,7 +338,12 @@ def test_pack_loader_and_apply_match_the_core_nodes(harness) -> None:
     # pre_run per conditioning entry (ComfyUI's pre_run_control), cleanup once per control object (its
     # cleanup_models takes a set); the CFG pair batched: one call per step with cond and uncond
     assert calls["pre_run"] == 2 and calls["cleanup"] == 1
-    assert calls["get_control"] == 3 and calls["sample_sigmas"][0] in ([0, 1], [1, 0])
+    assert calls["get_control"] == 3 and calls["cond_or_uncond"][0] in ([0, 1], [1, 0])
+    # ComfyUI's transformer_options["sample_sigmas"]: the 3 steps' sigmas and the final 0 (ACN's keyframes read
+    # their largest)
+    walked = calls["sample_sigmas"][0]
+    assert walked.shape == (4,) and float(walked[-1]) == 0.0 and float(walked[0]) > 14.0
+    assert all(s is walked for s in calls["sample_sigmas"])
 
 
 def test_timestep_keyframe_strength_through_the_instance_overrides(harness) -> None:

@@ -122,6 +122,7 @@ class ControlBase(_plexus.SamplingControl):
         self.extra_hooks = None
         self.preprocess_image = lambda a: a
         self._plexus_base = None                   # the MODEL being sampled (set by models())
+        self._sample_sigmas = None                 # the sigmas the sampler walks (set_sample_sigmas)
 
     # --- ComfyUI's protocol ---------------------------------------------------------------------------
 
@@ -233,8 +234,13 @@ class ControlBase(_plexus.SamplingControl):
             handles.append(model)
         return handles
 
+    def set_sample_sigmas(self, sigmas) -> None:
+        self._sample_sigmas = sigmas
+
     def residuals(self, x, timestep, inputs, *, sigma, chunks, model_sampling):
         options = dict(inputs.get("transformer_options") or {})
+        if self._sample_sigmas is not None:
+            options.setdefault("sample_sigmas", self._sample_sigmas)
         sigmas = options.get("sigmas")
         t = (sigmas.reshape(-1) if sigmas is not None else torch.tensor([float(sigma)])).to(x.device)
         t = t.repeat(max(x.shape[0] // t.numel(), 1))[:x.shape[0]] if t.numel() != x.shape[0] else t
@@ -243,6 +249,7 @@ class ControlBase(_plexus.SamplingControl):
         return residuals_from_dict(control, _input_block_count(self._plexus_base))
 
     def finish(self) -> None:
+        self._sample_sigmas = None
         self.cleanup()
 
 
