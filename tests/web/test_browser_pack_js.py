@@ -9,11 +9,14 @@ Opt-in like tests/web/test_browser.py (``PLEXUS_BROWSER_TESTS=1``, Debian's ``ch
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.compat_faces.harness import FACES_DIR, forget_faces
 
 from .conftest import RealHarness
 from .test_browser import IDLE_MS, PageLog, browser, shots  # noqa: F401 - the fixtures, shared
@@ -96,6 +99,9 @@ def pack_harness(tmp_path: Path):
     server = RealHarness(tmp_path).start()
     yield server
     server.stop()
+    forget_faces()                       # the pack put the ComfyUI faces on sys.path: later tests start clean
+    if str(FACES_DIR) in sys.path:
+        sys.path.remove(str(FACES_DIR))
 
 
 def test_editor_boots_clean_with_a_packs_js_extension(pack_harness, browser, shots) -> None:
