@@ -201,7 +201,28 @@ def _broadcast_residuals(residuals: ControlResiduals, batch: int, chunks: int) -
     return residuals.map(lambda t: broadcast_hint(t, batch, chunks))
 
 
-class ControlApplication:
+class SamplingControl:
+    """What sampling asks of a CONDITIONING entry's "control": the networks to load beside the sampled MODEL
+    (once per run, before the first step), the residuals of one UNet call, and `finish()` after the run.
+    ControlApplication is Plexus's own; ComfyUI-protocol controls made by plugins (the comfy.controlnet face's
+    ControlBase) are others."""
+
+    def models(self, base_model=None) -> list[ControlModel]:
+        raise NotImplementedError
+
+    def residuals(self, x: Tensor, timestep: Tensor, inputs: dict, *, sigma: float, chunks: int,
+                  model_sampling) -> ControlResiduals | None:
+        raise NotImplementedError
+
+    def set_sample_sigmas(self, sigmas: Tensor) -> None:
+        """Before the first step: the sigmas the sampler will walk (ComfyUI's transformer_options
+        "sample_sigmas"); Plexus's own applications do not need them."""
+
+    def finish(self) -> None:
+        """After a sampling run (ComfyUI's cleanup): nothing to drop for Plexus's own applications."""
+
+
+class ControlApplication(SamplingControl):
     """One ControlNet application in a CONDITIONING entry ("control"): the net, the hint image
     [B, C, H, W] in [0, 1], strength, sampling-progress window, and the application below it (stacking)."""
 
@@ -220,11 +241,17 @@ class ControlApplication:
         self._cache: dict[tuple, Tensor | list[Tensor]] = {}     # (kind, size, device, dtype) -> hint/features
 
     def chain(self) -> list[ControlApplication]:
+        """This application and the Plexus applications below it (a plugin's control below them is the last
+        one's `previous`)."""
         out, node = [], self
-        while node is not None:
+        while isinstance(node, ControlApplication):
             out.append(node)
             node = node.previous
         return out
+
+    def _foreign_below(self) -> SamplingControl | None:
+        below = self.chain()[-1].previous
+        return below if isinstance(below, SamplingControl) else None
 
     def models(self, base_model=None) -> list[ControlModel]:
         """The networks of this application and those below it, to run beside `base_model` (ComfyUI's
@@ -234,7 +261,18 @@ class ControlApplication:
             application.control_model = application.net.model_for(base_model)
             application.base_model = base_model
             out.append(application.control_model)
-        return out
+        foreign = self._foreign_below()
+        return out + (foreign.models(base_model) if foreign is not None else [])
+
+    def set_sample_sigmas(self, sigmas: Tensor) -> None:
+        foreign = self._foreign_below()
+        if foreign is not None:
+            foreign.set_sample_sigmas(sigmas)
+
+    def finish(self) -> None:
+        foreign = self._foreign_below()
+        if foreign is not None:
+            foreign.finish()
 
     def _is_active(self, sigma: float, model_sampling) -> bool:
         start, end = self.percent_range
@@ -447,16 +485,38 @@ def control_models(*conditionings: Iterable | None, base_model=None) -> list[Con
     for conditioning in conditionings:
         for entry in conditioning or ():
             control = entry[1].get("control") if len(entry) > 1 else None
-            if isinstance(control, ControlApplication):
+            if isinstance(control, SamplingControl):
                 for model in control.models(base_model):
                     seen.setdefault(id(model.shared), model)
     return list(seen.values())
 
 
+def _each_control(conditionings: Iterable) -> Iterable[SamplingControl]:
+    seen: set[int] = set()
+    for conditioning in conditionings:
+        for entry in conditioning or ():
+            control = entry[1].get("control") if len(entry) > 1 else None
+            if isinstance(control, SamplingControl) and id(control) not in seen:
+                seen.add(id(control))
+                yield control
+
+
+def tell_sample_sigmas(sigmas: Tensor, *conditionings: Iterable | None) -> None:
+    """Before the first step: each control of the conditionings, once, gets the sigmas the sampler walks."""
+    for control in _each_control(conditionings):
+        control.set_sample_sigmas(sigmas)
+
+
+def finish_controls(*conditionings: Iterable | None) -> None:
+    """After a sampling run: each control of the conditionings is told once (ComfyUI's cleanup)."""
+    for control in _each_control(conditionings):
+        control.finish()
+
+
 def residuals_for_call(x: Tensor, timestep: Tensor, inputs: dict, model_sampling) -> ControlResiduals | None:
     """The model function's hook: the batch's control residuals, or None when it has no control."""
     control = inputs.get("control")
-    if not isinstance(control, ControlApplication):
+    if not isinstance(control, SamplingControl):
         return None
     options = inputs.get("transformer_options") or {}
     sigmas = options.get("sigmas")

@@ -292,13 +292,17 @@ def run_sampling(model: DiffusionModel, latent: dict, positive, negative, *, see
                         device=manager.device, make_denoiser=make_denoiser, noise=noise,
                         mask_function=model.options.get("denoise_mask_function"),
                         wrap_denoiser=None if cache is None else cache.wrap_denoiser,
-                        on_sigmas=weights.set_sample_sigmas)
+                        on_sigmas=lambda walked: (weights.set_sample_sigmas(walked), controlnet.tell_sample_sigmas(
+                            walked, positive, negative, *guider_conditionings)))
         finally:
             if ATTENTION_BACKEND in options:
                 set_attention_backend(model.module, configured_attention)
 
-    with manager.graph_needs(handles):
-        result = with_oom_fallbacks(attempt, SAMPLING_FALLBACKS, free=manager.free, what="sampling")
+    try:
+        with manager.graph_needs(handles):
+            result = with_oom_fallbacks(attempt, SAMPLING_FALLBACKS, free=manager.free, what="sampling")
+    finally:
+        controlnet.finish_controls(positive, negative, *guider_conditionings)
     # contiguous: packed convolutions (diffusion.prepacking) hand back channels-last activations
     return {**latent, "samples": result.float().cpu().contiguous()}
 

@@ -224,6 +224,9 @@ def test_norms_and_ltx_causal_conv(harness) -> None:
     torch.testing.assert_close(norm(x), x / x.norm(dim=1, keepdim=True) * 2.0 * norm.gamma)
     torch.testing.assert_close(pack.PixelNorm()(x), x / (x.pow(2).mean(1, keepdim=True) + 1e-8).sqrt())
     ltx = pack.LTXCausalConv3d(2, 2, kernel_size=3)
+    with torch.no_grad():             # disable_weight_init leaves the weights empty for a loader, as in ComfyUI
+        ltx.conv.weight.normal_()
+        ltx.conv.bias.normal_()
     video = torch.randn(1, 2, 4, 5, 5)
     assert ltx(video).shape == (1, 2, 4, 5, 5) and ltx.weight is ltx.conv.weight
     repeated = torch.cat([video[:, :, :1], video[:, :, :1], video], dim=2)
@@ -312,7 +315,9 @@ def test_timestep_embed_sequential_and_downsample(harness) -> None:
 def test_controlnet_and_unet_internals_subclass_and_fail_clearly(harness) -> None:
     pack = _pack("acn_style")
     assert issubclass(pack.ControlNetSD35Advanced, pack.ControlNetAdvanced)
-    for cls, match in ((pack.ControlNetAdvanced, "ControlBase objects are not built"),
+    vanilla = pack.ControlNetAdvanced()                 # ComfyUI's defaults, no network (tests/compat_faces/
+    assert vanilla.strength == 1.0 and vanilla.extra_conds == ["y"]        # test_controlnet_face.py runs one)
+    for cls, match in ((pack.ControlNetSD35Advanced, "not built in Plexus"),
                        (pack.SparseControlNet, "not built in Plexus"),
                        (pack.RefBasicTransformerBlock, "transformer blocks are not built"),
                        (pack.UNetModel, "UNet modules are not built"),

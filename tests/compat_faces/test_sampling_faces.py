@@ -200,10 +200,11 @@ def test_names_lists_and_patcher_surface(harness) -> None:
 def test_controlnet_names_import_and_fail_clearly(harness) -> None:
     import comfy.controlnet
 
-    class MyControl(comfy.controlnet.ControlBase):   # packs subclass at import
+    class MyControl(comfy.controlnet.ControlBase):   # packs subclass at import (test_controlnet_face.py runs one)
         pass
 
-    with pytest.raises(NotImplementedError, match="ControlBase objects are not built in Plexus"):
-        MyControl()
-    with pytest.raises(NotImplementedError, match="load_controlnet"):
+    control = MyControl().set_cond_hint(torch.zeros(1, 3, 8, 8), 0.5, (0.0, 0.5))
+    assert control.strength == 0.5 and control.get_models() == [] and control.previous_controlnet is None
+    from models.errors import ModelFileError
+    with pytest.raises(ModelFileError, match="Model file not found: x.safetensors"):
         comfy.controlnet.load_controlnet("x.safetensors")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import enum
 
+import torch
+
 from diffusion.patcher_surface import BaseModelView
 
 
@@ -54,3 +56,13 @@ for _name in ("SVD_img2vid", "Stable_Zero123", "SD_X4Upscaler", "StableCascade_C
               "HunyuanVideo", "LTXV", "WAN21", "Lumina2", "HiDream", "Chroma", "QwenImage", "PixArt", "AuraFlow",
               "HunyuanDiT", "GenmoMochi", "CosmosVideo", "StableAudio1"):
     globals()[_name] = _family(_name, ())
+
+
+def convert_tensor(extra, dtype, device):
+    """A conditioning extra on `device`: float tensors cast to `dtype`, integer ones keep theirs (ComfyUI's
+    model_base.convert_tensor, what ControlNets use for their extra conds such as SDXL's `y`)."""
+    if not isinstance(extra, torch.Tensor):
+        return extra
+    if extra.dtype in (torch.int32, torch.int64):
+        return extra.to(device)
+    return extra.to(device=device, dtype=dtype)
