@@ -629,3 +629,40 @@ def write_random_sd35_controlnet(path: str | Path, config, *, control_type: str 
         return random_tensor(keys[name], shapes[keys[name]], dtype, seed)
     write_safetensors_streaming(path, layout, make)
     return Path(path)
+
+
+# --- FLUX ControlNets (models/controlnet_flux.py) in their file layouts --------------------------------------
+
+FLUX_CONTROLNET_LAYOUTS = ("diffusers", "xlabs", "mistoline")
+
+
+def tiny_flux_controlnet_config(*, layout: str = "diffusers", double: int = 1, single: int = 1, union_modes: int = 0,
+                                hint_channels: int = 16, guidance: bool = True):
+    """A FLUX ControlNet at tiny_flux_config's widths (64 wide, T5 64, CLIP-L 32): InstantX / Union-Pro
+    ("diffusers", a latent hint), XLabs ("xlabs") or MistoLine ("mistoline"), both with an RGB hint."""
+    from dataclasses import replace as _replace
+
+    from models.controlnet_flux import FluxControlNetConfig
+    flux = _replace(tiny_flux_config(guidance=guidance), depth=double, depth_single_blocks=single)
+    if layout == "diffusers":
+        return FluxControlNetConfig(flux, "latent", hint_channels, union_modes)
+    return FluxControlNetConfig(flux, "pixels" if layout == "xlabs" else "mistoline", 3)
+
+
+def write_random_flux_controlnet(path: str | Path, config, *, layout: str = "diffusers",
+                                 dtype: torch.dtype = torch.float32, seed: int = 0) -> Path:
+    """A random-weight FLUX ControlNet file: diffusers' FluxControlNetModel names (InstantX, Shakker-Labs), XLabs'
+    (the module's BFL names) or MistoLine's (`single_controlnet_blocks`). Values per module key, so the layouts
+    of one config and seed hold the same weights."""
+    from safetensors.torch import save_file
+
+    from models.controlnet_flux import FluxControlNet
+    from models.convert.controlnet_flux import instantx_file_state
+    state = {k: random_tensor(k, s, dtype, seed) for k, s in module_layout(FluxControlNet, config, "").items()}
+    if layout == "diffusers":
+        state = instantx_file_state(state, config.flux.hidden_size)
+    elif layout == "mistoline":
+        state = {("single_controlnet_blocks." + k[len("controlnet_single_blocks."):]
+                  if k.startswith("controlnet_single_blocks.") else k): v for k, v in state.items()}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return Path(path)

@@ -92,3 +92,40 @@ def mistoline_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """MistoLine's file names -> the module's (`single_controlnet_blocks.` -> `controlnet_single_blocks.`)."""
     return {("controlnet_single_blocks." + k[len("single_controlnet_blocks."):]
              if k.startswith("single_controlnet_blocks.") else k): t for k, t in state.items()}
+
+
+def instantx_file_state(state: Mapping[str, Tensor], hidden: int) -> dict[str, Tensor]:
+    """The inverse of `instantx_state` (module state -> diffusers FluxControlNetModel names), for writing files in
+    that layout (models.testing): fused q / k / v (and a single block's MLP input) split into their row blocks."""
+    top = {v: k for k, v in _TOP.items()}
+    renames = {False: {v: k for k, v in _DOUBLE.items()}, True: {v: k for k, v in _SINGLE.items()}}
+    norms = {False: {v: k for k, v in _DOUBLE_NORMS.items()}, True: {v: k for k, v in _SINGLE_NORMS.items()}}
+    fused = {False: {}, True: {}}
+    for single, parts in ((False, _DOUBLE_FUSED), (True, _SINGLE_FUSED)):
+        for name, (target, position) in parts.items():
+            fused[single].setdefault(target, {})[position] = name
+    out: dict[str, Tensor] = {}
+    for key, tensor in state.items():
+        if key.startswith(_KEPT):
+            out[key] = tensor
+            continue
+        module, _, leaf = key.rpartition(".")
+        if module in top:
+            out[f"{top[module]}.{leaf}"] = tensor
+            continue
+        group, index, name = key.split(".", 2)
+        name, _, leaf = name.rpartition(".")
+        single = group == "single_blocks"
+        prefix = f"{'single_transformer_blocks' if single else 'transformer_blocks'}.{index}."
+        if name in renames[single]:
+            out[f"{prefix}{renames[single][name]}.{leaf}"] = tensor
+        elif name in norms[single]:
+            out[f"{prefix}{norms[single][name]}.weight"] = tensor
+        elif name in fused[single]:
+            names = fused[single][name]
+            sizes = [hidden] * 3 + ([tensor.shape[0] - 3 * hidden] if len(names) == 4 else [])
+            for position, piece in enumerate(torch.split(tensor, sizes, dim=0)):
+                out[f"{prefix}{names[position]}.{leaf}"] = piece
+        else:
+            raise KeyError(f"FLUX ControlNet: no diffusers name for {key}")
+    return out

@@ -196,3 +196,153 @@ def test_flux_adds_residuals_as_diffusers_transformer():
                    controlnet_single_block_samples=singles).sample
     assert (got - plain).abs().max() > 1e-2
     assert (got - model.unpatchify(want, 3, 4)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("layout", ["diffusers", "xlabs", "mistoline"])
+def test_written_files_round_trip_through_detection_and_conversion(tmp_path, layout):
+    from safetensors.torch import load_file
+
+    from models.testing import module_layout, random_tensor, tiny_flux_controlnet_config, write_random_flux_controlnet
+    config = tiny_flux_controlnet_config(layout=layout, double=2, single=1, union_modes=4 if layout == "diffusers" else 0)
+    path = write_random_flux_controlnet(tmp_path / "cn.safetensors", config, layout=layout, seed=3)
+    state = load_file(str(path))
+    info = detect_control_model({k: tuple(v.shape) for k, v in state.items()})
+    assert (info.kind, info.layout, info.config) == ("flux_controlnet", layout, config)
+    converted = instantx_state(state) if layout == "diffusers" else mistoline_state(state)
+    expected = {k: random_tensor(k, s, torch.float32, 3) for k, s in module_layout(FluxControlNet, config, "").items()}
+    assert converted.keys() == expected.keys()
+    assert all(torch.equal(converted[k], expected[k]) for k in expected)
+
+
+# --- through the engine on a tiny FLUX ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def flux_harness(tmp_path_factory):
+    from model_management import MemorySettings
+    from models.testing import (flux_vae_config, tiny_flux_config, tiny_flux_controlnet_config, tiny_sd3_spec,
+                                write_random_flux, write_random_flux_controlnet, write_random_text_encoder,
+                                write_random_vae)
+    from nodes import services
+    from tests.nodes.engine_harness import Capture, Harness, write_reference_image
+    h = Harness(tmp_path_factory.mktemp("flux-cn"))
+    h.services = services.NodeServices(h.folders, settings=MemorySettings(force_fp32=True))
+    folders = {kind: h.folders.paths(kind)[0] for kind in ("diffusion_models", "text_encoders", "vae", "controlnet")}
+    for path in folders.values():
+        path.mkdir(parents=True, exist_ok=True)
+    write_random_flux(folders["diffusion_models"] / "flux-dev.safetensors", tiny_flux_config())
+    for kind, config in tiny_sd3_spec(text=("clip_l", "t5xxl")).text_configs.items():
+        write_random_text_encoder(folders["text_encoders"] / f"{kind}.safetensors", kind, config)
+    write_random_vae(folders["vae"] / "ae.safetensors", flux_vae_config())
+    nets = {"instantx": ("diffusers", {}), "union": ("diffusers", {"union_modes": 10, "double": 2}),
+            "inpaint": ("diffusers", {"hint_channels": 17}), "xlabs": ("xlabs", {"double": 2, "single": 0}),
+            "mistoline": ("mistoline", {})}
+    for name, (layout, extra) in nets.items():
+        write_random_flux_controlnet(folders["controlnet"] / f"{name}.safetensors",
+                                     tiny_flux_controlnet_config(layout=layout, **extra), layout=layout, seed=5)
+    write_reference_image(h, (64, 48), "hint.png")
+    h.registry.register("TestCapture", Capture)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def fh(flux_harness):
+    from tests.nodes.engine_harness import installed
+    yield from installed(flux_harness)
+
+
+def flux_prompt(net: str | None = None, strength: float = 1.0, *, union_type: str | None = None, vae: bool = True,
+                window: tuple[float, float] = (0.0, 1.0), cfg: float = 1.0, mask: bool = False) -> dict:
+    p = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux-dev.safetensors", "weight_dtype": "default"}},
+        "2": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "t5xxl.safetensors",
+                                                         "clip_name2": "clip_l.safetensors", "type": "flux"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cat", "clip": ["2", 0]}},
+        "5": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["4", 0], "guidance": 3.5}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 0]}},
+        "7": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 48, "height": 64, "batch_size": 1}},
+        "8": {"class_type": "KSampler", "inputs": {"seed": 7, "steps": 3, "cfg": cfg, "sampler_name": "euler",
+                                                   "scheduler": "simple", "denoise": 1.0, "model": ["1", 0],
+                                                   "positive": ["5", 0], "negative": ["6", 0], "latent_image": ["7", 0]}},
+        "99": {"class_type": "TestCapture", "inputs": {"value": ["8", 0]}},
+    }
+    if net is not None:
+        p["10"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": f"{net}.safetensors"}}
+        p["11"] = {"class_type": "LoadImage", "inputs": {"image": "hint.png"}}
+        control = ["10", 0]
+        if union_type is not None:
+            p["13"] = {"class_type": "SetUnionControlNetType", "inputs": {"control_net": control, "type": union_type}}
+            control = ["13", 0]
+        inputs = {"positive": ["5", 0], "negative": ["6", 0], "control_net": control, "image": ["11", 0],
+                  "strength": strength, "start_percent": window[0], "end_percent": window[1]}
+        if vae:
+            inputs["vae"] = ["3", 0]
+        p["12"] = {"class_type": "ControlNetApplyAdvanced", "inputs": inputs}
+        if mask:
+            p["14"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 48, "height": 64}}
+            p["12"] = {"class_type": "ControlNetInpaintingAliMamaApply",
+                       "inputs": {**inputs, "vae": ["3", 0], "mask": ["14", 0]}}
+        p["8"]["inputs"]["positive"], p["8"]["inputs"]["negative"] = ["12", 0], ["12", 1]
+    return p
+
+
+def flux_latent(h, prompt: dict) -> torch.Tensor:
+    from tests.nodes.engine_harness import Capture
+    Capture.seen = []
+    result = h.run(prompt)
+    assert result.status == "success", (result.error or {}).get("exception_message")
+    return Capture.seen[-1]["samples"]
+
+
+@pytest.mark.parametrize("net", ["instantx", "xlabs", "mistoline"])
+def test_strength_zero_is_the_plain_image_and_strength_steers(fh, net):
+    plain = flux_latent(fh, flux_prompt())
+    assert torch.equal(flux_latent(fh, flux_prompt(net, 0.0)), plain)
+    controlled = flux_latent(fh, flux_prompt(net, 1.0, vae=net == "instantx"))     # XLabs' hint is the image itself
+    assert (controlled - plain).abs().max() > 1e-3
+    assert not torch.equal(flux_latent(fh, flux_prompt(net, 0.5, vae=net == "instantx")), controlled)
+
+
+def test_union_pro_mode_from_set_union_controlnet_type(fh):
+    auto = flux_latent(fh, flux_prompt("union"))
+    assert torch.equal(flux_latent(fh, flux_prompt("union", union_type="auto")), auto)
+    depth, canny = (flux_latent(fh, flux_prompt("union", union_type=t))
+                    for t in ("depth", "canny/lineart/anime_lineart/mlsd"))
+    assert (depth - auto).abs().max() > 1e-4 and (canny - depth).abs().max() > 1e-4
+
+
+def test_window_and_cfg_batch(fh):
+    """A window that ends before the last step differs from the full one; with CFG the pair is still batched
+    through the ControlNet (the result is finite and differs from cfg 1)."""
+    full = flux_latent(fh, flux_prompt("instantx"))
+    early = flux_latent(fh, flux_prompt("instantx", window=(0.0, 0.3)))
+    assert (early - full).abs().max() > 1e-4
+    guided = flux_latent(fh, flux_prompt("instantx", cfg=2.0))
+    assert torch.isfinite(guided).all() and (guided - full).abs().max() > 1e-4
+
+
+def test_latent_hint_without_vae_is_a_clear_error(fh):
+    result = fh.run(flux_prompt("instantx", vae=False))
+    assert result.status == "error" and "VAE" in str(result.error)
+
+
+def test_inpainting_net_takes_the_keep_mask(fh):
+    plain_hint = flux_latent(fh, flux_prompt("inpaint"))                      # no mask: keep-mask all ones
+    masked = flux_latent(fh, flux_prompt("inpaint", mask=True))               # mask 1: hint blacked out, keep 0
+    assert (masked - plain_hint).abs().max() > 1e-4
+
+
+def test_latent_hint_is_in_flux_latent_format(fh):
+    from diffusion import controlnet, vae_ops
+    from diffusion.loading import load_vae_file
+    manager = fh.services.model_manager()
+    vae = load_vae_file(fh.folders.find("vae", "ae.safetensors"), manager)
+    net = controlnet.load_control_file(fh.folders.find("controlnet", "instantx.safetensors"), manager)
+    image = torch.rand(1, 64, 48, 3, generator=torch.Generator().manual_seed(0))
+    (positive,), _ = controlnet.apply_control([[torch.zeros(1, 1, 1), {}]], [[torch.zeros(1, 1, 1), {}]], net,
+                                              image, strength=1.0, vae=vae)
+    application = positive[1]["control"]
+    application.models(None)
+    hint = application._latent_hint_at(8, 6, torch.device("cpu"), torch.float32)
+    torch.testing.assert_close(hint, (vae_ops.encode(vae, image) - 0.1159) * 0.3611, atol=1e-5, rtol=1e-5)
