@@ -653,16 +653,31 @@ def write_random_flux_controlnet(path: str | Path, config, *, layout: str = "dif
                                  dtype: torch.dtype = torch.float32, seed: int = 0) -> Path:
     """A random-weight FLUX ControlNet file: diffusers' FluxControlNetModel names (InstantX, Shakker-Labs), XLabs'
     (the module's BFL names) or MistoLine's (`single_controlnet_blocks`). Values per module key, so the layouts
-    of one config and seed hold the same weights."""
-    from safetensors.torch import save_file
-
+    of one config and seed hold the same weights; streamed (a full-width file never sits in RAM whole)."""
     from models.controlnet_flux import FluxControlNet
     from models.convert.controlnet_flux import instantx_file_state
-    state = {k: random_tensor(k, s, dtype, seed) for k, s in module_layout(FluxControlNet, config, "").items()}
+    shapes = module_layout(FluxControlNet, config, "")
+    names = list(shapes)
+    # which module tensor rows each file tensor holds: a [rows, 2] tag (module index, row) renamed / split
+    tags = {k: torch.stack([torch.full((s[0] if s else 1,), i), torch.arange(s[0] if s else 1)], dim=1)
+            for i, (k, s) in enumerate(shapes.items())}
     if layout == "diffusers":
-        state = instantx_file_state(state, config.flux.hidden_size)
+        tags = instantx_file_state(tags, config.flux.hidden_size)
     elif layout == "mistoline":
-        state = {("single_controlnet_blocks." + k[len("controlnet_single_blocks."):]
-                  if k.startswith("controlnet_single_blocks.") else k): v for k, v in state.items()}
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+        tags = {("single_controlnet_blocks." + k[len("controlnet_single_blocks."):]
+                 if k.startswith("controlnet_single_blocks.") else k): v for k, v in tags.items()}
+    sources = {k: (names[int(t[0, 0])], int(t[0, 1]), t.shape[0]) for k, t in tags.items()}
+    file_layout: Layout = {k: ((rows,) + shapes[m][1:] if shapes[m] else (), dtype)
+                           for k, (m, _, rows) in sources.items()}
+    made: dict[str, Tensor] = {}
+
+    def make(name: str) -> Tensor:
+        module_key, start, rows = sources[name]
+        if module_key not in made:
+            if len(made) > 8:
+                made.clear()
+            made[module_key] = random_tensor(module_key, shapes[module_key], torch.float32, seed)
+        t = made[module_key]
+        return t[start:start + rows] if t.ndim else t
+    write_safetensors_streaming(path, file_layout, make)
     return Path(path)

@@ -27,6 +27,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "sdxl",
     "flux",
     "controlnet_sdxl",
+    "controlnet_flux",
 )
 
 
