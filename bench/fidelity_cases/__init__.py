@@ -28,6 +28,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "flux",
     "controlnet_sdxl",
     "controlnet_flux",
+    "redux_flux",
 )
 
 
