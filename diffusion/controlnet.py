@@ -435,6 +435,9 @@ def apply_control_to_one(conditioning: list, net: ControlNetFile, image: Tensor,
     if strength == 0:
         return conditioning
     _check_net(net)
+    if net.takes_latent_hint:
+        raise PlexusError("invalid_input", "This ControlNet (SD3 / FLUX) takes its hint as a latent and needs a VAE",
+                          "use Apply ControlNet (ControlNetApplyAdvanced) and connect the model's VAE to its 'vae' input")
     hint = _hint_from_image(image)
     return [[tensor, {**options, "control": ControlApplication(net, hint, strength, previous=options.get("control")),
                       "control_apply_to_uncond": True}] for tensor, options in conditioning]

@@ -346,3 +346,14 @@ def test_latent_hint_is_in_flux_latent_format(fh):
     application.models(None)
     hint = application._latent_hint_at(8, 6, torch.device("cpu"), torch.float32)
     torch.testing.assert_close(hint, (vae_ops.encode(vae, image) - 0.1159) * 0.3611, atol=1e-5, rtol=1e-5)
+
+
+def test_deprecated_apply_refuses_a_latent_hint_net_and_runs_xlabs(fh):
+    p = flux_prompt("xlabs", 1.0, vae=False)
+    p["12"] = {"class_type": "ControlNetApply", "inputs": {"conditioning": ["5", 0], "control_net": ["10", 0],
+                                                            "image": ["11", 0], "strength": 1.0}}
+    p["8"]["inputs"]["positive"], p["8"]["inputs"]["negative"] = ["12", 0], ["6", 0]
+    assert (flux_latent(fh, p) - flux_latent(fh, flux_prompt())).abs().max() > 1e-3
+    p["10"]["inputs"]["control_net_name"] = "instantx.safetensors"
+    result = fh.run(p)
+    assert result.status == "error" and "VAE" in str(result.error)
