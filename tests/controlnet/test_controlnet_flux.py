@@ -357,3 +357,27 @@ def test_deprecated_apply_refuses_a_latent_hint_net_and_runs_xlabs(fh):
     p["10"]["inputs"]["control_net_name"] = "instantx.safetensors"
     result = fh.run(p)
     assert result.status == "error" and "VAE" in str(result.error)
+
+
+def test_streamed_under_a_device_budget_gives_the_same_latent(fh, tmp_path):
+    """The FLUX ControlNet is a managed model like any: with nothing resident (--novram, a 12 MB budget: the tiny T5 embedding is 8 MB) the
+    ControlNet and FLUX are streamed block by block and the latent is the unbudgeted one."""
+    from model_management import MemorySettings, VramMode
+    from nodes import services
+    expected = flux_latent(fh, flux_prompt("union", union_type="depth"))
+    budgeted = services.NodeServices(fh.folders, settings=MemorySettings(
+        force_fp32=True, device="cpu", vram_mode=VramMode.NO, vram_budget_bytes=12_000_000, prepack_weights=False))
+    saved = fh.services
+    fh.services = budgeted
+    services.install(budgeted)
+    fh.engine.clear_cache()
+    try:
+        latent = flux_latent(fh, flux_prompt("union", union_type="depth"))
+        records = {r.name: r for r in budgeted.model_manager()._records.values()}
+        control = next(r for name, r in records.items() if name.endswith("(flux_controlnet)"))
+        assert control.resident_bytes == 0 and budgeted.model_manager().ledger.peak_bytes <= 12_000_000
+    finally:
+        fh.services = saved
+        services.install(saved)
+        fh.engine.clear_cache()
+    torch.testing.assert_close(latent, expected, atol=1e-5, rtol=1e-5)
