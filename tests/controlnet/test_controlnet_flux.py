@@ -381,3 +381,40 @@ def test_streamed_under_a_device_budget_gives_the_same_latent(fh, tmp_path):
         services.install(saved)
         fh.engine.clear_cache()
     torch.testing.assert_close(latent, expected, atol=1e-5, rtol=1e-5)
+
+
+# --- the released full-size layouts, on the meta device ------------------------------------------------------
+
+def test_released_union_pro_layout_is_detected_and_builds_on_meta():
+    """Shakker-Labs FLUX.1-dev-ControlNet-Union-Pro (and InstantX's Union): diffusers' FluxControlNetModel with 5
+    double + 10 single layers, 24 heads of 128, 10 modes, guidance embedding; its keys from diffusers' own module on
+    the meta device. About 3.3 B parameters (the published bf16 file is 6.6 GB)."""
+    with torch.device("meta"):
+        ref = diffusers.FluxControlNetModel(num_layers=5, num_single_layers=10, guidance_embeds=True, num_mode=10)
+        shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+        info = detect_control_model(shapes)
+        c = info.config
+        assert (info.kind, info.layout, c.hint_format, c.hint_channels, c.union_modes) == (
+            "flux_controlnet", "diffusers", "latent", 16, 10)
+        assert (c.flux.hidden_size, c.flux.num_heads, c.flux.depth, c.flux.depth_single_blocks, c.flux.axes_dim) == (
+            3072, 24, 5, 10, (16, 56, 56))
+        ours = FluxControlNet(c)
+        converted = instantx_state(ref.state_dict())
+    assert {k: tuple(v.shape) for k, v in converted.items()} == {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert 3.2e9 < sum(v.numel() for v in converted.values()) < 3.4e9
+
+
+def test_released_xlabs_layout_is_detected_and_builds_on_meta():
+    """XLabs' flux-canny-controlnet-v3: 2 double blocks in BFL names, no single blocks, input_hint_block, [dev]
+    embedders (about 0.74 B parameters: the published bf16 file is 1.49 GB)."""
+    with torch.device("meta"):
+        ref = diffusers.FluxControlNetModel(num_layers=2, num_single_layers=0, guidance_embeds=True, patch_size=2,
+                                            conditioning_embedding_channels=16)
+        state = xlabs_file(ref.state_dict())
+    info = detect_control_model({k: tuple(v.shape) for k, v in state.items()})
+    assert (info.layout, info.config.hint_format, info.config.flux.depth, info.config.flux.depth_single_blocks) == (
+        "xlabs", "pixels", 2, 0)
+    with torch.device("meta"):
+        ours = FluxControlNet(info.config)
+    assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert 0.7e9 < sum(v.numel() for v in state.values()) < 0.78e9
