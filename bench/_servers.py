@@ -292,11 +292,14 @@ class Server:
                     found.setdefault(node_id, []).append(response.read())
         return found
 
-    def _history(self, prompt_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    def _history(self, prompt_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
         """The prompt's history item; ComfyUI stores it just after sending execution_success."""
         give_up = time.perf_counter() + timeout_s
         while True:
-            entry = http_json(f"{self.url}/history/{prompt_id}").get(prompt_id)
+            try:
+                entry = http_json(f"{self.url}/history/{prompt_id}", timeout_s=timeout_s).get(prompt_id)
+            except OSError:  # busy server: ask again until give_up
+                entry = None
             if entry or time.perf_counter() > give_up:
                 return entry or {}
             time.sleep(0.05)
@@ -318,7 +321,10 @@ class Server:
                 raise PromptFailed(f"prompt {prompt_id} not finished after the time limit")
             if self.ws.error or not self.ws.is_alive() or now - last_poll > 5.0:
                 last_poll = now
-                entry = http_json(f"{self.url}/history/{prompt_id}").get(prompt_id)
+                try:
+                    entry = http_json(f"{self.url}/history/{prompt_id}").get(prompt_id)
+                except OSError:  # TimeoutError included: a server busy in its prompt thread answers late
+                    entry = None
                 if entry and entry.get("status", {}).get("completed") is not None:
                     ok = entry["status"].get("status_str") == "success"
                     if ok or self.ws.error or not self.ws.is_alive():

@@ -28,5 +28,7 @@ fi
 # ComfyUI's own requirements, with the torch pair the benchmarks were measured on.
 "$PEER/venv/bin/python" -m pip install --disable-pip-version-check -q torch==2.14.1 torchvision==0.29.1
 grep -v -E '^(torch|torchvision|torchaudio)([<>=~ ]|$)' "$PEER/ComfyUI/requirements.txt" >"$PEER/requirements-peer.txt"
-"$PEER/venv/bin/python" -m pip install --disable-pip-version-check -q -r "$PEER/requirements-peer.txt"
+# requests: ComfyUI's frontend manager imports it, but its requirements.txt leaves it to transformers' old deps
+"$PEER/venv/bin/python" -m pip install --disable-pip-version-check -q -r "$PEER/requirements-peer.txt" requests
+"$PEER/venv/bin/python" "$PEER/ComfyUI/main.py" --cpu --quick-test-for-ci >/dev/null
 echo "peer: venv ready at $PEER/venv" >&2

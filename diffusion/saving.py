@@ -16,6 +16,7 @@ from torch import Tensor
 
 from model_management import ModelHandle, apply_patches
 from models.convert.clip_vision import hf_to_open_clip
+from models.convert.flux import SCALED_FP8_MARKER
 from models.detection import UNCLIP_VISION_PREFIX, UNET_PREFIX, VAE_PREFIX
 from models.testing import write_safetensors_streaming
 from models.text.convert import to_open_clip_layout
@@ -29,9 +30,30 @@ Entry = tuple[Callable[[], Tensor], tuple[int, ...], torch.dtype]   # (make the 
 
 
 def _patched(handle: ModelHandle, key: str) -> Tensor:
-    weight = handle.shared.weights.home[key]
+    """The weight `key` as written: its patches merged in. A weight of a scaled fp8 file (ComfyUI
+    `scaled_fp8`) is patched as its true value (weight * scale, float32) and stored again as fp8 of the same
+    scale, rounded to nearest and clamped to the fp8 range (ComfyUI rounds stochastically here)."""
+    weights = handle.shared.weights
+    weight = weights.home[key]
     patches = handle.patches.get(key)
-    return apply_patches(weight, patches, key) if patches else weight
+    if not patches:
+        return weight
+    scale_key = weights.scales.get(key)
+    if scale_key is None:
+        return apply_patches(weight, patches, key)
+    true = apply_patches(weights.true_value(key, weight), patches, key, out_dtype=torch.float32)
+    limit = torch.finfo(weight.dtype).max
+    return (true / weights.home[scale_key].float()).clamp_(-limit, limit).to(weight.dtype)
+
+
+def _scaled_fp8_marker(handle: ModelHandle | None) -> dict[str, Entry]:
+    """ComfyUI's `scaled_fp8` marker (an empty tensor of the weights' fp8 dtype) when `handle` holds scaled
+    fp8 weights: without it a loader would read those weights without their scales."""
+    if handle is None or not handle.shared.weights.scales:
+        return {}
+    weights = handle.shared.weights
+    dtype = weights.home[next(iter(weights.scales))].dtype
+    return {UNET_PREFIX + SCALED_FP8_MARKER: ((lambda: torch.empty(0, dtype=dtype)), (0,), dtype)}
 
 
 def _entries(handle: ModelHandle | None, file_key: Callable[[str], str],
@@ -93,7 +115,7 @@ def save_checkpoint(path: str | Path, model: DiffusionModel, clip: TextEncoders 
         manager = getattr(handle, "manager", None)
         if handle is not None and manager is not None:
             manager.unload(handle)      # the base tensors may hold another clone's patches, merged in place
-    entries = {**_entries(model, lambda k: UNET_PREFIX + k), **_text_entries(clip),
+    entries = {**_entries(model, lambda k: UNET_PREFIX + k), **_scaled_fp8_marker(model), **_text_entries(clip),
                **_entries(vae, lambda k: VAE_PREFIX + k), **_vision_entries(clip_vision, model)}
     metadata: dict[str, str] = {"format": "pt"}
     if prompt is not None:

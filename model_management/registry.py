@@ -89,6 +89,9 @@ class ModelRecord:
     why: str = "registered"
     units: list[OffloadUnit] = field(default_factory=list)
     layer_units: tuple[int, list[OffloadUnit]] = (-1, [])    # (size limit, units cut at layers above it)
+    # keys that the current handle's patches make wider on the device than stored (ModuleWeights.widened_by);
+    # the units' sizes count them so
+    units_widened: frozenset[str] = frozenset()
     resident_keys: set[str] = field(default_factory=set)
     applied: dict[str, tuple] = field(default_factory=dict)     # patches merged into resident weights
     active_patches: dict[str, tuple] = field(default_factory=dict)
@@ -103,8 +106,16 @@ class ModelRecord:
 
     @property
     def device_bytes(self) -> int:
-        """Bytes of the whole model on the device (its size in the compute dtype)."""
-        return self.weights.total_bytes(self.dtype)
+        """Bytes of the whole model on the device (its size in the compute dtype, patched weights as held)."""
+        return self.weights.total_bytes(self.dtype, self.units_widened)
+
+    def widen_for(self, handle: ModelHandle) -> None:
+        """Size the units for `handle`'s patches (a patched fp8 weight is held wider: see `units_widened`)."""
+        widened = self.weights.widened_by(k for k, patches in handle.patches.items() if patches)
+        if widened != self.units_widened:
+            self.units_widened = widened
+            self.units = []
+            self.layer_units = (-1, [])
 
     def ram_split(self, is_file_view: Callable[[Tensor], bool]) -> tuple[int, int]:
         """(bytes of its own, bytes that view a mapped file) of its base tensors in RAM. A view of a mapped
@@ -124,7 +135,7 @@ class ModelRecord:
 
     @property
     def resident_bytes(self) -> int:
-        return sum(self.weights.nbytes(k, self.dtype) for k in self.resident_keys)
+        return sum(self.weights.nbytes(k, self.dtype, bool(self.applied.get(k))) for k in self.resident_keys)
 
     @property
     def is_on_device(self) -> bool:
@@ -273,6 +284,7 @@ class ModelManager:
             for handle in handles:
                 record = self._track(handle)
                 record.last_used = next(self._clock)
+                record.widen_for(handle)
                 records.append(record)
             needed = {r.shared.id for r in records} | {h.shared.id for h in keep} | set(self._graph_needs)
             self._release_idle_pages({r.shared.id for r in records} | {h.shared.id for h in keep})
@@ -335,7 +347,7 @@ class ModelManager:
                mode: VramMode) -> None:
         if not record.units:
             record.units = offload_units(record.shared.module, record.weights, record.shared.offload_blocks,
-                                         record.dtype)
+                                         record.dtype, widened=record.units_widened)
         available = self.device_available_bytes()
         weight_budget = None
         if available is not None:
@@ -385,7 +397,7 @@ class ModelManager:
         if record.layer_units[0] != limit:
             record.layer_units = (limit, offload_units(record.shared.module, record.weights,
                                                        record.shared.offload_blocks, record.dtype,
-                                                       max_unit_bytes=limit))
+                                                       max_unit_bytes=limit, widened=record.units_widened))
         return record.layer_units[1]
 
     def _apply_plan(self, record: ModelRecord, handle: ModelHandle, plan: LoadPlan, is_async: bool) -> None:
@@ -408,7 +420,7 @@ class ModelManager:
             weights.put(key, self._fetch(record, key, False, may_patch_in_place=True))
             record.resident_keys.add(key)
             record.applied[key] = patches.get(key, ())
-            self.ledger.add(weights.nbytes(key, record.dtype))
+            self.ledger.add(weights.nbytes(key, record.dtype, bool(record.applied[key])))
         if plan.streamed:
             if is_async and self.settings.pin_memory:
                 pin_in_place([weights.home[k] for u in plan.streamed for k in u.keys], record.pinned)
@@ -425,15 +437,13 @@ class ModelManager:
         gets its patches merged in place (`may_patch_in_place`; streamed weights never do)."""
         home = record.weights.home[key]
         tensor = home if home.device == self.device else home.to(self.device, non_blocking=non_blocking)
-        dtype = record.weights.device_dtype(key, record.dtype)
         patches = record.active_patches.get(key)
+        # a patched fp8 weight cast per use is held in the compute dtype, not rounded back to fp8
+        dtype = record.weights.device_dtype(key, record.dtype, patched=bool(patches))
         if patches:
-            if key in record.weights.cast_per_use and record.dtype is not None and home.is_floating_point():
-                dtype = record.dtype     # a patched fp8 T5 weight is held in the compute dtype, not rounded to fp8
             if key in record.weights.scales:
                 # a scaled fp8 weight: patched as its true value (weight * scale, float32) and held so, in the
                 # compute dtype (never fp8: the layer then uses it as it is, without its scale)
-                dtype = record.dtype or torch.float32
                 return apply_patches(record.weights.true_value(key, tensor), patches, key, out_dtype=dtype)
             rebuilder = record.weights.rebuilder
             if may_patch_in_place and tensor is home and home.dtype == dtype and rebuilder is not None \
@@ -462,8 +472,8 @@ class ModelManager:
         self._restore_in_place(record, (key,))
         record.weights.put_home(key)
         record.resident_keys.discard(key)
-        record.applied.pop(key, None)
-        self.ledger.remove(record.weights.nbytes(key, record.dtype))
+        patched = bool(record.applied.pop(key, None))
+        self.ledger.remove(record.weights.nbytes(key, record.dtype, patched))
 
     # --- unloading --------------------------------------------------------------------------------
 

@@ -59,8 +59,10 @@ class LoadPlan:
 
 
 def offload_units(module: nn.Module, weights: ModuleWeights, block_names: tuple[str, ...],
-                  dtype: torch.dtype | None = None, max_unit_bytes: int | None = None) -> list[OffloadUnit]:
-    """Cut `module` into units, in the order its weights were registered (about forward order).
+                  dtype: torch.dtype | None = None, max_unit_bytes: int | None = None,
+                  widened: frozenset[str] = frozenset()) -> list[OffloadUnit]:
+    """Cut `module` into units, in the order its weights were registered (about forward order). `widened`:
+    keys that patches make wider on the device than stored (ModuleWeights.device_dtype); sized so.
 
     `max_unit_bytes`: a block larger than this is not one unit but one unit per layer inside it (per
     module that owns weights directly), so a budget that holds the largest single layer can stream it."""
@@ -75,7 +77,7 @@ def offload_units(module: nn.Module, weights: ModuleWeights, block_names: tuple[
         for key in weights.keys():
             block_name = next((b for b in blocks if key.startswith(b + ".")), None)
             if block_name is not None:
-                size[block_name] = size.get(block_name, 0) + weights.nbytes(key, dtype)
+                size[block_name] = size.get(block_name, 0) + weights.nbytes(key, dtype, key in widened)
         blocks = {b: m for b, m in blocks.items() if size.get(b, 0) <= max_unit_bytes}
 
     keys_of: dict[str, list[str]] = {}
@@ -90,7 +92,7 @@ def offload_units(module: nn.Module, weights: ModuleWeights, block_names: tuple[
         name = unit_id.removeprefix("\0")
         owner = blocks[unit_id] if unit_id in blocks else (module.get_submodule(name) if name else module)
         is_container = any(other != name and (name == "" or other.startswith(name + ".")) for other in names)
-        units.append(OffloadUnit(name, owner, tuple(keys), sum(weights.nbytes(k, dtype) for k in keys),
+        units.append(OffloadUnit(name, owner, tuple(keys), sum(weights.nbytes(k, dtype, k in widened) for k in keys),
                                  is_container))
     return units
 

@@ -18,7 +18,7 @@ is tested without a GPU.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -122,15 +122,24 @@ class ModuleWeights:
     def keys(self) -> Iterator[str]:
         return iter(self.slots)
 
-    def device_dtype(self, key: str, dtype: torch.dtype | None) -> torch.dtype:
+    def device_dtype(self, key: str, dtype: torch.dtype | None, patched: bool = False) -> torch.dtype:
         """The dtype of `key` on the device when the model computes in `dtype` (None: as stored): `dtype`
-        for floating-point weights, except those cast per use that are stored no wider than it."""
+        for floating-point weights, except those cast per use that are stored no wider than it. A `patched`
+        weight cast per use is held in `dtype` (a LoRA on an fp8 T5 is not rounded back to fp8), and a
+        patched scaled weight as its true value in `dtype` (float32 when the model keeps its stored dtypes)."""
         home = self.home[key]
+        if patched and key in self.scales:
+            return dtype or torch.float32
         if dtype is None or not home.is_floating_point():
             return home.dtype
-        if key in self.cast_per_use and home.element_size() <= _element_size(dtype):
+        if key in self.cast_per_use and home.element_size() <= _element_size(dtype) and not patched:
             return home.dtype
         return dtype
+
+    def widened_by(self, patched_keys: Iterable[str]) -> frozenset[str]:
+        """Those of `patched_keys` that a patch makes wider on the device than as stored (fp8 weights cast
+        per use and scaled weights: see `device_dtype`)."""
+        return frozenset(k for k in patched_keys if k in self.scales or k in self.cast_per_use)
 
     def true_value(self, key: str, tensor: Tensor) -> Tensor:
         """`tensor` (the stored value of `key`, on any device) as the value it stands for: a scaled weight
@@ -140,11 +149,11 @@ class ModuleWeights:
             return tensor
         return tensor.float() * self.home[scale_key].to(tensor.device, torch.float32)
 
-    def nbytes(self, key: str, dtype: torch.dtype | None = None) -> int:
-        return self.home[key].numel() * _element_size(self.device_dtype(key, dtype))
+    def nbytes(self, key: str, dtype: torch.dtype | None = None, patched: bool = False) -> int:
+        return self.home[key].numel() * _element_size(self.device_dtype(key, dtype, patched))
 
-    def total_bytes(self, dtype: torch.dtype | None = None) -> int:
-        return sum(self.nbytes(k, dtype) for k in self.slots)
+    def total_bytes(self, dtype: torch.dtype | None = None, widened: frozenset[str] = frozenset()) -> int:
+        return sum(self.nbytes(k, dtype, k in widened) for k in self.slots)
 
     def current(self, key: str) -> Tensor:
         slot = self.slots[key]

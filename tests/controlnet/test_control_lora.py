@@ -5,13 +5,10 @@ Reference: the same network written as an ordinary full ControlNet file by the t
 UNet tensors read from the file, plus each layer's up @ down), loaded by the ordinary ControlNet path."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 
-from model_management import MemorySettings
 from models.detection import detect_control_model
 from models.files import load_state_dict
 from models.testing import (CheckpointSpec, tiny_sdxl_text_configs, tiny_sdxl_unet_config, tiny_vae_config,
@@ -20,7 +17,7 @@ from nodes import services
 from tests.controlnet.test_controlnet_engine import prompt, sampled
 from tests.controlnet.test_unet_control import two_res_block_unet
 from tests.diffusion.helpers import TINY_VAE
-from tests.nodes.engine_harness import Capture, Harness
+from tests.nodes.engine_harness import fp32_harness, serving, write_reference_image
 
 UNET_PREFIX = "model.diffusion_model."
 
@@ -50,23 +47,14 @@ def merged_controlnet(control_lora_path, checkpoint_path, out_path):
 
 @pytest.fixture(scope="module")
 def sd1(tmp_path_factory):
-    h = Harness(tmp_path_factory.mktemp("control-lora"))
-    h.services = services.NodeServices(h.folders, settings=MemorySettings(force_fp32=True))
+    h = fp32_harness(tmp_path_factory.mktemp("control-lora"), ("checkpoints", "controlnet"))
     ckpt = write_random_checkpoint(h.folders.paths("checkpoints")[0] / "tiny.safetensors",
                                    CheckpointSpec("sd1", two_res_block_unet(), TINY_VAE))
     cn_dir = h.folders.paths("controlnet")[0]
-    cn_dir.mkdir(parents=True, exist_ok=True)
     write_random_control_lora(cn_dir / "control-lora-canny-rank4.safetensors", two_res_block_unet(), rank=4, seed=1)
     merged_controlnet(cn_dir / "control-lora-canny-rank4.safetensors", ckpt, cn_dir / "merged.safetensors")
-    h.folders.input.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
-        h.folders.input / "hint.png")
-    h.registry.register("TestCapture", Capture)
-    services.install(h.services)
-    h.engine.clear_cache()
-    yield h
-    services.install(None)
-    h.close()
+    write_reference_image(h, (64, 64), "hint.png", seed=0)
+    yield from serving(h)
 
 
 def test_detected_from_tensors(tmp_path):
@@ -121,18 +109,14 @@ def test_control_lora_for_sdxl_on_an_sd1_model_is_a_clear_error(sd1):
 
 def test_sdxl_control_lora_through_the_engine(tmp_path_factory):
     from tests.nodes.test_sdxl_engine import sampled as xl_sampled, txt2img
-    h = Harness(tmp_path_factory.mktemp("xl-control-lora"))
-    h.services = services.NodeServices(h.folders, settings=MemorySettings(force_fp32=True))
+    h = fp32_harness(tmp_path_factory.mktemp("xl-control-lora"), ("checkpoints", "controlnet"))
     write_sdxl_checkpoint(h.folders.paths("checkpoints")[0] / "xl.safetensors", tiny_sdxl_unet_config(),
                           text=tiny_sdxl_text_configs(), vae=tiny_vae_config())
     cn_dir = h.folders.paths("controlnet")[0]
-    cn_dir.mkdir(parents=True, exist_ok=True)
     write_random_control_lora(cn_dir / "xl.safetensors", tiny_sdxl_unet_config(), rank=4, seed=2)
     merged_controlnet(cn_dir / "xl.safetensors", h.folders.paths("checkpoints")[0] / "xl.safetensors",
                       cn_dir / "xl_merged.safetensors")
-    h.folders.input.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(h.folders.input / "h.png")
-    h.registry.register("TestCapture", Capture)
+    write_reference_image(h, (64, 64), "h.png", seed=1)
     services.install(h.services)
     try:
         def with_control(name: str, strength: float) -> dict:

@@ -83,31 +83,16 @@ def test_unknown_sd3_keys_are_listed():
 
 @pytest.fixture(scope="module")
 def sd3(tmp_path_factory):
-    import numpy as np
-    from PIL import Image
-
-    from model_management import MemorySettings
     from models.testing import tiny_sd3_spec, write_random_sd3_checkpoint
-    from nodes import services
-    from tests.nodes.engine_harness import Capture, Harness
-    h = Harness(tmp_path_factory.mktemp("sd3-cn"))
-    h.services = services.NodeServices(h.folders, settings=MemorySettings(force_fp32=True))
-    ckpts = h.folders.paths("checkpoints")[0]
-    ckpts.mkdir(parents=True, exist_ok=True)
-    write_random_sd3_checkpoint(ckpts / "tiny-sd3.safetensors", tiny_sd3_spec())
+    from tests.nodes.engine_harness import fp32_harness, serving, write_reference_image
+    h = fp32_harness(tmp_path_factory.mktemp("sd3-cn"), ("checkpoints", "controlnet"))
+    write_random_sd3_checkpoint(h.folders.paths("checkpoints")[0] / "tiny-sd3.safetensors", tiny_sd3_spec())
     cn_dir = h.folders.paths("controlnet")[0]
-    cn_dir.mkdir(parents=True, exist_ok=True)
     for name, extra in (("sd3_canny.safetensors", 0), ("sd3_inpaint.safetensors", 1)):   # hidden 128: 2 base blocks
         ref = randomised(reference(layers=1, hidden=128, heads=2, extra=extra), seed=3 + extra)
         save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, cn_dir / name)
-    h.folders.input.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(h.folders.input / "h.png")
-    h.registry.register("TestCapture", Capture)
-    services.install(h.services)
-    h.engine.clear_cache()
-    yield h
-    services.install(None)
-    h.close()
+    write_reference_image(h, (48, 64), "h.png", seed=2)
+    yield from serving(h)
 
 
 def sd3_prompt(control: str | None = None, strength: float = 1.0, *, vae: bool = True, mask: str | None = None) -> dict:

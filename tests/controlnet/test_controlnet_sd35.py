@@ -129,31 +129,16 @@ def test_matches_diffusers_sd3_controlnet_in_its_sd35_configuration(blocks):
 
 @pytest.fixture(scope="module")
 def sd35(tmp_path_factory):
-    import numpy as np
-    from PIL import Image
-
-    from model_management import MemorySettings
     from models.testing import tiny_sd3_spec, write_random_sd3_checkpoint, write_random_sd35_controlnet
-    from nodes import services
-    from tests.nodes.engine_harness import Capture, Harness
-    h = Harness(tmp_path_factory.mktemp("sd35-cn"))
-    h.services = services.NodeServices(h.folders, settings=MemorySettings(force_fp32=True))
-    ckpts = h.folders.paths("checkpoints")[0]
-    ckpts.mkdir(parents=True, exist_ok=True)
-    write_random_sd3_checkpoint(ckpts / "tiny-sd3.safetensors", tiny_sd3_spec(qk_norm=True))   # 128 wide, 2 blocks
-    cn_dir = h.folders.paths("controlnet")[0]
-    cn_dir.mkdir(parents=True, exist_ok=True)
+    from tests.nodes.engine_harness import fp32_harness, serving, write_reference_image
+    h = fp32_harness(tmp_path_factory.mktemp("sd35-cn"), ("checkpoints", "controlnet"))
+    write_random_sd3_checkpoint(h.folders.paths("checkpoints")[0] / "tiny-sd3.safetensors",
+                                tiny_sd3_spec(qk_norm=True))   # 128 wide, 2 blocks
     for kind in ("blur", "canny", "depth"):
-        write_random_sd35_controlnet(cn_dir / f"sd35_{kind}.safetensors", sd35_controlnet_config(), control_type=kind,
-                                     seed=4)
-    h.folders.input.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(h.folders.input / "h.png")
-    h.registry.register("TestCapture", Capture)
-    services.install(h.services)
-    h.engine.clear_cache()
-    yield h
-    services.install(None)
-    h.close()
+        write_random_sd35_controlnet(h.folders.paths("controlnet")[0] / f"sd35_{kind}.safetensors",
+                                     sd35_controlnet_config(), control_type=kind, seed=4)
+    write_reference_image(h, (48, 64), "h.png", seed=2)
+    yield from serving(h)
 
 
 def test_sd35_controlnet_through_the_engine(sd35):

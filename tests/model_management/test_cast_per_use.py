@@ -115,6 +115,48 @@ def test_patched_fp8_weight_is_held_in_the_compute_dtype(sd3_file):
     assert manager.record_of(clip).weights.current(key).dtype == FP8
 
 
+def _held_bytes(manager, handle) -> int:
+    record = manager.record_of(handle)
+    return sum(record.weights.current(k).numel() * record.weights.current(k).element_size()
+               for k in record.resident_keys)
+
+
+def test_the_ledger_counts_a_patched_fp8_weight_at_the_size_it_is_held(sd3_file):
+    """A patched fp8 weight is held in the compute dtype (above): the device ledger, the record's resident
+    and device sizes and the units the planner streams count it so, not at its fp8 size."""
+    manager = ModelManager(MemorySettings())
+    _, clip, _ = loading.load_checkpoint_file(sd3_file, manager)
+    manager.load_models_for([clip])
+    plain = manager.ledger.bytes
+    assert plain == _held_bytes(manager, clip)
+    record = manager.record_of(clip)
+    keys = [k for k in record.weights.cast_per_use if k.endswith("SelfAttention.q.weight")]
+    patched = clip.clone()
+    patched.add_patches({k: (lambda w: w + 1.0) for k in keys})
+    manager.load_models_for([patched])
+    wider = sum(record.weights.home[k].numel() for k in keys) * (record.dtype.itemsize - 1)
+    assert manager.ledger.bytes == _held_bytes(manager, patched) == plain + wider
+    assert record.resident_bytes == manager.ledger.bytes
+    assert record.device_bytes == sum(u.nbytes for u in record.units) == plain + wider
+    manager.unload(patched)
+    assert manager.ledger.bytes == 0
+    manager.load_models_for([clip])                    # back to the unpatched sizes
+    assert manager.ledger.bytes == plain and record.device_bytes == plain
+
+
+def test_a_patched_scaled_weight_is_counted_in_the_compute_dtype():
+    from models.fp8_weights import ScaledFp8Linear
+    layer = nn.Linear(8, 4, bias=False)
+    layer.weight.data = layer.weight.data.to(FP8)
+    ScaledFp8Linear.convert(layer, torch.tensor(0.5))
+    w = ModuleWeights(nn.Sequential(layer))
+    assert w.scales == {"0.weight": "0.scale_weight"}
+    assert w.nbytes("0.weight", None) == 32
+    assert w.nbytes("0.weight", None, patched=True) == 32 * 4          # the true value, float32
+    assert w.nbytes("0.weight", torch.bfloat16, patched=True) == 32 * 2
+    assert w.widened_by(["0.weight", "0.scale_weight"]) == {"0.weight"}
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status and maps")
 def test_t5_file_pages_are_released_while_the_diffusion_model_computes(sd3_file):
     manager = ModelManager(MemorySettings())

@@ -56,11 +56,33 @@ class Harness:
         services.install(None)
 
 
-def write_reference_image(h: Harness, shape: tuple[int, int] = (56, 56), name: str = "ref.png") -> None:
+def fp32_harness(base: Path, model_folders: tuple[str, ...] = ()) -> Harness:
+    """A harness whose services compute in fp32 (--force-fp32), with TestCapture registered and the given
+    model folders (ComfyUI names: "checkpoints", "controlnet", ...) created; `h.folders.paths(name)[0]`."""
+    from model_management import MemorySettings
+    h = Harness(base)
+    h.services = services.NodeServices(h.folders, settings=MemorySettings(force_fp32=True))
+    for name in model_folders:
+        h.folders.paths(name)[0].mkdir(parents=True, exist_ok=True)
+    h.registry.register("TestCapture", Capture)
+    return h
+
+
+def serving(h: Harness):
+    """Generator body of a module-scoped fixture: installs the harness's services, yields it, closes it."""
+    services.install(h.services)
+    h.engine.clear_cache()
+    yield h
+    services.install(None)
+    h.close()
+
+
+def write_reference_image(h: Harness, shape: tuple[int, int] = (56, 56), name: str = "ref.png",
+                          seed: int = 0) -> None:
     """A seeded random RGB image (height, width) in the harness's input folder, for LoadImage nodes."""
     import numpy as np
     from PIL import Image
-    rgb = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    rgb = np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
     h.folders.input.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rgb).save(h.folders.input / name)
 

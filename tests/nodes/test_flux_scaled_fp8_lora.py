@@ -121,3 +121,61 @@ def test_a_merge_with_a_scaled_fp8_model_uses_its_true_weights(harness):
     for first, second in (("flux-dev-scaled-fp8.safetensors", "flux-dev-dequantised.safetensors"),
                           ("flux-dev-dequantised.safetensors", "flux-dev-scaled-fp8.safetensors")):
         torch.testing.assert_close(latent(harness, first, lora=False, merge_with=second), plain, rtol=1e-4, atol=1e-5)
+
+
+def saved_model(h: Harness, lora: bool, name: str):
+    """ModelSave's writer on the UNETLoader model of the scaled file (with the LoRA), into diffusion_models/."""
+    from diffusion import saving_parts
+    prompt = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux-dev-scaled-fp8.safetensors",
+                                                           "weight_dtype": "default"}},
+              "99": {"class_type": "TestCapture", "inputs": {"value": ["1", 0]}}}
+    if lora:
+        prompt["13"] = {"class_type": "LoraLoaderModelOnly",
+                        "inputs": {"model": ["1", 0], "lora_name": "flux-lora.safetensors", "strength_model": 1.0}}
+        prompt["99"]["inputs"]["value"] = ["13", 0]
+    result = h.run(prompt)
+    assert result.status == "success", result.error
+    model = Capture.seen[-1]
+    path = saving_parts.save_model(h.folders.paths("diffusion_models")[0] / name, model)
+    return model, path
+
+
+def test_a_saved_scaled_fp8_model_keeps_its_scales_and_marker(harness):
+    """Saved without patches, the file holds the same fp8 weights, scales and `scaled_fp8` marker (under the
+    checkpoint prefix ModelSave writes), so it samples bit for bit as the source file. (Before, the marker was
+    dropped and a reload read the fp8 weights without their scales.)"""
+    _, path = saved_model(harness, lora=False, name="saved-scaled.safetensors")
+    with load_state_dict(path) as saved, \
+            load_state_dict(harness.folders.paths("diffusion_models")[0] / "flux-dev-scaled-fp8.safetensors") as src:
+        marker = "model.diffusion_model.scaled_fp8"
+        assert marker in saved and saved[marker].dtype == FP8 and saved[marker].numel() == 0
+        for key in src:
+            if key != "scaled_fp8":    # the biases of scaled Linears as the model holds them: rounded to fp8
+                kept = saved["model.diffusion_model." + key]
+                assert torch.equal(kept.float(), src[key].to(kept.dtype).float()), key
+    plain = latent(harness, "flux-dev-scaled-fp8.safetensors", lora=False)
+    assert torch.equal(latent(harness, "saved-scaled.safetensors", lora=False), plain)
+
+
+def test_a_saved_lora_patched_scaled_fp8_model_stores_the_patched_true_values(harness):
+    """With a LoRA merged, each patched weight is stored as fp8 of its own scale: saved * scale is the patched
+    true value within e4m3fn's rounding (half a step: 2^-4 relative, or half the smallest subnormal step)."""
+    model, path = saved_model(harness, lora=True, name="saved-scaled-lora.safetensors")
+    weights = model.shared.weights
+    patched = [k for k in model.patches if model.patches[k] and k in weights.scales]
+    assert len(patched) == len(LORA_LAYERS)
+    from model_management import apply_patches
+    with load_state_dict(path) as saved:
+        for key in patched:
+            true = apply_patches(weights.true_value(key, weights.home[key]), model.patches[key], key,
+                                 out_dtype=torch.float32)
+            scale = saved["model.diffusion_model." + weights.scales[key]].float()
+            stored = saved["model.diffusion_model." + key]
+            assert stored.dtype == FP8
+            error = (stored.float() * scale - true).abs()
+            assert (error <= true.abs() * 2 ** -4 + scale * 2 ** -10).all(), key
+    reloaded = latent(harness, "saved-scaled-lora.safetensors", lora=False)
+    patched_latent = latent(harness, "flux-dev-scaled-fp8.safetensors", lora=True)
+    plain = latent(harness, "flux-dev-scaled-fp8.safetensors", lora=False)
+    # fp8 rounding of the patched weights moves the latent far less than the LoRA does
+    assert (reloaded - patched_latent).abs().max() < 0.25 * (patched_latent - plain).abs().max()
