@@ -11,11 +11,17 @@ each variant runs at two step counts; the KSampler node's time (from the `execut
 the same way on both servers) differs only by the steps, so s/step = time difference / step difference.
 Reported: plain s/step, controlled s/step and their ratio per server (the ControlNet's extra cost is
 ratio - 1). Output: a table on stdout and `--json`.
+
+`--median-steps N` (the method for a shared, noisy machine) instead runs each variant with N steps, `--repeats`
+times, plain and controlled alternating, and takes the median of the intervals between the sampler's
+consecutive `progress` messages (every step after the first: N - 1 per run); a load spike then spoils a few
+intervals, not the whole estimate.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -47,9 +53,17 @@ def graph(size: int, steps: int, with_control: bool) -> dict:
 
 
 def sampler_seconds(server: Server, size: int, steps: int, with_control: bool, timeout_s: float) -> float:
+    return sampler_run(server, size, steps, with_control, timeout_s)[0]
+
+
+def sampler_run(server: Server, size: int, steps: int, with_control: bool, timeout_s: float) -> tuple[float, list[float]]:
+    """(the KSampler node's seconds, the intervals between its consecutive progress messages)."""
     prompt, sampler_id = graph(size, steps, with_control)
     done = server.submit(prompt, timeout_s)
-    return node_durations(done.events)[sampler_id]
+    marks = [(t, int(m["data"]["value"])) for t, m in done.events if m.get("type") == "progress"
+             and str(m.get("data", {}).get("node")) == str(sampler_id)]
+    intervals = [b[0] - a[0] for a, b in zip(marks, marks[1:]) if b[1] == a[1] + 1]
+    return node_durations(done.events)[sampler_id], intervals
 
 
 def measure(spec: ServerSpec, work: Path, model_paths: Path, env: dict, args) -> dict:
@@ -62,6 +76,20 @@ def measure(spec: ServerSpec, work: Path, model_paths: Path, env: dict, args) ->
         server.start(args.start_timeout_s)
         sampler_seconds(server, args.size, 1, True, args.prompt_timeout_s)              # warm-up, both models loaded
         out = {}
+        if args.median_steps:
+            samples: dict[str, list[float]] = {"plain": [], "controlnet": []}
+            for _ in range(args.repeats):
+                for name, with_control in (("plain", False), ("controlnet", True)):
+                    seconds, intervals = sampler_run(server, args.size, args.median_steps, with_control,
+                                                     args.prompt_timeout_s)
+                    samples[name] += intervals
+                    out.setdefault(f"{name}_sampler_s", []).append(seconds)
+            for name, values in samples.items():
+                out[f"{name}_s_per_step"] = statistics.median(values)
+                out[f"{name}_step_intervals"] = [round(v, 3) for v in values]
+            out["ratio"] = out["controlnet_s_per_step"] / out["plain_s_per_step"]
+            print(f"[{spec.label}] {json.dumps(out)}", flush=True)
+            return out
         for name, with_control in (("plain", False), ("controlnet", True)):
             times = [sampler_seconds(server, args.size, n, with_control, args.prompt_timeout_s) for n in (low, high)]
             out[f"{name}_s_per_step"] = (times[1] - times[0]) / (high - low)
@@ -81,6 +109,8 @@ def main() -> int:
     parser.add_argument("--models-dir", type=Path, required=True)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, nargs=2, default=[2, 4], metavar=("LOW", "HIGH"))
+    parser.add_argument("--median-steps", type=int, help="the median-of-step-intervals method with this many steps")
+    parser.add_argument("--repeats", type=int, default=2, help="--median-steps: runs per variant, alternating")
     parser.add_argument("--only", choices=("plexus", "peer"))
     parser.add_argument("--no-fp32", action="store_true")
     parser.add_argument("--port-base", type=int)
@@ -108,7 +138,9 @@ def main() -> int:
         for i, (label, spec) in enumerate(sides.items()):
             args.port = args.port_base + i if args.port_base else None
             results[label] = measure(spec, work, model_paths, env, args)
-    print(f"\n| server | plain s/step | ControlNet s/step | ratio | (size {args.size}, steps {args.steps}) |")
+    method = (f"median of {args.repeats} x {args.median_steps - 1} step intervals" if args.median_steps
+              else f"steps {args.steps}")
+    print(f"\n| server | plain s/step | ControlNet s/step | ratio | (size {args.size}, {method}) |")
     print("|---|---:|---:|---:|---|")
     for label, r in results.items():
         print(f"| {label} | {r['plain_s_per_step']:.2f} | {r['controlnet_s_per_step']:.2f} | {r['ratio']:.3f} | |")

@@ -31,7 +31,12 @@ ComfyUI's behaviour kept (comfy/controlnet.py, comfy/samplers.py, nodes.py):
 - SD3.5 large ControlNets in Stability's layout (blur / canny / depth; kind "sd35_controlnet") take the latent
   hint with SD3's full latent format (scale and shift), the pixels prepared first by the file's control_type
   (ComfyUI load_controlnet_sd35: canny a * 127.5 + 0.5, depth 1 - a, blur as is), the pooled text vector as
-  `y`, and the patch embedding of the MODEL being sampled (`x_embedder`, ComfyUI's ControlNetSD35.pre_run).
+  `y`, and the patch embedding of the MODEL being sampled (`x_embedder`, ComfyUI's ControlNetSD35.pre_run);
+- FLUX ControlNets (kind "flux_controlnet", models/controlnet_flux.py) take the pooled text vector and the
+  guidance input of the conditioning; InstantX / Union-Pro files take a latent hint in FLUX's latent format
+  (scale and shift, ComfyUI load_controlnet_flux_instantx), the inpainting one its keep-mask channel; XLabs /
+  MistoLine files take the hint image at 8x the latent (no VAE); SetUnionControlNetType's index picks a
+  Union-Pro mode (ComfyUI passes the same index to SDXL and FLUX union nets).
 """
 from __future__ import annotations
 
@@ -50,13 +55,16 @@ from imaging.resize import upscale
 from model_management import ModelPart
 from models import checkpoint as checkpoint_loader
 from models.controlnet import UNION_CONTROL_TYPES, ControlNet, ControlResiduals
+from models.controlnet_flux import FluxControlNet
 from models.controlnet_mmdit import MMDiTControlNet, SD35ControlNet
+from models.convert.controlnet_flux import instantx_state, mistoline_state
 from models.convert.controlnet_mmdit import SD35_CONTROL_TYPE_KEY, sd35_controlnet_state, sd3_controlnet_state
 from models.convert import controlnet as control_keys
 from models.detection import ControlModelInfo, detect_control_model
 from models.errors import ModelError
 from models.files import load_state_dict
 from models.t2i_adapter import T2IAdapter, residuals_for_features
+from sampling.latent_format import FLUX as FLUX_LATENT
 from sampling.latent_format import SD3 as SD3_LATENT
 
 from . import vae_ops
@@ -83,7 +91,7 @@ class ControlNetFile:
     """CONTROL_NET: a loaded control model plus how ComfyUI applies it."""
     model: ControlModel | None                # None for a control-LoRA (built on the sampled MODEL)
     kind: str                                 # "controlnet" | "t2i_adapter" | "control_lora" | "mmdit_controlnet"
-                                              # | "sd35_controlnet"
+                                              # | "sd35_controlnet" | "flux_controlnet"
     is_global_average_pooling: bool = False   # *_shuffle files: residuals averaged over the image
     control_types: tuple[int, ...] = ()       # union ControlNets: SetUnionControlNetType's choice (() = auto)
     lora: ControlLoraFile | None = None       # a control-LoRA file
@@ -91,6 +99,13 @@ class ControlNetFile:
     @property
     def hint_channels(self) -> int:
         return self.lora.hint_channels if self.lora is not None else self.model.module.config.hint_channels
+
+    @property
+    def takes_latent_hint(self) -> bool:
+        """Its hint is a VAE latent (SD3 / SD3.5 nets, InstantX-style FLUX nets): ControlNetApply needs a VAE."""
+        if self.kind == "flux_controlnet":
+            return self.model.module.config.latent_hint
+        return self.kind in LATENT_HINT_KINDS
 
     def model_for(self, base_model) -> ControlModel:
         """The network to run beside `base_model` (the MODEL being sampled)."""
@@ -112,6 +127,11 @@ def set_union_type(net: ControlNetFile, type_name: str) -> ControlNetFile:
 
 def _build(info: ControlModelInfo, source, dtype: torch.dtype, attention: str):
     keys = list(source.shapes())
+    if info.kind == "flux_controlnet":
+        raw = {k: source[k] for k in keys}
+        state = instantx_state(raw) if info.layout == "diffusers" else mistoline_state(raw)
+        return checkpoint_loader.build_module(lambda: FluxControlNet(info.config, attention), {k: k for k in state},
+                                              state, dtype, "FLUX ControlNet")
     if info.kind == "sd35_controlnet":
         config = info.config
         if SD35_CONTROL_TYPE_KEY in keys:                    # 0 blur, 1 canny, 2 depth: how the hint is prepared
@@ -302,6 +322,8 @@ class ControlApplication(SamplingControl):
             if self.net.kind == "sd35_controlnet":               # Stability's SD3.5 nets: full SD3 latent format
                 pixels = _prepared_sd35_hint(pixels, module.config.control_kind)
                 latent = SD3_LATENT.process_in(vae_ops.encode(self.vae, pixels.movedim(1, -1)))
+            elif self.net.kind == "flux_controlnet":             # InstantX / Union-Pro: FLUX's latent format
+                latent = FLUX_LATENT.process_in(vae_ops.encode(self.vae, pixels.movedim(1, -1)))
             else:                                                # diffusers-layout SD3 nets: scale, shift 0
                 latent = vae_ops.encode(self.vae, pixels.movedim(1, -1)) * SD3_LATENT.scale_factor
             extra = list(self.extra_concat)
@@ -334,6 +356,13 @@ class ControlApplication(SamplingControl):
             hint = broadcast_hint(self._latent_hint_at(x.shape[2], x.shape[3], device, module.dtype), x.shape[0], chunks)
             y = inputs.get("pooled_output", inputs.get("y"))
             out = module(x, hint, timestep.to(device), None if y is None else y.to(device), self._base_x_embedder())
+        elif self.net.kind == "flux_controlnet":
+            hint = (self._latent_hint_at(x.shape[2], x.shape[3], device, module.dtype) if module.config.latent_hint
+                    else self._hint_at(h_px, w_px, device, module.dtype))
+            y, guidance = inputs.get("pooled_output", inputs.get("y")), inputs.get("guidance")
+            out = module(x, broadcast_hint(hint, x.shape[0], chunks), timestep.to(device), inputs["c_crossattn"].to(device),
+                         y=None if y is None else y.to(device), guidance=None if guidance is None else guidance.to(device),
+                         control_types=self.net.control_types)
         elif self.net.kind in LATENT_HINT_KINDS:
             hint = broadcast_hint(self._latent_hint_at(x.shape[2], x.shape[3], device, module.dtype), x.shape[0], chunks)
             context = inputs.get("crossattn_controlnet", inputs["c_crossattn"]).to(device)
@@ -399,8 +428,8 @@ def apply_control(positive: list, negative: list, net: ControlNetFile, image: Te
     if strength == 0:
         return positive, negative
     _check_net(net)
-    if net.kind in LATENT_HINT_KINDS and vae is None:
-        raise PlexusError("invalid_input", "This ControlNet (SD3) takes its hint as a latent: connect a VAE",
+    if net.takes_latent_hint and vae is None:
+        raise PlexusError("invalid_input", "This ControlNet (SD3 / FLUX) takes its hint as a latent: connect a VAE",
                           "connect the model's VAE to the 'vae' input of the Apply ControlNet node")
     hint = _hint_from_image(image)
     made: dict[int, ControlApplication] = {}
@@ -444,6 +473,9 @@ def apply_control_to_one(conditioning: list, net: ControlNetFile, image: Tensor,
     if strength == 0:
         return conditioning
     _check_net(net)
+    if net.takes_latent_hint:
+        raise PlexusError("invalid_input", "This ControlNet (SD3 / FLUX) takes its hint as a latent and needs a VAE",
+                          "use Apply ControlNet (ControlNetApplyAdvanced) and connect the model's VAE to its 'vae' input")
     hint = _hint_from_image(image)
     return [[tensor, {**options, "control": ControlApplication(net, hint, strength, previous=options.get("control")),
                       "control_apply_to_uncond": True}] for tensor, options in conditioning]

@@ -92,16 +92,33 @@ class ControlResiduals:
       block i includes it);
     - `skips[i]`: added to the skip kept from input block i when its output block reads it (ControlNet);
     - `middle`: added to the middle block's output;
-    - `after_block[i]`: added to the image tokens after transformer block i (MM-DiT ControlNets).
+    - `after_block[i]`: added to the image tokens after transformer block i (MM-DiT ControlNets; FLUX's
+      double-stream blocks);
+    - `after_single[i]`: added to the image tokens after FLUX single-stream block i (FLUX ControlNets).
     A tensor whose shape does not broadcast to the UNet's is left out with a warning (as ComfyUI does).
     """
     after_input: dict[int, Tensor] = field(default_factory=dict)
     skips: dict[int, Tensor] = field(default_factory=dict)
     middle: Tensor | None = None
     after_block: dict[int, Tensor] = field(default_factory=dict)
+    after_single: dict[int, Tensor] = field(default_factory=dict)
 
     def add_after_block(self, index: int, tokens: Tensor) -> Tensor:
         return _add(tokens, self.after_block.get(index), "transformer", index)
+
+    def add_to_tokens(self, kind: str, index: int, tokens: Tensor, start: int = 0) -> Tensor:
+        """tokens [B, L, D] with the `kind` ("block" / "single") residual of block `index` [B, n, D] added to
+        tokens [start, start + n) (FLUX: the image tokens, after the text and before any reference tokens)."""
+        residual = (self.after_block if kind == "block" else self.after_single).get(index)
+        if residual is None:
+            return tokens
+        end = start + residual.shape[1]
+        if end > tokens.shape[1]:
+            log.warning("control residual for %s block %d not applied: %d tokens from %d do not fit %s",
+                        kind, index, residual.shape[1], start, tuple(tokens.shape))
+            return tokens
+        part = _add(tokens[:, start:end], residual, kind, index)
+        return torch.cat([tokens[:, :start], part, tokens[:, end:]], dim=1)
 
     def add_after_input(self, index: int, h: Tensor) -> Tensor:
         return _add(h, self.after_input.get(index), "input", index)
@@ -114,14 +131,15 @@ class ControlResiduals:
 
     def tensors(self) -> list[Tensor]:
         return [*self.after_input.values(), *self.skips.values(), *([self.middle] if self.middle is not None else []),
-                *self.after_block.values()]
+                *self.after_block.values(), *self.after_single.values()]
 
     def map(self, fn) -> ControlResiduals:
         """The same residuals with `fn` applied to each tensor."""
         return ControlResiduals({k: fn(v) for k, v in self.after_input.items()},
                                 {k: fn(v) for k, v in self.skips.items()},
                                 None if self.middle is None else fn(self.middle),
-                                {k: fn(v) for k, v in self.after_block.items()})
+                                {k: fn(v) for k, v in self.after_block.items()},
+                                {k: fn(v) for k, v in self.after_single.items()})
 
     def plus(self, other: ControlResiduals | None) -> ControlResiduals:
         """Residuals of two stacked control models (summed where both give one), as ComfyUI's control_merge."""
@@ -136,7 +154,7 @@ class ControlResiduals:
         middle = self.middle if other.middle is None else (
             other.middle if self.middle is None else other.middle + self.middle)
         return ControlResiduals(merged(self.after_input, other.after_input), merged(self.skips, other.skips), middle,
-                                merged(self.after_block, other.after_block))
+                                merged(self.after_block, other.after_block), merged(self.after_single, other.after_single))
 
 
 def _add(h: Tensor, residual: Tensor | None, where: str, index: int) -> Tensor:

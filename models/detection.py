@@ -419,7 +419,7 @@ def detect_flux_checkpoint(shapes: Shapes) -> ModelConfig:
 @dataclass(frozen=True)
 class ControlModelInfo:
     kind: str                  # "controlnet" | "t2i_adapter" | "control_lora" | "mmdit_controlnet" (SD3)
-                               # | "sd35_controlnet" (SD3.5 large, Stability's layout)
+                               # | "sd35_controlnet" (SD3.5 large, Stability's layout) | "flux_controlnet"
     layout: str                # "ldm" (original names) | "diffusers"
     prefix: str                # stripped before the module sees the keys ("control_model." or "")
     config: object             # models.controlnet.ControlNetConfig / ControlLoraConfig | T2IAdapterConfig
@@ -430,6 +430,15 @@ def detect_control_model(shapes: Shapes) -> ControlModelInfo:
     """Which control model a ControlNetLoader file holds (ComfyUI load_controlnet_state_dict's order)."""
     if "lora_controlnet" in shapes:                     # Stability control-LoRA: built on the base UNet
         return ControlModelInfo("control_lora", "ldm", "", detect_control_lora(shapes))
+    if "controlnet_blocks.0.weight" in shapes and "double_blocks.0.img_attn.norm.key_norm.scale" in shapes:
+        return ControlModelInfo("flux_controlnet", "xlabs", "", detect_flux_controlnet(shapes))
+    if "controlnet_blocks.0.linear.weight" in shapes:             # MistoLine's FLUX net (XLabs-like names)
+        return ControlModelInfo("flux_controlnet", "mistoline", "", detect_flux_controlnet(shapes))
+    if "controlnet_x_embedder.weight" in shapes:
+        if "transformer_blocks.0.img_mlp.net.0.proj.weight" in shapes:
+            raise UnsupportedModelError("Qwen-Image ControlNets are not supported yet (Plexus does not run Qwen-Image)",
+                                        "controlnet_x_embedder with Qwen-Image blocks (img_mlp)")
+        return ControlModelInfo("flux_controlnet", "diffusers", "", detect_flux_controlnet(shapes))
     if "controlnet_blocks.0.weight" in shapes and "pos_embed_input.proj.weight" in shapes:
         if "transformer_blocks.0.adaLN_modulation.1.bias" in shapes:      # Stability's SD3.5 layout
             return ControlModelInfo("sd35_controlnet", "stability", "", detect_sd35_controlnet(shapes))
@@ -448,6 +457,50 @@ def detect_control_model(shapes: Shapes) -> ControlModelInfo:
         return ControlModelInfo("t2i_adapter", "diffusers" if "adapter.body.0.resnets.0.block1.weight" in shapes
                                 else "ldm", "", config)
     raise UnknownModelError("Not a ControlNet or T2I-Adapter file", summarise_keys(list(shapes)))
+
+
+def detect_flux_controlnet(shapes: Shapes):
+    """FluxControlNetConfig of a FLUX ControlNet: diffusers' FluxControlNetModel layout (`controlnet_x_embedder`,
+    InstantX / Shakker-Labs; hint a VAE latent of pos_embed_input width / 4 channels, union modes from
+    `controlnet_mode_embedder`) or XLabs' BFL names (`input_hint_block`: an RGB hint) / MistoLine's
+    (`input_cond_block`). Heads from the per-head QK-norm scale; rotary axes as for the base model."""
+    from models.controlnet_flux import FluxControlNetConfig
+    from models.flux import FluxConfig
+    if "controlnet_x_embedder.weight" in shapes:                   # diffusers names
+        hidden, in_channels = shapes["x_embedder.weight"]
+        doubles = _block_indices(shapes, "transformer_blocks.")
+        block = "transformer_blocks.0." if doubles else "single_transformer_blocks.0."
+        norm_q = shapes.get(block + "attn.norm_q.weight")
+        if norm_q is None:
+            raise UnknownModelError("Unknown FLUX ControlNet layout (diffusers names): no per-head QK norm",
+                                    summarise_keys(list(shapes)))
+        mlp = shapes["transformer_blocks.0.ff.net.0.proj.weight"][0] if doubles else \
+            shapes["single_transformer_blocks.0.proj_mlp.weight"][0]
+        head_dim = norm_q[0]
+        flux = dict(in_channels=in_channels, hidden_size=hidden, depth=len(doubles),
+                    depth_single_blocks=len(_block_indices(shapes, "single_transformer_blocks.")),
+                    context_in_dim=shapes["context_embedder.weight"][1],
+                    vec_in_dim=shapes["time_text_embed.text_embedder.linear_1.weight"][1], mlp_ratio=mlp / hidden,
+                    qkv_bias=block + "attn.to_q.bias" in shapes,
+                    guidance_embed="time_text_embed.guidance_embedder.linear_1.weight" in shapes)
+        hint_format, hint_channels = "latent", shapes["controlnet_x_embedder.weight"][1] // 4
+        modes = shapes["controlnet_mode_embedder.weight"][0] if "controlnet_mode_embedder.weight" in shapes else 0
+    else:                                                          # XLabs / MistoLine: BFL names
+        hidden, in_channels = shapes["img_in.weight"]
+        head_dim = shapes["double_blocks.0.img_attn.norm.query_norm.scale"][0]
+        flux = dict(in_channels=in_channels, hidden_size=hidden, depth=len(_block_indices(shapes, "double_blocks.")),
+                    depth_single_blocks=len(_block_indices(shapes, "single_blocks.")),
+                    context_in_dim=shapes["txt_in.weight"][1], vec_in_dim=shapes["vector_in.in_layer.weight"][1],
+                    mlp_ratio=shapes["double_blocks.0.img_mlp.0.weight"][0] / hidden,
+                    qkv_bias="double_blocks.0.img_attn.qkv.bias" in shapes,
+                    guidance_embed="guidance_in.in_layer.weight" in shapes)
+        hint_format = "mistoline" if "controlnet_blocks.0.linear.weight" in shapes else "pixels"
+        hint_channels, modes = 3, 0
+    if hidden % head_dim or head_dim % 16:
+        raise UnknownModelError(f"Unknown FLUX ControlNet layout: width {hidden} with {head_dim}-wide heads")
+    axes = FLUX_AXES_128 if head_dim == 128 else (head_dim // 8, head_dim * 7 // 16, head_dim * 7 // 16)
+    config = FluxConfig(out_channels=in_channels, num_heads=hidden // head_dim, axes_dim=axes, **flux)
+    return FluxControlNetConfig(flux=config, hint_format=hint_format, hint_channels=hint_channels, union_modes=modes)
 
 
 def detect_mmdit_controlnet(shapes: Shapes):

@@ -346,9 +346,12 @@ class Flux(nn.Module):
         return x.view(b, h, w, -1, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, -1, h * p, w * p)
 
     def forward_tokens(self, img: Tensor, img_ids: Tensor, txt: Tensor, txt_ids: Tensor, timesteps: Tensor,
-                       y: Tensor, guidance: Tensor | None = None, attention_mask: Tensor | None = None) -> Tensor:
+                       y: Tensor, guidance: Tensor | None = None, attention_mask: Tensor | None = None,
+                       control=None) -> Tensor:
         """The transformer on packed tokens: img [B, N, in_channels] -> [B, N, out_channels]. `attention_mask`
-        [B, T + N, T + N]: an additive bias on every block's joint attention scores (text tokens first)."""
+        [B, T + N, T + N]: an additive bias on every block's joint attention scores (text tokens first).
+        `control` (models.controlnet.ControlResiduals of FLUX ControlNets): added to the first image tokens
+        after each double block (`after_block`) and each single block (`after_single`)."""
         mask = None if attention_mask is None else attention_mask.unsqueeze(1)           # [B, 1, L, L]
         dtype = self.compute_dtype or self.img_in.weight.dtype
         emb = lambda t: timestep_embedding(t.float() * TIME_FACTOR, 256).to(dtype)    # noqa: E731
@@ -358,11 +361,15 @@ class Flux(nn.Module):
         vec = vec + self.vector_in(y.to(dtype))
         img, txt = self.img_in(img.to(dtype)), self.txt_in(txt.to(dtype))
         rope = rope_frequencies(torch.cat([txt_ids, img_ids], dim=1), self.config.axes_dim, self.config.theta)
-        for block in self.double_blocks:
+        for i, block in enumerate(self.double_blocks):
             img, txt = block(img, txt, vec, rope, self.attention_fn, mask)
+            if control is not None:
+                img = control.add_to_tokens("block", i, img)
         x = torch.cat([txt, img], dim=1)
-        for block in self.single_blocks:
+        for i, block in enumerate(self.single_blocks):
             x = block(x, vec, rope, self.attention_fn, mask)
+            if control is not None:
+                x = control.add_to_tokens("single", i, x, txt.shape[1])
         return self.final_layer(x[:, txt.shape[1]:], vec)
 
     @staticmethod
@@ -391,11 +398,13 @@ class Flux(nn.Module):
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor | None = None,
                 guidance: Tensor | None = None, ref_latents: list[Tensor] | None = None,
-                ref_latents_method: str = "offset", attention_mask: Tensor | None = None, **_: object) -> Tensor:
+                ref_latents_method: str = "offset", attention_mask: Tensor | None = None, control=None,
+                **_: object) -> Tensor:
         """`ref_latents` (Kontext): reference latents [B, C, h_i, w_i], appended after the image tokens with
         their own position ids (reference_placements); only the image tokens come out. `attention_mask`
         [B, T + N, T + N] over the text and image tokens (StyleModelApply's attn_bias, sized to this grid by
-        joint_mask_for_grid); reference tokens are seen unbiased and see the text as the image tokens do."""
+        joint_mask_for_grid); reference tokens are seen unbiased and see the text as the image tokens do.
+        `control`: FLUX ControlNet residuals (see forward_tokens)."""
         p = self.config.patch_size
         height, width = x.shape[-2:]
         x = self._padded(x)
@@ -416,5 +425,6 @@ class Flux(nn.Module):
         txt_ids = torch.zeros(b, context.shape[1], 3, device=x.device)
         if attention_mask is not None:
             attention_mask = self._mask_for(attention_mask, context.shape[1] + img.shape[1], context.shape[1], h * w)
-        out = self.forward_tokens(img, img_ids, context, txt_ids, timesteps, y, guidance, attention_mask)[:, :h * w]
+        out = self.forward_tokens(img, img_ids, context, txt_ids, timesteps, y, guidance, attention_mask,
+                                  control)[:, :h * w]
         return self.unpatchify(out, h, w)[:, :, :height, :width]

@@ -629,3 +629,55 @@ def write_random_sd35_controlnet(path: str | Path, config, *, control_type: str 
         return random_tensor(keys[name], shapes[keys[name]], dtype, seed)
     write_safetensors_streaming(path, layout, make)
     return Path(path)
+
+
+# --- FLUX ControlNets (models/controlnet_flux.py) in their file layouts --------------------------------------
+
+FLUX_CONTROLNET_LAYOUTS = ("diffusers", "xlabs", "mistoline")
+
+
+def tiny_flux_controlnet_config(*, layout: str = "diffusers", double: int = 1, single: int = 1, union_modes: int = 0,
+                                hint_channels: int = 16, guidance: bool = True):
+    """A FLUX ControlNet at tiny_flux_config's widths (64 wide, T5 64, CLIP-L 32): InstantX / Union-Pro
+    ("diffusers", a latent hint), XLabs ("xlabs") or MistoLine ("mistoline"), both with an RGB hint."""
+    from dataclasses import replace as _replace
+
+    from models.controlnet_flux import FluxControlNetConfig
+    flux = _replace(tiny_flux_config(guidance=guidance), depth=double, depth_single_blocks=single)
+    if layout == "diffusers":
+        return FluxControlNetConfig(flux, "latent", hint_channels, union_modes)
+    return FluxControlNetConfig(flux, "pixels" if layout == "xlabs" else "mistoline", 3)
+
+
+def write_random_flux_controlnet(path: str | Path, config, *, layout: str = "diffusers",
+                                 dtype: torch.dtype = torch.float32, seed: int = 0) -> Path:
+    """A random-weight FLUX ControlNet file: diffusers' FluxControlNetModel names (InstantX, Shakker-Labs), XLabs'
+    (the module's BFL names) or MistoLine's (`single_controlnet_blocks`). Values per module key, so the layouts
+    of one config and seed hold the same weights; streamed (a full-width file never sits in RAM whole)."""
+    from models.controlnet_flux import FluxControlNet
+    from models.convert.controlnet_flux import instantx_file_state
+    shapes = module_layout(FluxControlNet, config, "")
+    names = list(shapes)
+    # which module tensor rows each file tensor holds: a [rows, 2] tag (module index, row) renamed / split
+    tags = {k: torch.stack([torch.full((s[0] if s else 1,), i), torch.arange(s[0] if s else 1)], dim=1)
+            for i, (k, s) in enumerate(shapes.items())}
+    if layout == "diffusers":
+        tags = instantx_file_state(tags, config.flux.hidden_size)
+    elif layout == "mistoline":
+        tags = {("single_controlnet_blocks." + k[len("controlnet_single_blocks."):]
+                 if k.startswith("controlnet_single_blocks.") else k): v for k, v in tags.items()}
+    sources = {k: (names[int(t[0, 0])], int(t[0, 1]), t.shape[0]) for k, t in tags.items()}
+    file_layout: Layout = {k: ((rows,) + shapes[m][1:] if shapes[m] else (), dtype)
+                           for k, (m, _, rows) in sources.items()}
+    made: dict[str, Tensor] = {}
+
+    def make(name: str) -> Tensor:
+        module_key, start, rows = sources[name]
+        if module_key not in made:
+            if len(made) >= 3:                    # the parts of one fused tensor are near each other
+                made.clear()
+            made[module_key] = random_tensor(module_key, shapes[module_key], torch.float32, seed)
+        t = made[module_key]
+        return t[start:start + rows] if t.ndim else t
+    write_safetensors_streaming(path, file_layout, make)
+    return Path(path)

@@ -27,6 +27,8 @@ FAMILY_MODULES: tuple[str, ...] = (
     "sdxl",
     "flux",
     "controlnet_sdxl",
+    "controlnet_flux",
+    "redux_flux",
 )
 
 
