@@ -118,16 +118,18 @@ class ModuleWeights:
                 if getattr(owner, attr, None) is not None and getattr(owner, scale_attr, None) is not None:
                     self.scales[f"{prefix}.{attr}" if prefix else attr] = \
                         f"{prefix}.{scale_attr}" if prefix else scale_attr
+        self._scale_keys = frozenset(self.scales.values())
 
     def keys(self) -> Iterator[str]:
         return iter(self.slots)
 
     def device_dtype(self, key: str, dtype: torch.dtype | None) -> torch.dtype:
         """The dtype of `key` on the device when the model computes in `dtype` (None: as stored): `dtype`
-        for floating-point weights, except those cast per use that are stored no wider than it."""
+        for floating-point weights, except those cast per use that are stored no wider than it and the
+        scales of scaled weights."""
         home = self.home[key]
-        if dtype is None or not home.is_floating_point():
-            return home.dtype
+        if dtype is None or not home.is_floating_point() or key in self._scale_keys:
+            return home.dtype               # scales (SCALED_WEIGHTS) stay as stored: float32 int8 / fp8 scales
         if key in self.cast_per_use and home.element_size() <= _element_size(dtype):
             return home.dtype
         return dtype
