@@ -138,10 +138,11 @@ def load_dtype_for(manager: Any, part: ModelPart):
 
 
 def _is_int8_requested(manager: Any, unet: UNetModel) -> bool:
-    """`--int8-unet`, the weights on the CPU, and not already stored narrow (UNETLoader's fp8 weight_dtype)."""
+    """`--int8-unet`, an LDM UNet (SD1.x / SD2.x / SDXL; MM-DiT and FLUX transformers are not converted), the
+    weights on the CPU, and not already stored narrow (UNETLoader's fp8 weight_dtype)."""
     settings = getattr(manager, "settings", None)
-    return bool(getattr(settings, "int8_unet", False)) and manager.device.type == "cpu" \
-        and not getattr(unet, "CASTS_WEIGHTS_PER_USE", False)
+    return bool(getattr(settings, "int8_unet", False)) and isinstance(unet, UNetModel) \
+        and manager.device.type == "cpu" and not getattr(unet, "CASTS_WEIGHTS_PER_USE", False)
 
 
 def wrap_unet(unet: UNetModel, manager: Any, *, config: ModelConfig | None, source_key: str,

@@ -206,3 +206,24 @@ def test_a_lora_patches_the_dequantised_weight_and_comes_off_to_the_int8_weight(
 def test_main_flag_sets_the_setting():
     assert main.memory_settings(main.parse_args(["--int8-unet"])).int8_unet is True
     assert main.memory_settings(main.parse_args([])).int8_unet is False
+
+
+def test_unet_loader_files_sdxl_included_are_converted_but_fp8_ones_stay_fp8(tmp_path):
+    """UNETLoader's path: an SDXL UNet alone is converted; with weight_dtype fp8 the fp8 weights are kept."""
+    from safetensors.torch import load_file, save_file
+
+    from models.testing import tiny_sdxl_text_configs, tiny_sdxl_unet_config, tiny_vae_config, write_sdxl_checkpoint
+    full = load_file(str(write_sdxl_checkpoint(tmp_path / "xl.safetensors", tiny_sdxl_unet_config(),
+                                               text=tiny_sdxl_text_configs(), vae=tiny_vae_config())))
+    prefix = "model.diffusion_model."
+    save_file({k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}, str(tmp_path / "unet.safetensors"))
+    settings = MemorySettings(device="cpu", int8_unet=True)
+    model = loading.load_unet_file(tmp_path / "unet.safetensors", ModelManager(settings))
+    layers = [m for m in model.module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    assert layers and all(type(m) in (Int8Linear, Int8Conv2d) for m in layers)
+    y = torch.randn(1, tiny_sdxl_unet_config().adm_in_channels)
+    with torch.no_grad():
+        out = model.module(torch.randn(1, 4, 8, 8), torch.tensor([500.0]), torch.randn(1, 77, 64), y)
+    assert torch.isfinite(out).all()
+    fp8 = loading.load_unet_file(tmp_path / "unet.safetensors", ModelManager(settings), weight_dtype="fp8_e4m3fn")
+    assert not any(isinstance(m, (Int8Linear, Int8Conv2d)) for m in fp8.module.modules())
