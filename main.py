@@ -148,6 +148,10 @@ def add_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None
     precision.add_argument("--force-fp16", action="store_true", default=default(False))
     device.add_argument("--bf16-unet", action="store_true", default=default(False))
     device.add_argument("--fp32-vae", action="store_true", default=default(False))
+    device.add_argument("--int8-unet", action="store_true", default=default(False),
+                        help="on the CPU, store the SD1.x / SD2.x / SDXL UNet's Linear and Conv2d weights in int8 "
+                             "(per output channel) and multiply in int8 with activations quantised per call: "
+                             "half the weights' RAM of bf16; its speed and image distance: docs/performance.md")
     device.add_argument("--compile-unet", action="store_true", default=default(False),
                         help="run the diffusion model through torch.compile (inductor); each new image size "
                              "compiles in a background thread while the first steps run eager (minutes on a "
@@ -244,7 +248,7 @@ def memory_settings(args: argparse.Namespace) -> Any:
                               vram_budget_bytes=gib_to_bytes(args.vram_budget),
                               ram_budget_bytes=gib_to_bytes(args.ram_budget),
                               force_fp32=args.force_fp32, force_fp16=args.force_fp16,
-                              bf16_unet=args.bf16_unet, fp32_vae=args.fp32_vae,
+                              bf16_unet=args.bf16_unet, fp32_vae=args.fp32_vae, int8_unet=args.int8_unet,
                               compile_diffusion_model=args.compile_unet,
                               compile_in_background=not args.compile_blocking,
                               compile_cache_dir=str(args.compile_cache_dir or compile_cache_dir(args)),

@@ -10,6 +10,12 @@ Per shape, median of 7 calls after 2 warm-ups:
   x86 quantiser lowers to); `+quant` is the separate cost of quantising the activation each call;
 - `_int_mm`: `torch._int_mm` (int8 x int8 -> int32), no scales, for the linear shapes.
 Issue 22 asked for int8 as an opt-in weight mode; this decides whether it would be faster here.
+
+`--modules` times the layers `--int8-unet` runs instead (models/int8_weights.py `Int8Linear` / `Int8Conv2d`:
+per-call activation quantisation, weight reorder, int8 kernel, rescale) against bf16 `nn.Linear` /
+`nn.Conv2d` at the same shapes (wall time; `--threads` to pin the thread count):
+
+    flock /tmp/plexus-heavy.lock .venv/bin/python -W ignore bench/int8_kernels.py --modules
 """
 from __future__ import annotations
 
@@ -52,7 +58,52 @@ def quantize_activation(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
     return torch.quantize_per_tensor(x.float(), scale, zero, torch.quint8).int_repr(), scale, zero
 
 
+def modules() -> None:
+    """bf16 nn.Linear / nn.Conv2d against the Int8 layers --int8-unet converts them to, same weights."""
+    import copy
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from models.int8_weights import Int8Conv2d, Int8Linear
+    from models.int8_weights import quantize_per_tensor_uint8, quantize_per_token
+    from torch import nn
+    rows = [("linear", m, k, n) for m, k, n in LINEARS] + [("conv3x3", b, c, o, side) for b, c, o, side in CONVS]
+    with torch.inference_mode():
+        for row in rows:
+            if row[0] == "linear":
+                _, m, k, n = row
+                layer, x = nn.Linear(k, n).bfloat16(), torch.randn(m, k).bfloat16()
+                gflop, label, quant = 2 * m * k * n / 1e9, f"linear {m}x{k}->{n}", quantize_per_token
+                int8 = copy.deepcopy(layer)
+                Int8Linear.convert(int8)
+            else:
+                _, b, c, o, side = row
+                layer = nn.Conv2d(c, o, 3, padding=1).bfloat16()
+                x = torch.randn(b, c, side, side).bfloat16().contiguous(memory_format=torch.channels_last)
+                gflop, label, quant = 2 * b * o * c * 9 * side * side / 1e9, f"conv3x3 {b}x{c}->{o} @{side}", \
+                    quantize_per_tensor_uint8
+                int8 = copy.deepcopy(layer)
+                Int8Conv2d.convert(int8)
+            bf16_s, int8_s, quant_s = median_s(lambda: layer(x)), median_s(lambda: int8(x)), median_s(lambda: quant(x))
+            print(f"{label}: bf16 {bf16_s * 1e3:.1f} ms ({gflop / bf16_s:.0f} GFLOP/s) | Int8 layer "
+                  f"{int8_s * 1e3:.1f} ms ({int8_s / bf16_s:.2f}x bf16), of which quantising the input "
+                  f"{quant_s * 1e3:.1f} ms", flush=True)
+
+
 def main() -> None:
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modules", action="store_true", help="time the Int8 layers, not the bare kernels")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.modules:
+        print(torch.__version__, "threads", torch.get_num_threads(), "|",
+              os.popen("uptime").read().strip(), flush=True)
+        modules()
+        print(os.popen("uptime").read().strip())
+        return
     torch.manual_seed(0)
     print(torch.__version__, "threads", torch.get_num_threads(), "|", os.popen("uptime").read().strip())
     for m, k, n in LINEARS:

@@ -4,6 +4,7 @@
     .venv/bin/python bench/quality.py --tiny                   # the same matrix on a few-MB random checkpoint
     .venv/bin/python bench/quality.py --samplers euler dpmpp_2m --schedulers normal --steps 2
     .venv/bin/python bench/quality.py --tiny-sdxl              # the matrix on a few-MB SDXL-layout checkpoint
+    .venv/bin/python bench/quality.py --int8                   # `--int8-unet` images against the default (bf16) ones
     flock /tmp/plexus-heavy.lock .venv/bin/python bench/quality.py --size 128 \
         --model /work/peer/bench-models/checkpoints/sdxl_random_fp16_s0_sdxl-helper.safetensors   # full-size SDXL
 
@@ -71,6 +72,8 @@ SAMPLER_MATRIX = matrix_pairs(MATRIX_SAMPLERS, MATRIX_SCHEDULERS)
 
 # precision name -> main.py flags
 PRECISIONS = {"default": [], "force_fp32": ["--force-fp32"]}
+# --int8: the opt-in int8 weight mode (`--int8-unet`, models/int8_weights.py) against the default (bf16) images
+INT8_PRECISIONS = {"int8_unet": ["--int8-unet"], "default": []}
 
 
 @dataclass(frozen=True)
@@ -203,19 +206,21 @@ def render_matrix(flags: list[str], checkpoint: Path, pairs: list[tuple[str, str
 
 
 def compare_precisions(checkpoint: Path, pairs: list[tuple[str, str]], *, size: int, steps: int,
-                       seed: int = 1) -> dict:
+                       seed: int = 1, precisions: dict[str, list[str]] = PRECISIONS) -> dict:
     """Render the matrix in each precision and compare default against `--force-fp32`, pair by pair.
 
     Returns the JSON-ready report: settings, `dtypes` per precision, one row per pair (the distance, and per
     precision the float image's `is_finite`, `min`, `max` and the prompt's `seconds`), `overall`, and `images` ({precision: {"sampler/scheduler": uint8 array}}, left out of the JSON)."""
-    rendered = {name: render_matrix(flags, checkpoint, pairs, size, steps, seed) for name, flags in PRECISIONS.items()}
+    rendered = {name: render_matrix(flags, checkpoint, pairs, size, steps, seed) for name, flags in precisions.items()}
+    candidate, reference = precisions          # the first is compared against the second
     rows, distances = [], []
     for pair in pairs:
-        distance = pixel_distance(rendered["default"][0][pair], rendered["force_fp32"][0][pair])
+        distance = pixel_distance(rendered[candidate][0][pair], rendered[reference][0][pair])
         distances.append(distance)
         rows.append({"sampler": pair[0], "scheduler": pair[1], **asdict(distance),
                      **{name: r[2][pair] for name, r in rendered.items()}})
     return {"checkpoint": str(checkpoint), "size": size, "steps": steps, "seed": seed,
+            "compared": [candidate, reference],
             "dtypes": {name: r[1] for name, r in rendered.items()}, "pairs": rows,
             "overall": asdict(overall_distance(distances)),
             "is_all_finite": all(r[2][pair]["is_finite"] for r in rendered.values() for pair in pairs),
@@ -228,12 +233,13 @@ def print_table(report: dict) -> None:
 
     for name, dtypes in report["dtypes"].items():
         print(f"{name}: " + ", ".join(f"{model} {dtype}" for model, dtype in dtypes.items()))
-    print(f"{'sampler':16} {'scheduler':10} {'max |d|':>8} {'mean |d|':>9} {'PSNR dB':>10} {'s default':>10} "
-          f"{'s fp32':>8}")
+    candidate, reference = report["compared"]
+    print(f"{'sampler':16} {'scheduler':10} {'max |d|':>8} {'mean |d|':>9} {'PSNR dB':>10} {'s ' + candidate:>12} "
+          f"{'s ' + reference:>12}")
     for row in report["pairs"]:
-        is_finite = row["default"]["is_finite"] and row["force_fp32"]["is_finite"]
+        is_finite = row[candidate]["is_finite"] and row[reference]["is_finite"]
         print(f"{row['sampler']:16} {row['scheduler']:10} {row['max_abs']:8d} {row['mean_abs']:9.3f} "
-              f"{psnr(row['psnr_db']):>10} {row['default']['seconds']:10.1f} {row['force_fp32']['seconds']:8.1f}"
+              f"{psnr(row['psnr_db']):>10} {row[candidate]['seconds']:12.1f} {row[reference]['seconds']:12.1f}"
               f"{'' if is_finite else '  NON-FINITE'}")
     o = report["overall"]
     print(f"{'overall':27} {o['max_abs']:8d} {o['mean_abs']:9.3f} {psnr(o['psnr_db']):>10}")
@@ -251,6 +257,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256, help="image width and height in pixels")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--int8", action="store_true",
+                        help="compare `--int8-unet` images against the default (bf16) ones instead of default "
+                             "against --force-fp32")
     parser.add_argument("--json", type=Path, default=RESULTS / "quality.json", help="where to write the report")
     args = parser.parse_args()
     if sum((args.tiny, args.tiny_sdxl, args.model is not None)) > 1:
@@ -267,7 +276,8 @@ def main() -> int:
         print(f"wrote {checkpoint} in {time.perf_counter() - started:.0f} s", flush=True)
     pairs = list(matrix_pairs(args.samplers, args.schedulers))
     started = time.perf_counter()
-    report = compare_precisions(checkpoint.resolve(), pairs, size=args.size, steps=args.steps, seed=args.seed)
+    report = compare_precisions(checkpoint.resolve(), pairs, size=args.size, steps=args.steps, seed=args.seed,
+                                precisions=INT8_PRECISIONS if args.int8 else PRECISIONS)
     report.pop("images")
     report["total_s"] = round(time.perf_counter() - started, 1)
     print_table(report)

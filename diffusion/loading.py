@@ -14,6 +14,7 @@ A handle the manager dropped from RAM is reloaded from the file on the next requ
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 import weakref
@@ -32,6 +33,7 @@ from models.embeddings import EmbeddingStore
 from models.errors import ModelError
 from models.files import load_state_dict, release_file_pages
 from models.fp8_weights import store_weights_in_fp8, weight_dtype_of
+from models.int8_weights import store_weights_in_int8
 from models.rebuild import FileRebuilder
 from models.text import load_text_encoder
 from models.unet import UNetModel
@@ -39,6 +41,8 @@ from sampling import latent_format as latent_formats
 from sampling.model_sampling import DiscreteSampling, Eps, FlowSampling, VPrediction
 
 from .objects import Autoencoder, DiffusionModel, TextEncoders, TextEncoderStack
+
+log = logging.getLogger("plexus.diffusion")
 
 
 class _FileCache:
@@ -133,9 +137,21 @@ def load_dtype_for(manager: Any, part: ModelPart):
     return _dtype_for(manager, part) if manager.device.type == "cpu" else None
 
 
+def _is_int8_requested(manager: Any, unet: UNetModel) -> bool:
+    """`--int8-unet`, an LDM UNet (SD1.x / SD2.x / SDXL; MM-DiT and FLUX transformers are not converted), the
+    weights on the CPU, and not already stored narrow (UNETLoader's fp8 weight_dtype)."""
+    settings = getattr(manager, "settings", None)
+    return bool(getattr(settings, "int8_unet", False)) and isinstance(unet, UNetModel) \
+        and manager.device.type == "cpu" and not getattr(unet, "CASTS_WEIGHTS_PER_USE", False)
+
+
 def wrap_unet(unet: UNetModel, manager: Any, *, config: ModelConfig | None, source_key: str,
               model_sampling=None, rebuilder: FileRebuilder | None = None,
               latent_format: latent_formats.LatentFormat | None = None) -> DiffusionModel:
+    if _is_int8_requested(manager, unet):
+        count = store_weights_in_int8(unet, _dtype_for(manager, ModelPart.DIFFUSION))
+        log.info("int8 weights (--int8-unet): %d Linear / Conv2d layers of %s", count, Path(source_key).name)
+        rebuilder = None                 # the file's keys no longer describe the stored (int8) weights
     model = DiffusionModel(unet, manager=manager, name=f"{Path(source_key).name} (UNet)", source_key=source_key,
                            options={"model_sampling": model_sampling or model_sampling_for(config),
                                     "latent_format": latent_format or latent_format_for(config),

@@ -2,7 +2,7 @@
 
 `main.py` fills a :class:`MemorySettings` from the command-line flags (`--cpu`, `--highvram`,
 `--normalvram`, `--lowvram`, `--novram`, `--reserve-vram GB`, `--vram-budget GB`, `--ram-budget GB`,
-`--force-fp32`, `--force-fp16`, `--bf16-unet`, `--fp32-vae`, `--compile-unet`, `--compile-blocking`,
+`--force-fp32`, `--force-fp16`, `--bf16-unet`, `--fp32-vae`, `--int8-unet`, `--compile-unet`, `--compile-blocking`,
 `--compile-cache-dir`, `--attention`, `--disable-weight-prepack`). Nothing here parses argv or looks
 at a device: the settings are data, and every policy that reads them is a pure function of them.
 """
@@ -49,6 +49,9 @@ class MemorySettings:
     force_fp16: bool = False
     bf16_unet: bool = False
     fp32_vae: bool = False
+    # --int8-unet: on the CPU, LDM UNets (SD1.x / SD2.x / SDXL) keep their Linear and Conv2d weights in int8 and
+    # multiply in int8 with dynamically quantised activations (models/int8_weights.py; opt-in).
+    int8_unet: bool = False
     pin_memory: bool = True                   # CUDA: page-lock streamed weights for async copies
     # --compile-unet: run the diffusion model's forward through torch.compile (inductor), compiled once per
     # input shape (minutes for a full-size UNet on a CPU, seconds from the on-disk cache); eager while

@@ -118,20 +118,22 @@ class ModuleWeights:
                 if getattr(owner, attr, None) is not None and getattr(owner, scale_attr, None) is not None:
                     self.scales[f"{prefix}.{attr}" if prefix else attr] = \
                         f"{prefix}.{scale_attr}" if prefix else scale_attr
+        self._scale_keys = frozenset(self.scales.values())
 
     def keys(self) -> Iterator[str]:
         return iter(self.slots)
 
     def device_dtype(self, key: str, dtype: torch.dtype | None, patched: bool = False) -> torch.dtype:
         """The dtype of `key` on the device when the model computes in `dtype` (None: as stored): `dtype`
-        for floating-point weights, except those cast per use that are stored no wider than it. A `patched`
-        weight cast per use is held in `dtype` (a LoRA on an fp8 T5 is not rounded back to fp8), and a
-        patched scaled weight as its true value in `dtype` (float32 when the model keeps its stored dtypes)."""
+        for floating-point weights, except those cast per use that are stored no wider than it and the
+        scales of scaled weights. A `patched` weight cast per use is held in `dtype` (a LoRA on an fp8 T5 is
+        not rounded back to fp8), and a patched scaled weight as its true value in `dtype` (float32 when the
+        model keeps its stored dtypes)."""
         home = self.home[key]
         if patched and key in self.scales:
             return dtype or torch.float32
-        if dtype is None or not home.is_floating_point():
-            return home.dtype
+        if dtype is None or not home.is_floating_point() or key in self._scale_keys:
+            return home.dtype               # scales (SCALED_WEIGHTS) stay as stored: float32 int8 / fp8 scales
         if key in self.cast_per_use and home.element_size() <= _element_size(dtype) and not patched:
             return home.dtype
         return dtype
