@@ -16,7 +16,9 @@ from .objects import DiffusionModel
 log = logging.getLogger("plexus.diffusion")
 
 # bf16 linears packed too (models.prepack.PackedLinear): measured by bench/roofline.py --pack-linears on/off
-IS_PACKING_LINEARS = False   # pays ~3% at 512² but breaks tests/cluster/test_ray_cluster.py residency (not yet understood)
+# off: 1.5-2.4% at 256² / 512² (within noise) and not bit-identical over the whole UNet (docs/performance.md,
+# bench/linear_packing_identity.py)
+IS_PACKING_LINEARS = False
 
 
 def _record_to_prepack(model: DiffusionModel, unet: Any) -> Any:
