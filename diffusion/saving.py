@@ -29,42 +29,63 @@ TEXT_PREFIXES = {"clip_l": "cond_stage_model.transformer.", "open_clip_h": "cond
 Entry = tuple[Callable[[], Tensor], tuple[int, ...], torch.dtype]   # (make the tensor, shape, dtype)
 
 
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
 def _patched(handle: ModelHandle, key: str) -> Tensor:
     """The weight `key` as written: its patches merged in. A weight of a scaled fp8 file (ComfyUI
     `scaled_fp8`) is patched as its true value (weight * scale, float32) and stored again as fp8 of the same
-    scale, rounded to nearest and clamped to the fp8 range (ComfyUI rounds stochastically here)."""
+    scale, rounded to nearest and clamped to the fp8 range (ComfyUI rounds stochastically here). Any other
+    scaled weight (`--int8-unet`'s int8, which no file format holds) is written as its true value in fp16."""
     weights = handle.shared.weights
     weight = weights.home[key]
     patches = handle.patches.get(key)
-    if not patches:
-        return weight
     scale_key = weights.scales.get(key)
     if scale_key is None:
-        return apply_patches(weight, patches, key)
+        return apply_patches(weight, patches, key) if patches else weight
+    if weight.dtype not in FP8_DTYPES:
+        true = weights.true_value(key, weight)
+        return (apply_patches(true, patches, key, out_dtype=torch.float32) if patches else true).half()
+    if not patches:
+        return weight
     true = apply_patches(weights.true_value(key, weight), patches, key, out_dtype=torch.float32)
     limit = torch.finfo(weight.dtype).max
     return (true / weights.home[scale_key].float()).clamp_(-limit, limit).to(weight.dtype)
 
 
-def _scaled_fp8_marker(handle: ModelHandle | None) -> dict[str, Entry]:
-    """ComfyUI's `scaled_fp8` marker (an empty tensor of the weights' fp8 dtype) when `handle` holds scaled
-    fp8 weights: without it a loader would read those weights without their scales."""
-    if handle is None or not handle.shared.weights.scales:
-        return {}
-    weights = handle.shared.weights
-    dtype = weights.home[next(iter(weights.scales))].dtype
-    return {UNET_PREFIX + SCALED_FP8_MARKER: ((lambda: torch.empty(0, dtype=dtype)), (0,), dtype)}
-
-
 def _entries(handle: ModelHandle | None, file_key: Callable[[str], str],
              keys: list[str] | None = None) -> dict[str, Entry]:
     """The weights of `handle` (all, or `keys`) under their file names, made with patches merged only when
-    written."""
+    written. Non-fp8 scaled weights are written as fp16 true values, without their scales."""
     if handle is None:
         return {}
-    home = handle.shared.weights.home
-    return {file_key(key): ((lambda key=key: _patched(handle, key)), tuple(home[key].shape), home[key].dtype)
-            for key in (handle.shared.weights.slots if keys is None else keys)}
+    weights = handle.shared.weights
+    home = weights.home
+    widened = set(weights.scales) - set(_fp8_scaled(weights))
+    dropped = {weights.scales[key] for key in widened}
+    out = {}
+    for key in (weights.slots if keys is None else keys):
+        if key in dropped:
+            continue
+        dtype = torch.float16 if key in widened else home[key].dtype
+        out[file_key(key)] = ((lambda key=key: _patched(handle, key)), tuple(home[key].shape), dtype)
+    return out
+
+
+def _fp8_scaled(weights) -> list[str]:
+    return [key for key in weights.scales if weights.home[key].dtype in FP8_DTYPES]
+
+
+def _scaled_fp8_marker(handle: ModelHandle | None) -> dict[str, Entry]:
+    """ComfyUI's `scaled_fp8` marker (an empty tensor of the weights' fp8 dtype) when `handle` holds scaled
+    fp8 weights: without it a loader would read those weights without their scales."""
+    if handle is None:
+        return {}
+    scaled = _fp8_scaled(handle.shared.weights)
+    if not scaled:
+        return {}
+    dtype = handle.shared.weights.home[scaled[0]].dtype
+    return {UNET_PREFIX + SCALED_FP8_MARKER: ((lambda: torch.empty(0, dtype=dtype)), (0,), dtype)}
 
 
 def _text_entries(clip: TextEncoders | None) -> dict[str, Entry]:

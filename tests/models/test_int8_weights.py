@@ -227,3 +227,22 @@ def test_unet_loader_files_sdxl_included_are_converted_but_fp8_ones_stay_fp8(tmp
     assert torch.isfinite(out).all()
     fp8 = loading.load_unet_file(tmp_path / "unet.safetensors", ModelManager(settings), weight_dtype="fp8_e4m3fn")
     assert not any(isinstance(m, (Int8Linear, Int8Conv2d)) for m in fp8.module.modules())
+
+
+def test_a_saved_int8_model_holds_its_true_weights_in_fp16(tiny_checkpoint, tmp_path):
+    """int8 weights have no file format: ModelSave writes their true values (weight * scale, LoRA merged) in fp16,
+    without the scales and without a `scaled_fp8` marker, so the file loads as a plain model."""
+    from diffusion import saving_parts
+    from models.files import load_state_dict
+    manager = ModelManager(MemorySettings(force_fp32=True, device="cpu", int8_unet=True))
+    model, _, _ = loading.load_checkpoint_file(tiny_checkpoint, manager)
+    key = "input_blocks.1.0.in_layers.2.weight"
+    base = {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+    path = saving_parts.save_model(tmp_path / "int8-saved.safetensors", model)
+    with load_state_dict(path) as saved:
+        names = set(saved.keys())
+        assert not any(n.endswith("weight_scale") or n.endswith("scaled_fp8") for n in names)
+        stored = saved["model.diffusion_model." + key]
+        assert stored.dtype == torch.float16
+        true = base[key].float() * base[key.removesuffix("weight") + "weight_scale"]
+        torch.testing.assert_close(stored.float(), true.half().float(), atol=0, rtol=0)
