@@ -78,18 +78,23 @@ def _out_dtype(x: Tensor) -> torch.dtype:
     return x.dtype if x.dtype in KERNEL_DTYPES else torch.float32
 
 
-class Int8Linear(nn.Linear):
-    """nn.Linear with an int8 `weight` and float32 per-row `weight_scale` (see the module docstring)."""
+class _Int8Weight:
+    """The int8 `weight` + float32 per-output-channel `weight_scale` of Int8Linear / Int8Conv2d; model
+    management reads SCALED_WEIGHTS (true value = weight * scale)."""
 
     SCALED_WEIGHTS = {"weight": "weight_scale"}
     weight_scale: Tensor
 
     @classmethod
-    def convert(cls, layer: nn.Linear) -> None:
+    def convert(cls, layer: nn.Module) -> None:
         q, scale = quantize_weight(layer.weight)
         layer.__class__ = cls
         layer.weight = nn.Parameter(q, requires_grad=False)
         layer.register_buffer("weight_scale", scale)
+
+
+class Int8Linear(_Int8Weight, nn.Linear):
+    """nn.Linear with an int8 `weight` and float32 per-row `weight_scale` (see the module docstring)."""
 
     def forward(self, x: Tensor) -> Tensor:
         w, bias = self.weight, self.bias
@@ -119,18 +124,8 @@ def _is_int8_conv(conv: nn.Conv2d) -> bool:
     return conv.groups == 1 and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
 
 
-class Int8Conv2d(nn.Conv2d):
+class Int8Conv2d(_Int8Weight, nn.Conv2d):
     """nn.Conv2d with an int8 `weight` and float32 per-output-channel `weight_scale`."""
-
-    SCALED_WEIGHTS = {"weight": "weight_scale"}
-    weight_scale: Tensor
-
-    @classmethod
-    def convert(cls, layer: nn.Conv2d) -> None:
-        q, scale = quantize_weight(layer.weight)
-        layer.__class__ = cls
-        layer.weight = nn.Parameter(q, requires_grad=False)
-        layer.register_buffer("weight_scale", scale)
 
     def forward(self, x: Tensor) -> Tensor:
         w, bias = self.weight, self.bias
